@@ -1,0 +1,169 @@
+"""The fields kvant needs from a Hugging Face `config.json`, validated once."""
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kvant.engine.errors import KvantError
+
+# architecture -> (model family, qkv bias by default, per-head q/k RMSNorm)
+SUPPORTED_ARCHITECTURES = {
+    "LlamaForCausalLM": ("llama", False, False),
+    "MistralForCausalLM": ("mistral", False, False),
+    "Qwen2ForCausalLM": ("qwen2", True, False),
+    "Qwen3ForCausalLM": ("qwen3", False, True),
+}
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass(slots=True, frozen=True)
+class ModelConfig:
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_type: str = "default"
+    rope_scaling: dict | None = field(default=None, compare=False)  # factor etc. for linear / llama3
+    max_position_embeddings: int = 4096
+    max_model_len: int = 4096  # what the engine allows: max_position_embeddings, capped by a sliding window
+    attention_bias: bool = False  # bias on q/k/v (Qwen2)
+    qk_norm: bool = False  # RMSNorm on each q/k head before RoPE (Qwen3)
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    torch_dtype: str = "bfloat16"
+    quantization_config: dict | None = field(default=None, compare=False)
+    name_or_path: str = ""
+
+    def __post_init__(self):
+        if self.architecture not in SUPPORTED_ARCHITECTURES:
+            supported = ", ".join(SUPPORTED_ARCHITECTURES)
+            raise KvantError(f"unsupported architecture {self.architecture!r}: kvant supports {supported}")
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "head_dim", "max_model_len"):
+            if getattr(self, name) < 1:
+                raise KvantError(f"config {name} must be >= 1, got {getattr(self, name)}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise KvantError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.head_dim % 2:
+            raise KvantError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        if self.rope_type not in SUPPORTED_ROPE_TYPES:
+            raise KvantError(f"unsupported rope type {self.rope_type!r}: kvant supports {', '.join(SUPPORTED_ROPE_TYPES)}")
+
+    @property
+    def family(self) -> str:
+        return SUPPORTED_ARCHITECTURES[self.architecture][0]
+
+    @property
+    def num_params(self) -> int:
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        q, kv = self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+        layer = h * (q + 2 * kv) + q * h + 3 * h * i + 2 * h
+        return self.num_hidden_layers * layer + v * h * (1 if self.tie_word_embeddings else 2) + h
+
+    @classmethod
+    def from_dict(cls, cfg: dict, generation_config: dict | None = None, name_or_path: str = "") -> "ModelConfig":
+        archs = cfg.get("architectures") or []
+        if not archs:
+            raise KvantError(f"config.json of {name_or_path or 'the model'} names no architecture")
+        arch = archs[0]
+        if arch not in SUPPORTED_ARCHITECTURES:
+            supported = ", ".join(SUPPORTED_ARCHITECTURES)
+            raise KvantError(f"unsupported architecture {arch!r}: kvant supports {supported}")
+        _, default_bias, qk_norm = SUPPORTED_ARCHITECTURES[arch]
+        try:
+            heads = int(cfg["num_attention_heads"])
+            hidden = int(cfg["hidden_size"])
+            rope = _rope(cfg)
+            max_pos = int(cfg.get("max_position_embeddings", 4096))
+            window = cfg.get("sliding_window") if cfg.get("use_sliding_window", arch == "MistralForCausalLM") else None
+            return cls(
+                architecture=arch,
+                vocab_size=int(cfg["vocab_size"]),
+                hidden_size=hidden,
+                intermediate_size=int(cfg["intermediate_size"]),
+                num_hidden_layers=int(cfg["num_hidden_layers"]),
+                num_attention_heads=heads,
+                num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
+                head_dim=int(cfg.get("head_dim") or hidden // heads),
+                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                rope_theta=rope["rope_theta"],
+                rope_type=rope["rope_type"],
+                rope_scaling=rope,
+                max_position_embeddings=max_pos,
+                # kvant has no sliding-window attention: cap the context at the window so results stay exact
+                max_model_len=min(max_pos, int(window)) if window else max_pos,
+                attention_bias=bool(cfg.get("attention_bias", default_bias)),
+                qk_norm=qk_norm,
+                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                bos_token_id=cfg.get("bos_token_id"),
+                eos_token_ids=_eos_ids(cfg, generation_config),
+                torch_dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"),
+                quantization_config=cfg.get("quantization_config") or cfg.get("compression_config"),
+                name_or_path=name_or_path,
+            )
+        except KeyError as exc:
+            raise KvantError(f"config.json of {name_or_path or 'the model'} lacks {exc.args[0]!r}") from None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "ModelConfig":
+        path = Path(path)
+        cfg_file = path / "config.json"
+        if not cfg_file.exists():
+            raise KvantError(f"model folder {path} has no config.json")
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise KvantError(f"{cfg_file} is not valid JSON: {exc}") from None
+        gen_file = path / "generation_config.json"
+        gen = json.loads(gen_file.read_text()) if gen_file.exists() else None
+        return cls.from_dict(cfg, gen, name_or_path=str(path))
+
+
+def _rope(cfg: dict) -> dict:
+    # transformers 5 writes `rope_parameters`; older configs have `rope_theta` + `rope_scaling`
+    params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    params.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+    params["rope_theta"] = float(params["rope_theta"])
+    params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
+    return params
+
+
+def _eos_ids(cfg: dict, gen: dict | None) -> tuple[int, ...]:
+    ids: list[int] = []
+    for source in (cfg, gen or {}):
+        value = source.get("eos_token_id")
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and int(item) not in ids:
+                ids.append(int(item))
+    return tuple(ids)
+
+
+def rope_inv_freq(config: ModelConfig):
+    """Inverse frequencies [head_dim / 2] with the config's scaling applied (HF semantics)."""
+    import torch
+
+    d = config.head_dim
+    # float32 throughout, as transformers computes it, so positions rotate bit-for-bit alike
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    scaling = config.rope_scaling or {}
+    if config.rope_type == "linear":
+        inv_freq = inv_freq / float(scaling["factor"])
+    elif config.rope_type == "llama3":
+        factor = float(scaling["factor"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old_len = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+        inv_freq = torch.where(is_medium, smoothed, scaled)
+    return inv_freq

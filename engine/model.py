@@ -1,0 +1,166 @@
+"""kvant's Llama-family decoder (Llama 2/3, Mistral, Qwen2, Qwen3) on flattened tokens.
+
+Module and parameter names follow transformers, so checkpoints (and compressed-tensors artifacts) load by name.
+Every tensor here is flat over the step's tokens: T = all tokens of all sequences.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kvant.engine.config import ModelConfig, rope_inv_freq
+from kvant.engine.context import get_context
+from kvant.kernels.activation import silu_and_mul
+from kvant.kernels.kv_store import store_kvcache
+from kvant.kernels.paged_attention import paged_attention_decode, paged_attention_prefill
+from kvant.kernels.rmsnorm import rms_norm
+from kvant.kernels.rope import apply_rope
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, x, residual=None):
+        return rms_norm(x, self.weight, self.eps, residual)
+
+
+class RotaryEmbedding(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("cos_sin", self._table(), persistent=False)  # [max_pos, D] fp32
+
+    def _table(self) -> torch.Tensor:
+        inv_freq = rope_inv_freq(self.config)  # [D/2]
+        t = torch.arange(self.config.max_position_embeddings, dtype=torch.float32)
+        freqs = t[:, None] * inv_freq[None, :]  # [max_pos, D/2]
+        return torch.cat([freqs.cos(), freqs.sin()], dim=-1)
+
+    def reset(self) -> None:
+        # buffers built on the meta device are recomputed once the model has real storage
+        self.cos_sin = self._table().to(self.cos_sin.device)
+
+    def forward(self, positions, q, k):
+        return apply_rope(q, k, positions, self.cos_sin)
+
+
+class Attention(nn.Module):
+    """Attention core. Reads the step's Context; without one it is plain causal attention (the reference)."""
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.scale = head_dim**-0.5
+        self.k_cache = self.v_cache = torch.tensor([])  # [num_blocks, block_size, Hkv, D], set by ModelRunner
+        self.k_scale: float | None = None  # fp8 KV-cache scales
+        self.v_scale: float | None = None
+
+    def forward(self, q, k, v):  # q [T, Hq, D], k/v [T, Hkv, D]
+        ctx = get_context()
+        if ctx is None:
+            qh, kh, vh = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # [1, H, T, D]
+            o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=self.scale,
+                                               enable_gqa=self.num_heads != self.num_kv_heads)
+            return o.squeeze(0).transpose(0, 1)
+        store_kvcache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping, self.k_scale, self.v_scale)
+        if ctx.is_decode:
+            return paged_attention_decode(q, self.k_cache, self.v_cache, ctx.block_tables, ctx.context_lens,
+                                          self.scale, self.k_scale, self.v_scale)
+        return paged_attention_prefill(q, self.k_cache, self.v_cache, ctx.cu_seqlens_q, ctx.context_lens,
+                                       ctx.block_tables, self.scale, self.k_scale, self.v_scale)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding):
+        super().__init__()
+        h, d = config.hidden_size, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(h, self.num_heads * d, bias=bias)
+        self.k_proj = nn.Linear(h, self.num_kv_heads * d, bias=bias)
+        self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * d, h, bias=False)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(d, config.rms_norm_eps)
+            self.k_norm = RMSNorm(d, config.rms_norm_eps)
+        self.rotary = rotary  # shared by all layers, not a parameter
+        self.attn = Attention(self.num_heads, self.num_kv_heads, d)
+
+    def forward(self, positions, x):  # x [T, H]
+        t = x.shape[0]
+        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rotary[0](positions, q, k)
+        o = self.attn(q, k, v)  # [T, Hq, D]
+        return self.o_proj(o.reshape(t, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        h, i = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(h, i, bias=False)
+        self.up_proj = nn.Linear(h, i, bias=False)
+        self.down_proj = nn.Linear(i, h, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(silu_and_mul(torch.cat([self.gate_proj(x), self.up_proj(x)], dim=-1)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = SelfAttention(config, rotary)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, positions, x, residual):
+        if residual is None:
+            x, residual = self.input_layernorm(x), x
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(positions, x)
+        x, residual = self.post_attention_layernorm(x, residual)
+        return self.mlp(x), residual
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.rotary_emb = RotaryEmbedding(config)
+        # a tuple hides the shared rotary table from each layer's state_dict
+        self.layers = nn.ModuleList(DecoderLayer(config, (self.rotary_emb,)) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, input_ids, positions):
+        x, residual = self.embed_tokens(input_ids), None
+        for layer in self.layers:
+            x, residual = layer(positions, x, residual)
+        x, _ = self.norm(x, residual)
+        return x
+
+
+class CausalLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = DecoderModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids, positions):  # [T] int64, [T] int64 -> hidden [T, H]
+        return self.model(input_ids, positions)
+
+    def compute_logits(self, hidden):  # [N, H] -> [N, V] float32
+        return self.lm_head(hidden).float()
+
+    def attention_layers(self) -> list[Attention]:
+        return [layer.self_attn.attn for layer in self.model.layers]

