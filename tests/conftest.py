@@ -39,10 +39,5 @@ def shared_data() -> Path:
         pytest.fail(f"evaluation data folder {SHARED_DATA} is missing (expected ../shared/data beside the repo)")
     return SHARED_DATA
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _offline_hub():
-    # tests never reach the Hub; a test that needs a Hub-like server starts its own on 127.0.0.1
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    yield
+# tests never reach the Hub; a test that needs a Hub-like server starts its own on 127.0.0.1
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
