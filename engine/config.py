@@ -127,6 +127,17 @@ class ModelConfig:
         return cls.from_dict(cfg, gen, name_or_path=str(path))
 
 
+def load_config_file(path: str | Path) -> ModelConfig:
+    """A ModelConfig from a bare config.json (e.g. bench/configs/llama-3.1-8b.json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KvantError(f"config file {path} does not exist")
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text()), name_or_path=str(path))
+    except json.JSONDecodeError as exc:
+        raise KvantError(f"{path} is not valid JSON: {exc}") from None
+
+
 def _rope(cfg: dict) -> dict:
     # transformers 5 writes `rope_parameters`; older configs have `rope_theta` + `rope_scaling`
     params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})

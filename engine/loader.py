@@ -6,7 +6,7 @@ from typing import Iterable, Iterator
 import torch
 from safetensors import SafetensorError, safe_open
 
-from kvant.engine.config import ModelConfig
+from kvant.engine.config import ModelConfig, load_config_file  # noqa: F401 (re-exported)
 from kvant.engine.errors import KvantError
 from kvant.engine.model import CausalLM
 
@@ -137,12 +137,3 @@ def dummy_model(config: ModelConfig, dtype: str | torch.dtype | None = "auto", d
             elif p.is_floating_point():
                 p.normal_(0.0, 0.02, generator=gen)
     return model
-
-
-def load_config_file(path: str | Path) -> ModelConfig:
-    """A ModelConfig from a bare config.json (e.g. bench/configs/llama-3.1-8b.json)."""
-    path = Path(path)
-    try:
-        return ModelConfig.from_dict(json.loads(path.read_text()), name_or_path=str(path))
-    except FileNotFoundError:
-        raise KvantError(f"config file {path} does not exist") from None
