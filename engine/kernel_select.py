@@ -1,0 +1,98 @@
+"""Which kernel runs each layer, from the artifact's scheme and the card's compute capability.
+
+| scheme        | sm_80 / 86 / 87 (Ampere, Orin)       | sm_89 / 90+ (Ada, Hopper)        |
+|---------------|--------------------------------------|----------------------------------|
+| bf16          | bf16 GEMM                            | bf16 GEMM                        |
+| w4a16         | W4A16 GEMM (dequantize in registers) | same                             |
+| w8a16         | W8A16 GEMM                           | same                             |
+| w8a8-int8     | INT8 W8A8 GEMM                       | same                             |
+| fp8 (W8A8)    | FP8 weight-only (16-bit activations) | FP8 W8A8 GEMM (FP8 tensor cores) |
+| fp8 KV cache  | stored as FP8, computed in 16-bit    | same                             |
+
+Cards before Ampere (sm_75 and older) lack bf16 tensor cores and the async copies the Triton kernels use: refused
+with a clear message. `--kernel-arch sm_86` forces a smaller card's paths on a bigger card, for testing.
+"""
+import logging
+import re
+from dataclasses import dataclass
+
+from kvant.engine.errors import KvantError
+
+log = logging.getLogger("kvant.kernels")
+
+SCHEMES = ("bf16", "w4a16", "w8a16", "w8a8-int8", "fp8-dynamic", "fp8-static")
+MIN_CAPABILITY = (8, 0)
+FP8_TENSOR_CORES = (8, 9)
+
+
+@dataclass(slots=True, frozen=True)
+class KernelPath:
+    gemm: str  # "bf16" | "w4a16" | "w8a16" | "int8_w8a8" | "fp8_w8a8" | "fp8_weight_only"
+    kv_cache: str  # "16bit" | "fp8_stored_16bit_compute"
+    reason: str
+
+
+def parse_arch(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"sm_?(\d)(\d)", text.strip().lower())
+    if not m:
+        raise ValueError(f"kernel_arch must look like sm_86, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def select_path(scheme: str, capability: tuple[int, int], kv_cache_dtype: str = "auto") -> KernelPath:
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    if kv_cache_dtype not in ("auto", "fp8"):
+        raise ValueError(f"kv_cache_dtype must be auto or fp8, got {kv_cache_dtype!r}")
+    sm = f"sm_{capability[0]}{capability[1]}"
+    if capability < MIN_CAPABILITY:
+        raise KvantError(f"kvant needs an Ampere (sm_80) or newer NVIDIA GPU for its bf16 and quantized kernels; "
+                         f"this card is {sm}")
+    kv = "fp8_stored_16bit_compute" if kv_cache_dtype == "fp8" else "16bit"
+    if scheme.startswith("fp8"):
+        if capability >= FP8_TENSOR_CORES:
+            return KernelPath("fp8_w8a8", kv, f"{sm} has FP8 tensor cores")
+        return KernelPath("fp8_weight_only", kv, f"{sm} has no FP8 tensor cores: FP8 weights, 16-bit activations")
+    gemm = {"bf16": "bf16", "w4a16": "w4a16", "w8a16": "w8a16", "w8a8-int8": "int8_w8a8"}[scheme]
+    return KernelPath(gemm, kv, f"{sm} runs {gemm} natively")
+
+
+def scheme_of(quantization_config: dict | None) -> str:
+    """The kvant scheme name of a compressed-tensors config (bf16 when there is none)."""
+    if not quantization_config:
+        return "bf16"
+    groups = quantization_config.get("config_groups") or {}
+    if not groups:
+        raise KvantError("quantization_config has no config_groups")
+    weights = next(iter(groups.values())).get("weights") or {}
+    acts = next(iter(groups.values())).get("input_activations")
+    bits, kind = weights.get("num_bits"), weights.get("type", "int")
+    if kind == "float" and bits == 8:
+        return "fp8-dynamic" if not acts or acts.get("dynamic", False) else "fp8-static"
+    if kind == "int" and bits == 4 and not acts:
+        return "w4a16"
+    if kind == "int" and bits == 8:
+        return "w8a16" if not acts else "w8a8-int8"
+    raise KvantError(f"unsupported quantization scheme: {bits}-bit {kind} weights"
+                     f"{' with quantized activations' if acts else ''}")
+
+
+_forced: tuple[int, int] | None = None
+
+
+def force_arch(capability: tuple[int, int] | None) -> None:
+    global _forced
+    _forced = capability
+
+
+def effective_capability() -> tuple[int, int] | None:
+    """The capability kernels should plan for: the forced one, else the current CUDA card's (None on CPU)."""
+    if _forced is not None:
+        return _forced
+    import torch
+
+    return torch.cuda.get_device_capability() if torch.cuda.is_available() else None
+
+
+def log_choice(scheme: str, path: KernelPath) -> None:
+    log.info("kernels: %s artifact -> %s GEMM, KV cache %s (%s)", scheme, path.gemm, path.kv_cache, path.reason)
