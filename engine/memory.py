@@ -1,0 +1,105 @@
+"""GPU memory budget: weights, activation peak, CUDA graphs and what is left for the KV cache.
+
+Planned before anything large is allocated, so a model that cannot hold one full-length sequence is refused with
+the numbers, rather than failing later with an out-of-memory error.
+"""
+from dataclasses import dataclass
+
+from kvant.engine.config import ModelConfig
+from kvant.engine.errors import KvantError
+
+GiB = 1 << 30
+# CUDA graphs share one memory pool; each captured batch size adds little beyond the largest one's buffers.
+GRAPH_BYTES_PER_BATCH_SIZE = 2 << 20
+
+
+@dataclass(slots=True, frozen=True)
+class MemoryPlan:
+    total_bytes: int  # the card's memory
+    budget_bytes: int  # what kvant may use in all (utilization x total, minus other processes' use)
+    weights_bytes: int
+    activation_bytes: int
+    cuda_graph_bytes: int
+    kv_cache_bytes: int
+    kv_bytes_per_token: int
+    block_size: int
+    num_blocks: int
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    def breakdown(self) -> str:
+        def g(x: int) -> str:
+            return f"{x / GiB:.2f} GiB"
+
+        return (f"memory: weights {g(self.weights_bytes)}, activations peak {g(self.activation_bytes)}, "
+                f"CUDA graphs {g(self.cuda_graph_bytes)}, KV cache {g(self.kv_cache_bytes)} = "
+                f"{self.kv_tokens:,} tokens ({self.num_blocks} blocks of {self.block_size}); "
+                f"budget {g(self.budget_bytes)} of {g(self.total_bytes)}")
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """'6GiB', '512MiB', '4G', '1.5GB' or a byte count -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
+             "g": GiB, "gb": 10**9, "gib": GiB, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
+    s = text.strip().lower().replace(" ", "")
+    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = s[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in units or value <= 0:
+        raise ValueError(f"kv_cache_memory must be a size like 6GiB or 512MiB, got {text!r}")
+    return int(value * units[unit])
+
+
+def kv_bytes_per_token(cfg: ModelConfig, kv_dtype_bytes: int) -> int:
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * kv_dtype_bytes
+
+
+def activation_peak_bytes(cfg: ModelConfig, max_num_batched_tokens: int, max_num_seqs: int, act_bytes: int) -> int:
+    """Largest live tensors of one step: the MLP's gate|up output plus a few hidden-size buffers, and fp32 logits
+    for every sampled row (prompt logprobs may ask for all of a step's tokens)."""
+    t = max_num_batched_tokens
+    mlp = t * 3 * cfg.intermediate_size * act_bytes  # gate|up [T, 2I] and the activated [T, I]
+    hidden = 4 * t * max(cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim) * act_bytes
+    logits = 2 * max(max_num_seqs, t) * cfg.vocab_size * 4  # logits and their log-softmax, fp32
+    return mlp + hidden + logits
+
+
+def plan_memory(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weights_bytes: int,
+                gpu_memory_utilization: float, kv_cache_memory: int | None, max_model_len: int,
+                max_num_batched_tokens: int, max_num_seqs: int, block_size: int, kv_dtype_bytes: int,
+                act_bytes: int, graph_batch_sizes: int) -> MemoryPlan:
+    if not 0 < gpu_memory_utilization <= 1:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+    per_token = kv_bytes_per_token(cfg, kv_dtype_bytes)
+    block_bytes = per_token * block_size
+    activations = activation_peak_bytes(cfg, max_num_batched_tokens, max_num_seqs, act_bytes)
+    graphs = GRAPH_BYTES_PER_BATCH_SIZE * graph_batch_sizes
+    budget = int(total_bytes * gpu_memory_utilization) - used_by_others
+    fixed = weights_bytes + activations + graphs
+    if kv_cache_memory is not None:
+        kv = kv_cache_memory
+        if fixed + kv > total_bytes - used_by_others:
+            raise KvantError(
+                f"kv_cache_memory {kv / GiB:.2f} GiB does not fit: weights {weights_bytes / GiB:.2f} GiB + "
+                f"activations {activations / GiB:.2f} GiB + graphs {graphs / GiB:.2f} GiB leave "
+                f"{max(0, total_bytes - used_by_others - fixed) / GiB:.2f} GiB free on this card")
+    else:
+        kv = budget - fixed
+    num_blocks = max(0, kv // block_bytes)
+    need_blocks = -(-max_model_len // block_size)
+    if num_blocks < need_blocks:
+        need = need_blocks * block_bytes
+        raise KvantError(
+            f"the model cannot fit one {max_model_len}-token sequence: its KV cache needs {need / GiB:.2f} GiB but "
+            f"only {max(kv, 0) / GiB:.2f} GiB is left after weights {weights_bytes / GiB:.2f} GiB, activations "
+            f"{activations / GiB:.2f} GiB and CUDA graphs {graphs / GiB:.2f} GiB (budget {budget / GiB:.2f} GiB); "
+            "lower --max-model-len, use --kv-cache-dtype fp8, or raise --gpu-memory-utilization")
+    return MemoryPlan(total_bytes, budget, weights_bytes, activations, graphs, num_blocks * block_bytes, per_token,
+                      block_size, int(num_blocks))
