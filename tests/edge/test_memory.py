@@ -1,9 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from kvant.engine.config import load_config_file
 from kvant.engine.errors import KvantError
 from kvant.engine.memory import GiB, kv_bytes_per_token, parse_size, plan_memory
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
