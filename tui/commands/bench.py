@@ -1,0 +1,133 @@
+"""`kvant bench throughput | latency`: seeded workloads against the roofline measured on the same card."""
+import json
+from pathlib import Path
+
+QUANTS = ("bf16", "fp8", "int8", "int4")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="throughput and latency against the roofline",
+                       description="Benchmark kvant's engine on seeded workloads; prints % of the roofline.")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for name, text in (("throughput", "offline throughput on a workload (W1..W5)"),
+                       ("latency", "decode TPOT and TTFT at batch sizes 1..64")):
+        k = kinds.add_parser(name, help=text)
+        k.add_argument("--model", required=True,
+                       help="a config .json (random weights, e.g. bench/configs/llama-3.1-8b.json) or a model/artifact")
+        k.add_argument("--quant", choices=QUANTS, default="bf16",
+                       help="for a config: quantize the random weights round-to-nearest to this format")
+        k.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
+        k.add_argument("--kernel-arch", default=None, help="force a smaller card's kernel paths, e.g. sm_86")
+        k.add_argument("--max-num-seqs", type=int, default=256)
+        k.add_argument("--max-num-batched-tokens", type=int, default=8192)
+        k.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+        k.add_argument("--json", type=Path, default=None, help="write the results here")
+        if name == "throughput":
+            k.add_argument("--workload", default="W1", choices=("W1", "W2", "W3", "W4", "W5"))
+            k.add_argument("--limit", type=int, default=None, help="only the first N requests")
+        else:
+            k.add_argument("--batch-sizes", default="1,4,16,64")
+            k.add_argument("--input-len", type=int, default=128)
+            k.add_argument("--output-len", type=int, default=128)
+    p.set_defaults(func=run)
+
+
+def build_llm(args):
+    import torch
+
+    from kvant.engine import kernel_select
+    from kvant.engine.config import load_config_file
+    from kvant.engine.llm import LLM
+    from kvant.engine.loader import dummy_model
+
+    if args.kernel_arch:
+        kernel_select.force_arch(kernel_select.parse_arch(args.kernel_arch))
+    engine_kwargs = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                         enforce_eager=args.enforce_eager, kv_cache_dtype=args.kv_cache_dtype)
+    model_arg = Path(args.model)
+    if model_arg.suffix == ".json":
+        cfg = load_config_file(model_arg)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = dummy_model(cfg, dtype=torch.bfloat16 if device == "cuda" else torch.float32, device=device)
+        if args.quant != "bf16":
+            from kvant.quantize.rtn import quantize_model_rtn
+
+            quantize_model_rtn(model, args.quant)
+        return LLM.from_model(model, tokenizer=None, **engine_kwargs), cfg
+    llm = LLM(args.model, **engine_kwargs)
+    return llm, llm.model_config
+
+
+def _weights_quant(args, cfg) -> str:
+    if Path(args.model).suffix == ".json":
+        return args.quant
+    from kvant.engine.kernel_select import scheme_of
+
+    scheme = scheme_of(cfg.quantization_config)
+    return {"bf16": "bf16", "w4a16": "int4", "w8a16": "int8", "w8a8-int8": "int8"}.get(scheme, "fp8")
+
+
+def run(args) -> int:
+    import time
+
+    import torch
+
+    from kvant.engine import benchmarks as B
+    from kvant.engine.sampling_params import SamplingParams
+
+    llm, cfg = build_llm(args)
+    quant = _weights_quant(args, cfg)
+    kv = "fp8" if args.kv_cache_dtype == "fp8" else "bf16"
+    ceil = B.measure_ceilings() if torch.cuda.is_available() else None
+    results = {"device": ceil.device if ceil else "cpu", "model": str(args.model), "quant": quant, "kv_cache": kv}
+    if args.kind == "throughput":
+        reqs = B.workload(args.workload, args.limit)
+        params = [SamplingParams(temperature=0.6, ignore_eos=True, max_tokens=r.max_tokens) for r in reqs]
+        llm.generate([reqs[0].prompt_token_ids], SamplingParams(max_tokens=8, ignore_eos=True))  # warm-up
+        t0 = time.perf_counter()
+        outs = llm.generate([r.prompt_token_ids for r in reqs], params)
+        wall = time.perf_counter() - t0
+        n_out = sum(len(o.outputs[0].token_ids) for o in outs)
+        expected = sum(r.max_tokens for r in reqs)
+        if n_out != expected:
+            raise RuntimeError(f"generated {n_out} tokens, the workload asks for {expected}")
+        n_in = sum(len(r.prompt_token_ids) for r in reqs)
+        results.update(workload=args.workload, requests=len(reqs), output_tokens=n_out, wall_s=wall,
+                       requests_per_s=len(reqs) / wall, output_tok_per_s=n_out / wall,
+                       total_tok_per_s=(n_in + n_out) / wall)
+        line = (f"{args.workload}: {len(reqs)} requests, {n_out:,} output tokens in {wall:.2f} s: "
+                f"{n_out / wall:,.0f} output tok/s, {(n_in + n_out) / wall:,.0f} total tok/s, "
+                f"{len(reqs) / wall:.2f} req/s")
+        if ceil:
+            ideal = B.roofline_seconds(reqs, cfg, quant, kv, ceil, args.max_num_seqs)
+            results.update(roofline_s=ideal, roofline_tok_per_s=n_out / ideal, pct_of_roofline=100 * ideal / wall)
+            line += f"; roofline {ideal:.2f} s ({n_out / ideal:,.0f} tok/s): {100 * ideal / wall:.0f}% of roofline"
+        print(line)
+    else:
+        rows = []
+        for bs in [int(x) for x in args.batch_sizes.split(",")]:
+            prompts = [[(7 * i + j) % 10000 for j in range(args.input_len)] for i in range(bs)]
+            llm.generate(prompts[:1], SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
+            t0 = time.perf_counter()
+            llm.generate(prompts, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
+            ttft = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            llm.generate(prompts, SamplingParams(temperature=0, max_tokens=args.output_len, ignore_eos=True))
+            total = time.perf_counter() - t0
+            tpot = (total - ttft) / (args.output_len - 1)
+            row = {"batch": bs, "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3}
+            if ceil:
+                ctx = args.input_len + args.output_len // 2
+                floor = (B.model_bytes(cfg, quant) + bs * ctx * B.kv_bytes_per_token(cfg, kv)) / ceil.copy_bytes_per_s
+                row.update(roofline_tpot_ms=floor * 1e3, pct_of_roofline=100 * floor / tpot)
+            rows.append(row)
+            print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        results["rows"] = rows
+    if ceil:
+        results["ceilings"] = {"copy_GBps": ceil.copy_bytes_per_s / 1e9, "bf16_TFLOPs": ceil.bf16_flops / 1e12,
+                               "fp8_TFLOPs": (ceil.fp8_flops or 0) / 1e12, "int8_TOPs": (ceil.int8_ops or 0) / 1e12}
+        print(f"ceilings on {ceil.device}: copy {ceil.copy_bytes_per_s / 1e9:,.0f} GB/s, "
+              f"bf16 {ceil.bf16_flops / 1e12:,.0f} TFLOP/s, fp8 {(ceil.fp8_flops or 0) / 1e12:,.0f} TFLOP/s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
