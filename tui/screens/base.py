@@ -1,0 +1,56 @@
+import threading
+
+from textual import on
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState
+
+from kvant.tui.messages import Progress
+from kvant.tui.services import Report, Services
+
+
+class KvantScreen(Screen):
+    """A top-level area: Header, the screen's body, Footer; worker outcomes routed to three hooks."""
+
+    @property
+    def services(self) -> Services:
+        return self.app.services
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield from self.body()
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        raise NotImplementedError(f"{type(self).__name__} must define body()")
+
+    def reporter(self, job: str) -> Report:
+        # called from worker threads: post_message is thread-safe
+        def report(stage: str, fraction: float | None) -> None:
+            self.post_message(Progress(job, stage, fraction))
+        return report
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        worker, group = event.worker, event.worker.group
+        if event.state == WorkerState.SUCCESS:
+            self.job_done(group, worker.result)
+        elif event.state == WorkerState.ERROR:
+            message = " ".join(str(worker.error).split()) or type(worker.error).__name__
+            self.notify(message, title=f"{group} failed", severity="error", timeout=10)
+            self.job_failed(group, message)
+        elif event.state == WorkerState.CANCELLED:
+            self.job_failed(group, "cancelled")
+
+    def job_done(self, group: str, result: object) -> None:
+        pass
+
+    def job_failed(self, group: str, message: str) -> None:
+        pass
+
+
+def cancel_event() -> threading.Event:
+    from textual.worker import get_current_worker
+
+    return get_current_worker().cancelled_event

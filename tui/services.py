@@ -1,0 +1,353 @@
+"""The headless facade the TUI screens call: it wraps kvant's real APIs and imports no Textual.
+
+Tests swap this one object for a fake (`make_app(services=...)`). Where a core API is not installed in this build,
+the method raises `KvantError` naming what is missing; it never returns a made-up result.
+"""
+import importlib
+import importlib.util
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import yaml
+
+from kvant.engine import registry
+from kvant.engine.errors import KvantError
+
+Report = Callable[[str, float | None], None]  # (stage, fraction done in [0, 1] or None when unknown)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RECIPES_DIR = REPO_ROOT / "recipes"
+SERVER_START_TIMEOUT_S = 180.0
+
+
+@dataclass(slots=True, frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    size_bytes: int
+    source: str
+
+
+@dataclass(slots=True, frozen=True)
+class RecipeInfo:
+    name: str
+    path: Path
+    description: str
+    scheme: str
+    calibration_source: str
+    num_samples: int | None
+
+
+@dataclass(slots=True, frozen=True)
+class EvalRow:
+    task: str
+    metric: str
+    base: float
+    quant: float
+    recovery: float
+    recovery_stderr: float | None
+    passed: bool
+
+
+@dataclass(slots=True, frozen=True)
+class EvalSummary:
+    rows: tuple[EvalRow, ...]
+    min_recovery: float
+    passed: bool
+    limit: int | None
+    perplexity_ratio: float | None
+
+
+@dataclass(slots=True, frozen=True)
+class ServerStats:
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # fraction of KV blocks in use, [0, 1]
+    prefix_cache_hit_rate: float | None
+    generation_tokens_total: float
+    ttft_s: float | None  # mean over requests so far
+    tpot_s: float | None
+
+
+@dataclass(slots=True, frozen=True)
+class PushOutcome:
+    dry_run: bool
+    url: str | None
+    card: str
+    files: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ServerHandle:
+    base_url: str
+    model_name: str
+    process: subprocess.Popen
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _require(module: str, what: str):
+    if importlib.util.find_spec(module) is None:
+        raise KvantError(f"{what} is not available in this build: module {module} is missing")
+    return importlib.import_module(module)
+
+
+def _normalize_progress(report: Report) -> Callable:
+    """Adapt a core progress callback (stage, fraction) or (done, total) to the TUI's (stage, fraction)."""
+    def callback(*args, **kwargs) -> None:
+        if len(args) == 2 and isinstance(args[0], str):
+            report(args[0], None if args[1] is None else float(args[1]))
+        elif len(args) == 2 and all(isinstance(a, (int, float)) for a in args) and args[1]:
+            report(f"{args[0]}/{args[1]}", float(args[0]) / float(args[1]))
+        else:
+            report(" ".join(str(a) for a in args) or str(kwargs), None)
+    return callback
+
+
+def memory_mib() -> float:
+    """Resident memory of this process in MiB (peak when /proc is unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def read_recipe(path: Path) -> RecipeInfo:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise KvantError(f"cannot read recipe {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise KvantError(f"recipe {path} is not a YAML mapping")
+    calib = data.get("calibration") if isinstance(data.get("calibration"), dict) else data
+    samples = calib.get("num_samples")
+    return RecipeInfo(
+        name=path.stem,
+        path=path,
+        description=" ".join(str(data.get("description", "")).split()),
+        scheme=str(data.get("scheme", "?")),
+        calibration_source=str(calib.get("dataset", "none")),
+        num_samples=int(samples) if samples is not None else None,
+    )
+
+
+def _recipe_with_samples(path: Path, num_samples: int, folder: Path) -> Path:
+    data = yaml.safe_load(path.read_text())
+    target = data["calibration"] if isinstance(data.get("calibration"), dict) else data
+    target["num_samples"] = num_samples
+    out = folder / path.name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def parse_results(data: dict) -> EvalSummary:
+    rows = tuple(
+        EvalRow(t["task"], t["metric"], float(t["base"]), float(t["quant"]), float(t["recovery"]),
+                None if t.get("recovery_stderr") is None else float(t["recovery_stderr"]), bool(t["passed"]))
+        for t in data["tasks"]
+    )
+    ppl = data.get("perplexity")
+    return EvalSummary(rows, float(data["gate"]["min_recovery"]), bool(data["passed"]), data.get("limit"),
+                       float(ppl["ratio"]) if ppl else None)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text → {name: value}; labelled samples of one name are summed."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.split("{", 1)[0].strip()
+        try:
+            values[name] = values.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return values
+
+
+def _metric(values: dict[str, float], *suffixes: str) -> float | None:
+    for suffix in suffixes:
+        for name, value in values.items():
+            if name.endswith(suffix):
+                return value
+    return None
+
+
+def _mean(values: dict[str, float], *bases: str) -> float | None:
+    for base in bases:
+        total, count = _metric(values, f"{base}_sum"), _metric(values, f"{base}_count")
+        if total is not None and count:
+            return total / count
+    return None
+
+
+def stats_from_metrics(values: dict[str, float]) -> ServerStats:
+    usage = _metric(values, "kv_cache_usage_perc", "gpu_cache_usage_perc", "kv_cache_usage")
+    hits, queries = _metric(values, "prefix_cache_hits_total", "prefix_cache_hits"), _metric(
+        values, "prefix_cache_queries_total", "prefix_cache_queries")
+    hit_rate = _metric(values, "prefix_cache_hit_rate")
+    if hit_rate is None and hits is not None and queries:
+        hit_rate = hits / queries
+    return ServerStats(
+        num_running=int(_metric(values, "num_requests_running") or 0),
+        num_waiting=int(_metric(values, "num_requests_waiting") or 0),
+        kv_cache_usage=float(usage or 0.0),
+        prefix_cache_hit_rate=hit_rate,
+        generation_tokens_total=float(_metric(values, "generation_tokens_total") or 0.0),
+        ttft_s=_mean(values, "time_to_first_token_seconds"),
+        tpot_s=_mean(values, "time_per_output_token_seconds", "inter_token_latency_seconds"),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sse_deltas(lines: Iterator[str]) -> Iterator[str]:
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        chunk = json.loads(payload)
+        if "error" in chunk:
+            raise KvantError(f"server error: {chunk['error'].get('message', chunk['error'])}")
+        for choice in chunk.get("choices", []):
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                yield text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+class Services:
+    def default_model(self) -> str:
+        return registry.DEFAULT_MODEL
+
+    def artifacts_dir(self) -> Path:
+        return registry.kvant_home() / "artifacts"
+
+    def memory_mib(self) -> float:
+        return memory_mib()
+
+    def list_models(self) -> list[ModelEntry]:
+        return [ModelEntry(m.name, m.path, m.size_bytes, m.source) for m in registry.list_cached()]
+
+    def pull_default(self, report: Report, cancel: threading.Event) -> Path:
+        return registry.pull_default(progress=_normalize_progress(report))
+
+    def resolve_model(self, name: str) -> Path:
+        return registry.resolve_model(name)
+
+    def list_recipes(self) -> list[RecipeInfo]:
+        return [read_recipe(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
+
+    def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None, report: Report,
+                 cancel: threading.Event, force: bool = False) -> Path:
+        api = _require("kvant.quantize.api", "quantization (kvant.quantize.api.quantize)")
+        with tempfile.TemporaryDirectory(prefix="kvant-recipe-") as tmp:
+            path = recipe.path if num_samples is None else _recipe_with_samples(recipe.path, num_samples, Path(tmp))
+            return api.quantize(model, path, out, force=force, progress=_normalize_progress(report), cancel=cancel)
+
+    def read_eval(self, artifact: Path) -> EvalSummary | None:
+        path = artifact / "eval" / "results.json"
+        return parse_results(json.loads(path.read_text())) if path.exists() else None
+
+    def evaluate(self, artifact: Path, tasks: list[str], limit: int | None, report: Report,
+                 cancel: threading.Event) -> EvalSummary:
+        runner = _require("kvant.eval.runner", "evaluation (kvant.eval.runner)")
+        entry = getattr(runner, "evaluate", None) or getattr(runner, "run_eval", None)
+        if entry is None:
+            raise KvantError("evaluation is not available in this build: kvant.eval.runner has no evaluate()")
+        entry(artifact, tasks=tasks, limit=limit, progress=_normalize_progress(report))
+        summary = self.read_eval(artifact)
+        if summary is None:
+            raise KvantError(f"evaluation finished but wrote no {artifact / 'eval' / 'results.json'}")
+        return summary
+
+    def start_server(self, artifact: Path, port: int, cancel: threading.Event) -> ServerHandle:
+        _require("kvant.tui.commands.serve", "serving (kvant serve)")
+        port = port or free_port()
+        log = Path(tempfile.mkstemp(prefix="kvant-serve-", suffix=".log")[1])
+        cmd = [sys.executable, "-m", "kvant.tui.cli", "serve", str(artifact), "--host", "127.0.0.1",
+               "--port", str(port), "--served-model-name", artifact.name]
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy())
+        handle = ServerHandle(f"http://127.0.0.1:{port}", artifact.name, proc, log)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if cancel.is_set():
+                self.stop_server(handle)
+                raise KvantError("server start cancelled")
+            if not handle.alive():
+                lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
+                raise KvantError(f"kvant serve exited with code {proc.returncode}: {lines[-1]}")
+            try:
+                if httpx.get(f"{handle.base_url}/health", timeout=1.0).status_code == 200:
+                    return handle
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop_server(handle)
+        raise KvantError(f"kvant serve did not answer on {handle.base_url}/health within {SERVER_START_TIMEOUT_S:.0f} s")
+
+    def stop_server(self, handle: ServerHandle) -> None:
+        if handle.alive():
+            handle.process.terminate()
+            try:
+                handle.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                handle.process.kill()
+                handle.process.wait()
+
+    def server_stats(self, handle: ServerHandle) -> ServerStats:
+        try:
+            response = httpx.get(f"{handle.base_url}/metrics", timeout=2.0)
+        except httpx.HTTPError as exc:
+            raise KvantError(f"cannot read {handle.base_url}/metrics: {exc}") from exc
+        return stats_from_metrics(parse_metrics(response.text))
+
+    def chat_stream(self, handle: ServerHandle, messages: list[dict], temperature: float, max_tokens: int,
+                    cancel: threading.Event) -> Iterator[str]:
+        body = {"model": handle.model_name, "messages": messages, "temperature": temperature,
+                "max_tokens": max_tokens, "stream": True}
+        try:
+            with httpx.stream("POST", f"{handle.base_url}/v1/chat/completions", json=body, timeout=120.0) as r:
+                if r.status_code != 200:
+                    r.read()
+                    raise KvantError(f"chat request failed ({r.status_code}): {r.text[:200]}")
+                for delta in _sse_deltas(r.iter_lines()):
+                    if cancel.is_set():
+                        return
+                    yield delta
+        except httpx.HTTPError as exc:
+            raise KvantError(f"chat request to {handle.base_url} failed: {exc}") from exc
+
+    def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, report: Report,
+             cancel: threading.Event) -> PushOutcome:
+        hub = _require("kvant.quantize.hub.push", "publishing (kvant.quantize.hub.push)")
+        result = hub.push(artifact, repo_id, private=private, dry_run=dry_run, progress=_normalize_progress(report))
+        card_path = artifact / "README.md"
+        card = getattr(result, "card", None) or (card_path.read_text() if card_path.exists() else "")
+        files = tuple(str(f) for f in (getattr(result, "files", None) or ()))
+        return PushOutcome(dry_run, getattr(result, "url", None) or getattr(result, "commit_url", None), card, files)
