@@ -1,0 +1,177 @@
+"""`kvant eval`'s pipeline: check inputs, evaluate artifact then base (base results cached per base model), run the
+generative check, write the report and refresh the manifest."""
+import gc
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from kvant.engine.errors import KvantError
+from kvant.eval import artifact as art
+from kvant.eval.data import CONVERTERS, LOCAL_PREFIX, LOCAL_TASKS, prepare_tasks
+from kvant.eval.generative import GenerativeConfig
+from kvant.eval.report import EvalReport, build_report, gate_for, write_report
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+DEFAULT_LOCAL_TASKS = ("kvant_arc_easy", "kvant_arc_challenge", "kvant_hellaswag", "kvant_piqa", "kvant_winogrande",
+                       "kvant_lambada_openai", "kvant_wikitext")
+DEFAULT_HUB_TASKS = tuple(t.removeprefix(LOCAL_PREFIX) for t in DEFAULT_LOCAL_TASKS)
+BOOTSTRAP_ITERS = 1000  # lm-eval's bootstrap stderr (lambada perplexity); its default 100000 takes minutes on CPU
+
+
+@dataclass(slots=True, frozen=True)
+class EvalOptions:
+    tasks: tuple[str, ...] | None = None  # None: DEFAULT_LOCAL_TASKS with data_dir, else DEFAULT_HUB_TASKS
+    limit: int | None = None
+    data_dir: Path | None = None
+    batch_size: int | str = "auto"
+    generative: GenerativeConfig | None = field(default_factory=GenerativeConfig)
+    use_cache: bool = True
+    engine_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("tasks must name at least one task")
+        if not (str(self.batch_size) == "auto" or (str(self.batch_size).isdigit() and int(self.batch_size) > 0)):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
+
+
+@dataclass(slots=True, frozen=True)
+class TaskPlan:
+    names: tuple[str, ...]
+    include_path: Path | None
+    task_manager: object = field(compare=False)
+
+
+def eval_home() -> Path:
+    from kvant.engine.registry import kvant_home
+
+    return kvant_home() / "eval"
+
+
+def plan_tasks(tasks: tuple[str, ...] | None, data_dir: Path | None) -> TaskPlan:
+    from lm_eval.tasks import TaskManager
+
+    if tasks is None:
+        tasks = DEFAULT_LOCAL_TASKS if data_dir else DEFAULT_HUB_TASKS
+    names = []
+    for name in tasks:
+        # with local data, a standard name that kvant mirrors runs on the local copy (the Hub may be unreachable)
+        if data_dir and LOCAL_PREFIX + name in LOCAL_TASKS:
+            name = LOCAL_PREFIX + name
+        if name in LOCAL_TASKS and not data_dir:
+            raise KvantError(f"task {name} reads local data: pass --data-dir (a folder laid out like shared/data)")
+        names.append(name)
+    local = tuple(n.removeprefix(LOCAL_PREFIX) for n in names if n in LOCAL_TASKS)
+    include = prepare_tasks(Path(data_dir), eval_home() / "data", local) if local else None
+    tm = TaskManager(include_path=str(include) if include else None)
+    unknown = [n for n in names if n not in tm.all_tasks]
+    if unknown:
+        raise KvantError(f"unknown task {', '.join(unknown)}: use a kvant local task "
+                         f"({', '.join(LOCAL_PREFIX + c for c in CONVERTERS)}) or an lm-eval task name")
+    return TaskPlan(tuple(dict.fromkeys(names)), include, tm)
+
+
+def _model_fingerprint(path: Path) -> str:
+    h = hashlib.sha256(str(Path(path).resolve()).encode())
+    for f in sorted(Path(path).glob("*")):
+        if f.is_file() and (f.suffix in (".safetensors", ".json") or f.name.startswith("tokenizer")):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _cache_file(model: Path, task: str, plan: TaskPlan, limit: int | None) -> Path:
+    import lm_eval
+
+    data = plan.include_path.parent.name if (plan.include_path and task in LOCAL_TASKS) else "hub"
+    key = json.dumps([_model_fingerprint(model), task, limit, data, lm_eval.__version__])
+    return eval_home() / "base-cache" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def run_tasks(lm, plan: TaskPlan, names: tuple[str, ...], limit: int | None) -> dict[str, dict]:
+    from lm_eval.evaluator import simple_evaluate
+
+    out = simple_evaluate(model=lm, tasks=list(names), limit=limit, task_manager=plan.task_manager,
+                          bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False)
+    return {name: out["results"][name] for name in names}
+
+
+def _release(lm) -> None:
+    lm.llm = None
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def _progress_for(progress: Progress | None, who: str):
+    if progress is None:
+        return None
+    return lambda phase, done, total: progress(f"{who}: {phase}", done, total)
+
+
+def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: EvalOptions = EvalOptions(),
+                      progress: Progress | None = None) -> EvalReport:
+    import lm_eval
+
+    from kvant.engine.registry import resolve_model
+    from kvant.eval import generative as gen
+    from kvant.eval.lm import KvantLM
+
+    # all input checks first: no model is loaded before they pass
+    artifact_dir = Path(artifact_dir)
+    manifest = art.read_manifest(artifact_dir)
+    gate = gate_for(manifest)
+    base_path = resolve_model(base or art.base_reference(manifest))
+    art.check_same_model(base_path, artifact_dir)
+    plan = plan_tasks(options.tasks, options.data_dir)
+
+    def make_lm(path: Path, who: str) -> KvantLM:
+        return KvantLM(pretrained=path, batch_size=options.batch_size, progress=_progress_for(progress, who),
+                       **options.engine_kwargs)
+
+    quant_lm = make_lm(artifact_dir, "artifact")
+    quant_results = run_tasks(quant_lm, plan, plan.names, options.limit)
+    prompt_ids, quant_tokens = None, None
+    if options.generative is not None:
+        prompt_ids = gen.chat_prompt_ids(quant_lm.tokenizer, gen.load_prompts())
+        quant_tokens = gen.greedy(quant_lm.llm, prompt_ids, options.generative.max_tokens)
+    _release(quant_lm)
+
+    base_results, missing = {}, []
+    for name in plan.names:
+        cached = _cache_file(base_path, name, plan, options.limit)
+        if options.use_cache and cached.is_file():
+            base_results[name] = json.loads(cached.read_text(encoding="utf-8"))
+        else:
+            missing.append(name)
+    generative = None
+    if missing or options.generative is not None:
+        base_lm = make_lm(base_path, "base")
+        if missing:
+            fresh = run_tasks(base_lm, plan, tuple(missing), options.limit)
+            for name, result in fresh.items():
+                cached = _cache_file(base_path, name, plan, options.limit)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps(result, default=str), encoding="utf-8")
+            base_results.update(fresh)
+        if options.generative is not None:
+            base_tokens = gen.greedy(base_lm.llm, prompt_ids, options.generative.max_tokens)
+            own = gen.completion_logprobs(base_lm.llm, prompt_ids, base_tokens)
+            on_quant = gen.completion_logprobs(base_lm.llm, prompt_ids, quant_tokens)
+            generative = gen.summarize(base_tokens, quant_tokens, own, on_quant, options.generative)
+        _release(base_lm)
+
+    report = build_report(base_results, quant_results, gate, base_model=str(base_path), artifact=str(artifact_dir),
+                          limit=options.limit, lm_eval_version=lm_eval.__version__, generative=generative)
+    write_report(report, artifact_dir)
+    art.update_files(artifact_dir)
+    return report

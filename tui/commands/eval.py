@@ -1,0 +1,46 @@
+import os
+
+DATA_ENV = "KVANT_EVAL_DATA"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate an artifact against its base model and gate it",
+        description="Run lm-eval tasks on a quantized artifact and its base model through kvant's engine, print "
+                    "recovery per task, run the generative check, write eval/results.json and eval/report.md into "
+                    "the artifact. Exit code 1 when the gate fails.")
+    p.add_argument("artifact", help="artifact folder written by `kvant quantize` (holds kvant.json)")
+    p.add_argument("--base", help="base model (default: the manifest's base_model)")
+    p.add_argument("--tasks", help="comma-separated tasks: kvant local tasks (kvant_arc_easy, ...; need --data-dir) "
+                                   "or lm-eval task names (need the Hub unless --data-dir holds a local copy)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N items of each task")
+    p.add_argument("--data-dir", default=os.environ.get(DATA_ENV),
+                   help=f"local evaluation data folder (default: ${DATA_ENV})")
+    p.add_argument("--batch-size", default="auto", help="requests per engine call (default: auto)")
+    p.add_argument("--no-generative", action="store_true", help="skip the generative check")
+    p.add_argument("--no-cache", action="store_true", help="re-run the base model even if its results are cached")
+    p.add_argument("--max-model-len", type=int, help="engine context length (default: the model's)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from kvant.eval.generative import GenerativeConfig
+    from kvant.eval.report import format_generative, format_table
+    from kvant.eval.runner import EvalOptions, evaluate_artifact
+
+    engine_kwargs = {"max_model_len": args.max_model_len} if args.max_model_len else {}
+    options = EvalOptions(
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None,
+        limit=args.limit, data_dir=Path(args.data_dir) if args.data_dir else None, batch_size=args.batch_size,
+        generative=None if args.no_generative else GenerativeConfig(), use_cache=not args.no_cache,
+        engine_kwargs=engine_kwargs)
+    report = evaluate_artifact(Path(args.artifact), base=args.base, options=options)
+    print(format_table(report))
+    if report.generative:
+        print()
+        print(format_generative(report.generative))
+    print(f"\nwrote {Path(args.artifact) / 'eval' / 'results.json'} and report.md")
+    print("gate: PASS" if report.passed else "gate: FAIL")
+    return 0 if report.passed else 1
