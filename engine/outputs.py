@@ -1,0 +1,41 @@
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: list[dict[int, float]] | None  # per token: the sampled token and the top-k
+    finish_reason: str | None = None  # "stop" | "length" | "abort"
+    stop_reason: int | str | None = None  # the stop string or stop token id that ended it; None for eos/length
+
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    prompt_logprobs: list[dict[int, float] | None] | None  # entry 0 is None (no context)
+    outputs: list[CompletionOutput]
+    finished: bool
+    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+
+
+@dataclass(slots=True, frozen=True)
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # used blocks / all blocks, 0..1
+    prefix_cache_hit_rate: float  # cached prompt tokens / prompt tokens looked up, 0..1
+    prompt_tokens_total: int
+    generation_tokens_total: int
+    num_free_blocks: int
+    num_blocks: int
+    num_preemptions: int = 0
+    generation_tokens_per_s: float = 0.0  # over the last few seconds of stepping
+    prompt_tokens_per_s: float = 0.0
