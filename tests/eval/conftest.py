@@ -1,0 +1,17 @@
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def local_tasks(shared_data, tmp_path_factory) -> Path:
+    from kvant.eval.data import prepare_tasks
+
+    return prepare_tasks(shared_data, tmp_path_factory.mktemp("eval-data"))
+
+
+@pytest.fixture(scope="session")
+def task_manager(local_tasks):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(local_tasks))
