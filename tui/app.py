@@ -30,7 +30,8 @@ class KvantApp(App):
     CSS_PATH = "app.tcss"
     MODES = {name: screen for name, (screen, _) in AREAS.items()}
     DEFAULT_MODE = "models"
-    BINDINGS = [Binding(key, f"switch_mode('{name}')", name.capitalize()) for name, (_, key) in AREAS.items()]
+    BINDINGS = [Binding(key, f"switch_mode('{name}')", name.capitalize(), priority=True)
+                for name, (_, key) in AREAS.items()]
 
     def __init__(self, services: Services) -> None:
         super().__init__()

@@ -41,3 +41,9 @@ class ArtifactReady(Message):
 @dataclass
 class ServerChanged(Message):
     handle: ServerHandle | None  # None once stopped
+
+
+@dataclass
+class JobStopped(Message):
+    # posted by the worker thread itself as it returns: a cancelled worker's thread may outlive its state change
+    job: str

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -93,7 +93,6 @@ class ServerHandle:
     model_name: str
     process: subprocess.Popen
     log_path: Path
-    started: float = field(default_factory=time.monotonic)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -249,6 +248,9 @@ class Services:
 
     def memory_mib(self) -> float:
         return memory_mib()
+
+    def now(self) -> float:
+        return time.monotonic()
 
     def list_models(self) -> list[ModelEntry]:
         return [ModelEntry(m.name, m.path, m.size_bytes, m.source) for m in registry.list_cached()]

@@ -24,7 +24,7 @@ def parse_settings(temperature: str, max_tokens: str) -> tuple[float, int]:
 
 class ChatScreen(KvantScreen):
     TITLE = "Chat"
-    BINDINGS = [("ctrl+x", "stop", "Stop"), ("ctrl+l", "clear", "Clear")]
+    BINDINGS = [("escape", "stop", "Stop"), ("ctrl+l", "clear", "Clear")]
 
     def body(self) -> ComposeResult:
         yield Label("no server: start one on the Serve screen", id="server", classes="banner")

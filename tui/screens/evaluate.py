@@ -5,7 +5,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label
 
-from kvant.tui.messages import Progress
+from kvant.tui.messages import JobStopped, Progress
 from kvant.tui.screens.base import KvantScreen, cancel_event
 from kvant.tui.services import EvalSummary
 from kvant.tui.widgets.progress_panel import ProgressPanel
@@ -24,7 +24,7 @@ def verdict_text(summary: EvalSummary) -> str:
 
 class EvaluateScreen(KvantScreen):
     TITLE = "Evaluate"
-    BINDINGS = [("ctrl+r", "run", "Run"), ("ctrl+x", "cancel", "Cancel")]
+    BINDINGS = [("ctrl+r", "run", "Run"), ("escape", "cancel", "Cancel")]
 
     def body(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -75,17 +75,22 @@ class EvaluateScreen(KvantScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="eval")
     def evaluate(self, artifact: Path, tasks: list[str], limit: int | None) -> EvalSummary:
-        return self.services.evaluate(artifact, tasks, limit, self.reporter("eval"), cancel_event())
+        try:
+            return self.services.evaluate(artifact, tasks, limit, self.reporter("eval"), cancel_event())
+        finally:
+            self.post_message(JobStopped("eval"))
+
+    @on(JobStopped)
+    def _stopped(self) -> None:
+        self.query_one("#run", Button).disabled = False
 
     @on(Progress)
     def _progress(self, event: Progress) -> None:
         self.query_one("#progress", ProgressPanel).update(event.stage, event.fraction, self.services.memory_mib())
 
     def job_done(self, group: str, result: object) -> None:
-        self.query_one("#run", Button).disabled = False
         self.query_one("#progress", ProgressPanel).finish("evaluation finished")
         self._show(result)
 
     def job_failed(self, group: str, message: str) -> None:
-        self.query_one("#run", Button).disabled = False
         self.query_one("#progress", ProgressPanel).finish(f"evaluation {message}")

@@ -7,7 +7,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Log, Select
 
 from kvant.engine.errors import KvantError
-from kvant.tui.messages import ArtifactReady, LogLine, Progress
+from kvant.tui.messages import ArtifactReady, JobStopped, LogLine, Progress
 from kvant.tui.screens.base import KvantScreen, cancel_event
 from kvant.tui.services import RecipeInfo
 from kvant.tui.widgets.progress_panel import ProgressPanel
@@ -20,7 +20,7 @@ def default_out(artifacts_dir: Path, model: str, recipe: str) -> Path:
 
 class QuantizeScreen(KvantScreen):
     TITLE = "Quantize"
-    BINDINGS = [("ctrl+r", "run", "Run"), ("ctrl+x", "cancel", "Cancel")]
+    BINDINGS = [("ctrl+r", "run", "Run"), ("escape", "cancel", "Cancel")]
 
     def body(self) -> ComposeResult:
         yield Label("", id="model", classes="banner")
@@ -77,7 +77,7 @@ class QuantizeScreen(KvantScreen):
             return
         self.query_one(Log).clear()
         self.query_one("#progress", ProgressPanel).start(f"quantizing {self.app.model} with {recipe.name}")
-        self._running(True)
+        self._set_busy(True)
         self.quantize(self.app.model, recipe, Path(out_text).expanduser(), num_samples)
 
     @on(Button.Pressed, "#cancel")
@@ -90,9 +90,12 @@ class QuantizeScreen(KvantScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="quantize")
     def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None) -> Path:
         self.post_message(LogLine("quantize", f"recipe {recipe.path}, output {out}"))
-        return self.services.quantize(model, recipe, out, num_samples, self.reporter("quantize"), cancel_event())
+        try:
+            return self.services.quantize(model, recipe, out, num_samples, self.reporter("quantize"), cancel_event())
+        finally:
+            self.post_message(JobStopped("quantize"))
 
-    def _running(self, running: bool) -> None:
+    def _set_busy(self, running: bool) -> None:
         self.query_one("#run", Button).disabled = running
         self.query_one("#cancel", Button).disabled = not running
 
@@ -101,17 +104,20 @@ class QuantizeScreen(KvantScreen):
         self.query_one("#progress", ProgressPanel).update(event.stage, event.fraction, self.services.memory_mib())
         self.query_one(Log).write_line(event.stage if event.fraction is None else f"{event.fraction:6.1%}  {event.stage}")
 
+    @on(JobStopped)
+    def _stopped(self) -> None:
+        self._set_busy(False)
+
     @on(LogLine)
     def _log(self, event: LogLine) -> None:
         self.query_one(Log).write_line(event.text)
 
     def job_done(self, group: str, result: object) -> None:
-        self._running(False)
         self.query_one("#progress", ProgressPanel).finish(f"wrote {result}")
         self.query_one(Log).write_line(f"done: {result}")
         self.post_message(ArtifactReady(Path(str(result))))
 
     def job_failed(self, group: str, message: str) -> None:
-        self._running(False)
+        # Run stays disabled until JobStopped: a cancelled thread finishes its layer and removes its temp folder first
         self.query_one("#progress", ProgressPanel).finish(f"quantize {message}")
         self.query_one(Log).write_line(f"stopped: {message}")

@@ -1,4 +1,3 @@
-import time
 from pathlib import Path
 
 from textual import on, work
@@ -28,7 +27,7 @@ def ms(seconds: float | None) -> str:
 
 class ServeScreen(KvantScreen):
     TITLE = "Serve"
-    BINDINGS = [("ctrl+s", "start", "Start"), ("ctrl+x", "stop", "Stop")]
+    BINDINGS = [("ctrl+s", "start", "Start"), ("ctrl+t", "stop", "Stop")]
 
     def body(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -45,7 +44,7 @@ class ServeScreen(KvantScreen):
             yield Label("prefix hit –", id="prefix")
             yield Label("TTFT –", id="ttft")
             yield Label("TPOT –", id="tpot")
-            yield Label("", id="uptime")
+            yield Label("", id="model-name")
 
     def on_mount(self) -> None:
         self._handle: ServerHandle | None = None
@@ -107,7 +106,7 @@ class ServeScreen(KvantScreen):
             return None  # a missed poll shows as stale numbers, not an error dialog each second
 
     def _show_stats(self, stats: ServerStats) -> None:
-        now = time.monotonic()
+        now = self.services.now()
         rate = tokens_per_s(self._last, now, stats.generation_tokens_total)
         if self._last is not None:
             self.query_one("#throughput", SparklinePanel).push(rate)
@@ -119,8 +118,6 @@ class ServeScreen(KvantScreen):
         self.query_one("#prefix", Label).update(f"prefix hit {hit}")
         self.query_one("#ttft", Label).update(f"TTFT {ms(stats.ttft_s)}")
         self.query_one("#tpot", Label).update(f"TPOT {ms(stats.tpot_s)}")
-        if self._handle is not None:
-            self.query_one("#uptime", Label).update(f"up {now - self._handle.started:,.0f} s")
 
     def _set_handle(self, handle: ServerHandle | None) -> None:
         self._handle = handle
@@ -131,6 +128,7 @@ class ServeScreen(KvantScreen):
         status = f"serving {handle.model_name} at {handle.base_url}" if handle else "server stopped"
         self.query_one("#status", Label).update(status)
         self.query_one("#status", Label).set_class(handle is not None, "pass")
+        self.query_one("#model-name", Label).update(f"model id {handle.model_name}" if handle else "")
 
     def job_done(self, group: str, result: object) -> None:
         if group == "serve":

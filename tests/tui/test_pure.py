@@ -1,0 +1,112 @@
+import json
+
+import pytest
+
+from kvant.tui.screens.chat import parse_settings
+from kvant.tui.screens.quantize import default_out
+from kvant.tui.screens.serve import tokens_per_s
+from kvant.tui.services import _sse_deltas, parse_metrics, parse_results, read_recipe, stats_from_metrics
+from kvant.tui.widgets.kv_usage_bar import usage_bar
+from kvant.tui.widgets.progress_panel import eta_seconds, format_duration
+from kvant.tui.widgets.recovery_bars import recovery_bar
+
+METRICS = """\
+# HELP kvant:num_requests_running Number of requests in the running batch.
+# TYPE kvant:num_requests_running gauge
+kvant:num_requests_running{model_name="m"} 3
+kvant:num_requests_waiting{model_name="m"} 2
+kvant:kv_cache_usage_perc{model_name="m"} 0.125
+kvant:prefix_cache_queries_total{model_name="m"} 200
+kvant:prefix_cache_hits_total{model_name="m"} 50
+kvant:generation_tokens_total{model_name="m"} 1234
+kvant:time_to_first_token_seconds_bucket{le="0.1",model_name="m"} 4
+kvant:time_to_first_token_seconds_sum{model_name="m"} 0.6
+kvant:time_to_first_token_seconds_count{model_name="m"} 4
+kvant:time_per_output_token_seconds_sum{model_name="m"} 2.0
+kvant:time_per_output_token_seconds_count{model_name="m"} 400
+"""
+
+
+def test_metrics_to_stats():
+    stats = stats_from_metrics(parse_metrics(METRICS))
+    assert (stats.num_running, stats.num_waiting) == (3, 2)
+    assert stats.kv_cache_usage == pytest.approx(0.125)
+    assert stats.prefix_cache_hit_rate == pytest.approx(50 / 200)
+    assert stats.generation_tokens_total == 1234
+    assert stats.ttft_s == pytest.approx(0.6 / 4)
+    assert stats.tpot_s == pytest.approx(2.0 / 400)
+
+
+def test_metrics_sum_labelled_samples_and_skip_comments():
+    values = parse_metrics("# c\nx{a=\"1\"} 2\nx{a=\"2\"} 3.5\ny 1e3\n")
+    assert values == {"x": 5.5, "y": 1000.0}
+
+
+def test_results_json_parses_per_architecture_schema():
+    data = {"format": 1, "created": "2026-11-23T00:00:00Z", "lm_eval_version": "0.4.13", "limit": 10,
+            "base_model": "b", "artifact": "a", "gate": {"min_recovery": 0.96},
+            "tasks": [{"task": "arc_easy", "metric": "acc", "base": 0.5, "base_stderr": 0.02, "quant": 0.45,
+                       "quant_stderr": 0.02, "recovery": 0.9, "recovery_stderr": 0.05, "passed": False}],
+            "perplexity": {"task": "wikitext", "base": 20.0, "quant": 21.0, "ratio": 1.05}, "generative": None,
+            "passed": False}
+    summary = parse_results(json.loads(json.dumps(data)))
+    assert summary.min_recovery == 0.96 and summary.limit == 10 and not summary.passed
+    assert summary.perplexity_ratio == 1.05
+    [row] = summary.rows
+    assert (row.task, row.base, row.quant, row.recovery, row.passed) == ("arc_easy", 0.5, 0.45, 0.9, False)
+
+
+def test_read_recipe_nested_and_flat(tmp_path):
+    nested = tmp_path / "w4a16-gptq.yaml"
+    nested.write_text("description: INT4 GPTQ\nscheme: w4a16\ncalibration:\n  dataset: ultrachat\n  num_samples: 64\n")
+    flat = tmp_path / "fp8-dynamic.yaml"
+    flat.write_text("scheme: fp8-dynamic\n")
+    r = read_recipe(nested)
+    assert (r.name, r.scheme, r.calibration_source, r.num_samples, r.description) == (
+        "w4a16-gptq", "w4a16", "ultrachat", 64, "INT4 GPTQ")
+    f = read_recipe(flat)
+    assert (f.scheme, f.calibration_source, f.num_samples) == ("fp8-dynamic", "none", None)
+
+
+def test_sse_deltas_stop_at_done():
+    lines = ['data: {"choices":[{"delta":{"role":"assistant"}}]}', "",
+             'data: {"choices":[{"delta":{"content":"Hel"}}]}', 'data: {"choices":[{"delta":{"content":"lo"}}]}',
+             "data: [DONE]", 'data: {"choices":[{"delta":{"content":"after"}}]}']
+    assert list(_sse_deltas(iter(lines))) == ["Hel", "lo"]
+
+
+@pytest.mark.parametrize("recovery,gate,width,filled", [(1.0, 0.96, 20, 20), (0.9, 0.96, 20, 10), (0.7, 0.96, 20, 0)])
+def test_recovery_bar_cells(recovery, gate, width, filled):
+    text = recovery_bar(recovery, gate, width).plain
+    assert len(text) == width
+    gate_at = round((gate - 0.8) / 0.2 * width)
+    assert text[gate_at] == "│"
+    assert sum(1 for i, c in enumerate(text) if c == "█") == filled - (1 if gate_at < filled else 0)
+
+
+def test_usage_bar():
+    assert usage_bar(0.25, 20).plain == "KV cache " + "█" * 5 + "░" * 15 + " 25.0%"
+
+
+def test_eta_and_duration():
+    assert eta_seconds(30.0, 0.25) == pytest.approx(90.0)
+    assert eta_seconds(30.0, None) is None and eta_seconds(30.0, 1.0) is None
+    assert format_duration(125) == "02:05" and format_duration(None) == "--:--"
+    assert format_duration(3 * 3600 + 120) == "3h02m"
+
+
+def test_tokens_per_s():
+    assert tokens_per_s(None, 5.0, 100.0) == 0.0
+    assert tokens_per_s((1.0, 100.0), 3.0, 180.0) == pytest.approx(40.0)
+
+
+def test_parse_settings():
+    assert parse_settings("0", "16") == (0.0, 16)
+    for temp, tokens, field in [("3", "16", "temperature"), ("0.5", "0", "max tokens"), ("x", "1", "temperature")]:
+        with pytest.raises(ValueError, match=field):
+            parse_settings(temp, tokens)
+
+
+def test_default_out(tmp_path):
+    assert default_out(tmp_path, "smollm2-135m", "w4a16-gptq") == tmp_path / "smollm2-135m-w4a16-gptq"
+    assert default_out(tmp_path, "/m/My Model", "fp8") == tmp_path / "my-model-fp8"

