@@ -65,8 +65,8 @@ class KvantLM(TemplateLM):
         if llm is None:
             from kvant.engine import LLM
 
-            if device is not None:
-                engine_kwargs.setdefault("device", device)
+            if device is not None:  # lm-eval's --device may say cuda:0; the engine takes cpu | cuda
+                engine_kwargs.setdefault("device", "cuda" if str(device).startswith("cuda") else "cpu")
             llm = LLM(str(path), **engine_kwargs)
         self.llm = llm
         self.chunk_size = DEFAULT_CHUNK if str(batch_size).startswith("auto") else int(batch_size)
@@ -164,7 +164,7 @@ class KvantLM(TemplateLM):
             tokens = self.tok_encode(string)
             for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
                     token_list=tokens, prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length - 1, context_len=1)):
+                    max_seq_len=self.max_length - 2, context_len=1)):  # + the prefix token + one sampled
                 windows.append((None, ctx, cont))
                 owners.append(i)
         scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)

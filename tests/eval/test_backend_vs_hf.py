@@ -1,0 +1,72 @@
+"""kvant's lm-eval backend against lm-eval's own `hf` backend on the default model, fp32 on CPU."""
+import pytest
+
+MC_TASKS = ("kvant_arc_easy", "kvant_piqa")
+MC_LIMIT = 12
+HF_MAX_LENGTH = 256  # short rolling windows: exercises multi-window perplexity and keeps CPU time small
+NUM_PAGES = 3
+
+
+def _evaluate(lm, task_manager, tasks, **kw):
+    from lm_eval.evaluator import simple_evaluate
+
+    return simple_evaluate(model=lm, tasks=list(tasks), task_manager=task_manager, bootstrap_iters=0,
+                           log_samples=True, **kw)
+
+
+def _short_pages(shared_data):
+    from kvant.eval.data import wikitext_pages
+
+    pages = wikitext_pages((shared_data / "wikitext-2-raw" / "wiki.test.raw").read_text(encoding="utf-8"))
+    by_words = sorted((len(p.split()), i) for i, p in enumerate(pages) if len(p.split()) >= 200)
+    return sorted(i for _, i in by_words[:NUM_PAGES])
+
+
+@pytest.fixture(scope="module")
+def hf_results(default_model, task_manager, shared_data):
+    from lm_eval.models.huggingface import HFLM
+
+    hf = HFLM(pretrained=str(default_model), dtype="float32", device="cpu", batch_size=8, max_length=HF_MAX_LENGTH)
+    mc = _evaluate(hf, task_manager, MC_TASKS, limit=MC_LIMIT)
+    ppl = _evaluate(hf, task_manager, ["kvant_wikitext"], samples={"kvant_wikitext": _short_pages(shared_data)})
+    return mc, ppl
+
+
+@pytest.fixture(scope="module", params=["engine", "hf-stand-in"])
+def engine(request, default_model):
+    if request.param == "engine":
+        from kvant.engine import LLM
+
+        return LLM(str(default_model), dtype="float32", device="cpu", max_model_len=HF_MAX_LENGTH + 2)
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("hf_engine", Path(__file__).with_name("hf_engine.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.HFEngine(default_model)
+
+
+def _loglikelihoods(results, task):
+    return [(s["doc_id"], [float(r[0]) for r in s["filtered_resps"]]) for s in results["samples"][task]]
+
+
+def test_same_scores_as_hf_backend(engine, hf_results, default_model, task_manager, shared_data):
+    from kvant.eval.lm import KvantLM
+
+    hf_mc, hf_ppl = hf_results
+    # a window's prompt is its context token + max_seq_len tokens, then the engine samples one: + 2 matches HF's
+    lm = KvantLM(pretrained=default_model, llm=engine, max_length=HF_MAX_LENGTH + 2)
+    mc = _evaluate(lm, task_manager, MC_TASKS, limit=MC_LIMIT)
+    for task in MC_TASKS:
+        for metric in ("acc,none", "acc_norm,none"):
+            assert mc["results"][task][metric] == hf_mc["results"][task][metric], (task, metric)
+        ours, theirs = _loglikelihoods(mc, task), _loglikelihoods(hf_mc, task)
+        assert [d for d, _ in ours] == [d for d, _ in theirs]
+        for (_, a), (_, b) in zip(ours, theirs):
+            assert a == pytest.approx(b, abs=2e-3)
+
+    ppl = _evaluate(lm, task_manager, ["kvant_wikitext"], samples={"kvant_wikitext": _short_pages(shared_data)})
+    ours = ppl["results"]["kvant_wikitext"]["word_perplexity,none"]
+    theirs = hf_ppl["results"]["kvant_wikitext"]["word_perplexity,none"]
+    assert abs(ours / theirs - 1) < 0.005
