@@ -7,7 +7,7 @@ from kvant.tui.messages import ArtifactReady, ModelChosen, Progress, ServerChang
 from kvant.tui.screens.confirm import ConfirmDialog
 from kvant.tui.widgets.chat_log import ChatMessage
 from kvant.tui.widgets.recovery_table import RecoveryTable
-from tui_fakes import CARD, NUM_LAYERS, QUANT, BASE, REPLY
+from tui_fakes import BASE, CARD, GENERATED_PER_POLL, NUM_LAYERS, QUANT, REPLY
 
 SIZE = (100, 30)
 
@@ -157,8 +157,8 @@ async def test_serve_start_stats_stop(fake):
             screen._tick()
             await app.workers.wait_for_complete()
             await pilot.pause()
-        # the fake adds 40 generated tokens per poll and its clock advances 1 s per reading
-        assert list(screen.query_one(Sparkline).data) == [40.0, 40.0]
+        # the fake's clock advances 1 s per reading, so each rate is the tokens generated between two polls
+        assert list(screen.query_one(Sparkline).data) == [float(n) for n in GENERATED_PER_POLL[1:3]]
         assert text_of(screen.query_one("#running", Label)) == "running 2"
         assert text_of(screen.query_one("#prefix", Label)) == "prefix hit 50.0%"
         assert text_of(screen.query_one("#ttft", Label)) == "TTFT 12.0 ms"

@@ -7,10 +7,23 @@ from kvant.tui.services import (EvalRow, EvalSummary, ModelEntry, PushOutcome, R
                                 ServerStats)
 
 NUM_LAYERS = 4
+GENERATED_PER_POLL = [40, 25, 60, 90, 75, 110, 95]  # tokens generated between two stats polls
 REPLY = ["Paged ", "attention ", "stores ", "KV ", "blocks."]
 BASE = {"arc_easy": 0.5, "hellaswag": 0.4}
 QUANT = {"arc_easy": 0.49, "hellaswag": 0.36}
-CARD = "---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\ntags: [kvant, w4a16]\n---\n# smollm2-135m-w4a16\n"
+CARD = """---
+base_model: HuggingFaceTB/SmolLM2-135M-Instruct
+library_name: transformers
+tags: [kvant, compressed-tensors, w4a16]
+---
+# smollm2-135m-w4a16
+
+INT4 weights (group 128, GPTQ) of SmolLM2-135M-Instruct, written by kvant.
+
+| task | base | quantized | recovery |
+|---|---|---|---|
+| arc_easy | 0.5000 | 0.4900 | 98.0% |
+"""
 
 
 class FakeProcess:
@@ -24,8 +37,9 @@ class FakeProcess:
 
 
 class FakeServices:
-    def __init__(self, root: Path, *, block_quantize: bool = False, fail_eval: bool = False) -> None:
+    def __init__(self, root: Path, *, block_quantize: bool = False, fail_eval: bool = False, write: bool = True) -> None:
         self.root = root
+        self.write = write  # False for snapshots, whose root is a fixed display path
         self.block_quantize = block_quantize
         self.fail_eval = fail_eval
         self.quantize_started = threading.Event()
@@ -76,7 +90,8 @@ class FakeServices:
             if cancel.is_set():
                 raise KvantError(f"quantization cancelled at layer {layer}")
             report(f"layer {layer + 1}/{NUM_LAYERS}", (layer + 1) / NUM_LAYERS)
-        out.mkdir(parents=True)
+        if self.write:
+            out.mkdir(parents=True)
         return out
 
     def read_eval(self, artifact: Path) -> EvalSummary | None:
@@ -103,7 +118,8 @@ class FakeServices:
     def server_stats(self, handle: ServerHandle) -> ServerStats:
         self._polls += 1
         return ServerStats(num_running=2, num_waiting=1, kv_cache_usage=0.25, prefix_cache_hit_rate=0.5,
-                           generation_tokens_total=40.0 * self._polls, ttft_s=0.012, tpot_s=0.004)
+                           generation_tokens_total=float(sum(GENERATED_PER_POLL[:self._polls])), ttft_s=0.012,
+                           tpot_s=0.004)
 
     def chat_stream(self, handle, messages, temperature, max_tokens, cancel):
         self.calls.append(("chat", messages[-1]["content"], temperature, max_tokens))

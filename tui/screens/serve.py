@@ -36,7 +36,6 @@ class ServeScreen(KvantScreen):
             yield Button("Start", id="start", variant="success")
             yield Button("Stop", id="stop", variant="error", disabled=True)
         yield Label("server stopped", id="status", classes="banner")
-        yield SparklinePanel("generation throughput", "tok/s", id="throughput")
         yield KVUsageBar(id="kv")
         with Grid(id="stats"):
             yield Label("running –", id="running")
@@ -45,11 +44,12 @@ class ServeScreen(KvantScreen):
             yield Label("TTFT –", id="ttft")
             yield Label("TPOT –", id="tpot")
             yield Label("", id="model-name")
+        yield SparklinePanel("generation throughput", "tok/s", id="throughput")
 
     def on_mount(self) -> None:
         self._handle: ServerHandle | None = None
         self._last: tuple[float, float] | None = None  # (monotonic s, generation tokens total)
-        self.set_interval(POLL_S, self._tick)
+        self.poll_timer = self.set_interval(POLL_S, self._tick)
         self.on_screen_resume()
 
     def on_screen_resume(self) -> None:

@@ -7,8 +7,9 @@ from textual.widgets import Label, Sparkline
 
 class SparklinePanel(Vertical):
     DEFAULT_CSS = """
-    SparklinePanel { height: 4; border: round $primary-muted; padding: 0 1; }
-    SparklinePanel Sparkline { height: 1; }
+    SparklinePanel { height: 6; border: round $primary-muted; padding: 0 1; }
+    SparklinePanel Sparkline { height: 1fr; }
+    SparklinePanel Label { height: 1; }
     """
 
     def __init__(self, title: str, unit: str, *, points: int = 60, id: str | None = None) -> None:

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+from textual.widgets import Input, Select
+
+APP = str(Path(__file__).resolve().parent / "snapshot_app.py")
+SIZE = (100, 30)
+
+
+async def _quantize(pilot):
+    await pilot.press("f2")
+    pilot.app.screen.query_one("#recipe", Select).value = "w4a16-gptq"
+    await pilot.pause()
+    pilot.app.screen.query_one("#samples", Input).value = "8"
+    await pilot.press("ctrl+r")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _evaluate(pilot):
+    await pilot.press("f3")
+    pilot.app.screen.query_one("#artifact", Input).value = "/home/user/.cache/kvant/artifacts/smollm2-135m-w4a16-gptq"
+    pilot.app.screen.query_one("#limit", Input).value = "50"
+    await pilot.press("ctrl+r")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _serve(pilot):
+    await pilot.press("f4")
+    screen = pilot.app.screen
+    screen.poll_timer.pause()  # polls come from the loop below only, so the sparkline is deterministic
+    screen.query_one("#artifact", Input).value = "/home/user/.cache/kvant/artifacts/smollm2-135m-w4a16-gptq"
+    screen.query_one("#port", Input).value = "8000"
+    await pilot.press("ctrl+s")
+    await pilot.app.workers.wait_for_complete()
+    for _ in range(6):
+        screen._tick()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def _chat(pilot):
+    await _serve(pilot)
+    await pilot.press("f5")
+    await pilot.press(*"What is paged attention?", "enter")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _push(pilot):
+    await pilot.press("f6")
+    pilot.app.screen.query_one("#artifact", Input).value = "/home/user/.cache/kvant/artifacts/smollm2-135m-w4a16-gptq"
+    pilot.app.screen.query_one("#repo", Input).value = "me/smollm2-135m-w4a16"
+    await pilot.press("ctrl+r")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def test_models(snap_compare):
+    assert snap_compare(APP, terminal_size=SIZE)
+
+
+def test_quantize(snap_compare):
+    assert snap_compare(APP, terminal_size=SIZE, run_before=_quantize)
+
+
+def test_evaluate(snap_compare):
+    assert snap_compare(APP, terminal_size=SIZE, run_before=_evaluate)
+
+
+def test_serve(snap_compare):
+    assert snap_compare(APP, terminal_size=SIZE, run_before=_serve)
+
+
+def test_chat(snap_compare):
+    assert snap_compare(APP, terminal_size=SIZE, run_before=_chat)
+
+
+def test_push(snap_compare):
+    assert snap_compare(APP, terminal_size=SIZE, run_before=_push)
