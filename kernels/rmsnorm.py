@@ -1,0 +1,59 @@
+import torch
+import triton
+import triton.language as tl
+
+from kvant.kernels.dispatch import on_cuda
+
+
+def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
+    # x [..., H]; HF Llama order: fp32 normalise, cast to x.dtype, then scale by weight
+    if residual is not None:
+        x = (x.float() + residual.float()).to(x.dtype)
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    out = (h.to(x.dtype).float() * weight.float()).to(x.dtype)
+    return out if residual is None else (out, x)
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, sum_ptr, H, eps,
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < H
+    x = tl.load(x_ptr + row * H + offs, mask=mask, other=0.0)
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + row * H + offs, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + r.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        tl.store(sum_ptr + row * H + offs, x, mask=mask)
+    h = x.to(tl.float32)
+    inv = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / H + eps)
+    y = (h * inv).to(x_ptr.dtype.element_ty).to(tl.float32)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * H + offs, (y * w).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
+    shape, hidden = x.shape, x.shape[-1]
+    if weight.shape != (hidden,):
+        raise ValueError(f"weight must have shape ({hidden},), got {tuple(weight.shape)}")
+    x2 = x.reshape(-1, hidden).contiguous()
+    out = torch.empty_like(x2)
+    r2 = summed = None
+    if residual is not None:
+        r2 = residual.reshape(-1, hidden).to(x.dtype).contiguous()
+        summed = torch.empty_like(x2)
+    if x2.shape[0]:
+        _rms_norm_kernel[(x2.shape[0],)](x2, r2 if r2 is not None else x2, weight.contiguous(), out,
+                                         summed if summed is not None else out, hidden, float(eps),
+                                         HAS_RESIDUAL=residual is not None, BLOCK=triton.next_power_of_2(hidden),
+                                         num_warps=4 if hidden <= 2048 else 8)
+    if residual is None:
+        return out.reshape(shape)
+    return out.reshape(shape), summed.reshape(shape)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
+    if on_cuda(x, weight, residual):
+        return rms_norm_triton(x, weight, eps, residual)
+    return rms_norm_ref(x, weight, eps, residual)
