@@ -1,0 +1,118 @@
+from pathlib import Path
+
+import torch
+
+from kvant.engine.engine_config import EngineConfig
+from kvant.engine.llm_engine import LLMEngine
+from kvant.engine.outputs import EngineStats, RequestOutput
+from kvant.engine.sampling_params import SamplingParams
+
+
+def build_engine(model, tokenizer=None, **engine_kwargs) -> LLMEngine:
+    """An engine for a model name/folder (weights and tokenizer loaded from it) or a built model object."""
+    config = EngineConfig(**engine_kwargs)
+    if isinstance(model, (str, Path)):
+        from transformers import AutoTokenizer
+
+        from kvant.engine.loader import load_model, resolve_dtype
+        from kvant.engine.config import ModelConfig
+        from kvant.engine.registry import resolve_model
+
+        path = resolve_model(str(model))
+        device = torch.device(pick_device(config.device))
+        model_config = ModelConfig.from_pretrained(path)
+        dtype = resolve_dtype(config.dtype, model_config, device)
+        model = load_model(path, dtype=dtype, device=device, config=model_config)
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+    return LLMEngine(model, tokenizer, config)
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device must be auto or cpu: no CUDA GPU is visible")
+    return device
+
+
+class LLM:
+    """Offline batch generation: every prompt becomes a request, all run together with continuous batching."""
+
+    def __init__(self, model: str | Path, **engine_kwargs):
+        self.engine = build_engine(model, **engine_kwargs)
+
+    @classmethod
+    def from_model(cls, model, tokenizer=None, **engine_kwargs) -> "LLM":
+        """Wrap an already built CausalLM (e.g. dummy weights); without a tokenizer, prompts are token ids."""
+        llm = cls.__new__(cls)
+        llm.engine = build_engine(model, tokenizer, **engine_kwargs)
+        return llm
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def model_config(self):
+        return self.engine.model_config
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def generate(self, prompts: str | list[str] | list[list[int]],
+                 sampling_params: SamplingParams | list[SamplingParams] | None = None,
+                 use_tqdm: bool = False) -> list[RequestOutput]:
+        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params = sampling_params or SamplingParams()
+        if isinstance(params, SamplingParams):
+            params = [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"sampling_params must be one SamplingParams or one per prompt ({len(prompts)}), "
+                             f"got {len(params)}")
+        engine = self.engine
+        ids = [f"llm-{id(self)}-{i}" for i in range(len(prompts))]
+        try:
+            for rid, prompt, p in zip(ids, prompts, params):
+                engine.add_request(rid, prompt, p)
+            results: dict[str, RequestOutput] = {}
+            bar = _progress(len(prompts)) if use_tqdm else None
+            while len(results) < len(prompts):
+                for out in engine.step():
+                    if out.finished:
+                        results[out.request_id] = out
+                        if bar is not None:
+                            bar.update(1)
+            if bar is not None:
+                bar.close()
+        except BaseException:
+            for rid in ids:
+                engine.abort_request(rid)
+            raise
+        return [results[rid] for rid in ids]
+
+    def chat(self, conversations: list[dict] | list[list[dict]],
+             sampling_params: SamplingParams | list[SamplingParams] | None = None,
+             use_tqdm: bool = False) -> list[RequestOutput]:
+        if self.tokenizer is None:
+            raise ValueError("chat needs a tokenizer with a chat template")
+        if conversations and isinstance(conversations[0], dict):
+            conversations = [conversations]
+        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in conversations]
+        # the template already holds the special tokens (BOS etc.), so do not add them again
+        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        outs = self.generate(ids, sampling_params, use_tqdm)
+        for out, text in zip(outs, prompts):
+            out.prompt = text
+        return outs
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="requests", dynamic_ncols=True)

@@ -1,0 +1,192 @@
+import torch
+
+from kvant.engine.context import Context, set_context
+from kvant.engine.engine_config import EngineConfig
+from kvant.engine.errors import KvantError
+from kvant.engine.memory import kv_bytes_per_token, plan_memory
+from kvant.engine.model import CausalLM
+from kvant.engine.sampler import Sampler, SamplerOutput, top_logprobs
+from kvant.engine.scheduler import ScheduledBatch
+from kvant.engine.sequence import Sequence
+
+CPU_KV_CACHE_BYTES = 1 << 30  # default KV pool on CPU, raised to hold at least one max_model_len sequence
+PROMPT_LOGPROB_ROWS = 1024  # rows of [rows, vocab] fp32 logits materialized at once for prompt logprobs
+FP8 = torch.float8_e4m3fn
+
+
+def graph_batch_sizes(max_num_seqs: int) -> list[int]:
+    # nano-vllm's set: 1, 2, 4, 8, then every 16
+    sizes = [1, 2, 4, 8] + list(range(16, 513, 16))
+    return [b for b in sizes if b < max_num_seqs] + [max_num_seqs] if max_num_seqs <= 512 else sizes
+
+
+class ModelRunner:
+    """Owns the device tensors: the KV pool, the flat step inputs, CUDA graphs for decode, and the sampler."""
+
+    def __init__(self, model: CausalLM, config: EngineConfig, max_model_len: int):
+        self.model = model
+        self.config = config
+        self.max_model_len = max_model_len
+        self.block_size = config.block_size
+        self.device = next(model.parameters()).device
+        self.dtype = model.model.embed_tokens.weight.dtype
+        mc = model.config
+        self.kv_dtype = FP8 if config.kv_cache_dtype == "fp8" else self.dtype
+        self.max_blocks_per_seq = -(-max_model_len // self.block_size)
+        self.use_graphs = self.device.type == "cuda" and not config.enforce_eager
+        self.num_blocks = self._num_blocks()
+        if self.num_blocks < self.max_blocks_per_seq:
+            raise KvantError(f"the KV cache holds {self.num_blocks * self.block_size} tokens, fewer than one "
+                             f"{max_model_len}-token sequence: lower max_model_len or give the cache more memory")
+        # [k|v, layer, block, offset, kv head, head dim]
+        self.kv_cache = torch.zeros(2, mc.num_hidden_layers, self.num_blocks, self.block_size,
+                                    mc.num_key_value_heads, mc.head_dim, dtype=self.kv_dtype, device=self.device)
+        for i, attn in enumerate(model.attention_layers()):
+            attn.k_cache, attn.v_cache = self.kv_cache[0, i], self.kv_cache[1, i]
+            if self.kv_dtype == FP8:
+                attn.k_scale = 1.0 if attn.k_scale is None else attn.k_scale
+                attn.v_scale = 1.0 if attn.v_scale is None else attn.v_scale
+            else:
+                attn.k_scale = attn.v_scale = None
+        self.sampler = Sampler(self.device, config.seed)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if self.use_graphs:
+            self.capture_cuda_graphs()
+
+    def _num_blocks(self) -> int:
+        cfg, mc = self.config, self.model.config
+        if cfg.num_kv_blocks is not None:
+            return cfg.num_kv_blocks
+        kv_bytes = 1 if self.kv_dtype == FP8 else self.kv_dtype.itemsize
+        block_bytes = kv_bytes_per_token(mc, kv_bytes) * self.block_size
+        if self.device.type != "cuda":
+            budget = cfg.kv_cache_memory or max(CPU_KV_CACHE_BYTES, self.max_blocks_per_seq * block_bytes)
+            return budget // block_bytes
+        free, total = torch.cuda.mem_get_info(self.device)
+        ours = torch.cuda.memory_allocated(self.device)
+        weights = sum(t.numel() * t.element_size() for t in {id(p): p for p in
+                      list(self.model.parameters()) + list(self.model.buffers())}.values())
+        plan = plan_memory(mc, total_bytes=total, used_by_others=max(0, total - free - ours), weights_bytes=weights,
+                           gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_memory=cfg.kv_cache_memory,
+                           max_model_len=self.max_model_len, max_num_batched_tokens=cfg.max_num_batched_tokens,
+                           max_num_seqs=cfg.max_num_seqs, block_size=self.block_size, kv_dtype_bytes=kv_bytes,
+                           act_bytes=self.dtype.itemsize,
+                           graph_batch_sizes=len(graph_batch_sizes(cfg.max_num_seqs)) if self.use_graphs else 0)
+        self.memory_plan = plan
+        return plan.num_blocks
+
+    # inputs
+    def _tensor(self, data, dtype) -> torch.Tensor:
+        return torch.tensor(data, dtype=dtype, pin_memory=self.device.type == "cuda").to(self.device,
+                                                                                          non_blocking=True)
+
+    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, Context]:
+        input_ids, positions, slots, cu, context_lens = [], [], [], [0], []
+        bs = self.block_size
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            cu.append(cu[-1] + n)
+            context_lens.append(end)
+        width = max(len(s.block_table) for s in batch.seqs)
+        tables = [s.block_table + [-1] * (width - len(s.block_table)) for s in batch.seqs]
+        ctx = Context(cu_seqlens_q=self._tensor(cu, torch.int32), context_lens=self._tensor(context_lens, torch.int32),
+                      slot_mapping=self._tensor(slots, torch.int64), block_tables=self._tensor(tables, torch.int32),
+                      is_decode=batch.is_decode, max_seqlen_q=max(batch.num_new_tokens))
+        return self._tensor(input_ids, torch.int64), self._tensor(positions, torch.int64), ctx
+
+    # forward
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: Context) -> torch.Tensor:
+        b = ctx.cu_seqlens_q.shape[0] - 1
+        if ctx.is_decode and self.graphs and b <= max(self.graphs):
+            return self._replay(input_ids, positions, ctx)
+        set_context(ctx)
+        try:
+            return self.model(input_ids, positions)
+        finally:
+            set_context(None)
+
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch) -> tuple[list[Sequence], SamplerOutput | None,
+                                                  dict[int, tuple[int, list[dict[int, float]]]]]:
+        """One step. Returns the seqs that sampled a token (their prompt is fully computed), the sampler's output
+        for them, and per seq_id with prompt logprobs: (first prompt position covered, logprob dicts)."""
+        input_ids, positions, ctx = self.prepare(batch)
+        hidden = self.forward(input_ids, positions, ctx)  # [T, H]
+        sample_seqs, sample_rows, plp_spans = [], [], []
+        offset = 0
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            start = seq.num_computed_tokens
+            if start + n == seq.num_tokens:
+                sample_seqs.append(seq)
+                sample_rows.append(offset + n - 1)
+            if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens - 1:
+                # row j predicts token j + 1
+                last = min(start + n, seq.num_prompt_tokens - 1)
+                plp_spans.append((seq, offset, start, last))
+            offset += n
+        sampled = None
+        if sample_seqs:
+            logits = self.model.compute_logits(hidden[sample_rows])
+            sampled = self.sampler(logits, sample_seqs, self.model.config.eos_token_ids)
+        prompt_logprobs = {}
+        for seq, offset, start, last in plp_spans:
+            dicts = []
+            for a in range(start, last, PROMPT_LOGPROB_ROWS):
+                b = min(a + PROMPT_LOGPROB_ROWS, last)
+                lp = self.model.compute_logits(hidden[offset + a - start:offset + b - start]).log_softmax(dim=-1)
+                targets = torch.tensor(seq.token_ids[a + 1:b + 1], device=lp.device)
+                dicts.extend(top_logprobs(lp, targets, [seq.params.prompt_logprobs] * (b - a)))
+            prompt_logprobs[seq.seq_id] = (start + 1, dicts)
+        return sample_seqs, sampled, prompt_logprobs
+
+    # CUDA graphs (decode only): static buffers, one shared memory pool, padded rows write nowhere
+    @torch.inference_mode()
+    def capture_cuda_graphs(self) -> None:
+        sizes = graph_batch_sizes(self.config.max_num_seqs)
+        max_bs = max(sizes)
+        dev = self.device
+        self.graph_vars = g = dict(
+            input_ids=torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            positions=torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            slot_mapping=torch.full((max_bs,), -1, dtype=torch.int64, device=dev),
+            context_lens=torch.ones(max_bs, dtype=torch.int32, device=dev),
+            cu_seqlens_q=torch.arange(max_bs + 1, dtype=torch.int32, device=dev),
+            block_tables=torch.zeros(max_bs, self.max_blocks_per_seq, dtype=torch.int32, device=dev),
+            hidden=torch.zeros(max_bs, self.model.config.hidden_size, dtype=self.dtype, device=dev),
+        )
+        pool = None
+        for bs in reversed(sizes):
+            ctx = Context(g["cu_seqlens_q"][:bs + 1], g["context_lens"][:bs], g["slot_mapping"][:bs],
+                          g["block_tables"][:bs], True, 1)
+            set_context(ctx)
+            try:
+                g["hidden"][:bs] = self.model(g["input_ids"][:bs], g["positions"][:bs])  # warmup
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool):
+                    g["hidden"][:bs] = self.model(g["input_ids"][:bs], g["positions"][:bs])
+            finally:
+                set_context(None)
+            pool = pool or graph.pool()
+            self.graphs[bs] = graph
+            torch.cuda.synchronize()
+
+    def _replay(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: Context) -> torch.Tensor:
+        b = input_ids.shape[0]
+        bs = next(s for s in sorted(self.graphs) if s >= b)
+        g = self.graph_vars
+        g["input_ids"][:b] = input_ids
+        g["positions"][:b] = positions
+        g["slot_mapping"].fill_(-1)
+        g["slot_mapping"][:b] = ctx.slot_mapping
+        # padded rows attend to one slot of block 0 and store nothing
+        g["context_lens"].fill_(1)
+        g["context_lens"][:b] = ctx.context_lens
+        g["block_tables"].zero_()
+        g["block_tables"][:b, :ctx.block_tables.shape[1]] = ctx.block_tables
+        self.graphs[bs].replay()
+        return g["hidden"][:b]
