@@ -1,0 +1,173 @@
+"""The model card (README.md) of a pushed artifact, from its manifest and eval results.
+
+Front matter follows the Hub conventions for quantized checkpoints (research/hub-upload.md §4); the text depends only
+on its inputs, so re-pushing an unchanged artifact regenerates a byte-identical card and sends no commit.
+"""
+import json
+import re
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+# scheme -> (weight format tag, scheme tag, one-line description)
+SCHEMES = {
+    "w4a16": ("int4", "w4a16", "INT4 weights (symmetric, group-wise scales), 16-bit activations"),
+    "w8a16": ("int8", "w8a16", "INT8 weights (per-channel scales), 16-bit activations"),
+    "w8a8-int8": ("int8", "w8a8", "INT8 weights (per-channel) and INT8 activations (dynamic per-token)"),
+    "fp8-dynamic": ("fp8", "w8a8", "FP8 E4M3 weights (per-channel) and FP8 activations (dynamic per-token)"),
+    "fp8-static": ("fp8", "w8a8", "FP8 E4M3 weights (per-channel) and FP8 activations (static per-tensor scales)"),
+}
+ALGORITHM_TAGS = ("gptq", "awq", "smoothquant")
+LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(name: str | None) -> bool:
+    return bool(name) and HUB_ID.match(name) is not None and not name.startswith((".", "/"))
+
+
+def _algorithms(recipe: dict) -> list[str]:
+    text = json.dumps(recipe).lower()
+    return [a for a in ALGORITHM_TAGS if a in text]
+
+
+def card_data(manifest: dict, results: dict | None, repo_id: str) -> ModelCardData:
+    scheme = manifest["scheme"]
+    if scheme not in SCHEMES:
+        raise ValueError(f"manifest scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
+    weight_tag, scheme_tag, _ = SCHEMES[scheme]
+    base, calib = manifest["base_model"], manifest.get("calibration") or {}
+    tags = ["kvant", weight_tag, scheme_tag, "compressed-tensors", *_algorithms(manifest.get("recipe") or {}),
+            "quantized", "vllm"]
+    if manifest.get("kv_cache_dtype") == "fp8":
+        tags.append("fp8-kv-cache")
+    evals = None
+    if results is not None:
+        source = f"lm-evaluation-harness {results.get('lm_eval_version', '')}".strip()
+        evals = [EvalResult(task_type="text-generation", dataset_type=t["task"], dataset_name=t["task"],
+                            metric_type=t["metric"], metric_value=t["quant"], source_name=source,
+                            source_url=LM_EVAL_URL)
+                 for t in results["tasks"]]
+        if ppl := results.get("perplexity"):
+            evals.append(EvalResult(task_type="text-generation", dataset_type=ppl["task"], dataset_name=ppl["task"],
+                                    metric_type="perplexity", metric_value=ppl["quant"], source_name=source,
+                                    source_url=LM_EVAL_URL))
+    return ModelCardData(
+        base_model=base["name"] if is_hub_id(base.get("name")) else None,
+        base_model_relation="quantized" if is_hub_id(base.get("name")) else None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=base.get("license") or None,
+        tags=tags,
+        datasets=[calib["source"]] if is_hub_id(calib.get("source")) else None,
+        model_name=repo_id.split("/")[-1],
+        eval_results=evals or None,
+    )
+
+
+# ---------------------------------------------------------------- body
+def _overview(manifest: dict) -> str:
+    base, scheme = manifest["base_model"], manifest["scheme"]
+    name = base.get("name") or "?"
+    link = f"[{name}](https://huggingface.co/{name})" if is_hub_id(name) else f"`{name}`"
+    rows = [("Base model", link), ("Base revision", f"`{base.get('revision') or 'unknown'}`"),
+            ("Architecture", base.get("architecture") or "?"), ("Scheme", f"`{scheme}`: {SCHEMES[scheme][2]}"),
+            ("KV cache", "FP8 (E4M3) with per-layer scales" if manifest.get("kv_cache_dtype") == "fp8" else "model dtype"),
+            ("Format", "compressed-tensors"), ("License", base.get("license") or "see the base model"),
+            ("Made with", f"kvant {manifest.get('kvant_version', '')}".strip())]
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def _calibration(manifest: dict) -> str:
+    calib = manifest.get("calibration") or {}
+    if not calib:
+        return "No calibration data (data-free quantization)."
+    source = calib.get("source", "?")
+    src = f"[{source}](https://huggingface.co/datasets/{source})" if is_hub_id(source) else f"`{source}`"
+    return (f"{calib.get('num_samples', '?')} samples of {calib.get('seq_len', '?')} tokens from {src} "
+            f"(sha256 of the token ids `{calib.get('sha256', '?')}`).")
+
+
+def _fmt(x) -> str:
+    return "–" if x is None else f"{x:.4f}"
+
+
+def _evaluation(results: dict | None) -> str:
+    if results is None:
+        return "**Not evaluated.** Run `kvant eval ARTIFACT` before pushing to add a recovery table."
+    lines = [f"lm-evaluation-harness {results.get('lm_eval_version', '?')}, "
+             f"limit {results.get('limit') if results.get('limit') is not None else 'none (full tasks)'}; recovery = "
+             f"quantized / base score, gate: every task ≥ {results.get('gate', {}).get('min_recovery', '?')}.", "",
+             "| Task | Metric | Base | Quantized | Recovery | Gate |", "|---|---|---|---|---|---|"]
+    for t in results["tasks"]:
+        rec = "–" if t.get("recovery") is None else f"{100 * t['recovery']:.2f}%"
+        lines.append(f"| {t['task']} | {t['metric']} | {_fmt(t['base'])} ± {_fmt(t.get('base_stderr'))} | "
+                     f"{_fmt(t['quant'])} ± {_fmt(t.get('quant_stderr'))} | {rec} | {'pass' if t['passed'] else 'FAIL'} |")
+    if ppl := results.get("perplexity"):
+        lines += ["", f"Perplexity ({ppl['task']}): base {_fmt(ppl['base'])}, quantized {_fmt(ppl['quant'])} "
+                      f"(ratio {_fmt(ppl['ratio'])})."]
+    lines += ["", f"Overall: **{'passed' if results['passed'] else 'FAILED'}** the recovery gate."]
+    return "\n".join(lines)
+
+
+def _usage(repo_id: str) -> str:
+    return f"""With kvant:
+
+```bash
+kvant serve {repo_id}
+```
+
+With vLLM:
+
+```bash
+vllm serve {repo_id}
+```
+
+With transformers (needs `compressed-tensors` installed):
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+model = AutoModelForCausalLM.from_pretrained("{repo_id}", device_map="auto")
+messages = [{{"role": "user", "content": "Hello!"}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt").to(model.device)
+print(tokenizer.decode(model.generate(inputs, max_new_tokens=64)[0]))
+```"""
+
+
+def card_text(manifest: dict, results: dict | None, repo_id: str, recipe_yaml: str | None = None) -> str:
+    data = card_data(manifest, results, repo_id)
+    recipe = recipe_yaml if recipe_yaml is not None else yaml.safe_dump(manifest.get("recipe") or {}, sort_keys=False)
+    base_name = manifest["base_model"].get("name") or "the base model"
+    body = f"""# {repo_id.split("/")[-1]}
+
+Quantized version of `{base_name}` made with kvant: {SCHEMES[manifest["scheme"]][2]}.
+
+## Model overview
+
+{_overview(manifest)}
+
+## Recipe
+
+```yaml
+{recipe.rstrip()}
+```
+
+## Calibration data
+
+{_calibration(manifest)}
+
+## Evaluation
+
+{_evaluation(results)}
+
+## How to run
+
+{_usage(repo_id)}
+"""
+    return f"---\n{data.to_yaml()}\n---\n\n{body}"
+
+
+def build_card(manifest: dict, results: dict | None, repo_id: str, recipe_yaml: str | None = None) -> ModelCard:
+    return ModelCard(card_text(manifest, results, repo_id, recipe_yaml))

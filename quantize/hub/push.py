@@ -1,0 +1,134 @@
+"""Upload a verified artifact with a regenerated model card to the Hugging Face Hub, sending only what changed."""
+import glob
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvant.engine.errors import KvantError
+from kvant.quantize.hub import artifact as A
+from kvant.quantize.hub.card import card_text
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    repo_id: str
+    revision: str
+    endpoint: str
+    card: str
+    files: tuple[tuple[str, int], ...]  # (path, size in bytes) of everything the repo should hold
+    uploaded: tuple[str, ...]  # paths sent in this push; empty when the remote already matched
+    commit_oid: str | None  # None: dry run or nothing to upload
+    evaluated: bool
+    gate_passed: bool | None  # None: not evaluated
+    dry_run: bool
+
+    def __post_init__(self):
+        if not self.dry_run and self.uploaded and self.commit_oid is None:
+            raise ValueError("commit_oid must be set when files were uploaded")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"repo_id must be 'namespace/name', got {repo_id!r}")
+
+
+def _resolve_token(token: str | None) -> str:
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise KvantError("no Hugging Face token: set HF_TOKEN or run `hf auth login`")
+    return token
+
+
+def _changed(api, repo_id: str, revision: str, artifact: Path, paths: list[str], manifest: dict) -> list[str]:
+    """Paths whose remote copy is missing or differs (LFS: sha256; regular files: git blob oid)."""
+    from huggingface_hub.hf_api import RepoFile
+
+    remote = {e.path: e for e in api.list_repo_tree(repo_id, revision=revision, recursive=True)
+              if isinstance(e, RepoFile)}
+    out = []
+    for rel in paths:
+        entry = remote.get(rel)
+        local = artifact / rel
+        if entry is None or entry.size != local.stat().st_size:
+            out.append(rel)
+        elif entry.lfs is not None:
+            digest = manifest["files"].get(rel) or A.sha256_file(local)
+            if entry.lfs.sha256 != digest:
+                out.append(rel)
+        elif entry.blob_id != A.git_blob_sha1(local):
+            out.append(rel)
+    return out
+
+
+def _http_error(exc: Exception, endpoint: str) -> KvantError:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
+    if status in (401, 403):
+        return KvantError(f"authentication failed for {endpoint}: check HF_TOKEN")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return KvantError(f"upload to {endpoint} failed: {first}")
+
+
+def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, dry_run: bool = False, force: bool = False, token: str | None = None,
+         endpoint: str | None = None, progress: Progress | None = None) -> PushResult:
+    from huggingface_hub import HfApi, constants
+
+    artifact = Path(artifact)
+    _check_repo_id(repo_id)
+    endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    revision = revision or "main"
+    manifest = A.read_manifest(artifact)
+    A.verify_files(artifact, manifest, progress=progress)
+    results = A.read_results(artifact)
+    if results is None:
+        logger.warning("%s has no %s: the card will say 'not evaluated'", artifact, A.RESULTS)
+    elif not results["passed"] and not force:
+        failed = ", ".join(t["task"] for t in results["tasks"] if not t.get("passed", True)) or "generative check"
+        raise KvantError(f"{artifact} failed its eval gate ({failed}); pass --force to push it anyway")
+    recipe_path = artifact / "recipe.yaml"
+    card = card_text(manifest, results, repo_id, recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None)
+    paths = sorted(set(manifest["files"]) | {A.CARD, A.MANIFEST})
+    sizes = {p: (len(card.encode()) if p == A.CARD else (artifact / p).stat().st_size) for p in paths}
+    summary = dict(repo_id=repo_id, revision=revision, endpoint=endpoint, card=card,
+                   files=tuple((p, sizes[p]) for p in paths), evaluated=results is not None,
+                   gate_passed=None if results is None else results["passed"])
+    if dry_run:
+        return PushResult(**summary, uploaded=(), commit_oid=None, dry_run=True)
+
+    token = _resolve_token(token)
+    if A.write_card(artifact, manifest, card):
+        manifest = A.read_manifest(artifact)
+    api = HfApi(endpoint=endpoint, token=token, library_name="kvant")
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        if progress is not None:
+            progress("connect", 0.0)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        todo = _changed(api, repo_id, revision, artifact, paths, manifest)
+        if not todo:
+            logger.info("%s@%s already holds every file of %s: nothing to upload", repo_id, revision, artifact)
+            return PushResult(**summary, uploaded=(), commit_oid=None, dry_run=False)
+        if progress is not None:
+            progress("upload", 0.0)
+        message = commit_message or f"Upload {manifest['scheme']} quantization of {manifest['base_model'].get('name')} (kvant)"
+        info = api.upload_folder(repo_id=repo_id, folder_path=artifact, revision=revision,
+                                 commit_message=message, allow_patterns=[glob.escape(p) for p in todo])
+    except HfHubHTTPError as exc:
+        raise _http_error(exc, endpoint) from None
+    except (OSError, ConnectionError) as exc:  # network failures surface as OSError subclasses or httpx errors
+        raise KvantError(f"cannot reach {endpoint}: {type(exc).__name__}") from None
+    if progress is not None:
+        progress("upload", 1.0)
+    return PushResult(**summary, uploaded=tuple(todo), commit_oid=info.oid, dry_run=False)
