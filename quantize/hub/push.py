@@ -67,14 +67,18 @@ def _changed(api, repo_id: str, revision: str, artifact: Path, paths: list[str],
     return out
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _http_error(exc: Exception, endpoint: str) -> KvantError:
     from huggingface_hub.errors import HfHubHTTPError
 
     status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
     if status in (401, 403):
         return KvantError(f"authentication failed for {endpoint}: check HF_TOKEN")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return KvantError(f"upload to {endpoint} failed: {first}")
+    return KvantError(f"upload to {endpoint} failed: {_first_line(exc)}")
 
 
 def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -108,7 +112,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     if A.write_card(artifact, manifest, card):
         manifest = A.read_manifest(artifact)
     api = HfApi(endpoint=endpoint, token=token, library_name="kvant")
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     try:
         if progress is not None:
@@ -125,10 +129,12 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
         message = commit_message or f"Upload {manifest['scheme']} quantization of {manifest['base_model'].get('name')} (kvant)"
         info = api.upload_folder(repo_id=repo_id, folder_path=artifact, revision=revision,
                                  commit_message=message, allow_patterns=[glob.escape(p) for p in todo])
-    except HfHubHTTPError as exc:
+    except HfHubHTTPError as exc:  # the server answered with an error status
         raise _http_error(exc, endpoint) from None
-    except (OSError, ConnectionError) as exc:  # network failures surface as OSError subclasses or httpx errors
-        raise KvantError(f"cannot reach {endpoint}: {type(exc).__name__}") from None
+    except HTTPError as exc:  # no answer: refused, DNS, timeout
+        raise KvantError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
+    except ConnectionError as exc:  # hf_xet's transfer errors
+        raise KvantError(f"upload to {endpoint} failed: {_first_line(exc)}") from None
     if progress is not None:
         progress("upload", 1.0)
     return PushResult(**summary, uploaded=tuple(todo), commit_oid=info.oid, dry_run=False)
