@@ -28,6 +28,7 @@ Report = Callable[[str, float | None], None]  # (stage, fraction done in [0, 1] 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "recipes"
 SERVER_START_TIMEOUT_S = 180.0
+EVAL_DATA_ENV = "KVANT_EVAL_DATA"  # the same variable `kvant eval --data-dir` defaults to
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,15 +106,21 @@ def _require(module: str, what: str):
     return importlib.import_module(module)
 
 
-def _normalize_progress(report: Report) -> Callable:
-    """Adapt a core progress callback (stage, fraction) or (done, total) to the TUI's (stage, fraction)."""
-    def callback(*args, **kwargs) -> None:
-        if len(args) == 2 and isinstance(args[0], str):
-            report(args[0], None if args[1] is None else float(args[1]))
-        elif len(args) == 2 and all(isinstance(a, (int, float)) for a in args) and args[1]:
-            report(f"{args[0]}/{args[1]}", float(args[0]) / float(args[1]))
+def _normalize_progress(report: Report, cancel: threading.Event | None = None) -> Callable:
+    """Adapt a core progress callback, (stage, fraction) or (stage, done, total), to the TUI's (stage, fraction).
+
+    For a core API without a `cancel` argument, a set `cancel` raises at its next progress report; those APIs write
+    their output only at the end, so stopping there leaves nothing half-written.
+    """
+    def callback(stage, *args) -> None:
+        if cancel is not None and cancel.is_set():
+            raise KvantError(f"cancelled during {stage}")
+        if len(args) == 1:
+            report(str(stage), None if args[0] is None else float(args[0]))
+        elif len(args) == 2 and args[1]:
+            report(f"{stage} {args[0]}/{args[1]}", float(args[0]) / float(args[1]))
         else:
-            report(" ".join(str(a) for a in args) or str(kwargs), None)
+            report(" ".join(str(a) for a in (stage, *args)), None)
     return callback
 
 
@@ -147,10 +154,12 @@ def read_recipe(path: Path) -> RecipeInfo:
     )
 
 
-def _recipe_with_samples(path: Path, num_samples: int, folder: Path) -> Path:
+def _recipe_with_calibration(path: Path, num_samples: int | None, seq_len: int | None, folder: Path) -> Path:
     data = yaml.safe_load(path.read_text())
     target = data["calibration"] if isinstance(data.get("calibration"), dict) else data
-    target["num_samples"] = num_samples
+    for key, value in (("num_samples", num_samples), ("seq_len", seq_len)):
+        if value is not None:
+            target[key] = value
     out = folder / path.name
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -264,24 +273,35 @@ class Services:
     def list_recipes(self) -> list[RecipeInfo]:
         return [read_recipe(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
 
-    def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None, report: Report,
-                 cancel: threading.Event, force: bool = False) -> Path:
+    def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None, seq_len: int | None,
+                 report: Report, cancel: threading.Event, force: bool = False) -> Path:
         api = _require("kvant.quantize.api", "quantization (kvant.quantize.api.quantize)")
         with tempfile.TemporaryDirectory(prefix="kvant-recipe-") as tmp:
-            path = recipe.path if num_samples is None else _recipe_with_samples(recipe.path, num_samples, Path(tmp))
+            path = recipe.path
+            if num_samples is not None or seq_len is not None:
+                path = _recipe_with_calibration(recipe.path, num_samples, seq_len, Path(tmp))
             return api.quantize(model, path, out, force=force, progress=_normalize_progress(report), cancel=cancel)
 
     def read_eval(self, artifact: Path) -> EvalSummary | None:
         path = artifact / "eval" / "results.json"
         return parse_results(json.loads(path.read_text())) if path.exists() else None
 
-    def evaluate(self, artifact: Path, tasks: list[str], limit: int | None, report: Report,
-                 cancel: threading.Event) -> EvalSummary:
+    def eval_data_dir(self) -> Path | None:
+        value = os.environ.get(EVAL_DATA_ENV)
+        return Path(value) if value else None
+
+    def default_eval_tasks(self, data_dir: Path | None) -> list[str]:
+        # two quick multiple-choice tasks: kvant's local copies when a data folder is given, lm-eval's otherwise
+        return ["kvant_arc_easy", "kvant_hellaswag"] if data_dir else ["arc_easy", "hellaswag"]
+
+    def evaluate(self, artifact: Path, tasks: list[str], limit: int | None, data_dir: Path | None, generative: bool,
+                 report: Report, cancel: threading.Event) -> EvalSummary:
         runner = _require("kvant.eval.runner", "evaluation (kvant.eval.runner)")
-        entry = getattr(runner, "evaluate", None) or getattr(runner, "run_eval", None)
-        if entry is None:
-            raise KvantError("evaluation is not available in this build: kvant.eval.runner has no evaluate()")
-        entry(artifact, tasks=tasks, limit=limit, progress=_normalize_progress(report))
+        from kvant.eval.generative import GenerativeConfig
+
+        options = runner.EvalOptions(tasks=tuple(tasks), limit=limit, data_dir=data_dir,
+                                     generative=GenerativeConfig() if generative else None)
+        runner.evaluate_artifact(artifact, options=options, progress=_normalize_progress(report, cancel))
         summary = self.read_eval(artifact)
         if summary is None:
             raise KvantError(f"evaluation finished but wrote no {artifact / 'eval' / 'results.json'}")
@@ -345,11 +365,10 @@ class Services:
         except httpx.HTTPError as exc:
             raise KvantError(f"chat request to {handle.base_url} failed: {exc}") from exc
 
-    def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, report: Report,
+    def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool, report: Report,
              cancel: threading.Event) -> PushOutcome:
         hub = _require("kvant.quantize.hub.push", "publishing (kvant.quantize.hub.push)")
-        result = hub.push(artifact, repo_id, private=private, dry_run=dry_run, progress=_normalize_progress(report))
-        card_path = artifact / "README.md"
-        card = getattr(result, "card", None) or (card_path.read_text() if card_path.exists() else "")
-        files = tuple(str(f) for f in (getattr(result, "files", None) or ()))
-        return PushOutcome(dry_run, getattr(result, "url", None) or getattr(result, "commit_url", None), card, files)
+        result = hub.push(artifact, repo_id, private=private, dry_run=dry_run, force=force,
+                          progress=_normalize_progress(report))
+        url = None if result.dry_run else f"{result.endpoint}/{result.repo_id}"
+        return PushOutcome(result.dry_run, url, result.card, tuple(path for path, _ in result.files))

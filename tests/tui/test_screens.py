@@ -67,7 +67,7 @@ async def test_quantize_runs_with_progress_and_hands_artifact_on(fake, tmp_path)
         await pilot.press("ctrl+r")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert fake.calls == [("quantize", "smollm2-135m", "w4a16-gptq", out, 8)]
+        assert fake.calls == [("quantize", "smollm2-135m", "w4a16-gptq", out, 8, None)]
         fractions = [m.fraction for m in messages if isinstance(m, Progress) and m.job == "quantize"]
         assert fractions[-1] == 1.0
         log = "\n".join(screen.query_one(Log).lines)
@@ -109,10 +109,12 @@ async def test_evaluate_shows_table_bars_and_verdict(fake):
         screen = app.screen
         screen.query_one("#artifact", Input).value = "/art/x"
         screen.query_one("#limit", Input).value = "10"
+        screen.query_one("#data-dir", Input).value = "/data/eval"
+        screen.query_one("#generative", Switch).value = False
         await pilot.click("#run")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert fake.calls == [("evaluate", Path("/art/x"), ("arc_easy", "hellaswag"), 10)]
+        assert fake.calls == [("evaluate", Path("/art/x"), ("arc_easy", "hellaswag"), 10, Path("/data/eval"), False)]
         table = screen.query_one(RecoveryTable)
         assert table.row_count == 2
         for task in ("arc_easy", "hellaswag"):
@@ -210,7 +212,7 @@ async def test_push_dry_run_previews_card_and_real_push_asks_first(fake):
         await pilot.press("ctrl+r")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert fake.calls[-1] == ("push", Path("/art/x"), "me/x-w4a16", False, True)
+        assert fake.calls[-1] == ("push", Path("/art/x"), "me/x-w4a16", False, True, False)
         assert screen.query_one("#card", TextArea).text == CARD
         assert "dry run: nothing uploaded (3 files)" in text_of(screen.query_one("#stage", Label))
         screen.query_one("#dry-run", Switch).value = False
@@ -226,7 +228,7 @@ async def test_push_dry_run_previews_card_and_real_push_asks_first(fake):
         await pilot.press("y")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert fake.calls[-1] == ("push", Path("/art/x"), "me/x-w4a16", False, False)
+        assert fake.calls[-1] == ("push", Path("/art/x"), "me/x-w4a16", False, False, False)
         assert "pushed to https://huggingface.co/me/x-w4a16" in text_of(screen.query_one("#stage", Label))
 
 

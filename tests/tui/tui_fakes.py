@@ -81,8 +81,8 @@ class FakeServices:
                        "ultrachat", 256),
         ]
 
-    def quantize(self, model, recipe, out, num_samples, report, cancel: threading.Event, force=False) -> Path:
-        self.calls.append(("quantize", model, recipe.name, out, num_samples))
+    def quantize(self, model, recipe, out, num_samples, seq_len, report, cancel: threading.Event, force=False) -> Path:
+        self.calls.append(("quantize", model, recipe.name, out, num_samples, seq_len))
         self.quantize_started.set()
         for layer in range(NUM_LAYERS):
             if self.block_quantize:
@@ -97,8 +97,14 @@ class FakeServices:
     def read_eval(self, artifact: Path) -> EvalSummary | None:
         return None
 
-    def evaluate(self, artifact, tasks, limit, report, cancel) -> EvalSummary:
-        self.calls.append(("evaluate", artifact, tuple(tasks), limit))
+    def eval_data_dir(self) -> Path | None:
+        return None
+
+    def default_eval_tasks(self, data_dir: Path | None) -> list[str]:
+        return ["arc_easy", "hellaswag"]
+
+    def evaluate(self, artifact, tasks, limit, data_dir, generative, report, cancel) -> EvalSummary:
+        self.calls.append(("evaluate", artifact, tuple(tasks), limit, data_dir, generative))
         if self.fail_eval:
             raise KvantError(f"artifact {artifact} has no kvant.json manifest")
         report("base model", 0.5)
@@ -125,8 +131,8 @@ class FakeServices:
         self.calls.append(("chat", messages[-1]["content"], temperature, max_tokens))
         yield from REPLY
 
-    def push(self, artifact, repo_id, private, dry_run, report, cancel) -> PushOutcome:
-        self.calls.append(("push", artifact, repo_id, private, dry_run))
+    def push(self, artifact, repo_id, private, dry_run, force, report, cancel) -> PushOutcome:
+        self.calls.append(("push", artifact, repo_id, private, dry_run, force))
         report("README.md", 0.5)
         report("model.safetensors", 1.0)
         return PushOutcome(dry_run, None if dry_run else f"https://huggingface.co/{repo_id}", CARD,

@@ -3,7 +3,7 @@ from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Input, Label, Switch
 
 from kvant.tui.messages import JobStopped, Progress
 from kvant.tui.screens.base import KvantScreen, cancel_event
@@ -11,9 +11,6 @@ from kvant.tui.services import EvalSummary
 from kvant.tui.widgets.progress_panel import ProgressPanel
 from kvant.tui.widgets.recovery_bars import RecoveryBars
 from kvant.tui.widgets.recovery_table import RecoveryTable
-
-DEFAULT_TASKS = "arc_easy,hellaswag"
-
 
 def verdict_text(summary: EvalSummary) -> str:
     verdict = "PASSED" if summary.passed else "FAILED"
@@ -29,15 +26,22 @@ class EvaluateScreen(KvantScreen):
     def body(self) -> ComposeResult:
         with Horizontal(classes="row"):
             yield Input(placeholder="artifact folder", id="artifact")
-            yield Input(DEFAULT_TASKS, placeholder="tasks (comma-separated)", id="tasks")
+            yield Input(placeholder="tasks (comma-separated)", id="tasks")
             yield Input(placeholder="limit", id="limit", type="integer", classes="narrow")
             yield Button("Run", id="run", variant="primary")
+        with Horizontal(classes="row"):
+            yield Input(placeholder="local eval data folder (empty: lm-eval's Hub datasets)", id="data-dir")
+            yield Label("generative check", classes="switch-label")
+            yield Switch(True, id="generative")
         yield ProgressPanel(id="progress")
         yield Label("", id="verdict", classes="banner")
         yield RecoveryTable(id="table")
         yield RecoveryBars(id="bars")
 
     def on_mount(self) -> None:
+        data_dir = self.services.eval_data_dir()
+        self.query_one("#data-dir", Input).value = str(data_dir) if data_dir else ""
+        self.query_one("#tasks", Input).value = ",".join(self.services.default_eval_tasks(data_dir))
         self.on_screen_resume()
 
     def on_screen_resume(self) -> None:
@@ -66,17 +70,22 @@ class EvaluateScreen(KvantScreen):
         if limit is not None and limit < 1:
             self.notify("limit must be at least 1", severity="warning")
             return
+        data_text = self.query_one("#data-dir", Input).value.strip()
+        generative = self.query_one("#generative", Switch).value
         self.query_one("#run", Button).disabled = True
         self.query_one("#progress", ProgressPanel).start(f"evaluating {Path(artifact).name} on {', '.join(tasks)}")
-        self.evaluate(Path(artifact).expanduser(), tasks, limit)
+        self.evaluate(Path(artifact).expanduser(), tasks, limit, Path(data_text).expanduser() if data_text else None,
+                      generative)
 
     def action_cancel(self) -> None:
         self.workers.cancel_group(self, "eval")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="eval")
-    def evaluate(self, artifact: Path, tasks: list[str], limit: int | None) -> EvalSummary:
+    def evaluate(self, artifact: Path, tasks: list[str], limit: int | None, data_dir: Path | None,
+                 generative: bool) -> EvalSummary:
         try:
-            return self.services.evaluate(artifact, tasks, limit, self.reporter("eval"), cancel_event())
+            return self.services.evaluate(artifact, tasks, limit, data_dir, generative, self.reporter("eval"),
+                                          cancel_event())
         finally:
             self.post_message(JobStopped("eval"))
 

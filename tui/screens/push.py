@@ -26,6 +26,8 @@ class PushScreen(KvantScreen):
             yield Switch(False, id="private")
             yield Label("dry run", classes="switch-label")
             yield Switch(True, id="dry-run")
+            yield Label("force", classes="switch-label")
+            yield Switch(False, id="force")
             yield Button("Preview", id="push", variant="primary")
         yield ProgressPanel(id="progress")
         yield Label("model card", id="card-title", classes="banner")
@@ -52,25 +54,26 @@ class PushScreen(KvantScreen):
             return
         private = self.query_one("#private", Switch).value
         dry_run = self.query_one("#dry-run", Switch).value
+        force = self.query_one("#force", Switch).value
         if dry_run:
-            self._begin(Path(artifact).expanduser(), repo_id, private, True)
+            self._begin(Path(artifact).expanduser(), repo_id, private, True, force)
             return
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._begin(Path(artifact).expanduser(), repo_id, private, False)
+                self._begin(Path(artifact).expanduser(), repo_id, private, False, force)
 
         visibility = "private" if private else "public"
         self.app.push_screen(ConfirmDialog(f"Upload {Path(artifact).name} to {repo_id} ({visibility})?"), confirmed)
 
-    def _begin(self, artifact: Path, repo_id: str, private: bool, dry_run: bool) -> None:
+    def _begin(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool) -> None:
         self.query_one("#push", Button).disabled = True
         self.query_one("#progress", ProgressPanel).start(("previewing " if dry_run else "uploading to ") + repo_id)
-        self.push(artifact, repo_id, private, dry_run)
+        self.push(artifact, repo_id, private, dry_run, force)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="push")
-    def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool) -> PushOutcome:
-        return self.services.push(artifact, repo_id, private, dry_run, self.reporter("push"), cancel_event())
+    def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool) -> PushOutcome:
+        return self.services.push(artifact, repo_id, private, dry_run, force, self.reporter("push"), cancel_event())
 
     @on(Progress)
     def _progress(self, event: Progress) -> None:
@@ -79,8 +82,7 @@ class PushScreen(KvantScreen):
     def job_done(self, group: str, result: object) -> None:
         outcome: PushOutcome = result
         self.query_one("#push", Button).disabled = False
-        files = f"{len(outcome.files)} files" if outcome.files else "files listed in the card"
-        done = f"dry run: nothing uploaded ({files})" if outcome.dry_run else f"pushed to {outcome.url}"
+        done = f"dry run: nothing uploaded ({len(outcome.files)} files)" if outcome.dry_run else f"pushed to {outcome.url}"
         self.query_one("#progress", ProgressPanel).finish(done)
         self.query_one("#card", TextArea).text = outcome.card
 

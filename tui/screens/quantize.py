@@ -28,6 +28,7 @@ class QuantizeScreen(KvantScreen):
         yield Label("pick a recipe", id="recipe-info")
         with Horizontal(classes="row"):
             yield Input(placeholder="samples", id="samples", type="integer", classes="narrow")
+            yield Input(placeholder="seq len", id="seq-len", type="integer", classes="narrow")
             yield Input(placeholder="output folder", id="out")
             yield Button("Run", id="run", variant="primary")
             yield Button("Cancel", id="cancel", variant="error", disabled=True)
@@ -67,18 +68,21 @@ class QuantizeScreen(KvantScreen):
     def action_run(self) -> None:
         recipe = self._recipe()
         out_text = self.query_one("#out", Input).value.strip()
-        samples_text = self.query_one("#samples", Input).value.strip()
         if recipe is None or not out_text:
             self.notify("pick a recipe and an output folder first", severity="warning")
             return
-        num_samples = int(samples_text) if samples_text else None
-        if num_samples is not None and num_samples < 1:
-            self.notify("samples must be at least 1", severity="warning")
+        num_samples, seq_len = self._optional_int("#samples"), self._optional_int("#seq-len")
+        if (num_samples is not None and num_samples < 1) or (seq_len is not None and seq_len < 1):
+            self.notify("samples and seq len must be at least 1", severity="warning")
             return
         self.query_one(Log).clear()
         self.query_one("#progress", ProgressPanel).start(f"quantizing {self.app.model} with {recipe.name}")
         self._set_busy(True)
-        self.quantize(self.app.model, recipe, Path(out_text).expanduser(), num_samples)
+        self.quantize(self.app.model, recipe, Path(out_text).expanduser(), num_samples, seq_len)
+
+    def _optional_int(self, selector: str) -> int | None:
+        text = self.query_one(selector, Input).value.strip()
+        return int(text) if text else None
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
@@ -88,10 +92,11 @@ class QuantizeScreen(KvantScreen):
                 self.query_one(Log).write_line("cancelling at the next layer boundary…")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="quantize")
-    def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None) -> Path:
+    def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None, seq_len: int | None) -> Path:
         self.post_message(LogLine("quantize", f"recipe {recipe.path}, output {out}"))
         try:
-            return self.services.quantize(model, recipe, out, num_samples, self.reporter("quantize"), cancel_event())
+            return self.services.quantize(model, recipe, out, num_samples, seq_len, self.reporter("quantize"),
+                                          cancel_event())
         finally:
             self.post_message(JobStopped("quantize"))
 
