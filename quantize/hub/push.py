@@ -116,7 +116,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
 
     try:
         if progress is not None:
-            progress("connect", 0.0)
+            progress(f"connecting to {endpoint}", 0.0)
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -125,7 +125,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
             logger.info("%s@%s already holds every file of %s: nothing to upload", repo_id, revision, artifact)
             return PushResult(**summary, uploaded=(), commit_oid=None, dry_run=False)
         if progress is not None:
-            progress("upload", 0.0)
+            progress(f"uploading {len(todo)} of {len(paths)} files", 0.0)
         message = commit_message or f"Upload {manifest['scheme']} quantization of {manifest['base_model'].get('name')} (kvant)"
         info = api.upload_folder(repo_id=repo_id, folder_path=artifact, revision=revision,
                                  commit_message=message, allow_patterns=[glob.escape(p) for p in todo])
@@ -135,6 +135,4 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
         raise KvantError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
     except ConnectionError as exc:  # hf_xet's transfer errors
         raise KvantError(f"upload to {endpoint} failed: {_first_line(exc)}") from None
-    if progress is not None:
-        progress("upload", 1.0)
     return PushResult(**summary, uploaded=tuple(todo), commit_oid=info.oid, dry_run=False)

@@ -25,19 +25,27 @@ def _size(n: int) -> str:
 
 
 def run(args) -> int:
+    import sys
+
     from tqdm import tqdm
 
     from kvant.quantize.hub import push
 
-    bar = None
+    bar, stages = None, set()
 
     def progress(stage: str, frac: float) -> None:
         nonlocal bar
-        if bar is None:
-            bar = tqdm(total=100, desc="push", bar_format="{desc}: {percentage:3.0f}% {postfix}")
-        bar.n = int(frac * 100)
-        bar.set_postfix_str(stage)
-        bar.refresh()
+        if stage == "verify":  # per-file sha256 check; the upload itself shows huggingface_hub's byte bars
+            if bar is None:
+                bar = tqdm(total=100, desc="verify sha256", bar_format="{desc}: {percentage:3.0f}%", file=sys.stderr)
+            bar.n = int(frac * 100)
+            bar.refresh()
+        elif stage not in stages:
+            stages.add(stage)
+            if bar is not None:
+                bar.close()
+                bar = None
+            print(f"{stage}...", file=sys.stderr)
 
     try:
         result = push(args.artifact, args.repo_id, private=args.private, revision=args.revision,
