@@ -1,3 +1,4 @@
+import itertools
 from pathlib import Path
 
 import torch
@@ -6,6 +7,8 @@ from kvant.engine.engine_config import EngineConfig
 from kvant.engine.llm_engine import LLMEngine
 from kvant.engine.outputs import EngineStats, RequestOutput
 from kvant.engine.sampling_params import SamplingParams
+
+_REQUEST_COUNTER = itertools.count()
 
 
 def build_engine(model, tokenizer=None, **engine_kwargs) -> LLMEngine:
@@ -75,7 +78,8 @@ class LLM:
             raise ValueError(f"sampling_params must be one SamplingParams or one per prompt ({len(prompts)}), "
                              f"got {len(params)}")
         engine = self.engine
-        ids = [f"llm-{id(self)}-{i}" for i in range(len(prompts))]
+        ids = [f"llm-{next(_REQUEST_COUNTER)}" for _ in prompts]
+        wanted = set(ids)
         try:
             for rid, prompt, p in zip(ids, prompts, params):
                 engine.add_request(rid, prompt, p)
@@ -83,7 +87,7 @@ class LLM:
             bar = _progress(len(prompts)) if use_tqdm else None
             while len(results) < len(prompts):
                 for out in engine.step():
-                    if out.finished:
+                    if out.finished and out.request_id in wanted:
                         results[out.request_id] = out
                         if bar is not None:
                             bar.update(1)

@@ -9,7 +9,8 @@ from kvant.engine.sampler import Sampler, SamplerOutput, top_logprobs
 from kvant.engine.scheduler import ScheduledBatch
 from kvant.engine.sequence import Sequence
 
-CPU_KV_CACHE_BYTES = 1 << 30  # default KV pool on CPU, raised to hold at least one max_model_len sequence
+# default KV pool on CPU: room for max_num_seqs full-length sequences, at most 1 GiB, at least one sequence
+CPU_KV_CACHE_BYTES = 1 << 30
 PROMPT_LOGPROB_ROWS = 1024  # rows of [rows, vocab] fp32 logits materialized at once for prompt logprobs
 FP8 = torch.float8_e4m3fn
 
@@ -60,7 +61,8 @@ class ModelRunner:
         kv_bytes = 1 if self.kv_dtype == FP8 else self.kv_dtype.itemsize
         block_bytes = kv_bytes_per_token(mc, kv_bytes) * self.block_size
         if self.device.type != "cuda":
-            budget = cfg.kv_cache_memory or max(CPU_KV_CACHE_BYTES, self.max_blocks_per_seq * block_bytes)
+            one_seq = self.max_blocks_per_seq * block_bytes
+            budget = cfg.kv_cache_memory or max(one_seq, min(CPU_KV_CACHE_BYTES, cfg.max_num_seqs * one_seq))
             return budget // block_bytes
         free, total = torch.cuda.mem_get_info(self.device)
         ours = torch.cuda.memory_allocated(self.device)
