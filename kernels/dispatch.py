@@ -33,3 +33,17 @@ def scale_float(scale: float | torch.Tensor | None) -> float:
     if isinstance(scale, torch.Tensor) and scale.numel() != 1:
         raise ValueError(f"scale must hold one value, got shape {tuple(scale.shape)}")
     return float(scale)
+
+
+def num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 8  # the interpreter: any small count exercises the split paths
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def interpreted(kernel) -> bool:
+    """True when `kernel` runs under TRITON_INTERPRET=1, whose numpy tl.dot mishandles bf16 operands (it multiplies
+    their raw uint16 bits): kernels then upcast dot operands to fp32, which is exact for bf16 values."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(kernel, InterpretedFunction)

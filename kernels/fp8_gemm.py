@@ -1,12 +1,13 @@
 import torch
-import triton
-import triton.language as tl
-
 from kvant.kernels.dispatch import on_cuda, per_row
+from kvant.kernels.quant_rows import quant_rows_triton
+from kvant.kernels.scaled_gemm import scaled_gemm_triton
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
 MIN_SCALE = 1e-12  # an all-zero row still gets a finite scale
+# "scaled_mm" (cuBLASLt via torch._scaled_mm) or "triton"; bench/KERNELS.md has the measurement behind the choice
+FP8_GEMM_BACKEND = "scaled_mm"
 
 
 # ---- torch references ----
@@ -32,6 +33,36 @@ def fp8_gemm_ref(xq, x_scale, w, w_scale, out_dtype, bias=None) -> torch.Tensor:
     return out.to(out_dtype)
 
 
+
+# ---- Triton / cuBLASLt ----
+def quant_fp8_per_token_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return quant_rows_triton(x, FP8)
+
+
+def quant_fp8_per_tensor_triton(x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return quant_rows_triton(x, FP8, static_scale=scale)
+
+
+def fp8_gemm_triton(xq, x_scale, w, w_scale, out_dtype, bias=None) -> torch.Tensor:
+    if xq.dtype != FP8 or w.dtype != FP8:
+        raise ValueError(f"xq and w must be float8_e4m3fn, got {xq.dtype} and {w.dtype}")
+    m, n = xq.shape[0], w.shape[0]
+    return scaled_gemm_triton(xq, w, per_row(x_scale, m, "x_scale"), per_row(w_scale, n, "w_scale"), out_dtype, bias)
+
+
+def fp8_gemm_scaled_mm(xq, x_scale, w, w_scale, out_dtype, bias=None) -> torch.Tensor:
+    # cuBLASLt row-wise scaled FP8 GEMM; w.t() of a row-major [N, K] weight is the column-major operand it wants
+    m, n = xq.shape[0], w.shape[0]
+    out = torch._scaled_mm(xq, w.t(), scale_a=per_row(x_scale, m, "x_scale")[:, None],
+                           scale_b=per_row(w_scale, n, "w_scale")[None, :], out_dtype=out_dtype)
+    return out if bias is None else out + bias.to(out_dtype)
+
+
+def _scaled_mm_ok(xq: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype) -> bool:
+    return (FP8_GEMM_BACKEND == "scaled_mm" and out_dtype == torch.bfloat16 and xq.shape[1] % 16 == 0
+            and w.shape[0] % 16 == 0 and torch.cuda.get_device_capability(xq.device) >= (8, 9))
+
+
 def quant_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return quant_fp8_per_token_triton(x) if on_cuda(x) else quant_fp8_per_token_ref(x)
 
@@ -42,5 +73,7 @@ def quant_fp8_per_tensor(x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Te
 
 def fp8_gemm(xq, x_scale, w, w_scale, out_dtype, bias=None) -> torch.Tensor:
     if on_cuda(xq, x_scale, w, w_scale, bias):
+        if _scaled_mm_ok(xq, w, out_dtype):
+            return fp8_gemm_scaled_mm(xq, x_scale, w, w_scale, out_dtype, bias)
         return fp8_gemm_triton(xq, x_scale, w, w_scale, out_dtype, bias)
     return fp8_gemm_ref(xq, x_scale, w, w_scale, out_dtype, bias)

@@ -1,0 +1,94 @@
+"""One tiled Triton GEMM `out = (a @ b.T) * row_scale * col_scale + bias` shared by the W8A16, FP8 and INT8 paths."""
+import torch
+import triton
+import triton.language as tl
+
+from kvant.kernels.dispatch import interpreted, num_sms
+
+
+@triton.jit
+def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, M, N, K, stride_am, stride_bn, stride_om,
+                        TILES_PER_SPLIT, A_FP8: tl.constexpr, B_FP8: tl.constexpr, CONVERT_B: tl.constexpr, HAS_ROW_SCALE: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, INT_ACC: tl.constexpr, SPLIT: tl.constexpr, UPCAST: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    pid, pid_k = tl.program_id(0), tl.program_id(1)
+    # grouped tile order: GROUP_M row tiles share each weight tile while it is in L2
+    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    first_m = (pid // (GROUP_M * num_n)) * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * num_n)) % size_m
+    pid_n = (pid % (GROUP_M * num_n)) // size_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < M, offs_n < N
+    a_rows = a_ptr + offs_m[:, None].to(tl.int64) * stride_am
+    b_rows = b_ptr + offs_n[:, None].to(tl.int64) * stride_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32 if INT_ACC else tl.float32)
+    first = pid_k * TILES_PER_SPLIT
+    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, tl.cdiv(K, BLOCK_K))):
+        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < K
+        a = tl.load(a_rows + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0)
+        b = tl.load(b_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0)  # [BLOCK_N, BLOCK_K]
+        if A_FP8:  # fp8 travels as uint8 bits: zero bits are 0.0, so masked lanes need no fp8 constant
+            a = a.to(tl.float8e4nv, bitcast=True)
+        if B_FP8:
+            b = b.to(tl.float8e4nv, bitcast=True)
+        if CONVERT_B:  # weight-only: int8 / fp8 values are exact in 16 bits
+            b = b.to(tl.float32)
+            if not UPCAST:
+                b = b.to(a.dtype)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, tl.trans(b), acc)
+    out = acc.to(tl.float32) * tl.load(cs_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
+    if HAS_ROW_SCALE:
+        out = out * tl.load(rs_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
+    if HAS_BIAS:
+        if pid_k == 0:
+            out = out + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    dst = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT > 1:
+        tl.atomic_add(dst, out, mask=mask)
+    else:
+        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor | None, col_scale: torch.Tensor,
+                       out_dtype: torch.dtype, bias: torch.Tensor | None = None) -> torch.Tensor:
+    # a [M, K], b [N, K] (K contiguous); row_scale fp32 [M] or None; col_scale fp32 [N]; -> [M, N] out_dtype
+    m, k = a.shape
+    n = b.shape[0]
+    if b.shape[1] != k:
+        raise ValueError(f"weight must have K={k} columns, got shape {tuple(b.shape)}")
+    a = a if a.stride(-1) == 1 else a.contiguous()
+    b = b if b.stride(-1) == 1 else b.contiguous()
+    convert_b = a.dtype in (torch.bfloat16, torch.float16, torch.float32) and b.dtype != a.dtype
+    int_acc = a.dtype == torch.int8
+    wide = a.element_size() == 1  # 8-bit operands: twice the K per tile for the same shared memory
+    if m <= 16:  # decode: bandwidth bound on the weight, split K so that every SM streams it
+        bm, bn, bk, warps, stages = 16, 64, 256 if wide else 128, 4, 4
+    elif m <= 64:
+        bm, bn, bk, warps, stages = 64, 128, 128 if wide else 64, 4, 4
+    else:
+        bm, bn, bk, warps, stages = 128, 128, 128 if wide else 64, 8, 3
+    num_tiles = triton.cdiv(k, bk)
+    tiles_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    split = max(1, min(num_tiles, 2 * num_sms(a.device) // tiles_mn)) if m <= 16 else 1
+    per_split = triton.cdiv(num_tiles, split)
+    split = triton.cdiv(num_tiles, per_split)
+    out = (torch.zeros(m, n, dtype=torch.float32, device=a.device) if split > 1
+           else torch.empty(m, n, dtype=out_dtype, device=a.device))
+    if m == 0 or n == 0:
+        return out.to(out_dtype)
+    a_fp8, b_fp8 = a.dtype == torch.float8_e4m3fn, b.dtype == torch.float8_e4m3fn
+    a, b = (a.view(torch.uint8) if a_fp8 else a), (b.view(torch.uint8) if b_fp8 else b)
+    upcast = interpreted(_scaled_gemm_kernel) and torch.bfloat16 in (a.dtype, b.dtype)
+    _scaled_gemm_kernel[(tiles_mn, split)](
+        a, b, row_scale if row_scale is not None else col_scale, col_scale, bias if bias is not None else col_scale,
+        out, m, n, k, a.stride(0), b.stride(0), out.stride(0), per_split, A_FP8=a_fp8, B_FP8=b_fp8,
+        CONVERT_B=convert_b, HAS_ROW_SCALE=row_scale is not None, HAS_BIAS=bias is not None, INT_ACC=int_acc, SPLIT=split,
+        UPCAST=upcast, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
+    return out.to(out_dtype) if split > 1 else out

@@ -1,0 +1,95 @@
+"""Triton GEMMs (interpreter on CPU) against their torch references on fresh random inputs."""
+import pytest
+import torch
+
+from kvant.kernels import fp8_gemm, int8_gemm, w4a16_gemm, w8a16_gemm
+
+from .naive import pack_rows, pack_rows_fast
+
+FP8 = torch.float8_e4m3fn
+TOL = {torch.bfloat16: dict(atol=2e-2, rtol=1.6e-2), torch.float16: dict(atol=2e-3, rtol=2e-3)}
+
+
+def test_fast_packer_matches_loop_packer():
+    q = torch.randint(-8, 8, (5, 24), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pack_rows_fast(q), pack_rows(q))
+
+
+@pytest.mark.parametrize("m,n,k,group", [(1, 830, 544, 32), (4, 64, 256, 128), (16, 72, 128, 64),
+                                         (33, 130, 256, 64), (70, 96, 544, 544)])
+@pytest.mark.parametrize("asym", [False, True])
+def test_w4a16(m, n, k, group, asym):
+    g = torch.Generator().manual_seed(m * 1000 + n + asym)
+    dtype = torch.bfloat16 if m % 2 else torch.float16
+    q = torch.randint(-8, 8, (n, k), generator=g)
+    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(dtype)
+    zp = None
+    if asym:
+        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)  # rows padded to whole words
+        zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
+    x = torch.randn(m, k, generator=g).to(dtype)
+    packed = pack_rows_fast(q)
+    out = w4a16_gemm.w4a16_gemm_triton(x, packed, scale, group, zp)
+    torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), **TOL[dtype])
+
+
+def test_w4a16_rejects_group_not_dividing_k():
+    x = torch.randn(1, 64)
+    with pytest.raises(ValueError, match="group_size"):
+        w4a16_gemm.w4a16_gemm_triton(x, torch.zeros(8, 8, dtype=torch.int32), torch.ones(8, 2), 48)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 830, 545), (7, 64, 128), (40, 130, 300)])
+@pytest.mark.parametrize("wdtype", [torch.int8, FP8])
+def test_w8a16(m, n, k, wdtype):
+    g = torch.Generator().manual_seed(m + n + k)
+    dtype = torch.bfloat16
+    w = (torch.randn(n, k, generator=g) * 40).clamp(-127, 127).to(wdtype)
+    scale = torch.rand(n, 1, generator=g) * 0.01
+    x = torch.randn(m, k, generator=g).to(dtype)
+    torch.testing.assert_close(w8a16_gemm.w8a16_gemm_triton(x, w, scale), w8a16_gemm.w8a16_gemm_ref(x, w, scale),
+                               **TOL[dtype])
+
+
+@pytest.mark.parametrize("name", ["fp8", "int8"])
+def test_quant_per_token(name):
+    x = torch.randn(37, 545, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    x[5] = 0  # an all-zero row
+    mod = fp8_gemm if name == "fp8" else int8_gemm
+    q, s = getattr(mod, f"quant_{name}_per_token_triton")(x)
+    q_ref, s_ref = getattr(mod, f"quant_{name}_per_token_ref")(x)
+    torch.testing.assert_close(s, s_ref, atol=0, rtol=1e-6)
+    torch.testing.assert_close(q.float(), q_ref.float(), atol=0, rtol=0)
+
+
+def test_quant_fp8_per_tensor():
+    x = torch.randn(9, 100, generator=torch.Generator().manual_seed(4)) * 3
+    scale = torch.tensor([0.004])  # saturates the largest values
+    q, s = fp8_gemm.quant_fp8_per_tensor_triton(x, scale)
+    q_ref, s_ref = fp8_gemm.quant_fp8_per_tensor_ref(x, scale)
+    assert s.shape == s_ref.shape == (1, 1)
+    torch.testing.assert_close(q.float(), q_ref.float(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 830, 545), (20, 64, 256), (130, 96, 160)])
+@pytest.mark.parametrize("name", ["fp8", "int8"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_w8a8_gemm(m, n, k, name, with_bias):
+    g = torch.Generator().manual_seed(m + n + k + with_bias)
+    mod = fp8_gemm if name == "fp8" else int8_gemm
+    quant = getattr(mod, f"quant_{name}_per_token_ref")
+    xq, xs = quant(torch.randn(m, k, generator=g))
+    wq, ws = quant(torch.randn(n, k, generator=g))
+    bias = torch.randn(n, generator=g).to(torch.bfloat16) if with_bias else None
+    out = getattr(mod, f"{name}_gemm_triton")(xq, xs, wq, ws, torch.bfloat16, bias)
+    ref = getattr(mod, f"{name}_gemm_ref")(xq, xs, wq, ws, torch.bfloat16, bias)
+    torch.testing.assert_close(out, ref, **TOL[torch.bfloat16])
+
+
+def test_w8a8_per_tensor_scales():
+    g = torch.Generator().manual_seed(11)
+    xq, _ = fp8_gemm.quant_fp8_per_token_ref(torch.randn(24, 64, generator=g))
+    wq, _ = fp8_gemm.quant_fp8_per_token_ref(torch.randn(48, 64, generator=g))
+    xs, ws = torch.tensor(0.02), torch.tensor([0.5])
+    out = fp8_gemm.fp8_gemm_triton(xq, xs, wq, ws, torch.float16)
+    torch.testing.assert_close(out, fp8_gemm.fp8_gemm_ref(xq, xs, wq, ws, torch.float16), **TOL[torch.float16])
