@@ -39,8 +39,9 @@ def read_manifest(artifact: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise KvantError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != 1:
-        raise KvantError(f"{path}: unsupported manifest format {manifest.get('format') if isinstance(manifest, dict) else None!r} (expected 1)")
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt != 1:
+        raise KvantError(f"{path}: unsupported manifest format {fmt!r} (expected 1)")
     for key, kind in (("files", dict), ("base_model", dict), ("scheme", str)):
         if not isinstance(manifest.get(key), kind):
             raise KvantError(f"{path}: field {key!r} is missing or not a {kind.__name__}")

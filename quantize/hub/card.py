@@ -68,11 +68,12 @@ def card_data(manifest: dict, results: dict | None, repo_id: str) -> ModelCardDa
 # ---------------------------------------------------------------- body
 def _overview(manifest: dict) -> str:
     base, scheme = manifest["base_model"], manifest["scheme"]
+    kv = "FP8 (E4M3) with per-layer scales" if manifest.get("kv_cache_dtype") == "fp8" else "model dtype"
     name = base.get("name") or "?"
     link = f"[{name}](https://huggingface.co/{name})" if is_hub_id(name) else f"`{name}`"
     rows = [("Base model", link), ("Base revision", f"`{base.get('revision') or 'unknown'}`"),
             ("Architecture", base.get("architecture") or "?"), ("Scheme", f"`{scheme}`: {SCHEMES[scheme][2]}"),
-            ("KV cache", "FP8 (E4M3) with per-layer scales" if manifest.get("kv_cache_dtype") == "fp8" else "model dtype"),
+            ("KV cache", kv),
             ("Format", "compressed-tensors"), ("License", base.get("license") or "see the base model"),
             ("Made with", f"kvant {manifest.get('kvant_version', '')}".strip())]
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
@@ -101,8 +102,9 @@ def _evaluation(results: dict | None) -> str:
              "| Task | Metric | Base | Quantized | Recovery | Gate |", "|---|---|---|---|---|---|"]
     for t in results["tasks"]:
         rec = "–" if t.get("recovery") is None else f"{100 * t['recovery']:.2f}%"
+        verdict = "pass" if t["passed"] else "FAIL"
         lines.append(f"| {t['task']} | {t['metric']} | {_fmt(t['base'])} ± {_fmt(t.get('base_stderr'))} | "
-                     f"{_fmt(t['quant'])} ± {_fmt(t.get('quant_stderr'))} | {rec} | {'pass' if t['passed'] else 'FAIL'} |")
+                     f"{_fmt(t['quant'])} ± {_fmt(t.get('quant_stderr'))} | {rec} | {verdict} |")
     if ppl := results.get("perplexity"):
         lines += ["", f"Perplexity ({ppl['task']}): base {_fmt(ppl['base'])}, quantized {_fmt(ppl['quant'])} "
                       f"(ratio {_fmt(ppl['ratio'])})."]

@@ -67,17 +67,23 @@ def _changed(api, repo_id: str, revision: str, artifact: Path, paths: list[str],
     return out
 
 
+def _sizes(artifact: Path, paths: list[str], card: str) -> tuple[tuple[str, int], ...]:
+    return tuple((p, len(card.encode()) if p == A.CARD else (artifact / p).stat().st_size) for p in paths)
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _http_error(exc: Exception, endpoint: str) -> KvantError:
+def _http_error(exc: Exception, endpoint: str, repo_id: str) -> KvantError:
     from huggingface_hub.errors import HfHubHTTPError
 
     status = exc.response.status_code if isinstance(exc, HfHubHTTPError) and exc.response is not None else None
-    if status in (401, 403):
+    if status == 401:
         return KvantError(f"authentication failed for {endpoint}: check HF_TOKEN")
+    if status == 403:
+        return KvantError(f"permission denied for {repo_id} on {endpoint}: check that HF_TOKEN may write there")
     return KvantError(f"upload to {endpoint} failed: {_first_line(exc)}")
 
 
@@ -99,11 +105,11 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
         failed = ", ".join(t["task"] for t in results["tasks"] if not t.get("passed", True)) or "generative check"
         raise KvantError(f"{artifact} failed its eval gate ({failed}); pass --force to push it anyway")
     recipe_path = artifact / "recipe.yaml"
-    card = card_text(manifest, results, repo_id, recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None)
+    recipe = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None  # the recipe as run
+    card = card_text(manifest, results, repo_id, recipe)
     paths = sorted(set(manifest["files"]) | {A.CARD, A.MANIFEST})
-    sizes = {p: (len(card.encode()) if p == A.CARD else (artifact / p).stat().st_size) for p in paths}
     summary = dict(repo_id=repo_id, revision=revision, endpoint=endpoint, card=card,
-                   files=tuple((p, sizes[p]) for p in paths), evaluated=results is not None,
+                   files=_sizes(artifact, paths, card), evaluated=results is not None,
                    gate_passed=None if results is None else results["passed"])
     if dry_run:
         return PushResult(**summary, uploaded=(), commit_oid=None, dry_run=True)
@@ -111,6 +117,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     token = _resolve_token(token)
     if A.write_card(artifact, manifest, card):
         manifest = A.read_manifest(artifact)
+        summary["files"] = _sizes(artifact, paths, card)
     api = HfApi(endpoint=endpoint, token=token, library_name="kvant")
     from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
@@ -126,11 +133,12 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
             return PushResult(**summary, uploaded=(), commit_oid=None, dry_run=False)
         if progress is not None:
             progress(f"uploading {len(todo)} of {len(paths)} files", 0.0)
-        message = commit_message or f"Upload {manifest['scheme']} quantization of {manifest['base_model'].get('name')} (kvant)"
+        base_name = manifest["base_model"].get("name")
+        message = commit_message or f"Upload {manifest['scheme']} quantization of {base_name} (kvant)"
         info = api.upload_folder(repo_id=repo_id, folder_path=artifact, revision=revision,
                                  commit_message=message, allow_patterns=[glob.escape(p) for p in todo])
     except HfHubHTTPError as exc:  # the server answered with an error status
-        raise _http_error(exc, endpoint) from None
+        raise _http_error(exc, endpoint, repo_id) from None
     except HTTPError as exc:  # no answer: refused, DNS, timeout
         raise KvantError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
     except ConnectionError as exc:  # hf_xet's transfer errors

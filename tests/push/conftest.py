@@ -54,7 +54,8 @@ def build_artifact(root: Path, *, weight_bytes: int = 2**20, passed: bool = True
         quant = [0.61, 0.43] if passed else [0.61, 0.20]
         tasks = [{"task": t, "metric": m, "base": b, "base_stderr": 0.01, "quant": q, "quant_stderr": 0.01,
                   "recovery": q / b, "recovery_stderr": 0.02, "passed": q / b >= gate}
-                 for t, m, b, q in (("arc_easy", "acc_norm", 0.62, quant[0]), ("hellaswag", "acc_norm", 0.44, quant[1]))]
+                 for t, m, b, q in (("arc_easy", "acc_norm", 0.62, quant[0]),
+                                    ("hellaswag", "acc_norm", 0.44, quant[1]))]
         (art / "eval" / "results.json").write_text(json.dumps({
             "format": 1, "created": "2026-11-23T00:00:00+00:00", "lm_eval_version": "0.4.13", "limit": 50,
             "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "artifact": str(art), "gate": {"min_recovery": gate},

@@ -71,13 +71,14 @@ class FakeHub:
     """State and routing; the HTTP handler below only parses requests and writes responses."""
 
     def __init__(self, mode: str, token: str, cas_dir: Path | None = None, chunk_size: int = 5 * 2**20,
-                 lfs_threshold: int = 10 * 2**20):
+                 lfs_threshold: int = 10 * 2**20, read_only_token: str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "xet" and cas_dir is None:
             raise ValueError("cas_dir is required in xet mode")
         self.mode, self.token, self.cas_dir = mode, token, cas_dir
         self.chunk_size, self.lfs_threshold = chunk_size, lfs_threshold
+        self.read_only_token = read_only_token  # a valid token without write access: writes get 403
         self.repos: dict[str, Repo] = {}
         self.blobs: dict[str, bytes] = {}  # sha256 -> LFS content
         self.parts: dict[str, dict[int, bytes]] = {}
@@ -119,8 +120,11 @@ class FakeHub:
             if "authorization" in headers:
                 self.auth_headers.append(headers["authorization"])
         auth = headers.get("authorization")
-        authed = auth == f"Bearer {self.token}"
+        read_only = self.read_only_token is not None and auth == f"Bearer {self.read_only_token}"
+        authed = auth == f"Bearer {self.token}" or read_only
         upload_url = path.startswith("/lfs-upload/")  # presigned semantics: no auth
+        if read_only and method != "GET" and method != "HEAD" and path != "/api/validate-yaml":
+            return 403, {}, {"error": "You don't have the rights to write to this namespace"}
         if auth is not None and not authed and not upload_url:
             return 401, {}, {"error": BAD_CREDENTIALS}
 
@@ -159,7 +163,8 @@ class FakeHub:
             if repo_id in self.repos:
                 return 409, {}, {"error": "You already created this model repo", "url": url}
             # the Hub starts every repo with one commit (holding .gitattributes)
-            self.repos[repo_id] = Repo(payload.get("visibility") == "private", {"main": [Commit(secrets.token_hex(20), {})]})
+            first = Commit(secrets.token_hex(20), {})
+            self.repos[repo_id] = Repo(payload.get("visibility") == "private", {"main": [first]})
         return 200, {}, {"url": url}
 
     def _api(self, method, repo_id, repo, action, rest, query, body):

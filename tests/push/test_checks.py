@@ -128,3 +128,11 @@ def test_bad_repo_id(make_artifact, repo_id, token):
 def test_unreachable_endpoint_is_one_line(make_artifact, token):
     with pytest.raises(KvantError, match=r"^cannot reach http://127\.0\.0\.1:9: "):
         push(make_artifact(), REPO_ID, token=token, endpoint="http://127.0.0.1:9")
+
+
+def test_token_without_write_access(start_hub, make_artifact, token):
+    hub = start_hub("lfs-basic", read_only_token="hf_readonly")
+    with pytest.raises(KvantError) as exc:
+        push(make_artifact(), REPO_ID, token="hf_readonly", endpoint=hub.url)
+    assert str(exc.value) == f"permission denied for {REPO_ID} on {hub.url}: check that HF_TOKEN may write there"
+    assert hub.commits == []

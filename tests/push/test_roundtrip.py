@@ -12,7 +12,7 @@ from kvant.quantize.hub import push
 
 REPO_ID = "kvant-test/smol-w4a16"
 
-# mode -> (weight bytes, fake-hub options); multipart needs a file larger than the 5 MiB chunk: 20 MiB + header -> 5 parts
+# mode -> (weight bytes, fake-hub options); multipart needs a file above the 5 MiB chunk: 20 MiB + header -> 5 parts
 MODES = {
     "lfs-basic": (2**20, {}),
     "lfs-multipart": (20 * 2**20, {"chunk_size": 5 * 2**20}),
