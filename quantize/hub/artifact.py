@@ -6,18 +6,11 @@ import tempfile
 from pathlib import Path
 
 from kvant.engine.errors import KvantError
+from kvant.quantize import manifest as M
+from kvant.quantize.manifest import MANIFEST, sha256_file
 
-MANIFEST = "kvant.json"
 CARD = "README.md"
 RESULTS = "eval/results.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -30,37 +23,29 @@ def git_blob_sha1(path: Path) -> str:
 
 
 def read_manifest(artifact: Path) -> dict:
-    path = artifact / MANIFEST
     if not artifact.is_dir():
         raise KvantError(f"artifact {artifact} is not a folder")
-    if not path.is_file():
-        raise KvantError(f"{artifact} has no {MANIFEST}: not a kvant artifact (run `kvant quantize` first)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise KvantError(f"{path} is not valid JSON: {exc}") from None
-    fmt = manifest.get("format") if isinstance(manifest, dict) else None
-    if fmt != 1:
-        raise KvantError(f"{path}: unsupported manifest format {fmt!r} (expected 1)")
+    manifest, path = M.read(artifact), artifact / MANIFEST
     for key, kind in (("files", dict), ("base_model", dict), ("scheme", str)):
         if not isinstance(manifest.get(key), kind):
             raise KvantError(f"{path}: field {key!r} is missing or not a {kind.__name__}")
     return manifest
 
 
+def is_hidden(rel: str) -> bool:
+    # dot-files/folders (download caches, editor state, temp files) are never pushed
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
 def local_files(artifact: Path) -> list[str]:
-    """Every file under the artifact, relative posix paths, skipping dot-files/folders (caches, editor state)."""
-    out = []
-    for p in sorted(artifact.rglob("*")):
-        rel = p.relative_to(artifact)
-        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-            out.append(rel.as_posix())
-    return out
+    """Every file under the artifact as relative posix paths, hidden ones left out."""
+    rels = (p.relative_to(artifact).as_posix() for p in sorted(artifact.rglob("*")) if p.is_file())
+    return [rel for rel in rels if not is_hidden(rel)]
 
 
 def verify_files(artifact: Path, manifest: dict, skip: tuple[str, ...] = (CARD,), progress=None) -> None:
     """Raises KvantError naming the first file whose sha256 differs from the manifest, or that is missing/unlisted."""
-    listed = manifest["files"]
+    listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
     on_disk = set(local_files(artifact)) - {MANIFEST}
     for rel in sorted(on_disk - set(listed) - set(skip)):
         raise KvantError(f"{artifact / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
@@ -101,14 +86,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_card(artifact: Path, manifest: dict, text: str) -> bool:
-    """Writes README.md and records its sha256 in the manifest; returns whether anything changed on disk."""
+    """Writes README.md and records its sha256 in the manifest; returns whether anything changed on disk.
+
+    Call only after verify_files: the manifest helper re-hashes every file, so it would also absorb other changes.
+    """
     data = text.encode("utf-8")
     card = artifact / CARD
-    digest = hashlib.sha256(data).hexdigest()
-    unchanged = card.is_file() and card.read_bytes() == data and manifest["files"].get(CARD) == digest
+    unchanged = card.is_file() and card.read_bytes() == data \
+        and manifest["files"].get(CARD) == hashlib.sha256(data).hexdigest()
     if unchanged:
         return False
     write_atomic(card, data)
-    updated = dict(manifest, files=dict(sorted({**manifest["files"], CARD: digest}.items())))
-    write_atomic(artifact / MANIFEST, (json.dumps(updated, indent=2) + "\n").encode("utf-8"))
+    M.update_files(artifact)
     return True

@@ -107,7 +107,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     recipe_path = artifact / "recipe.yaml"
     recipe = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None  # the recipe as run
     card = card_text(manifest, results, repo_id, recipe)
-    paths = sorted(set(manifest["files"]) | {A.CARD, A.MANIFEST})
+    paths = sorted(p for p in set(manifest["files"]) | {A.CARD, A.MANIFEST} if not A.is_hidden(p))
     summary = dict(repo_id=repo_id, revision=revision, endpoint=endpoint, card=card,
                    files=_sizes(artifact, paths, card), evaluated=results is not None,
                    gate_passed=None if results is None else results["passed"])

@@ -136,3 +136,12 @@ def test_token_without_write_access(start_hub, make_artifact, token):
         push(make_artifact(), REPO_ID, token="hf_readonly", endpoint=hub.url)
     assert str(exc.value) == f"permission denied for {REPO_ID} on {hub.url}: check that HF_TOKEN may write there"
     assert hub.commits == []
+
+
+def test_hidden_files_are_neither_checked_nor_pushed(hub, make_artifact, token):
+    art = make_artifact()
+    (art / ".cache" / "huggingface").mkdir(parents=True)
+    (art / ".cache" / "huggingface" / "model.safetensors.metadata").write_text("download state")
+    result = push(art, REPO_ID, token=token, endpoint=hub.url)
+    assert not any(p.startswith(".") for p in result.uploaded)
+    assert set(hub.head_files(REPO_ID)) == {p for p, _ in result.files}
