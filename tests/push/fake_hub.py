@@ -79,6 +79,7 @@ class FakeHub:
         self.mode, self.token, self.cas_dir = mode, token, cas_dir
         self.chunk_size, self.lfs_threshold = chunk_size, lfs_threshold
         self.read_only_token = read_only_token  # a valid token without write access: writes get 403
+        self.fail_commits = 0  # refuse this many commits (as a dropped connection would lose them)
         self.repos: dict[str, Repo] = {}
         self.blobs: dict[str, bytes] = {}  # sha256 -> LFS content
         self.parts: dict[str, dict[int, bytes]] = {}
@@ -262,6 +263,9 @@ class FakeHub:
         lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
         header = lines[0]["value"]
         with self.lock:
+            if self.fail_commits > 0:
+                self.fail_commits -= 1
+                return 409, {}, {"error": "commit interrupted"}
             head = repo.branches[rev][-1]
             parent = header.get("parentCommit")
             if parent and not head.sha.startswith(parent):

@@ -145,3 +145,16 @@ def test_hidden_files_are_neither_checked_nor_pushed(hub, make_artifact, token):
     result = push(art, REPO_ID, token=token, endpoint=hub.url)
     assert not any(p.startswith(".") for p in result.uploaded)
     assert set(hub.head_files(REPO_ID)) == {p for p, _ in result.files}
+
+
+def test_rerun_after_failed_commit_does_not_resend_weights(hub, make_artifact, token):
+    art = make_artifact()
+    hub.fail_commits = 1
+    with pytest.raises(KvantError, match=f"^upload to {hub.url} failed: "):
+        push(art, REPO_ID, token=token, endpoint=hub.url)
+    assert hub.commits == []
+    weights = f"/lfs-upload/{hashlib.sha256((art / 'model.safetensors').read_bytes()).hexdigest()}"
+    assert hub.requests.count(("PUT", weights)) == 1
+    result = push(art, REPO_ID, token=token, endpoint=hub.url)
+    assert len(hub.commits) == 1 and set(hub.commits[0][2]) == set(result.uploaded)
+    assert hub.requests.count(("PUT", weights)) == 1  # the stored LFS object was not sent again
