@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx
-import yaml
 
 from kvant.engine import registry
 from kvant.engine.errors import KvantError
 
 Report = Callable[[str, float | None], None]  # (stage, fraction done in [0, 1] or None when unknown)
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RECIPES_DIR = REPO_ROOT / "recipes"
 SERVER_START_TIMEOUT_S = 180.0
 EVAL_DATA_ENV = "KVANT_EVAL_DATA"  # the same variable `kvant eval --data-dir` defaults to
 
@@ -135,34 +132,18 @@ def memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def read_recipe(path: Path) -> RecipeInfo:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise KvantError(f"cannot read recipe {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise KvantError(f"recipe {path} is not a YAML mapping")
-    calib = data.get("calibration") if isinstance(data.get("calibration"), dict) else data
-    samples = calib.get("num_samples")
+def recipe_info(path: Path) -> RecipeInfo:
+    recipes = _require("kvant.quantize.recipe", "recipes (kvant.quantize.recipe)")
+    recipe = recipes.load_recipe(path)
+    calib = recipe.calibration
     return RecipeInfo(
         name=path.stem,
         path=path,
-        description=" ".join(str(data.get("description", "")).split()),
-        scheme=str(data.get("scheme", "?")),
-        calibration_source=str(calib.get("dataset", "none")),
-        num_samples=int(samples) if samples is not None else None,
+        description=" ".join(recipe.description.split()),
+        scheme=recipe.scheme,
+        calibration_source=calib.dataset if recipe.needs_data else "none",
+        num_samples=calib.num_samples if recipe.needs_data else None,
     )
-
-
-def _recipe_with_calibration(path: Path, num_samples: int | None, seq_len: int | None, folder: Path) -> Path:
-    data = yaml.safe_load(path.read_text())
-    target = data["calibration"] if isinstance(data.get("calibration"), dict) else data
-    for key, value in (("num_samples", num_samples), ("seq_len", seq_len)):
-        if value is not None:
-            target[key] = value
-    out = folder / path.name
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
 
 
 def parse_results(data: dict) -> EvalSummary:
@@ -271,16 +252,15 @@ class Services:
         return registry.resolve_model(name)
 
     def list_recipes(self) -> list[RecipeInfo]:
-        return [read_recipe(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
+        recipes = _require("kvant.quantize.recipe", "recipes (kvant.quantize.recipe)")
+        return [recipe_info(p) for p in sorted(recipes.RECIPES_DIR.glob("*.yaml"))]
 
     def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None, seq_len: int | None,
                  report: Report, cancel: threading.Event, force: bool = False) -> Path:
         api = _require("kvant.quantize.api", "quantization (kvant.quantize.api.quantize)")
-        with tempfile.TemporaryDirectory(prefix="kvant-recipe-") as tmp:
-            path = recipe.path
-            if num_samples is not None or seq_len is not None:
-                path = _recipe_with_calibration(recipe.path, num_samples, seq_len, Path(tmp))
-            return api.quantize(model, path, out, force=force, progress=_normalize_progress(report), cancel=cancel)
+        recipes = _require("kvant.quantize.recipe", "recipes (kvant.quantize.recipe)")
+        chosen = recipes.load_recipe(recipe.path).with_calibration(num_samples=num_samples, seq_len=seq_len)
+        return api.quantize(model, chosen, out, force=force, progress=_normalize_progress(report), cancel=cancel)
 
     def read_eval(self, artifact: Path) -> EvalSummary | None:
         path = artifact / "eval" / "results.json"

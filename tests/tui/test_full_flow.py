@@ -8,11 +8,11 @@ from textual.widgets import Input, Label, Log, Select, Switch, TextArea
 
 from kvant.tui.app import make_app
 from kvant.tui.messages import ChatDelta
-from kvant.tui.services import Services
 from kvant.tui.widgets.chat_log import ChatMessage
 from kvant.tui.widgets.recovery_table import RecoveryTable
 
-QUANTIZE_MISSING = importlib.util.find_spec("kvant.quantize.api") is None or not Services().list_recipes()
+QUANTIZE_MISSING = importlib.util.find_spec("kvant.quantize.api") is None or not any(
+    Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml"))
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(1500),
@@ -51,7 +51,7 @@ async def test_full_flow_on_default_model(default_model, shared_data, tmp_path):
         # quantize to int4 with a tiny calibration set
         await pilot.press("f2")
         screen = app.screen
-        recipes = [r for r in app.services.list_recipes() if r.scheme == "w4a16"]
+        recipes = [r for r in app.services.list_recipes() if r.scheme.upper().startswith("W4A16")]
         assert recipes, "no w4a16 recipe in recipes/"
         screen.query_one("#recipe", Select).value = recipes[0].name
         await pilot.pause()

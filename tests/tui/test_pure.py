@@ -1,11 +1,14 @@
 import json
+import threading
 
 import pytest
 
 from kvant.tui.screens.chat import parse_settings
 from kvant.tui.screens.quantize import default_out
 from kvant.tui.screens.serve import tokens_per_s
-from kvant.tui.services import _sse_deltas, parse_metrics, parse_results, read_recipe, stats_from_metrics
+from kvant.engine.errors import KvantError
+from kvant.tui.services import (_normalize_progress, _sse_deltas, parse_metrics, parse_results, recipe_info,
+                                stats_from_metrics)
 from kvant.tui.widgets.kv_usage_bar import usage_bar
 from kvant.tui.widgets.progress_panel import eta_seconds, format_duration
 from kvant.tui.widgets.recovery_bars import recovery_bar
@@ -56,16 +59,29 @@ def test_results_json_parses_per_architecture_schema():
     assert (row.task, row.base, row.quant, row.recovery, row.passed) == ("arc_easy", 0.5, 0.45, 0.9, False)
 
 
-def test_read_recipe_nested_and_flat(tmp_path):
-    nested = tmp_path / "w4a16-gptq.yaml"
-    nested.write_text("description: INT4 GPTQ\nscheme: w4a16\ncalibration:\n  dataset: ultrachat\n  num_samples: 64\n")
-    flat = tmp_path / "fp8-dynamic.yaml"
-    flat.write_text("scheme: fp8-dynamic\n")
-    r = read_recipe(nested)
-    assert (r.name, r.scheme, r.calibration_source, r.num_samples, r.description) == (
-        "w4a16-gptq", "w4a16", "ultrachat", 64, "INT4 GPTQ")
-    f = read_recipe(flat)
-    assert (f.scheme, f.calibration_source, f.num_samples) == ("fp8-dynamic", "none", None)
+def test_recipe_info_from_a_recipe_file(tmp_path):
+    gptq = tmp_path / "my-int4.yaml"
+    gptq.write_text("scheme: W4A16\ndescription: INT4  GPTQ\nalgorithm: gptq\n"
+                    "calibration:\n  dataset: synthetic\n  num_samples: 64\n")
+    rtn = tmp_path / "my-fp8.yaml"
+    rtn.write_text("scheme: FP8_DYNAMIC\n")
+    info = recipe_info(gptq)
+    assert (info.name, info.scheme, info.calibration_source, info.num_samples, info.description) == (
+        "my-int4", "W4A16", "synthetic", 64, "INT4 GPTQ")
+    plain = recipe_info(rtn)  # round-to-nearest of weights with dynamic activations needs no calibration data
+    assert (plain.scheme, plain.calibration_source, plain.num_samples) == ("FP8_DYNAMIC", "none", None)
+
+
+def test_progress_adapter_shapes_and_cancel():
+    seen = []
+    cancel = threading.Event()
+    callback = _normalize_progress(lambda stage, frac: seen.append((stage, frac)), cancel)
+    callback("downloading", 0.25)
+    callback("artifact: loglikelihood", 3, 12)
+    assert seen == [("downloading", 0.25), ("artifact: loglikelihood 3/12", 0.25)]
+    cancel.set()
+    with pytest.raises(KvantError, match="cancelled during base"):
+        callback("base", 1, 2)
 
 
 def test_sse_deltas_stop_at_done():
