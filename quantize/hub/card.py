@@ -3,7 +3,6 @@
 Front matter follows the Hub conventions for quantized checkpoints (research/hub-upload.md §4); the text depends only
 on its inputs, so re-pushing an unchanged artifact regenerates a byte-identical card and sends no commit.
 """
-import json
 import re
 
 import yaml
@@ -17,7 +16,7 @@ SCHEMES = {
     "fp8-dynamic": ("fp8", "w8a8", "FP8 E4M3 weights (per-channel) and FP8 activations (dynamic per-token)"),
     "fp8-static": ("fp8", "w8a8", "FP8 E4M3 weights (per-channel) and FP8 activations (static per-tensor scales)"),
 }
-ALGORITHM_TAGS = ("gptq", "awq", "smoothquant")
+ALGORITHM_TAGS = ("gptq", "awq")  # recipe algorithms worth a tag ("awq+gptq" gets both); rtn gets none
 LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -27,8 +26,13 @@ def is_hub_id(name: str | None) -> bool:
 
 
 def _algorithms(recipe: dict) -> list[str]:
-    text = json.dumps(recipe).lower()
-    return [a for a in ALGORITHM_TAGS if a in text]
+    parts = str(recipe.get("algorithm") or "").lower().split("+")
+    tags = [a for a in ALGORITHM_TAGS if a in parts]
+    return tags + (["smoothquant"] if recipe.get("smoothing_strength") is not None else [])
+
+
+def _calibrated(calib: dict) -> bool:
+    return bool(calib.get("source")) and bool(calib.get("num_samples"))
 
 
 def card_data(manifest: dict, results: dict | None, repo_id: str) -> ModelCardData:
@@ -59,7 +63,7 @@ def card_data(manifest: dict, results: dict | None, repo_id: str) -> ModelCardDa
         pipeline_tag="text-generation",
         license=base.get("license") or None,
         tags=tags,
-        datasets=[calib["source"]] if is_hub_id(calib.get("source")) else None,
+        datasets=[calib["source"]] if _calibrated(calib) and is_hub_id(calib["source"]) else None,
         model_name=repo_id.split("/")[-1],
         eval_results=evals or None,
     )
@@ -81,7 +85,7 @@ def _overview(manifest: dict) -> str:
 
 def _calibration(manifest: dict) -> str:
     calib = manifest.get("calibration") or {}
-    if not calib:
+    if not _calibrated(calib):
         return "No calibration data (data-free quantization)."
     source = calib.get("source", "?")
     src = f"[{source}](https://huggingface.co/datasets/{source})" if is_hub_id(source) else f"`{source}`"

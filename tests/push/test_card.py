@@ -89,3 +89,23 @@ def test_card_is_deterministic_and_parses():
 def test_unknown_scheme_is_a_value_error():
     with pytest.raises(ValueError, match="manifest scheme must be one of"):
         card_text(MANIFEST | {"scheme": "int3"}, None, "me/q")
+
+
+@pytest.mark.parametrize("recipe,expected", [
+    ({"algorithm": "rtn", "smoothing_strength": None, "dampening_frac": 0.01}, set()),
+    ({"algorithm": "gptq", "actorder": "static"}, {"gptq"}),
+    ({"algorithm": "awq+gptq"}, {"awq", "gptq"}),
+    ({"algorithm": "rtn", "smoothing_strength": 0.8}, {"smoothquant"}),
+])
+def test_algorithm_tags_come_from_the_recipe_algorithm(recipe, expected):
+    m = copy.deepcopy(MANIFEST) | {"recipe": recipe}
+    tags = set(_front_matter(card_text(m, None, "me/q"))["tags"])
+    assert tags & {"gptq", "awq", "smoothquant"} == expected
+
+
+def test_data_free_calibration_record():
+    # what `kvant quantize` records for a data-free scheme
+    m = copy.deepcopy(MANIFEST) | {"calibration": {"source": None, "num_samples": 0, "seq_len": 0, "sha256": None}}
+    text = card_text(m, None, "me/q")
+    assert "datasets" not in _front_matter(text)
+    assert "No calibration data (data-free quantization)." in text
