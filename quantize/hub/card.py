@@ -87,8 +87,13 @@ def _calibration(manifest: dict) -> str:
     calib = manifest.get("calibration") or {}
     if not _calibrated(calib):
         return "No calibration data (data-free quantization)."
-    source = calib.get("source", "?")
-    src = f"[{source}](https://huggingface.co/datasets/{source})" if is_hub_id(source) else f"`{source}`"
+    source = calib["source"]
+    if source == "builtin":
+        src = "kvant's built-in sample (paragraphs of eleven public-domain Project Gutenberg books)"
+    elif is_hub_id(source):
+        src = f"[{source}](https://huggingface.co/datasets/{source})"
+    else:
+        src = f"`{source}`"
     return (f"{calib.get('num_samples', '?')} samples of {calib.get('seq_len', '?')} tokens from {src} "
             f"(sha256 of the token ids `{calib.get('sha256', '?')}`).")
 

@@ -109,3 +109,17 @@ def test_data_free_calibration_record():
     text = card_text(m, None, "me/q")
     assert "datasets" not in _front_matter(text)
     assert "No calibration data (data-free quantization)." in text
+
+
+@pytest.mark.parametrize("source,shown,listed", [
+    ("builtin", "kvant's built-in sample", False),
+    ("HuggingFaceH4/ultrachat_200k",
+     "[HuggingFaceH4/ultrachat_200k](https://huggingface.co/datasets/HuggingFaceH4/ultrachat_200k)", True),
+    ("/data/calib.jsonl", "`/data/calib.jsonl`", False),
+])
+def test_calibration_source(source, shown, listed):
+    m = copy.deepcopy(MANIFEST) | {"calibration": {"source": source, "num_samples": 256, "seq_len": 512,
+                                                   "sha256": "cd" * 32}}
+    text = card_text(m, None, "me/q")
+    assert f"256 samples of 512 tokens from {shown}" in text
+    assert ("datasets" in _front_matter(text)) == listed
