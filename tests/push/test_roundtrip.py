@@ -26,7 +26,7 @@ def _files(root):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_push_roundtrip(mode, start_hub, make_artifact, token, tmp_path, caplog, capfd):
+def test_push_roundtrip(mode, start_hub, make_artifact, token, hf_env, tmp_path, caplog, capfd):
     weight_bytes, options = MODES[mode]
     hub = start_hub(mode, **options)
     art = make_artifact(weight_bytes=weight_bytes)
@@ -115,3 +115,6 @@ def test_push_roundtrip(mode, start_hub, make_artifact, token, tmp_path, caplog,
     out, err = capfd.readouterr()
     assert any(r.levelno == logging.DEBUG for r in caplog.records)
     assert token not in caplog.text and token not in out + err
+    # nor any file the client wrote (caches, hf_xet's logs under HF_HOME)
+    written = [p for p in (hf_env / "hf_home").rglob("*") if p.is_file()]
+    assert all(token.encode() not in p.read_bytes() for p in written)
