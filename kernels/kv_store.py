@@ -2,7 +2,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import on_cuda, scale_float, scale_value
+from kvant.kernels.dispatch import interpreted, on_cuda, scale_float, scale_value
+from kvant.kernels.quant_rows import round_to_e4m3
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
@@ -27,7 +28,8 @@ def store_kvcache_ref(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v
 
 @triton.jit
 def _store_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, k_scale, v_scale, stride_k, stride_v,
-                  HD: tl.constexpr, BLOCK: tl.constexpr, IS_FP8: tl.constexpr):
+                  HD: tl.constexpr, BLOCK: tl.constexpr, IS_FP8: tl.constexpr,
+                  EXACT_ROUND: tl.constexpr):
     t = tl.program_id(0)
     slot = tl.load(slot_ptr + t)
     if slot < 0:
@@ -39,6 +41,11 @@ def _store_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, k_scale, v_scale, stri
     if IS_FP8:
         k = tl.clamp(k.to(tl.float32) / k_scale, -448.0, 448.0)
         v = tl.clamp(v.to(tl.float32) / v_scale, -448.0, 448.0)
+        if EXACT_ROUND:
+            k, v = round_to_e4m3(k), round_to_e4m3(v)
+        # fp8 caches travel as uint8 bits
+        k = k.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
+        v = v.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
     dst = slot * HD + offs
     tl.store(kc_ptr + dst, k.to(kc_ptr.dtype.element_ty), mask=mask)
     tl.store(vc_ptr + dst, v.to(vc_ptr.dtype.element_ty), mask=mask)
@@ -55,9 +62,12 @@ def store_kvcache_triton(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor
         k2 = k2.contiguous()
     if v2.stride(-1) != 1:
         v2 = v2.contiguous()
+    is_fp8 = k_cache.dtype == FP8
+    kc, vc = (k_cache.view(torch.uint8), v_cache.view(torch.uint8)) if is_fp8 else (k_cache, v_cache)
     if t:
-        _store_kernel[(t,)](k2, v2, k_cache, v_cache, slot_mapping, scale_float(k_scale), scale_float(v_scale), k2.stride(0), v2.stride(0),
-                            HD=hkv * d, BLOCK=triton.next_power_of_2(hkv * d), IS_FP8=k_cache.dtype == FP8)
+        _store_kernel[(t,)](k2, v2, kc, vc, slot_mapping, scale_float(k_scale), scale_float(v_scale), k2.stride(0),
+                            v2.stride(0), HD=hkv * d, BLOCK=triton.next_power_of_2(hkv * d), IS_FP8=is_fp8,
+                            EXACT_ROUND=interpreted(_store_kernel))
 
 
 def store_kvcache(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

@@ -2,9 +2,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import on_cuda, scale_float, scale_value
+from kvant.kernels.dispatch import interpreted, num_sms, on_cuda, scale_float, scale_value
 
 FP8 = torch.float8_e4m3fn
+LOG2E = 1.4426950408889634
 
 
 # ---- torch references ----
@@ -53,6 +54,192 @@ def paged_attention_prefill_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens,
         v = _gather_kv(v_cache, blocks, length, v_scale, q.dtype)
         pos = torch.arange(length - (end - start), length, device=q.device)
         out[start:end] = _attend_ref(q[start:end], k, v, pos, scale)
+    return out
+
+
+# ---- Triton ----
+@triton.jit
+def _load_kv(c_ptr, rows, d, mask, scale, IS_FP8: tl.constexpr, dtype: tl.constexpr):
+    # rows [BLOCK_N] int64 element offsets of tokens in one kv head -> [BLOCK_N, D] in `dtype`
+    x = tl.load(c_ptr + rows[:, None] + d[None, :], mask=mask[:, None], other=0)
+    if IS_FP8:  # the cache travels as uint8 bits; dequantise to the query dtype like the reference
+        x = (x.to(tl.float8e4nv, bitcast=True).to(tl.float32) * scale).to(dtype)
+    return x
+
+
+@triton.jit
+def _dot(a, b, UPCAST: tl.constexpr):
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+    return tl.dot(a, b)
+
+
+@triton.jit
+def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, qk_scale, k_scale,
+                   v_scale, stride_qb, stride_qh, stride_ob, stride_oh, stride_bt, CHUNK,
+                   HKV: tl.constexpr, GROUP: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
+                   BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                   IS_FP8: tl.constexpr, UPCAST: tl.constexpr):
+    b, kvh, sp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    length = tl.load(lens_ptr + b)
+    start = sp * CHUNK
+    end = tl.minimum(start + CHUNK, length)
+    hh = tl.arange(0, BLOCK_H)
+    heads = kvh * GROUP + hh  # the query heads sharing this kv head ride one tile (GQA)
+    hmask = hh < GROUP
+    d = tl.arange(0, D)
+    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=hmask[:, None], other=0.0)
+    m_i = tl.full((BLOCK_H,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_H,), tl.float32)
+    acc = tl.zeros((BLOCK_H, D), tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        tok = n0 + tl.arange(0, BLOCK_N)
+        tmask = tok < end
+        blk = tl.load(bt_ptr + b * stride_bt + tok // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
+        rows = (blk * BLOCK_SIZE + tok % BLOCK_SIZE) * (HKV * D) + kvh * D
+        k = _load_kv(kc_ptr, rows, d, tmask, k_scale, IS_FP8, q.dtype)
+        v = _load_kv(vc_ptr, rows, d, tmask, v_scale, IS_FP8, q.dtype)
+        s = _dot(q, tl.trans(k), UPCAST) * qk_scale  # [BLOCK_H, BLOCK_N], log2 units
+        s = tl.where(tmask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
+        m_i = m_new
+    if NUM_SPLITS == 1:
+        o = acc / l_i[:, None]
+        tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :], o.to(out_ptr.dtype.element_ty),
+                 mask=hmask[:, None])
+    else:
+        empty = l_i == 0.0  # a split past the end of this sequence
+        o = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, l_i)[:, None])
+        lse = tl.where(empty, float("-inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
+        row = (b * (HKV * GROUP) + heads) * NUM_SPLITS + sp  # mid tensors are [B, Hq, NUM_SPLITS(, D)]
+        tl.store(mid_o_ptr + row[:, None] * D + d[None, :], o, mask=hmask[:, None])
+        tl.store(mid_lse_ptr + row, lse, mask=hmask)
+
+
+@triton.jit
+def _combine_kernel(mid_o_ptr, mid_lse_ptr, out_ptr, stride_ob, stride_oh, HQ: tl.constexpr, D: tl.constexpr,
+                    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr):
+    b, h = tl.program_id(0), tl.program_id(1)
+    sp = tl.arange(0, BLOCK_S)
+    smask = sp < NUM_SPLITS
+    row = (b * HQ + h) * NUM_SPLITS + sp
+    lse = tl.load(mid_lse_ptr + row, mask=smask, other=float("-inf"))
+    w = tl.exp2(lse - tl.max(lse, axis=0))
+    d = tl.arange(0, D)
+    o = tl.load(mid_o_ptr + row[:, None] * D + d[None, :], mask=smask[:, None], other=0.0)
+    o = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
+    tl.store(out_ptr + b * stride_ob + h * stride_oh + d, o.to(out_ptr.dtype.element_ty))
+
+
+def _check_cache(q, k_cache, v_cache):
+    d, hkv = q.shape[-1], k_cache.shape[2]
+    if k_cache.shape != v_cache.shape or k_cache.shape[3] != d or not k_cache.is_contiguous():
+        raise ValueError(f"k_cache/v_cache must be contiguous [num_blocks, block_size, Hkv, {d}], "
+                         f"got {tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
+    if q.shape[1] % hkv:
+        raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of kv heads ({hkv})")
+    if d < 16 or d & (d - 1):
+        raise ValueError(f"head_dim must be a power of two >= 16 for the Triton attention kernels, got {d}")
+    if k_cache.dtype == FP8:
+        return k_cache.view(torch.uint8), v_cache.view(torch.uint8)
+    return k_cache, v_cache
+
+
+def paged_attention_decode_triton(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale=None,
+                                  v_scale=None):
+    b, hq, d = q.shape
+    kc, vc = _check_cache(q, k_cache, v_cache)
+    hkv, bs = k_cache.shape[2], k_cache.shape[1]
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    if b == 0:
+        return out
+    block_n = 64 if d <= 128 else 32
+    # split the context so that B * Hkv * splits fills the GPU twice; the longest possible context comes from the
+    # block table's width, which is static (CUDA graphs) and needs no device sync
+    max_ctx = block_tables.shape[1] * bs
+    splits = max(1, min(triton.cdiv(2 * num_sms(q.device), b * hkv), triton.cdiv(max_ctx, 4 * block_n), 64))
+    chunk = triton.cdiv(triton.cdiv(max_ctx, splits), block_n) * block_n
+    splits = triton.cdiv(max_ctx, chunk)
+    mid_o = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device) if splits > 1 else out
+    mid_lse = torch.empty(b, hq, splits, dtype=torch.float32, device=q.device) if splits > 1 else out
+    upcast = interpreted(_decode_kernel) and q.dtype == torch.bfloat16
+    _decode_kernel[(b, hkv, splits)](
+        q, kc, vc, block_tables, context_lens, out, mid_o, mid_lse, scale * LOG2E, scale_float(k_scale),
+        scale_float(v_scale), q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0), chunk,
+        HKV=hkv, GROUP=hq // hkv, BLOCK_H=max(16, triton.next_power_of_2(hq // hkv)), D=d, BLOCK_SIZE=bs,
+        BLOCK_N=block_n, NUM_SPLITS=splits, IS_FP8=k_cache.dtype == FP8, UPCAST=upcast, num_warps=4, num_stages=2)
+    if splits > 1:
+        _combine_kernel[(b, hq)](mid_o, mid_lse, out, out.stride(0), out.stride(1), HQ=hq, D=d, NUM_SPLITS=splits,
+                                 BLOCK_S=triton.next_power_of_2(splits), num_warps=4)
+    return out
+
+
+@triton.jit
+def _prefill_kernel(q_ptr, kc_ptr, vc_ptr, cu_ptr, lens_ptr, bt_ptr, out_ptr, qk_scale, k_scale, v_scale,
+                    stride_qt, stride_qh, stride_ot, stride_oh, stride_bt, HKV: tl.constexpr, GROUP: tl.constexpr,
+                    D: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    IS_FP8: tl.constexpr, UPCAST: tl.constexpr):
+    mb, b, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    q_start = tl.load(cu_ptr + b)
+    q_len = tl.load(cu_ptr + b + 1) - q_start
+    if mb * BLOCK_M >= q_len:
+        return
+    length = tl.load(lens_ptr + b)
+    kvh = h // GROUP
+    offs_m = mb * BLOCK_M + tl.arange(0, BLOCK_M)
+    mmask = offs_m < q_len
+    pos = length - q_len + offs_m  # absolute positions of these queries (a cached prefix sits before them)
+    d = tl.arange(0, D)
+    q_rows = (q_start + offs_m).to(tl.int64)
+    q = tl.load(q_ptr + q_rows[:, None] * stride_qt + h * stride_qh + d[None, :], mask=mmask[:, None], other=0.0)
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, D), tl.float32)
+    end = tl.minimum(length, length - q_len + (mb + 1) * BLOCK_M)  # keys past the tile's last query are masked
+    for n0 in range(0, end, BLOCK_N):
+        tok = n0 + tl.arange(0, BLOCK_N)
+        tmask = tok < end
+        blk = tl.load(bt_ptr + b * stride_bt + tok // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
+        rows = (blk * BLOCK_SIZE + tok % BLOCK_SIZE) * (HKV * D) + kvh * D
+        k = _load_kv(kc_ptr, rows, d, tmask, k_scale, IS_FP8, q.dtype)
+        v = _load_kv(vc_ptr, rows, d, tmask, v_scale, IS_FP8, q.dtype)
+        s = _dot(q, tl.trans(k), UPCAST) * qk_scale
+        s = tl.where((tok[None, :] <= pos[:, None]) & tmask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows past q_len see no keys yet
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
+        m_i = m_new
+    o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :], o.to(out_ptr.dtype.element_ty),
+             mask=mmask[:, None])
+
+
+def paged_attention_prefill_triton(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
+                                   k_scale=None, v_scale=None):
+    t, hq, d = q.shape
+    kc, vc = _check_cache(q, k_cache, v_cache)
+    hkv, bs = k_cache.shape[2], k_cache.shape[1]
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    out = torch.empty(t, hq, d, dtype=q.dtype, device=q.device)
+    num_seqs = len(context_lens)
+    if t == 0 or num_seqs == 0:
+        return out
+    max_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())  # one host sync per prefill step
+    block_m = 64 if max_q <= 64 or d > 128 else 128
+    upcast = interpreted(_prefill_kernel) and q.dtype == torch.bfloat16
+    _prefill_kernel[(triton.cdiv(max_q, block_m), num_seqs, hq)](
+        q, kc, vc, cu_seqlens_q, context_lens, block_tables, out, scale * LOG2E, scale_float(k_scale),
+        scale_float(v_scale), q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
+        HKV=hkv, GROUP=hq // hkv, D=d, BLOCK_SIZE=bs, BLOCK_M=block_m, BLOCK_N=64, IS_FP8=k_cache.dtype == FP8,
+        UPCAST=upcast, num_warps=4 if block_m == 64 else 8, num_stages=2)
     return out
 
 
