@@ -25,6 +25,7 @@ class PushResult:
     evaluated: bool
     gate_passed: bool | None  # None: not evaluated
     dry_run: bool
+    extra_remote: tuple[str, ...] = ()  # files in the Hub repo that the artifact does not have (left in place)
 
     def __post_init__(self):
         if not self.dry_run and self.uploaded and self.commit_oid is None:
@@ -46,12 +47,15 @@ def _resolve_token(token: str | None) -> str:
     return token
 
 
-def _changed(api, repo_id: str, revision: str, artifact: Path, paths: list[str], manifest: dict) -> list[str]:
-    """Paths whose remote copy is missing or differs (LFS: sha256; regular files: git blob oid)."""
+def _remote_files(api, repo_id: str, revision: str) -> dict:
     from huggingface_hub.hf_api import RepoFile
 
-    remote = {e.path: e for e in api.list_repo_tree(repo_id, revision=revision, recursive=True)
-              if isinstance(e, RepoFile)}
+    return {e.path: e for e in api.list_repo_tree(repo_id, revision=revision, recursive=True)
+            if isinstance(e, RepoFile)}
+
+
+def _changed(remote: dict, artifact: Path, paths: list[str], manifest: dict) -> list[str]:
+    """Paths whose remote copy is missing or differs (LFS: sha256; regular files: git blob oid)."""
     out = []
     for rel in paths:
         entry = remote.get(rel)
@@ -127,7 +131,13 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        todo = _changed(api, repo_id, revision, artifact, paths, manifest)
+        remote = _remote_files(api, repo_id, revision)
+        todo = _changed(remote, artifact, paths, manifest)
+        # e.g. shards of an earlier push; never deleted here, since a user may have added them on purpose
+        summary["extra_remote"] = tuple(sorted(set(remote) - set(paths) - {".gitattributes"}))
+        if summary["extra_remote"]:
+            logger.warning("%s@%s also holds files this artifact lacks: %s", repo_id, revision,
+                           ", ".join(summary["extra_remote"]))
         if not todo:
             logger.info("%s@%s already holds every file of %s: nothing to upload", repo_id, revision, artifact)
             return PushResult(**summary, uploaded=(), commit_oid=None, dry_run=False)

@@ -158,3 +158,17 @@ def test_rerun_after_failed_commit_does_not_resend_weights(hub, make_artifact, t
     result = push(art, REPO_ID, token=token, endpoint=hub.url)
     assert len(hub.commits) == 1 and set(hub.commits[0][2]) == set(result.uploaded)
     assert hub.requests.count(("PUT", weights)) == 1  # the stored LFS object was not sent again
+
+
+def test_files_only_on_the_hub_are_reported_not_deleted(hub, make_artifact, token, caplog):
+    from huggingface_hub import CommitOperationAdd
+
+    art = make_artifact()
+    push(art, REPO_ID, token=token, endpoint=hub.url)
+    HfApi(endpoint=hub.url, token=token).create_commit(
+        REPO_ID, [CommitOperationAdd("model-00002-of-00002.safetensors", b"\0old shard")], commit_message="old")
+    with caplog.at_level(logging.WARNING, logger="kvant"):
+        result = push(art, REPO_ID, token=token, endpoint=hub.url)
+    assert result.extra_remote == ("model-00002-of-00002.safetensors",) and result.commit_oid is None
+    assert "model-00002-of-00002.safetensors" in hub.head_files(REPO_ID)
+    assert "also holds files this artifact lacks: model-00002-of-00002.safetensors" in caplog.text

@@ -67,6 +67,9 @@ def run(args) -> int:
         print(f"total {_size(sum(s for _, s in result.files))}; dry run: nothing uploaded")
         return 0
     url = f"{result.endpoint}/{result.repo_id}"
+    if result.extra_remote:
+        print(f"warning: {url} also holds {len(result.extra_remote)} file(s) not in this artifact, left in place: "
+              + ", ".join(result.extra_remote))
     if result.commit_oid is None:
         print(f"{url} already up to date at {result.revision}: nothing uploaded")
     else:
