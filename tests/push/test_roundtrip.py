@@ -70,6 +70,10 @@ def test_push_roundtrip(mode, start_hub, make_artifact, token, hf_env, tmp_path,
     assert card.data.base_model_relation == "quantized"
     assert card.data.license == manifest["base_model"]["license"]
     assert card.data.datasets == [manifest["calibration"]["source"]]
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    # w4a16 + gptq in the manifest -> these filter tags, by hand
+    assert {"kvant", "int4", "w4a16", "compressed-tensors", "gptq", "vllm"} <= set(card.data.tags)
+    assert manifest["base_model"]["revision"] in card.text
     got = {(e.dataset_type, e.metric_type): e.metric_value for e in card.data.eval_results}
     want = {(t["task"], t["metric"]): t["quant"] for t in results["tasks"]}
     want[(results["perplexity"]["task"], "perplexity")] = results["perplexity"]["quant"]
