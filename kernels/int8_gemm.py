@@ -16,9 +16,10 @@ def quant_int8_per_token_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def int8_gemm_ref(xq, x_scale, w, w_scale, out_dtype, bias=None) -> torch.Tensor:
-    # xq int8 [M, K], w int8 [N, K]: exact integer dot products, then fp32 scales and bias
+    # xq int8 [M, K], w int8 [N, K]: exact integer dot products (fp64 holds sums below 2^53 exactly; CUDA has no
+    # int64 matmul), then fp32 scales and bias
     m, n = xq.shape[0], w.shape[0]
-    acc = (xq.long() @ w.long().t()).float()
+    acc = (xq.double() @ w.double().t()).float()
     out = acc * per_row(x_scale, m, "x_scale")[:, None] * per_row(w_scale, n, "w_scale")[None, :]
     if bias is not None:
         out = out + bias.float()

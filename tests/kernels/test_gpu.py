@@ -1,0 +1,51 @@
+"""The dispatching entry points on a real GPU (compiled Triton, cuBLASLt paths) at model-sized shapes."""
+import pytest
+import torch
+
+from kvant.kernels import fp8_gemm, int8_gemm, paged_attention, w4a16_gemm
+from kvant.kernels.int4_pack import pack_int4
+
+pytestmark = pytest.mark.gpu
+FP8 = torch.float8_e4m3fn
+
+
+@pytest.mark.parametrize("m", [1, 16, 300])
+def test_w4a16_dispatch(m):
+    n, k, g = 2048, 4096, 128
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // g, device="cuda") * 0.01).to(torch.bfloat16)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    out = w4a16_gemm.w4a16_gemm(x, pack_int4(q), scale, g)
+    torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, pack_int4(q), scale, g), atol=3e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("name", ["fp8", "int8"])
+def test_w8a8_dispatch(name):
+    mod = fp8_gemm if name == "fp8" else int8_gemm
+    x, w = torch.randn(512, 1024, device="cuda", dtype=torch.bfloat16), torch.randn(768, 1024, device="cuda")
+    xq, xs = getattr(mod, f"quant_{name}_per_token")(x)
+    xq_ref, xs_ref = getattr(mod, f"quant_{name}_per_token_ref")(x)
+    torch.testing.assert_close(xs, xs_ref, atol=0, rtol=1e-6)
+    # GPU fp32 division may differ from torch's in the last bit, which can move a value to the next code
+    assert (xq.float() != xq_ref.float()).float().mean() < 1e-3
+    wq, ws = getattr(mod, f"quant_{name}_per_token_ref")(w)
+    bias = torch.randn(768, device="cuda", dtype=torch.bfloat16)
+    out = getattr(mod, f"{name}_gemm")(xq, xs, wq, ws, torch.bfloat16, bias)
+    ref = getattr(mod, f"{name}_gemm_ref")(xq, xs, wq, ws, torch.bfloat16, bias)
+    torch.testing.assert_close(out, ref, atol=3e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("cache", [torch.bfloat16, FP8])
+def test_decode_dispatch_long_context(cache):
+    b, hq, hkv, d, bs, ctx = 4, 32, 8, 128, 16, 5000
+    nb = b * (ctx // bs + 1)
+    kc = torch.randn(nb, bs, hkv, d, device="cuda")
+    vc = torch.randn(nb, bs, hkv, d, device="cuda")
+    scale = 0.02 if cache == FP8 else None
+    kc, vc = ((kc * 50).to(cache), (vc * 50).to(cache)) if cache == FP8 else (kc.to(cache), vc.to(cache))
+    tables = torch.randperm(nb, device="cuda").to(torch.int32).reshape(b, -1)
+    lens = torch.tensor([ctx, 1, 333, 4097], device="cuda", dtype=torch.int32)
+    q = torch.randn(b, hq, d, device="cuda", dtype=torch.bfloat16)
+    args = (q, kc, vc, tables, lens, d**-0.5, scale, scale)
+    torch.testing.assert_close(paged_attention.paged_attention_decode(*args),
+                               paged_attention.paged_attention_decode_ref(*args), atol=2e-2, rtol=2e-2)
