@@ -121,17 +121,19 @@ def _evaluation(results: dict | None) -> str:
     return "\n".join(lines)
 
 
-def _usage(repo_id: str) -> str:
+def _usage(repo_id: str, fp8_kv: bool) -> str:
+    # the checkpoint carries k/v scales, but both engines keep a 16-bit KV cache unless asked
+    kv = " --kv-cache-dtype fp8" if fp8_kv else ""
     return f"""With kvant:
 
 ```bash
-kvant serve {repo_id}
+kvant serve {repo_id}{kv}
 ```
 
 With vLLM:
 
 ```bash
-vllm serve {repo_id}
+vllm serve {repo_id}{kv}
 ```
 
 With transformers (needs `compressed-tensors` installed):
@@ -175,7 +177,7 @@ Quantized version of `{base_name}` made with kvant: {SCHEMES[manifest["scheme"]]
 
 ## How to run
 
-{_usage(repo_id)}
+{_usage(repo_id, manifest.get("kv_cache_dtype") == "fp8")}
 """
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 

@@ -61,8 +61,12 @@ def test_body_has_revision_recipe_recovery_and_usage():
     assert MANIFEST["base_model"]["revision"] in text
     assert yaml.safe_load(text.split("```yaml\n")[1].split("```")[0]) == MANIFEST["recipe"]
     assert "| gsm8k | exact_match | 0.4000 ± 0.0130 | 0.3970 ± 0.0130 | 99.25% | pass |" in text
-    for command in ("kvant serve me/qwen3-fp8", "vllm serve me/qwen3-fp8", 'from_pretrained("me/qwen3-fp8"'):
+    # MANIFEST has an FP8 KV cache: both engines are told to use it
+    for command in ("kvant serve me/qwen3-fp8 --kv-cache-dtype fp8\n", "vllm serve me/qwen3-fp8 --kv-cache-dtype fp8\n",
+                    'from_pretrained("me/qwen3-fp8"'):
         assert command in text
+    plain = card_text(MANIFEST | {"kv_cache_dtype": "auto"}, RESULTS, "me/qwen3-fp8")
+    assert "kvant serve me/qwen3-fp8\n" in plain and "--kv-cache-dtype" not in plain
 
 
 def test_recipe_file_text_is_used_verbatim():
