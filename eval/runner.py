@@ -119,7 +119,9 @@ def _progress_for(progress: Progress | None, who: str):
 
 
 def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: EvalOptions = EvalOptions(),
-                      progress: Progress | None = None) -> EvalReport:
+                      progress: Progress | None = None, llm_factory: Callable[[Path], object] | None = None
+                      ) -> EvalReport:
+    """llm_factory(model_path) builds the engine for a model (default: kvant.engine.LLM with options.engine_kwargs)."""
     import lm_eval
 
     from kvant.engine.registry import resolve_model
@@ -135,8 +137,9 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     plan = plan_tasks(options.tasks, options.data_dir)
 
     def make_lm(path: Path, who: str) -> KvantLM:
+        llm = llm_factory(path) if llm_factory is not None else None
         return KvantLM(pretrained=path, batch_size=options.batch_size, progress=_progress_for(progress, who),
-                       **options.engine_kwargs)
+                       llm=llm, **options.engine_kwargs)
 
     quant_lm = make_lm(artifact_dir, "artifact")
     quant_results = run_tasks(quant_lm, plan, plan.names, options.limit)

@@ -15,3 +15,10 @@ def task_manager(local_tasks):
     from lm_eval.tasks import TaskManager
 
     return TaskManager(include_path=str(local_tasks))
+
+
+@pytest.fixture(scope="session")
+def engine_factory():
+    from kvant.engine import LLM
+
+    return lambda path: LLM(str(path), dtype="float32", device="cpu", max_model_len=1024, num_kv_blocks=256)
