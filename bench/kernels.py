@@ -50,6 +50,15 @@ class Row:
     ceiling: str
     pct: float
     err: float | None  # max |out - ref| / max |ref|
+    eager_us: float  # the same call timed without a CUDA graph: adds the host-side launch cost
+
+
+def measure(fn, graph: bool = True) -> tuple[float, float]:
+    """(GPU time of fn replayed in a CUDA graph, as the engine's decode runs it; eager time), both medians in us."""
+    eager = bench_us(fn)
+    if not graph:
+        return eager, eager
+    return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3, eager
 
 
 def bench_us(fn) -> float:
@@ -115,19 +124,38 @@ def gemm_rows(k, ceil, quick):
             act = 2 * m * (kk + n)
             out = k.w4.w4a16_gemm_triton(x, packed, scale, g)
             err = rel_err(out, k.w4.w4a16_gemm_ref(x, packed, scale, g))
-            us = bench_us(lambda: k.w4.w4a16_gemm_triton(x, packed, scale, g))
+            us, eager = measure(lambda: k.w4.w4a16_gemm_triton(x, packed, scale, g))
             gbs = (packed.numel() * 4 + scale.numel() * 2 + act) / us / 1e3
-            rows.append(Row("w4a16 g128", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err))
-            us = bench_us(lambda: x @ wbf.t())
+            rows.append(Row("w4a16 g128", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err, eager))
+            out = k.w4.w4a16_gemm_planes_triton(x, packed, scale, g)
+            err = rel_err(out, k.w4.w4a16_gemm_ref(x, packed, scale, g))
+            us, eager = measure(lambda: k.w4.w4a16_gemm_planes_triton(x, packed, scale, g))
+            gbs = (packed.numel() * 4 + scale.numel() * 2 + act) / us / 1e3
+            rows.append(Row("w4a16 g128 planes", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err,
+                            eager))
+            if n == 14336 and m in (1, 16) and not quick:
+                for bn in (64, 128):
+                    for bk in (128, 256):
+                        for waves in (1, 2, 4):
+                            cfg = (16, bn, bk, 4, 3, waves)
+                            def case(cfg=cfg):
+                                fn = lambda: k.w4.w4a16_gemm_planes_triton(x, packed, scale, g, config=cfg)  # noqa: E731
+                                err = rel_err(fn(), k.w4.w4a16_gemm_ref(x, packed, scale, g))
+                                us, eager = measure(fn)
+                                gbs = (packed.numel() * 4 + scale.numel() * 2 + act) / us / 1e3
+                                return [Row(f"  sweep planes {cfg}", shape, us, gbs, "GB/s", "hbm",
+                                            100 * gbs / ceil["hbm_GBps"], err, eager)]
+                            rows += guarded(f"sweep {cfg}", case)
+            us, eager = measure(lambda: x @ wbf.t())
             gbs = (wbf.numel() * 2 + act) / us / 1e3
             rows.append(Row("bf16 matmul (baseline)", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"],
-                            None))
+                            None, eager))
             if m in (1, 16):
                 out = k.w8.w8a16_gemm_triton(x, w8, w8s)
                 err = rel_err(out, k.w8.w8a16_gemm_ref(x, w8, w8s))
-                us = bench_us(lambda: k.w8.w8a16_gemm_triton(x, w8, w8s))
+                us, eager = measure(lambda: k.w8.w8a16_gemm_triton(x, w8, w8s))
                 gbs = (w8.numel() + act) / us / 1e3
-                rows.append(Row("w8a16 fp8", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err))
+                rows.append(Row("w8a16 fp8", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err, eager))
     # W8A8 at prefill sizes: FLOP bound
     for kk, n in shapes:
         w = torch.randn(n, kk, device="cuda")
@@ -141,16 +169,16 @@ def gemm_rows(k, ceil, quick):
                                                                           k.fp8.fp8_gemm_scaled_mm)):
                 def case(fn=fn, name=name):
                     err = rel_err(fn(xq, xs, wq, ws, torch.bfloat16), ref)
-                    us = bench_us(lambda: fn(xq, xs, wq, ws, torch.bfloat16))
+                    us, eager = measure(lambda: fn(xq, xs, wq, ws, torch.bfloat16))
                     tf = flops / us / 1e6
-                    return [Row(name, shape, us, tf, "TFLOP/s", "fp8 _scaled_mm", 100 * tf / ceil["fp8_TFLOPs"], err)]
+                    return [Row(name, shape, us, tf, "TFLOP/s", "fp8 _scaled_mm", 100 * tf / ceil["fp8_TFLOPs"], err, eager)]
                 rows += guarded(f"{name} {shape}", case)
             xq_ref, _ = k.fp8.quant_fp8_per_token_ref(x)
-            us = bench_us(lambda: k.fp8.quant_fp8_per_token_triton(x))
+            us, eager = measure(lambda: k.fp8.quant_fp8_per_token_triton(x))
             gbs = (x.numel() * 3 + m * 4) / us / 1e3
             mismatch = (xq.float() != xq_ref.float()).float().mean().item()
             rows.append(Row("quant fp8 per-token", f"M={m} K={kk}", us, gbs, "GB/s", "hbm",
-                            100 * gbs / ceil["hbm_GBps"], mismatch))
+                            100 * gbs / ceil["hbm_GBps"], mismatch, eager))
             xq, xs = k.int8.quant_int8_per_token_triton(x)
             wq, ws = k.int8.quant_int8_per_token_ref(w)
             ref = k.int8.int8_gemm_ref(xq, xs, wq, ws, torch.bfloat16) if m * n <= 2048 * 14336 else None
@@ -159,16 +187,31 @@ def gemm_rows(k, ceil, quick):
                 def case(fn=fn, name=name):
                     out = fn(xq, xs, wq, ws, torch.bfloat16)
                     err = rel_err(out, ref) if ref is not None else None
-                    us = bench_us(lambda: fn(xq, xs, wq, ws, torch.bfloat16))
+                    us, eager = measure(lambda: fn(xq, xs, wq, ws, torch.bfloat16))
                     tf = flops / us / 1e6
-                    return [Row(name, shape, us, tf, "TOP/s", "int8 _int_mm", 100 * tf / ceil["int8_TOPs"], err)]
+                    return [Row(name, shape, us, tf, "TOP/s", "int8 _int_mm", 100 * tf / ceil["int8_TOPs"], err, eager)]
                 rows += guarded(f"{name} {shape}", case)
+            if m == 4096 and n == 14336 and not quick:
+                for cfg in ((128, 256, 128, 8, 3), (128, 128, 128, 4, 4), (128, 256, 64, 8, 4), (256, 128, 128, 8, 3)):
+                    for name, quant in (("fp8", k.fp8.quant_fp8_per_token_ref), ("int8", k.int8.quant_int8_per_token_ref)):
+                        def case(cfg=cfg, name=name, quant=quant):
+                            from kvant.kernels.scaled_gemm import scaled_gemm_triton
+                            aq, a_s = quant(x)
+                            bq, b_s = quant(w)
+                            fn = lambda: scaled_gemm_triton(aq, bq, a_s.view(-1), b_s.view(-1), torch.bfloat16,  # noqa: E731
+                                                            config=cfg)
+                            us, eager = measure(fn)
+                            tf = flops / us / 1e6
+                            c = ceil["fp8_TFLOPs"] if name == "fp8" else ceil["int8_TOPs"]
+                            return [Row(f"  sweep {name} triton {cfg}", shape, us, tf, "TFLOP/s", "own matmul",
+                                        100 * tf / c, None, eager)]
+                        rows += guarded(f"sweep {name} {cfg}", case)
             xb = x
             wbf = w.to(torch.bfloat16)
-            us = bench_us(lambda: xb @ wbf.t())
+            us, eager = measure(lambda: xb @ wbf.t())
             tf = flops / us / 1e6
             rows.append(Row("bf16 matmul (baseline)", shape, us, tf, "TFLOP/s", "bf16 matmul",
-                            100 * tf / ceil["bf16_TFLOPs"], None))
+                            100 * tf / ceil["bf16_TFLOPs"], None, eager))
     return rows
 
 
@@ -198,10 +241,10 @@ def attention_rows(k, ceil, quick):
                 args = (q, kc, vc, tables, lens, d**-0.5, ks, vs)
                 out = k.attn.paged_attention_decode_triton(*args)
                 err = rel_err(out, k.attn.paged_attention_decode_ref(*args)) if b * ctx <= 16 * 16384 else None
-                us = bench_us(lambda: k.attn.paged_attention_decode_triton(*args))
+                us, eager = measure(lambda: k.attn.paged_attention_decode_triton(*args))
                 gbs = (2 * b * ctx * hkv * d * kc.element_size()) / us / 1e3
                 name = "decode attn " + ("fp8 kv" if cache_dtype == FP8 else "bf16 kv")
-                rows.append(Row(name, f"B={b} ctx={ctx}", us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err))
+                rows.append(Row(name, f"B={b} ctx={ctx}", us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err, eager))
                 del kc, vc
     # prefill: (sequences, new tokens each, cached prefix each)
     for num_seqs, q_len, prefix in ((1, 4096, 0), (4, 1024, 3072), (16, 512, 0)):
@@ -213,11 +256,11 @@ def attention_rows(k, ceil, quick):
         args = (q, kc, vc, cu, lens, tables, d**-0.5)
         out = k.attn.paged_attention_prefill_triton(*args)
         err = rel_err(out, k.attn.paged_attention_prefill_ref(*args))
-        us = bench_us(lambda: k.attn.paged_attention_prefill_triton(*args))
+        us, eager = measure(lambda: k.attn.paged_attention_prefill_triton(*args), graph=False)
         keys_seen = num_seqs * sum(prefix + i + 1 for i in range(q_len))  # causal
         tf = 4 * hq * d * keys_seen / us / 1e6
         rows.append(Row("prefill attn bf16 kv", f"seqs={num_seqs} q={q_len} prefix={prefix}", us, tf, "TFLOP/s",
-                        "bf16 matmul", 100 * tf / ceil["bf16_TFLOPs"], err))
+                        "bf16 matmul", 100 * tf / ceil["bf16_TFLOPs"], err, eager))
     return rows
 
 
@@ -228,9 +271,9 @@ def small_rows(k, ceil):
 
     def add(name, shape, fn, ref_fn, nbytes):
         err = rel_err(fn(), ref_fn())
-        us = bench_us(fn)
+        us, eager = measure(fn)
         gbs = nbytes / us / 1e3
-        rows.append(Row(name, shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err))
+        rows.append(Row(name, shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err, eager))
 
     x, r, w = torch.randn(t, h, **bf), torch.randn(t, h, **bf), torch.rand(h, **bf) + 0.5
     add("rms_norm", f"T={t} H={h}", lambda: k.rmsnorm.rms_norm_triton(x, w, 1e-5),
@@ -285,8 +328,8 @@ def main() -> int:
         new = guarded(label, section)
         for r in new:
             err = "-" if r.err is None else f"{r.err:.1e}"
-            print(f"{r.kernel:28s} {r.shape:36s} {r.us:10.1f} us {r.rate:8.1f} {r.unit:7s} {r.pct:5.1f}% of "
-                  f"{r.ceiling:15s} err {err}", flush=True)
+            print(f"{r.kernel:30s} {r.shape:34s} {r.us:9.1f} us {r.rate:8.1f} {r.unit:7s} {r.pct:5.1f}% of "
+                  f"{r.ceiling:15s} err {err:8s} eager {r.eager_us:8.1f} us", flush=True)
         rows += new
         torch.cuda.empty_cache()
     print(f"total {time.time() - t0:.0f} s")

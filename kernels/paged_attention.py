@@ -59,11 +59,12 @@ def paged_attention_prefill_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens,
 
 # ---- Triton ----
 @triton.jit
-def _load_kv(c_ptr, rows, d, mask, scale, IS_FP8: tl.constexpr, dtype: tl.constexpr):
+def _load_kv(c_ptr, rows, d, mask, IS_FP8: tl.constexpr, dtype: tl.constexpr):
     # rows [BLOCK_N] int64 element offsets of tokens in one kv head -> [BLOCK_N, D] in `dtype`
     x = tl.load(c_ptr + rows[:, None] + d[None, :], mask=mask[:, None], other=0)
-    if IS_FP8:  # the cache travels as uint8 bits; dequantise to the query dtype like the reference
-        x = (x.to(tl.float8e4nv, bitcast=True).to(tl.float32) * scale).to(dtype)
+    if IS_FP8:  # the cache travels as uint8 bits; e4m3 values are exact in 16 bits, the scales are applied to
+        # the scores (k_scale) and to the output (v_scale) instead of to every element
+        x = x.to(tl.float8e4nv, bitcast=True).to(dtype)
     return x
 
 
@@ -97,9 +98,9 @@ def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, 
         tmask = tok < end
         blk = tl.load(bt_ptr + b * stride_bt + tok // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
         rows = (blk * BLOCK_SIZE + tok % BLOCK_SIZE) * (HKV * D) + kvh * D
-        k = _load_kv(kc_ptr, rows, d, tmask, k_scale, IS_FP8, q.dtype)
-        v = _load_kv(vc_ptr, rows, d, tmask, v_scale, IS_FP8, q.dtype)
-        s = _dot(q, tl.trans(k), UPCAST) * qk_scale  # [BLOCK_H, BLOCK_N], log2 units
+        k = _load_kv(kc_ptr, rows, d, tmask, IS_FP8, q.dtype)
+        v = _load_kv(vc_ptr, rows, d, tmask, IS_FP8, q.dtype)
+        s = _dot(q, tl.trans(k), UPCAST) * (qk_scale * k_scale)  # [BLOCK_H, BLOCK_N], log2 units
         s = tl.where(tmask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.exp2(m_i - m_new)
@@ -108,12 +109,12 @@ def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, 
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
         m_i = m_new
     if NUM_SPLITS == 1:
-        o = acc / l_i[:, None]
+        o = acc * (v_scale / l_i)[:, None]
         tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :], o.to(out_ptr.dtype.element_ty),
                  mask=hmask[:, None])
     else:
         empty = l_i == 0.0  # a split past the end of this sequence
-        o = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, l_i)[:, None])
+        o = tl.where(empty[:, None], 0.0, acc * (v_scale / tl.where(empty, 1.0, l_i))[:, None])
         lse = tl.where(empty, float("-inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
         row = (b * (HKV * GROUP) + heads) * NUM_SPLITS + sp  # mid tensors are [B, Hq, NUM_SPLITS(, D)]
         tl.store(mid_o_ptr + row[:, None] * D + d[None, :], o, mask=hmask[:, None])
@@ -206,9 +207,9 @@ def _prefill_kernel(q_ptr, kc_ptr, vc_ptr, cu_ptr, lens_ptr, bt_ptr, out_ptr, qk
         tmask = tok < end
         blk = tl.load(bt_ptr + b * stride_bt + tok // BLOCK_SIZE, mask=tmask, other=0).to(tl.int64)
         rows = (blk * BLOCK_SIZE + tok % BLOCK_SIZE) * (HKV * D) + kvh * D
-        k = _load_kv(kc_ptr, rows, d, tmask, k_scale, IS_FP8, q.dtype)
-        v = _load_kv(vc_ptr, rows, d, tmask, v_scale, IS_FP8, q.dtype)
-        s = _dot(q, tl.trans(k), UPCAST) * qk_scale
+        k = _load_kv(kc_ptr, rows, d, tmask, IS_FP8, q.dtype)
+        v = _load_kv(vc_ptr, rows, d, tmask, IS_FP8, q.dtype)
+        s = _dot(q, tl.trans(k), UPCAST) * (qk_scale * k_scale)
         s = tl.where((tok[None, :] <= pos[:, None]) & tmask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows past q_len see no keys yet
@@ -217,7 +218,7 @@ def _prefill_kernel(q_ptr, kc_ptr, vc_ptr, cu_ptr, lens_ptr, bt_ptr, out_ptr, qk
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
         m_i = m_new
-    o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    o = acc * (v_scale / tl.where(l_i == 0.0, 1.0, l_i))[:, None]
     tl.store(out_ptr + q_rows[:, None] * stride_ot + h * stride_oh + d[None, :], o.to(out_ptr.dtype.element_ty),
              mask=mmask[:, None])
 

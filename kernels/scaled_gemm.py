@@ -41,7 +41,10 @@ def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, M, N, K
         if UPCAST:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, tl.trans(b), acc)
+        if INT_ACC:
+            acc = tl.dot(a, tl.trans(b), acc, out_dtype=tl.int32)
+        else:
+            acc = tl.dot(a, tl.trans(b), acc)
     out = acc.to(tl.float32) * tl.load(cs_ptr + offs_n, mask=mask_n, other=0.0)[None, :]
     if HAS_ROW_SCALE:
         out = out * tl.load(rs_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
@@ -57,7 +60,8 @@ def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, M, N, K
 
 
 def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor | None, col_scale: torch.Tensor,
-                       out_dtype: torch.dtype, bias: torch.Tensor | None = None) -> torch.Tensor:
+                       out_dtype: torch.dtype, bias: torch.Tensor | None = None,
+                       config: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
     # a [M, K], b [N, K] (K contiguous); row_scale fp32 [M] or None; col_scale fp32 [N]; -> [M, N] out_dtype
     m, k = a.shape
     n = b.shape[0]
@@ -74,6 +78,8 @@ def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor
         bm, bn, bk, warps, stages = 64, 128, 128 if wide else 64, 4, 4
     else:
         bm, bn, bk, warps, stages = 128, 128, 128 if wide else 64, 8, 3
+    if config is not None:  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), for bench sweeps
+        bm, bn, bk, warps, stages = config
     num_tiles = triton.cdiv(k, bk)
     tiles_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     split = max(1, min(num_tiles, 2 * num_sms(a.device) // tiles_mn)) if m <= 16 else 1

@@ -4,6 +4,9 @@ import torch
 
 from kvant.kernels import kv_store, paged_attention
 
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
+                                reason="interpreter tests pass CPU tensors; test_gpu.py covers the GPU")
+
 FP8 = torch.float8_e4m3fn
 TOL = {torch.bfloat16: dict(atol=2e-2, rtol=2e-2), torch.float16: dict(atol=2e-3, rtol=2e-3)}
 

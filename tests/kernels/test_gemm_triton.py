@@ -6,6 +6,9 @@ from kvant.kernels import fp8_gemm, int8_gemm, w4a16_gemm, w8a16_gemm
 
 from .naive import pack_rows, pack_rows_fast
 
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
+                                reason="interpreter tests pass CPU tensors; test_gpu.py covers the GPU")
+
 FP8 = torch.float8_e4m3fn
 TOL = {torch.bfloat16: dict(atol=2e-2, rtol=1.6e-2), torch.float16: dict(atol=2e-3, rtol=2e-3)}
 
@@ -18,7 +21,8 @@ def test_fast_packer_matches_loop_packer():
 @pytest.mark.parametrize("m,n,k,group", [(1, 830, 544, 32), (4, 64, 256, 128), (16, 72, 128, 64),
                                          (33, 130, 256, 64), (70, 96, 544, 544)])
 @pytest.mark.parametrize("asym", [False, True])
-def test_w4a16(m, n, k, group, asym):
+@pytest.mark.parametrize("kernel", ["w4a16_gemm_triton", "w4a16_gemm_planes_triton"])
+def test_w4a16(m, n, k, group, asym, kernel):
     g = torch.Generator().manual_seed(m * 1000 + n + asym)
     dtype = torch.bfloat16 if m % 2 else torch.float16
     q = torch.randint(-8, 8, (n, k), generator=g)
@@ -29,7 +33,7 @@ def test_w4a16(m, n, k, group, asym):
         zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
     x = torch.randn(m, k, generator=g).to(dtype)
     packed = pack_rows_fast(q)
-    out = w4a16_gemm.w4a16_gemm_triton(x, packed, scale, group, zp)
+    out = getattr(w4a16_gemm, kernel)(x, packed, scale, group, zp)
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), **TOL[dtype])
 
 

@@ -4,6 +4,9 @@ import torch
 
 from kvant.kernels import activation, rmsnorm, rope
 
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
+                                reason="interpreter tests pass CPU tensors; test_gpu.py covers the GPU")
+
 DTYPES = [torch.bfloat16, torch.float16]
 # two output-dtype roundings apart at most: the interpreter truncates fp32 -> bf16 casts (GPUs round to nearest), and
 # RMSNorm rounds twice (normalised x, then times weight)
