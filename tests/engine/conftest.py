@@ -49,17 +49,28 @@ def hf_model(model_path):
     return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
 
 
+def hf_generate(hf_model, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """transformers' greedy continuations, one left-padded batch with an attention mask (positions follow the
+    mask); each output is cut at its first eos, as an unpadded generate would stop there."""
+    width = max(len(p) for p in prompts)
+    pad = hf_model.generation_config.pad_token_id or 0
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    eos = hf_model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    with torch.inference_mode():
+        out = hf_model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                temperature=None, top_p=None, top_k=None, pad_token_id=pad)[:, width:].tolist()
+    cut = []
+    for row in out:
+        end = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        cut.append(row[:end])
+    return cut
+
+
 @pytest.fixture(scope="session")
 def hf_greedy(hf_model, real_prompts) -> list[list[int]]:
-    """transformers' greedy continuation of each prompt, generated alone (no padding), computed once."""
-    outs = []
-    with torch.inference_mode():
-        for ids in real_prompts:
-            x = torch.tensor([ids])
-            y = hf_model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                  temperature=None, top_p=None, top_k=None)
-            outs.append(y[0, len(ids):].tolist())
-    return outs
+    return hf_generate(hf_model, real_prompts, NEW_TOKENS)
 
 
 TINY = ModelConfig(architecture="LlamaForCausalLM", vocab_size=96, hidden_size=64, intermediate_size=128,
