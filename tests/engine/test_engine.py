@@ -174,3 +174,18 @@ def test_n_samples_share_prompt_blocks_and_seed_is_batch_independent(tiny_model)
     assert [c.token_ids for c in outs[2].outputs] == [c.token_ids for c in alone.outputs]
     assert_pool_empty(llm)
     assert_pool_empty(llm2)
+
+
+def test_fp8_kv_cache_stays_close_to_full_precision(tiny_model, refs):
+    ps, _ = refs
+    params = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=0)
+    full = LLM.from_model(tiny_model, None, max_num_batched_tokens=8).generate(ps[:4], params)
+    llm = LLM.from_model(tiny_model, None, max_num_batched_tokens=8, kv_cache_dtype="fp8")
+    assert llm.engine.runner.kv_cache.dtype == torch.float8_e4m3fn
+    fp8 = llm.generate(ps[:4], params)
+    diffs = [abs(a[t] - b[t]) for fa, fb in zip(full, fp8)
+             for a, b in zip(fa.prompt_logprobs[1:], fb.prompt_logprobs[1:]) for t in a]
+    assert 0 < max(diffs) < 0.5  # e4m3 keeps 3 mantissa bits: small, nonzero differences
+    assert_pool_empty(llm)
+    # the scales are restored to "none" for a full-precision cache built on the same model afterwards
+    assert LLM.from_model(tiny_model, None).engine.runner.model.attention_layers()[0].k_scale is None
