@@ -246,10 +246,13 @@ class Services:
         return [ModelEntry(m.name, m.path, m.size_bytes, m.source) for m in registry.list_cached()]
 
     def pull_default(self, report: Report, cancel: threading.Event) -> Path:
-        return registry.pull_default(progress=_normalize_progress(report))
+        return registry.pull_default(progress=_normalize_progress(report, cancel))
 
     def resolve_model(self, name: str) -> Path:
         return registry.resolve_model(name)
+
+    def recipe_info(self, path: Path) -> RecipeInfo:
+        return recipe_info(path)
 
     def list_recipes(self) -> list[RecipeInfo]:
         recipes = _require("kvant.quantize.recipe", "recipes (kvant.quantize.recipe)")
@@ -303,6 +306,7 @@ class Services:
                 raise KvantError("server start cancelled")
             if not handle.alive():
                 lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
+                log.unlink(missing_ok=True)
                 raise KvantError(f"kvant serve exited with code {proc.returncode}: {lines[-1]}")
             try:
                 if httpx.get(f"{handle.base_url}/health", timeout=1.0).status_code == 200:
@@ -321,6 +325,7 @@ class Services:
             except subprocess.TimeoutExpired:
                 handle.process.kill()
                 handle.process.wait()
+        handle.log_path.unlink(missing_ok=True)
 
     def server_stats(self, handle: ServerHandle) -> ServerStats:
         try:

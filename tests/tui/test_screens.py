@@ -77,6 +77,24 @@ async def test_quantize_runs_with_progress_and_hands_artifact_on(fake, tmp_path)
         assert not screen.query_one("#run", Button).disabled
 
 
+async def test_quantize_loads_a_recipe_file(fake, tmp_path):
+    app = make_app(services=fake)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        screen = app.screen
+        screen.query_one("#recipe-file", Input).value = "/recipes/tiny-int4.yaml"
+        screen.query_one("#recipe-file", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.query_one("#recipe", Select).value == "tiny-int4"
+        assert "a user recipe" in text_of(screen.query_one("#recipe-info", Label))
+        assert screen.query_one("#out", Input).value == str(tmp_path / "artifacts" / "smollm2-135m-tiny-int4")
+        screen.query_one("#recipe-file", Input).value = "/recipes/notes.txt"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.query_one("#recipe", Select).value == "tiny-int4"  # a bad file leaves the choice alone
+
+
 async def test_quantize_cancel_leaves_no_artifact(tmp_path):
     from tui_fakes import FakeServices
 

@@ -81,6 +81,11 @@ class FakeServices:
                        "ultrachat", 256),
         ]
 
+    def recipe_info(self, path: Path) -> RecipeInfo:
+        if path.suffix != ".yaml":
+            raise KvantError(f"recipe {path} is not a .yaml file")
+        return RecipeInfo(path.stem, path, "a user recipe", "w4a16", "builtin", 4)
+
     def quantize(self, model, recipe, out, num_samples, seq_len, report, cancel: threading.Event, force=False) -> Path:
         self.calls.append(("quantize", model, recipe.name, out, num_samples, seq_len))
         self.quantize_started.set()

@@ -24,7 +24,9 @@ class QuantizeScreen(KvantScreen):
 
     def body(self) -> ComposeResult:
         yield Label("", id="model", classes="banner")
-        yield Select([], prompt="recipe", id="recipe", allow_blank=True)
+        with Horizontal(classes="row"):
+            yield Select([], prompt="recipe", id="recipe", allow_blank=True)
+            yield Input(placeholder="or a recipe file (enter loads it)", id="recipe-file")
         yield Label("pick a recipe", id="recipe-info")
         with Horizontal(classes="row"):
             yield Input(placeholder="samples", id="samples", type="integer", classes="narrow")
@@ -41,13 +43,30 @@ class QuantizeScreen(KvantScreen):
         except KvantError as exc:
             self._recipes = {}
             self.notify(f"cannot list recipes: {exc}", severity="error")
-        self.query_one("#recipe", Select).set_options((f"{r.name}  ({r.scheme})", r.name) for r in self._recipes.values())
+        self._show_options()
         if not self._recipes:
             self.query_one("#recipe-info", Label).update("no recipes found in recipes/*.yaml")
         self.on_screen_resume()
 
     def on_screen_resume(self) -> None:
         self.query_one("#model", Label).update(f"model: {self.app.model}")
+
+    def _show_options(self) -> None:
+        self.query_one("#recipe", Select).set_options((f"{r.name}  ({r.scheme})", r.name) for r in self._recipes.values())
+
+    @on(Input.Submitted, "#recipe-file")
+    def _load_recipe_file(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        try:
+            recipe = self.services.recipe_info(Path(text).expanduser())
+        except (KvantError, OSError) as exc:
+            self.notify(str(exc), title="recipe", severity="error")
+            return
+        self._recipes[recipe.name] = recipe
+        self._show_options()
+        self.query_one("#recipe", Select).value = recipe.name
 
     def _recipe(self) -> RecipeInfo | None:
         value = self.query_one("#recipe", Select).value
