@@ -127,25 +127,6 @@ def gemm_rows(k, ceil, quick):
             us, eager = measure(lambda: k.w4.w4a16_gemm_triton(x, packed, scale, g))
             gbs = (packed.numel() * 4 + scale.numel() * 2 + act) / us / 1e3
             rows.append(Row("w4a16 g128", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err, eager))
-            out = k.w4.w4a16_gemm_planes_triton(x, packed, scale, g)
-            err = rel_err(out, k.w4.w4a16_gemm_ref(x, packed, scale, g))
-            us, eager = measure(lambda: k.w4.w4a16_gemm_planes_triton(x, packed, scale, g))
-            gbs = (packed.numel() * 4 + scale.numel() * 2 + act) / us / 1e3
-            rows.append(Row("w4a16 g128 planes", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"], err,
-                            eager))
-            if n == 14336 and m in (1, 16) and not quick:
-                for bn in (64, 128):
-                    for bk in (128, 256):
-                        for waves in (1, 2, 4):
-                            cfg = (16, bn, bk, 4, 3, waves)
-                            def case(cfg=cfg):
-                                fn = lambda: k.w4.w4a16_gemm_planes_triton(x, packed, scale, g, config=cfg)  # noqa: E731
-                                err = rel_err(fn(), k.w4.w4a16_gemm_ref(x, packed, scale, g))
-                                us, eager = measure(fn)
-                                gbs = (packed.numel() * 4 + scale.numel() * 2 + act) / us / 1e3
-                                return [Row(f"  sweep planes {cfg}", shape, us, gbs, "GB/s", "hbm",
-                                            100 * gbs / ceil["hbm_GBps"], err, eager)]
-                            rows += guarded(f"sweep {cfg}", case)
             us, eager = measure(lambda: x @ wbf.t())
             gbs = (wbf.numel() * 2 + act) / us / 1e3
             rows.append(Row("bf16 matmul (baseline)", shape, us, gbs, "GB/s", "hbm", 100 * gbs / ceil["hbm_GBps"],

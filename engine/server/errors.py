@@ -44,6 +44,13 @@ def param_of_value_error(message: str, known: set[str]) -> str | None:
     return first if first in known else None
 
 
+# fields typed as unions: pydantic reports each member's failure, which reads badly ("prompt.str: ...")
+UNION_MESSAGES = {
+    "prompt": "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists",
+    "stop": "stop must be a string or a list of strings",
+}
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
@@ -58,10 +65,14 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"Unrecognized request argument supplied: {field}", loc[0] if loc else None
     if kind == "missing" and not loc:
         return "request body is missing", None
+    if len(loc) > 1 and loc[0] in UNION_MESSAGES and kind != "value_error":
+        return UNION_MESSAGES[loc[0]], loc[0]
     field = ".".join(loc) or "body"
     msg = err.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ")
-    return f"{field}: {msg}", loc[0] if loc else None
+    if not msg.startswith(loc[0] if loc else field):
+        msg = f"{field}: {msg}"
+    return msg, loc[0] if loc else None
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """OpenAI request bodies (vLLM's field names, defaults and extras) and their translation to SamplingParams."""
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from kvant.engine.sampling_params import SamplingParams
 
@@ -66,11 +66,13 @@ class _SamplingFields(BaseModel):
             raise ValueError("logit_bias is not supported")
         return value
 
-    @model_validator(mode="after")
-    def _check_stream_options(self):
-        if self.stream_options is not None and not self.stream:
+    @field_validator("stream_options")
+    @classmethod
+    def _check_stream_options(cls, value, info: ValidationInfo):
+        # a field validator (not a model one) so that the 400 names the field; `stream` is declared before it
+        if value is not None and not info.data.get("stream"):
             raise ValueError("stream_options is only allowed when stream is true")
-        return self
+        return value
 
     def sampling_kwargs(self) -> dict:
         kwargs = dict(n=self.n, seed=self.seed, stop=self.stop, stop_token_ids=self.stop_token_ids,
@@ -90,8 +92,8 @@ class _SamplingFields(BaseModel):
 
 class CompletionRequest(_SamplingFields):
     prompt: str | list[str] | TokenIds | list[TokenIds]
+    echo: bool = False  # declared before max_tokens, whose validator reads it
     max_tokens: int | None = Field(16, ge=0)
-    echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     suffix: str | None = None
 
@@ -116,11 +118,12 @@ class CompletionRequest(_SamplingFields):
             raise ValueError("suffix is not supported")
         return value
 
-    @model_validator(mode="after")
-    def _check_max_tokens(self):
-        if self.max_tokens == 0 and not self.echo:
+    @field_validator("max_tokens")
+    @classmethod
+    def _check_max_tokens(cls, value, info: ValidationInfo):
+        if value == 0 and not info.data.get("echo"):
             raise ValueError("max_tokens must be at least 1 unless echo is true")
-        return self
+        return value
 
     def prompts(self) -> list[str | TokenIds]:
         # str -> [str]; [int, ...] -> [[int, ...]]; lists of either stay lists
@@ -161,13 +164,19 @@ class ChatCompletionRequest(_SamplingFields):
     add_generation_prompt: bool = True
     continue_final_message: bool = False
 
-    @model_validator(mode="after")
-    def _check_chat(self):
-        if self.top_logprobs is not None and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _check_top_logprobs(cls, value, info: ValidationInfo):
+        if value is not None and not info.data.get("logprobs"):
             raise ValueError("top_logprobs requires logprobs to be true")
-        if self.continue_final_message and self.add_generation_prompt:
+        return value
+
+    @field_validator("continue_final_message")
+    @classmethod
+    def _check_continue(cls, value, info: ValidationInfo):
+        if value and info.data.get("add_generation_prompt"):
             raise ValueError("continue_final_message requires add_generation_prompt to be false")
-        return self
+        return value
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

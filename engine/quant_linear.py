@@ -1,0 +1,130 @@
+"""Runtime Linear modules for compressed-tensors checkpoints; buffers carry the on-disk names and each forward calls
+a kvant.kernels function (Triton on CUDA, the torch reference on CPU)."""
+import re
+
+import torch
+from torch import nn
+
+from kvant.engine.errors import KvantError
+from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
+from kvant.kernels.int8_gemm import int8_gemm, quant_int8_per_token
+from kvant.kernels.w4a16_gemm import w4a16_gemm
+from kvant.kernels.w8a16_gemm import w8a16_gemm
+
+FP8 = torch.float8_e4m3fn
+
+
+class _QuantLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, self.in_features)
+
+    def _out(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+class W4A16Linear(_QuantLinear):
+    def __init__(self, in_features, out_features, bias, group_size: int, symmetric: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.group_size = group_size
+        self.register_buffer("weight_packed", torch.empty(out_features, in_features // 8, dtype=torch.int32))
+        self.register_buffer("weight_scale", torch.empty(out_features, in_features // group_size))
+        self.register_buffer("weight_shape", torch.empty(2, dtype=torch.int64))
+        zp = None if symmetric else torch.empty(out_features // 8, in_features // group_size, dtype=torch.int32)
+        self.register_buffer("weight_zero_point", zp)
+
+    def forward(self, x):
+        y = w4a16_gemm(self._flat(x), self.weight_packed, self.weight_scale, self.group_size, self.weight_zero_point)
+        return self._out(y if self.bias is None else y + self.bias, x)
+
+
+class W8A16Linear(_QuantLinear):
+    # int8 or fp8 weight [N, K], per-channel scale [N, 1] (or one per-tensor value); activations stay 16-bit
+    def __init__(self, in_features, out_features, bias, weight_dtype: torch.dtype, scale_shape: tuple[int, ...]):
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=weight_dtype))
+        self.register_buffer("weight_scale", torch.empty(scale_shape))
+
+    def forward(self, x):
+        y = w8a16_gemm(self._flat(x), self.weight, self.weight_scale)
+        return self._out(y if self.bias is None else y + self.bias, x)
+
+
+class Int8Linear(_QuantLinear):
+    # W8A8-INT8: int8 weight per channel, activations quantized per token at run time
+    def __init__(self, in_features, out_features, bias):
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.empty(out_features, 1))
+
+    def forward(self, x):
+        xq, xs = quant_int8_per_token(self._flat(x))
+        return self._out(int8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
+
+
+class Fp8Linear(_QuantLinear):
+    # FP8 W8A8: dynamic per-token activation scales, or one static `input_scale`
+    def __init__(self, in_features, out_features, bias, scale_shape: tuple[int, ...], static: bool):
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=FP8))
+        self.register_buffer("weight_scale", torch.empty(scale_shape))
+        self.register_buffer("input_scale", torch.empty(1) if static else None)
+
+    def forward(self, x):
+        flat = self._flat(x)
+        xq, xs = quant_fp8_per_tensor(flat, self.input_scale) if self.input_scale is not None else quant_fp8_per_token(flat)
+        return self._out(fp8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
+
+
+def _matches(name: str, module: nn.Module, patterns) -> bool:
+    # compressed-tensors target/ignore rules: a class name, an exact module name, or "re:<regex>" (re.match)
+    for p in patterns:
+        if p == type(module).__name__ or p == name or (p.startswith("re:") and re.match(p[3:], name)):
+            return True
+    return False
+
+
+def module_for(linear: nn.Linear, scheme: dict) -> nn.Module:
+    w, ia = scheme.get("weights") or {}, scheme.get("input_activations")
+    n, k, bias = linear.out_features, linear.in_features, linear.bias is not None
+    bits, kind, strategy = w.get("num_bits"), w.get("type", "int"), w.get("strategy")
+    scale_shape = (1,) if strategy == "tensor" else (n, 1)
+    if ia is None:
+        if kind == "int" and bits == 4 and strategy == "group":
+            return W4A16Linear(k, n, bias, int(w["group_size"]), bool(w.get("symmetric", True)))
+        if bits == 8 and strategy in ("channel", "tensor") and w.get("symmetric", True):
+            return W8A16Linear(k, n, bias, torch.int8 if kind == "int" else FP8, scale_shape)
+    elif bits == 8 and ia.get("num_bits") == 8 and w.get("symmetric", True):
+        if kind == "int" and strategy == "channel" and ia.get("strategy") == "token" and ia.get("dynamic"):
+            return Int8Linear(k, n, bias)
+        if kind == "float" and strategy in ("channel", "tensor"):
+            if ia.get("strategy") == "token" and ia.get("dynamic"):
+                return Fp8Linear(k, n, bias, scale_shape, static=False)
+            if ia.get("strategy") == "tensor" and not ia.get("dynamic"):
+                return Fp8Linear(k, n, bias, scale_shape, static=True)
+    raise KvantError(f"unsupported compressed-tensors scheme for kvant: weights {w}, input_activations {ia}")
+
+
+def replace_linears(model: nn.Module, quantization_config: dict) -> nn.Module:
+    # swaps every targeted nn.Linear (not in `ignore`) for its runtime module, in place; shapes only, no weights
+    if quantization_config.get("quant_method") != "compressed-tensors":
+        raise KvantError(f"unsupported quant_method {quantization_config.get('quant_method')!r} "
+                         "(kvant reads compressed-tensors checkpoints)")
+    if quantization_config.get("sparsity_config") or quantization_config.get("transform_config"):
+        raise KvantError("sparse or transformed compressed-tensors checkpoints are not supported")
+    ignore = quantization_config.get("ignore") or []
+    groups = list((quantization_config.get("config_groups") or {}).values())
+    for name, linear in list(model.named_modules()):
+        if not isinstance(linear, nn.Linear) or _matches(name, linear, ignore):
+            continue
+        scheme = next((g for g in groups if _matches(name, linear, g.get("targets") or [])), None)
+        if scheme is None:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, module_for(linear, scheme))
+    return model

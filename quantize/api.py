@@ -1,0 +1,123 @@
+"""`quantize(model, recipe, out)`: the whole job, from a model folder/name to a finished artifact."""
+import json
+import resource
+import threading
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kvant.engine.errors import KvantError
+from kvant.quantize import artifact, manifest
+from kvant.quantize.calibrate import SUPPORTED, Summary, plan_linears, quantize_layers
+from kvant.quantize.calibration_data import load_calibration
+from kvant.quantize.recipe import Recipe, load_recipe
+
+KVANT_VERSION = "0.1.0"
+
+
+def _resolve(model: str) -> Path:
+    try:
+        from kvant.engine.registry import resolve_model
+    except ImportError:
+        resolve_model = None
+    path = resolve_model(model) if resolve_model is not None else Path(model)
+    if not (Path(path) / "config.json").is_file():
+        raise KvantError(f"model {model!r}: no config.json in {path}")
+    return Path(path)
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KvantError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool = False, progress=None,
+             cancel: threading.Event | None = None, device: str | None = None) -> Path:
+    started = time.monotonic()
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out)
+    if out.exists() and not force:
+        raise KvantError(f"{out} already exists (use --force to overwrite)")
+    src = _resolve(model)
+    base_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    arch = (base_config.get("architectures") or ["?"])[0]
+    if arch not in SUPPORTED:
+        raise KvantError(f"architecture {arch} is not supported for quantization (supported: {', '.join(SUPPORTED)})")
+    if base_config.get("quantization_config"):
+        raise KvantError(f"{src} is already quantized ({base_config['quantization_config'].get('quant_method')})")
+    dev = _pick_device(device)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if progress is not None:
+        progress("loading model", 0.0)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    hf = AutoModelForCausalLM.from_pretrained(src, dtype="auto").eval()
+    dtype = hf.dtype
+    summary = Summary()
+    plan = plan_linears(hf, recipe, summary)
+    calib = None
+    if recipe.needs_data:
+        if progress is not None:
+            progress("preparing calibration data", 0.0)
+        calib = load_calibration(recipe.calibration, tokenizer, hf)
+    tensors = quantize_layers(hf, recipe, plan, calib, dev, progress=progress, cancel=cancel, summary=summary)
+    tied = bool(getattr(hf.config, "tie_word_embeddings", False))
+    for name, t in hf.state_dict().items():
+        if not name.startswith("model.layers.") and not (tied and name == "lm_head.weight"):
+            tensors[name] = t.detach().to("cpu", dtype)
+    ignored = [n for n, m in hf.named_modules() if isinstance(m, nn.Linear) and n not in plan]
+    qconfig = artifact.quantization_config(plan, ignored, actorder=recipe.actorder if recipe.uses_gptq else None,
+                                           kv_cache=recipe.kv_cache_scheme == "fp8")
+    summary.time_s = time.monotonic() - started
+    summary.peak_memory_mib = _peak_memory_mib(dev)
+    scheme = recipe.quant_scheme.name
+    calibration = {"source": recipe.calibration.dataset if calib else None,
+                   "num_samples": len(calib.input_ids) if calib else 0,
+                   "seq_len": recipe.calibration.seq_len if calib else 0,
+                   "sha256": calib.sha256 if calib else None,
+                   "time_s": round(summary.time_s, 2), "peak_memory_mib": round(summary.peak_memory_mib, 1),
+                   "layer_errors": [None if e != e else round(e, 8) for e in summary.layer_errors]}
+    from kvant.eval.report import DEFAULT_MIN_RECOVERY
+
+    info = _source_info(src)
+    kvant_json = manifest.build(
+        scheme=scheme, kv_cache_dtype="fp8" if recipe.kv_cache_scheme == "fp8" else "auto",
+        base_model={"name": info.get("hub_id", model), "path": str(src),
+                    "revision": info.get("revision") or info.get("gguf_sha256"), "architecture": arch,
+                    "license": info.get("license")},
+        recipe=recipe.to_dict(), calibration=calibration, min_recovery=DEFAULT_MIN_RECOVERY[scheme],
+        kvant_version=KVANT_VERSION)
+    if cancel is not None and cancel.is_set():
+        raise KvantError("quantization cancelled")
+    with artifact.staging(out, force) as tmp:
+        artifact.write_weights(tmp, tensors)
+        artifact.write_config(tmp, base_config, qconfig)
+        artifact.copy_base_files(src, tmp)
+        artifact.write_recipe(tmp, recipe.to_dict())
+        summary_dict = {"time_s": summary.time_s, "peak_memory_mib": summary.peak_memory_mib,
+                        "group_size_fallbacks": summary.group_size_fallbacks}
+        (tmp / "README.md").write_text(artifact.card_text(base_name=info.get("hub_id", model), scheme=scheme, recipe=recipe.to_dict(),
+                                                          calibration=calibration, summary=summary_dict),
+                                       encoding="utf-8")
+        manifest.write(tmp, kvant_json)
+    if progress is not None:
+        progress("done", 1.0)
+    return out
+
+
+def _source_info(src: Path) -> dict:
+    # kvant-source.json (written by the registry's pull) names the Hub id, revision/hash and license
+    meta = src / "kvant-source.json"
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}

@@ -1,0 +1,107 @@
+"""The compressed-tensors artifact: `quantization_config`, safetensors, tokenizer files, recipe, card, manifest,
+written into a temp folder beside the output and renamed into place only when complete."""
+import json
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from kvant.engine.errors import KvantError
+from kvant.quantize.schemes import Scheme, kv_cache_config
+
+# files copied from the base model folder when present
+COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+          "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
+CT_VERSION = "0.20.0"  # the compressed-tensors schema written (and tested with transformers 5.23)
+
+
+def _group_targets(names: list[str], all_groups: dict) -> list[str]:
+    # "re:" patterns on the module-name suffix when every layer's same-named Linear shares this group
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
+    others = {n.rsplit(".", 1)[-1] for g, ns in all_groups.items() if ns is not names for n in ns}
+    if others.intersection(suffixes):
+        return sorted(names)
+    return [f"re:.*\\.({'|'.join(re.escape(s) for s in suffixes)})$"]
+
+
+def quantization_config(plan: dict[str, Scheme], ignored: list[str], *, actorder: str | None,
+                        kv_cache: bool) -> dict:
+    groups: dict[Scheme, list[str]] = {}
+    for name, scheme in plan.items():
+        groups.setdefault(scheme, []).append(name)
+    config_groups = {}
+    for i, (scheme, names) in enumerate(groups.items()):
+        targets = ["Linear"] if len(groups) == 1 else _group_targets(names, groups)
+        ia = scheme.input_activations
+        config_groups[f"group_{i}"] = {
+            "targets": targets, "weights": scheme.weights.to_config(actorder), "format": scheme.format,
+            "input_activations": None if ia is None else ia.to_config(), "output_activations": None}
+    formats = {s.format for s in groups}
+    return {"config_groups": config_groups, "format": formats.pop() if len(formats) == 1 else "mixed-precision",
+            "global_compression_ratio": None, "ignore": sorted(ignored),
+            "kv_cache_scheme": kv_cache_config() if kv_cache else None, "quant_method": "compressed-tensors",
+            "quantization_status": "compressed", "sparsity_config": {}, "transform_config": {}, "version": CT_VERSION}
+
+
+@contextmanager
+def staging(out: Path, force: bool):
+    # yields a temp folder in out's parent; on success it replaces `out`, on any failure it is removed
+    out = Path(out)
+    if out.exists() and not force:
+        raise KvantError(f"{out} already exists (use --force to overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.kvant-tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.kvant-old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
+    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+
+
+def write_config(folder: Path, base_config: dict, qconfig: dict) -> None:
+    config = dict(base_config, quantization_config=qconfig)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def copy_base_files(src: Path, folder: Path) -> None:
+    for name in COPIED:
+        if (src / name).is_file():
+            shutil.copy2(src / name, folder / name)
+
+
+def write_recipe(folder: Path, recipe: dict) -> None:
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+
+
+def card_text(*, base_name: str, scheme: str, recipe: dict, calibration: dict, summary: dict) -> str:
+    calib = (f"{calibration['num_samples']} samples x {calibration['seq_len']} tokens from `{calibration['source']}`"
+             if calibration.get("num_samples") else "none (data-free)")
+    fallbacks = "".join(f"\n- `{k}`: group size {v} (the recipe's group size does not divide its input size)"
+                        for k, v in summary.get("group_size_fallbacks", {}).items())
+    return (f"---\nlibrary_name: transformers\nbase_model: {base_name}\ntags: [kvant, compressed-tensors, {scheme}]\n"
+            f"---\n\n# {base_name} ({scheme})\n\n"
+            f"Quantized with kvant to **{scheme}** ({recipe['scheme']}, algorithm `{recipe['algorithm']}`"
+            f"{', SmoothQuant alpha ' + str(recipe['smoothing_strength']) if recipe.get('smoothing_strength') is not None else ''}"
+            f"{', FP8 KV cache' if recipe.get('kv_cache_scheme') else ''}), stored in the compressed-tensors format "
+            f"(loads in vLLM, transformers with compressed-tensors, and kvant).\n\n"
+            f"- Calibration: {calib}\n- Quantization time: {summary['time_s']:.1f} s, "
+            f"peak memory {summary['peak_memory_mib']:.0f} MiB{fallbacks}\n\n"
+            f"`recipe.yaml` holds the recipe as run; `kvant.json` the manifest with every file's sha256.\n")

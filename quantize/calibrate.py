@@ -1,0 +1,242 @@
+"""The layer-by-layer loop: capture the first decoder layer's inputs, then for each decoder layer on the accelerator:
+collect statistics, smooth (SmoothQuant/AWQ), quantize (RTN/GPTQ), re-run to feed the next layer the quantized
+layer's outputs."""
+import logging
+import re
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kvant.engine.errors import KvantError
+from kvant.quantize.awq import awq_layer
+from kvant.quantize.calibration_data import CalibrationSet
+from kvant.quantize.kv_cache import KVObserver, observing
+from kvant.quantize.linear_quant import quantize_weight
+from kvant.quantize.observers import AbsMax, ChannelAbsMax, Hessian, TokenSample
+from kvant.quantize.recipe import Recipe
+from kvant.quantize.schemes import Scheme, fallback_group_size
+from kvant.quantize.smoothquant import smooth_layer
+
+log = logging.getLogger(__name__)
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+AWQ_TOKENS = 4096  # sampled input rows per Linear for AWQ's searches
+FP8_MAX = 448.0
+
+
+class Cancelled(KvantError):
+    pass
+
+
+@dataclass(slots=True)
+class Summary:
+    time_s: float = 0.0
+    peak_memory_mib: float = 0.0
+    layer_errors: list[float] = field(default_factory=list)  # relative output MSE per layer (NaN when data-free)
+    group_size_fallbacks: dict[str, int] = field(default_factory=dict)  # linear suffix -> group size used
+
+
+def _matches(name: str, patterns) -> bool:
+    return any(name == p or (p.startswith("re:") and re.match(p[3:], name)) for p in patterns)
+
+
+def plan_linears(model: nn.Module, recipe: Recipe, summary: Summary) -> dict[str, Scheme]:
+    # full module name -> scheme for every targeted decoder-layer Linear; fails before any work on a bad group size
+    scheme = recipe.quant_scheme
+    plan = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or ".layers." not in name:
+            continue
+        if not (("Linear" in recipe.targets) or _matches(name, recipe.targets)) or _matches(name, recipe.ignore):
+            continue
+        s = scheme
+        if scheme.weights.strategy == "group":
+            g = fallback_group_size(module.in_features, scheme.weights.group_size)
+            if g is None:
+                raise KvantError(f"{name}: input size {module.in_features} is not a multiple of 8, "
+                                 f"so no INT4 group size fits; add it to the recipe's ignore list")
+            if g != scheme.weights.group_size:
+                suffix = name.rsplit(".", 1)[-1]
+                if suffix not in summary.group_size_fallbacks:
+                    log.warning("%s: group_size %d does not divide input size %d; using %d", suffix,
+                                scheme.weights.group_size, module.in_features, g)
+                summary.group_size_fallbacks[suffix] = g
+                s = scheme.with_group_size(g)
+        if s.weights.num_bits == 4 and not s.weights.symmetric and module.out_features % 8:
+            raise KvantError(f"{name}: asymmetric INT4 packs zero points 8 rows per word; {module.out_features} rows")
+        plan[name] = s
+    if not plan:
+        raise KvantError("the recipe's targets/ignore select no Linear layer")
+    return plan
+
+
+def _capture_first_inputs(model, samples, device: str) -> tuple[list[torch.Tensor], list[dict]]:
+    # hidden states entering layer 0 (model dtype, CPU) and the layer's other keyword arguments per sample
+    hidden, kwargs_list = [], []
+
+    class Stop(Exception):
+        pass
+
+    def hook(_module, args, kwargs):
+        h = args[0] if args else kwargs.pop("hidden_states")
+        hidden.append(h.detach().cpu())
+        kwargs_list.append({k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values")})
+        raise Stop
+
+    handle = model.model.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for ids in samples:
+            try:
+                with torch.no_grad():
+                    model(ids.unsqueeze(0).to(device), use_cache=False)
+            except Stop:
+                pass
+    finally:
+        handle.remove()
+    return hidden, kwargs_list
+
+
+def _to(value, device, dtype):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, dtype) if value.is_floating_point() else value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_to(v, device, dtype) for v in value)
+    return value
+
+
+def _run_layer(layer, hidden, kwargs_list, device, hooks=()) -> list[torch.Tensor]:
+    # every sample through one layer in fp32 on `device`; outputs back on CPU in the stored dtype
+    outs = []
+    with torch.no_grad():
+        for h, kw in zip(hidden, kwargs_list):
+            out = layer(h.to(device, torch.float32), **_to(kw, device, torch.float32))
+            out = out[0] if isinstance(out, tuple) else out
+            outs.append(out.to("cpu", h.dtype))
+    return outs
+
+
+def _hooked(linears: dict[str, nn.Linear], observers: dict[str, list]):
+    # forward hooks feeding each Linear's input to its observers; returns the handles
+    handles = []
+    for key, obs in observers.items():
+        def hook(_m, args, _out, obs=obs):
+            for o in obs:
+                o.update(args[0])
+        handles.append(linears[key].register_forward_hook(hook))
+    return handles
+
+
+def _relative_error(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
+    num = sum(float((a.float() - b.float()).pow(2).sum()) for a, b in zip(ref, out))
+    den = sum(float(a.float().pow(2).sum()) for a in ref)
+    return num / max(den, 1e-30)
+
+
+def quantize_layers(model, recipe: Recipe, plan: dict[str, Scheme], calib: CalibrationSet | None, device,
+                    *, progress=None, cancel: threading.Event | None = None, summary: Summary) -> dict:
+    """Returns {checkpoint name: tensor} for every decoder-layer tensor (quantized Linears in compressed-tensors
+    form, the rest in the model dtype) plus the FP8 KV-cache scales."""
+    dtype = model.dtype
+    layers = model.model.layers
+    tensors: dict[str, torch.Tensor] = {}
+    hidden, kwargs_list = ([], [])
+    if calib is not None:
+        hidden, kwargs_list = _capture_first_inputs(model, calib.input_ids, "cpu")
+    kv = KVObserver() if recipe.kv_cache_scheme == "fp8" else None
+    start = time.monotonic()
+    bar = tqdm(total=len(layers), desc="quantize", unit="layer", leave=False)
+    for i, layer in enumerate(layers):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("quantization cancelled")
+        prefix = f"model.layers.{i}."
+        linears = {n: m for n, m in layer.named_modules() if prefix + n in plan}
+        if not linears:  # nothing targeted here: pass the layer through unchanged
+            tensors.update({prefix + n: t.detach().to("cpu", dtype) for n, t in layer.state_dict().items()})
+            if calib is not None:
+                layer.to(device, torch.float32)
+                with observing(model.config, kv) if kv is not None else nullcontext():
+                    hidden = _run_layer(layer, hidden, kwargs_list, device)
+                layer.to("cpu", dtype)
+            if kv is not None:
+                tensors.update({f"{prefix}self_attn.{k}": t for k, t in kv.scales(i, dtype).items()})
+            summary.layer_errors.append(float("nan"))
+            bar.update(1)
+            continue
+        layer.to(device, torch.float32)
+        schemes = {n: plan[prefix + n] for n in linears}
+        args_of = {id(m): schemes[n].weights for n, m in linears.items()}
+        # statistics for smoothing
+        if calib is not None and (recipe.smoothing_strength is not None or recipe.uses_awq):
+            keys = ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
+            per_update = max(1, 2 * AWQ_TOKENS // len(hidden))
+            obs = {k: [ChannelAbsMax() if recipe.smoothing_strength is not None else TokenSample(AWQ_TOKENS, per_update)]
+                   for k in keys}
+            handles = _hooked(dict(layer.named_modules()), obs)
+            try:
+                _run_layer(layer, hidden, kwargs_list, device)
+            finally:
+                for h in handles:
+                    h.remove()
+            if recipe.smoothing_strength is not None:
+                smooth_layer(layer, {k: o[0].value for k, o in obs.items()}, recipe.smoothing_strength)
+            else:
+                inputs = {k: o[0].value().to(device) for k, o in obs.items()}
+                awq_layer(layer, inputs, lambda m: args_of[id(m)], dtype, n_grid=recipe.n_grid,
+                          duo_scaling=recipe.duo_scaling, clip=recipe.clip_search)
+        # statistics for quantization, and the reference outputs
+        hessians, act_max, ref = {}, {}, None
+        if calib is not None:
+            obs = {}
+            for n, m in linears.items():
+                if recipe.uses_gptq:
+                    hessians[n] = Hessian(m.in_features, device)
+                    obs.setdefault(n, []).append(hessians[n])
+                if schemes[n].needs_activation_stats:
+                    act_max[n] = AbsMax()
+                    obs.setdefault(n, []).append(act_max[n])
+            handles = _hooked(linears, obs)
+            try:
+                with observing(model.config, kv) if kv is not None else nullcontext():
+                    ref = _run_layer(layer, hidden, kwargs_list, device)
+            finally:
+                for h in handles:
+                    h.remove()
+        # quantize
+        for n, m in linears.items():
+            h = hessians[n].value() if n in hessians else None
+            q, deq, _ = quantize_weight(m.weight.detach().float(), schemes[n], dtype, h,
+                                        dampening_frac=recipe.dampening_frac, block_size=recipe.block_size,
+                                        actorder=recipe.actorder is not None)
+            with torch.no_grad():
+                m.weight.copy_(deq.to(m.weight.device))
+            for t, v in q.items():
+                tensors[f"{prefix}{n}.{t}"] = v.cpu()
+            if n in act_max:
+                tensors[f"{prefix}{n}.input_scale"] = torch.tensor([max(act_max[n].value, 1e-6) / FP8_MAX], dtype=dtype)
+            if m.bias is not None:
+                tensors[f"{prefix}{n}.bias"] = m.bias.detach().to("cpu", dtype)
+        for n, t in layer.state_dict().items():
+            owner = n.rsplit(".", 1)[0]
+            if owner not in linears:
+                tensors[prefix + n] = t.detach().to("cpu", dtype)
+        if kv is not None:
+            for name, t in kv.scales(i, dtype).items():
+                tensors[f"{prefix}self_attn.{name}"] = t
+        # propagate with the quantized weights
+        if calib is not None:
+            hidden = _run_layer(layer, hidden, kwargs_list, device)
+            summary.layer_errors.append(_relative_error(ref, hidden))
+        else:
+            summary.layer_errors.append(float("nan"))
+        layer.to("cpu", dtype)
+        bar.update(1)
+        elapsed = time.monotonic() - start
+        eta = elapsed / (i + 1) * (len(layers) - i - 1)
+        if progress is not None:
+            progress(f"layer {i + 1}/{len(layers)} (ETA {eta:.0f}s)", (i + 1) / len(layers))
+    bar.close()
+    return tensors

@@ -1,0 +1,91 @@
+"""Pure tensor quantizers (compressed-tensors qparam formulas); each returns (q, scale[, zero_point])."""
+import torch
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+MIN_SCALE = torch.finfo(torch.float16).tiny  # an all-zero row still gets a finite, representable scale
+
+
+def _round_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # the scale is stored in `dtype`; quantize against the stored value so dequantization is exact
+    return scale.clamp(min=MIN_SCALE).to(dtype).float().clamp(min=MIN_SCALE)
+
+
+def quantize_fp8_per_channel(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16):
+    # w [N, K] -> (q fp8 [N, K], scale [N, 1] in scale_dtype)
+    assert w.dim() == 2
+    scale = _round_scale(w.float().abs().amax(dim=1, keepdim=True) / FP8_MAX, scale_dtype)
+    q = (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    return q, scale.to(scale_dtype)
+
+
+def quantize_fp8_per_tensor(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16, absmax: float | None = None):
+    # w [N, K] -> (q fp8 [N, K], scale [1]); absmax overrides the observed range (static activation scales)
+    amax = w.float().abs().amax() if absmax is None else torch.tensor(float(absmax))
+    scale = _round_scale((amax / FP8_MAX).reshape(1), scale_dtype)
+    q = (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    return q, scale.to(scale_dtype)
+
+
+def quantize_int8_per_channel(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16):
+    # w [N, K] -> (q int8 [N, K], scale [N, 1]); symmetric: scale = absmax / 127.5 as compressed-tensors computes it
+    assert w.dim() == 2
+    scale = _round_scale(w.float().abs().amax(dim=1, keepdim=True) / 127.5, scale_dtype)
+    q = torch.round(w.float() / scale).clamp(-128, 127).to(torch.int8)
+    return q, scale.to(scale_dtype)
+
+
+def quantize_int8_per_token(x: torch.Tensor):
+    # x [M, K] -> (q int8 [M, K], scale fp32 [M, 1]); dynamic activations, scale = absmax / 127 (kernel convention)
+    scale = (x.float().abs().amax(dim=-1, keepdim=True) / 127.0).clamp(min=MIN_SCALE)
+    return torch.round(x.float() / scale).clamp(-128, 127).to(torch.int8), scale
+
+
+def int4_qparams(w: torch.Tensor, group_size: int, symmetric: bool = True, scale_dtype: torch.dtype = torch.bfloat16):
+    # w [N, K] -> scale fp32 [N, K // G] (already rounded to scale_dtype), zero_point int8 [N, K // G] or None
+    n, k = w.shape
+    g = w.float().reshape(n, k // group_size, group_size)
+    lo, hi = g.amin(dim=-1).clamp(max=0), g.amax(dim=-1).clamp(min=0)
+    if symmetric:
+        return _round_scale(torch.maximum(-lo, hi) / 7.5, scale_dtype), None
+    scale = _round_scale((hi - lo) / 15.0, scale_dtype)
+    zp = torch.round(-8 - lo / scale).clamp(-8, 7).to(torch.int8)
+    return scale, zp
+
+
+def quantize_int4_with(w: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, group_size: int):
+    # w [N, K] with per-group scale/zp [N, K // G] -> q int8 [N, K] in [-8, 7]
+    s = scale.float().repeat_interleave(group_size, dim=1)
+    q = torch.round(w.float() / s)
+    if zero_point is not None:
+        q = q + zero_point.float().repeat_interleave(group_size, dim=1)
+    return q.clamp(-8, 7).to(torch.int8)
+
+
+def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, group_size: int):
+    # q int8 [N, K] -> fp32 [N, K]: (q - zp) * scale
+    qf = q.float()
+    if zero_point is not None:
+        qf = qf - zero_point.float().repeat_interleave(group_size, dim=1)
+    return qf * scale.float().repeat_interleave(group_size, dim=1)
+
+
+def quantize_int4_groupwise(w: torch.Tensor, group_size: int, symmetric: bool = True,
+                            scale_dtype: torch.dtype = torch.bfloat16):
+    # w [N, K], K % group_size == 0 -> (q int8 [N, K] in [-8, 7], scale [N, K // G] scale_dtype, zp int8 or None)
+    assert w.dim() == 2 and w.shape[1] % group_size == 0, f"{tuple(w.shape)} not divisible by group {group_size}"
+    scale, zp = int4_qparams(w, group_size, symmetric, scale_dtype)
+    return quantize_int4_with(w, scale, zp, group_size), scale.to(scale_dtype), zp
+
+
+def fake_quantize_weight(w: torch.Tensor, scheme_weights, scale_dtype: torch.dtype) -> torch.Tensor:
+    # round-to-nearest quantize then dequantize, in fp32 (used by AWQ's searches)
+    if scheme_weights.num_bits == 4:
+        q, s, zp = quantize_int4_groupwise(w, scheme_weights.group_size, scheme_weights.symmetric, scale_dtype)
+        return dequantize_int4(q, s, zp, scheme_weights.group_size)
+    if scheme_weights.type == "float":
+        fn = quantize_fp8_per_tensor if scheme_weights.strategy == "tensor" else quantize_fp8_per_channel
+    else:
+        fn = quantize_int8_per_channel
+    q, s = fn(w, scale_dtype)
+    return q.float() * s.float()

@@ -1,0 +1,41 @@
+"""The engine on CUDA: Triton kernels, CUDA graphs for decode, GPU memory sizing."""
+import pytest
+import torch
+
+from kvant.engine.llm import LLM
+from kvant.engine.sampling_params import SamplingParams
+
+from .conftest import TINY, reference_greedy
+
+pytestmark = pytest.mark.gpu
+
+GREEDY = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def cuda_tiny(tiny_model):
+    import copy
+
+    return copy.deepcopy(tiny_model).to("cuda")
+
+
+def prompts(n):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(2, TINY.vocab_size, (int(torch.randint(1, 60, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(enforce_eager=True), dict(num_kv_blocks=24, max_model_len=96),
+                                 dict(max_num_batched_tokens=16, max_num_seqs=5)])
+def test_cuda_greedy_matches_reference_forward(cuda_tiny, cfg):
+    ps = prompts(20)
+    expected = [reference_greedy(cuda_tiny, p, 24) for p in ps]
+    llm = LLM.from_model(cuda_tiny, None, gpu_memory_utilization=0.3, max_num_seqs=cfg.pop("max_num_seqs", 32),
+                         **cfg)
+    assert bool(llm.engine.runner.graphs) == (not cfg.get("enforce_eager", False))
+    outs = llm.generate(ps, GREEDY)
+    assert [o.outputs[0].token_ids for o in outs] == expected
+    bm = llm.engine.block_manager
+    assert bm.num_free_blocks == bm.num_blocks
+    if "num_kv_blocks" in cfg:
+        assert llm.stats().num_preemptions > 0

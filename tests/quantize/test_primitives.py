@@ -1,0 +1,154 @@
+import pytest
+import torch
+
+from kvant.kernels.int4_pack import pack_int4, unpack_int4
+from kvant.quantize import primitives as P
+from kvant.quantize.gptq import gptq_quantize
+from kvant.quantize.linear_quant import quantize_weight
+from kvant.quantize.schemes import get_scheme
+
+
+# ---- naive references, written element by element from the compressed-tensors formulas ----
+def naive_int4_sym(w, g):
+    n, k = w.shape
+    q = torch.zeros(n, k, dtype=torch.int8)
+    scale = torch.zeros(n, k // g)
+    for r in range(n):
+        for j in range(k // g):
+            block = [float(v) for v in w[r, j * g:(j + 1) * g]]
+            s = max(max(abs(v) for v in block), 0.0) / 7.5
+            s = float(torch.tensor(s).to(torch.bfloat16).float())
+            scale[r, j] = s
+            for c, v in enumerate(block):
+                q[r, j * g + c] = int(min(max(round(v / s), -8), 7))
+    return q, scale
+
+
+def naive_int4_asym(w, g):
+    n, k = w.shape
+    q = torch.zeros(n, k, dtype=torch.int8)
+    zp = torch.zeros(n, k // g, dtype=torch.int8)
+    scale = torch.zeros(n, k // g)
+    for r in range(n):
+        for j in range(k // g):
+            block = [float(v) for v in w[r, j * g:(j + 1) * g]]
+            lo, hi = min(min(block), 0.0), max(max(block), 0.0)
+            s = float(torch.tensor((hi - lo) / 15).to(torch.bfloat16).float())
+            z = int(min(max(round(-8 - lo / s), -8), 7))
+            scale[r, j], zp[r, j] = s, z
+            for c, v in enumerate(block):
+                q[r, j * g + c] = int(min(max(round(v / s) + z, -8), 7))
+    return q, scale, zp
+
+
+def naive_pack(q):
+    # bit layout from the research note: column 8w+j of a row in bits [4j, 4j+4) of word w, value + 8
+    n, k = q.shape
+    out = torch.zeros(n, k // 8, dtype=torch.int64)
+    for r in range(n):
+        for w in range(k // 8):
+            word = 0
+            for j in range(8):
+                word |= (int(q[r, 8 * w + j]) + 8) << (4 * j)
+            out[r, w] = word - (1 << 32) if word >= 1 << 31 else word
+    return out.to(torch.int32)
+
+
+@pytest.fixture
+def w():
+    torch.manual_seed(0)
+    return torch.randn(12, 64) * torch.linspace(0.1, 3.0, 64)
+
+
+def test_int4_symmetric_matches_naive(w):
+    q, scale, zp = P.quantize_int4_groupwise(w, 16)
+    nq, nscale = naive_int4_sym(w, 16)
+    assert zp is None
+    torch.testing.assert_close(scale.float(), nscale)
+    # round-half-even (torch) vs Python's round: both are banker's rounding
+    assert torch.equal(q, nq)
+    assert q.min() >= -8 and q.max() <= 7
+
+
+def test_int4_asymmetric_matches_naive(w):
+    q, scale, zp = P.quantize_int4_groupwise(w + 0.5, 32, symmetric=False)
+    nq, nscale, nzp = naive_int4_asym(w + 0.5, 32)
+    torch.testing.assert_close(scale.float(), nscale)
+    assert torch.equal(zp, nzp) and torch.equal(q, nq)
+    deq = P.dequantize_int4(q, scale, zp, 32)
+    # each value is within half a step of its group's grid (clamping only at the range ends, which hold 0 inside)
+    assert float(((deq - (w + 0.5)).abs() / scale.float().repeat_interleave(32, 1)).max()) <= 0.5 + 1e-4
+
+
+def test_fp8_per_channel_round_trip(w):
+    q, scale = P.quantize_fp8_per_channel(w)
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (12, 1)
+    amax = w.abs().amax(dim=1, keepdim=True)
+    torch.testing.assert_close(scale.float(), (amax / 448).to(torch.bfloat16).float())
+    deq = q.float() * scale.float()
+    # e4m3 has 3 mantissa bits: relative error <= 2^-4 for normal values
+    big = w.abs() > amax / 64
+    assert float(((deq - w).abs() / w.abs())[big].max()) <= 2 ** -4 + 1e-6
+
+
+def test_int8_per_channel_and_per_token(w):
+    q, scale = P.quantize_int8_per_channel(w)
+    expected = (w.abs().amax(dim=1, keepdim=True) / 127.5).to(torch.bfloat16).float()
+    torch.testing.assert_close(scale.float(), expected)
+    assert torch.equal(q, torch.round(w / expected).clamp(-128, 127).to(torch.int8))
+    xq, xs = P.quantize_int8_per_token(w)
+    torch.testing.assert_close(xs, w.abs().amax(dim=1, keepdim=True) / 127)
+    assert int(xq.abs().max()) == 127
+
+
+def test_pack_matches_bit_layout():
+    torch.manual_seed(1)
+    q = torch.randint(-8, 8, (7, 40), dtype=torch.int8)
+    q[0, :8] = torch.tensor([-8, 7, -1, 0, 3, -5, 6, 7])  # top nibble 15 sets bit 31 (negative int32)
+    packed = pack_int4(q)
+    assert packed.dtype == torch.int32 and packed.shape == (7, 5)
+    assert torch.equal(packed, naive_pack(q))
+    assert torch.equal(unpack_int4(packed, 40), q)
+
+
+def test_pack_matches_compressed_tensors():
+    ct = pytest.importorskip("compressed_tensors.compressors.pack_quantized.helpers")
+    torch.manual_seed(2)
+    q = torch.randint(-8, 8, (16, 64), dtype=torch.int8)
+    theirs = ct.pack_to_int32(q, 4)
+    assert torch.equal(pack_int4(q), theirs.to(torch.int32))
+
+
+def test_gptq_beats_rtn_on_output_error():
+    torch.manual_seed(3)
+    x = torch.randn(512, 64) @ torch.randn(64, 64) * 0.3  # correlated inputs, where GPTQ helps
+    w = torch.randn(32, 64)
+    scheme = get_scheme("W4A16", 16)
+    h = 2 * x.t() @ x / x.shape[0]
+    _, rtn, _ = quantize_weight(w, scheme, torch.float32)
+    _, gptq, loss = quantize_weight(w, scheme, torch.float32, h, actorder=True)
+    err = lambda wq: float((x @ (wq - w).t()).pow(2).mean())
+    assert err(gptq) < 0.8 * err(rtn)
+    assert loss is not None and loss > 0
+    # every GPTQ weight lies on its group's grid: re-quantizing changes nothing
+    q, s, _ = P.quantize_int4_groupwise(gptq, 16, scale_dtype=torch.float32)
+    scale = P.int4_qparams(w, 16, True, torch.float32)[0]
+    torch.testing.assert_close(P.dequantize_int4(P.quantize_int4_with(gptq, scale, None, 16), scale, None, 16), gptq)
+
+
+def test_gptq_identity_hessian_is_rtn():
+    # with H = I no column's error can be compensated by the others, so GPTQ reduces to round-to-nearest
+    torch.manual_seed(4)
+    w = torch.randn(8, 32)
+    scheme = get_scheme("W8A8_INT8")
+    _, rtn, _ = quantize_weight(w, scheme, torch.float32)
+    _, gptq, _ = quantize_weight(w, scheme, torch.float32, torch.eye(32), actorder=False)
+    torch.testing.assert_close(gptq, rtn)
+
+
+def test_gptq_falls_back_when_hessian_is_not_positive_definite():
+    w = torch.randn(4, 16)
+    h = -torch.eye(16)
+    result = gptq_quantize(w, h, torch.full_like(w, 0.25), qmin=-128, qmax=127, dampening_frac=0.01)
+    assert result.fell_back
+    torch.testing.assert_close(result.weight, (torch.round(w / 0.25).clamp(-128, 127)) * 0.25)
