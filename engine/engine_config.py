@@ -22,6 +22,7 @@ class EngineConfig:
     device: str = "auto"
     kv_cache_dtype: str = "auto"  # "auto": the model dtype; "fp8": e4m3 with the checkpoint's k/v scales
     seed: int = 0  # for requests without their own seed
+    kernel_arch: str | None = None  # e.g. "sm_86": run the kernel paths that card would take (testing fallbacks)
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
@@ -45,5 +46,9 @@ class EngineConfig:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype must be auto or fp8, got {self.kv_cache_dtype!r}")
+        if self.kernel_arch is not None:
+            from kvant.engine.kernel_select import parse_arch
+
+            parse_arch(self.kernel_arch)
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")

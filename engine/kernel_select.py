@@ -96,3 +96,25 @@ def effective_capability() -> tuple[int, int] | None:
 
 def log_choice(scheme: str, path: KernelPath) -> None:
     log.info("kernels: %s artifact -> %s GEMM, KV cache %s (%s)", scheme, path.gemm, path.kv_cache, path.reason)
+
+
+def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | None = None) -> KernelPath | None:
+    """Pick the GEMM path of every quantized layer of a built model for the card it runs on (or for `kernel_arch`,
+    which forces a smaller card's paths), set it on the layers and log it once. None where no choice is made: a CPU
+    model without a forced arch runs the torch references."""
+    from kvant.engine.quant_linear import Fp8Linear
+
+    device = next(model.parameters()).device
+    if kernel_arch:
+        capability = parse_arch(kernel_arch)
+    elif device.type == "cuda":
+        capability = _forced or __import__("torch").cuda.get_device_capability(device)
+    else:
+        return None
+    scheme = scheme_of(getattr(model.config, "quantization_config", None))
+    path = select_path(scheme, capability, kv_cache_dtype)
+    for module in model.modules():
+        if isinstance(module, Fp8Linear):
+            module.weight_only = path.gemm == "fp8_weight_only"
+    log_choice(scheme, path)
+    return path

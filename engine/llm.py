@@ -27,7 +27,12 @@ def build_engine(model, tokenizer=None, **engine_kwargs) -> LLMEngine:
         dtype = resolve_dtype(config.dtype, model_config, device)
         model = load_model(path, dtype=dtype, device=device, config=model_config)
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
-    return LLMEngine(model, tokenizer, config)
+    from kvant.engine.kernel_select import apply_kernel_paths
+
+    kernel_path = apply_kernel_paths(model, config.kv_cache_dtype, config.kernel_arch)
+    engine = LLMEngine(model, tokenizer, config)
+    engine.kernel_path = kernel_path
+    return engine
 
 
 def pick_device(device: str) -> str:

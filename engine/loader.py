@@ -129,6 +129,8 @@ def dummy_model(config: ModelConfig, dtype: str | torch.dtype | None = "auto", d
     """Random weights from a config alone (no disk): for benchmarks and tests at real shapes."""
     device = torch.device(device)
     model = build_model(config, resolve_dtype(dtype, config, device), device)
+    if device.type == "meta":  # shapes only: nothing to initialise
+        return model
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -64,3 +64,71 @@ def test_scheme_of_compressed_tensors_configs(cfg, scheme):
 def test_unsupported_scheme_is_named():
     with pytest.raises(KvantError, match="3-bit int"):
         scheme_of(_group({"num_bits": 3, "type": "int"}))
+
+
+# ---- applied at load: the engine sets each layer's path from the scheme and the (forced) capability
+
+def _fp8_model():
+    import torch
+
+    from kvant.engine.config import ModelConfig
+    from kvant.engine.loader import dummy_model
+    from kvant.quantize.rtn import quantize_model_rtn
+
+    cfg = ModelConfig(architecture="LlamaForCausalLM", vocab_size=128, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                      max_position_embeddings=128, max_model_len=64, tie_word_embeddings=False, eos_token_ids=(2,),
+                      rope_theta=10000.0,
+                      quantization_config={"quant_method": "compressed-tensors", "config_groups": {"g": {
+                          "weights": {"num_bits": 8, "type": "float", "strategy": "channel"},
+                          "input_activations": {"num_bits": 8, "type": "float", "strategy": "token",
+                                                "dynamic": True}}}})
+    return quantize_model_rtn(dummy_model(cfg, dtype=torch.float32, seed=3), "fp8")
+
+
+@pytest.mark.parametrize("arch, weight_only", [("sm_86", True), ("sm_87", True), ("sm_89", False), ("sm_90", False)])
+def test_engine_applies_fp8_path_for_the_forced_arch(arch, weight_only):
+    import torch
+
+    from kvant.engine.llm import LLM
+    from kvant.engine.quant_linear import Fp8Linear
+    from kvant.engine.sampling_params import SamplingParams
+    from kvant.kernels.w8a16_gemm import w8a16_gemm_ref
+
+    model = _fp8_model()
+    llm = LLM.from_model(model, None, kernel_arch=arch, num_kv_blocks=16, max_model_len=64)
+    assert llm.engine.kernel_path.gemm == ("fp8_weight_only" if weight_only else "fp8_w8a8")
+    layer = model.model.layers[0].mlp.up_proj
+    assert isinstance(layer, Fp8Linear) and layer.weight_only is weight_only
+    x = torch.randn(3, 64)
+    expected = w8a16_gemm_ref(x, layer.weight, layer.weight_scale)
+    # weight-only keeps activations in 16/32 bit: exactly the dequantized-weight product; W8A8 quantizes x too
+    if weight_only:
+        torch.testing.assert_close(layer(x), expected)
+    else:
+        assert not torch.equal(layer(x), expected)
+        torch.testing.assert_close(layer(x), expected, rtol=0.15, atol=0.05)
+    out = llm.generate([[1, 2, 3, 4]], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    assert len(out[0].outputs[0].token_ids) == 4
+
+
+def test_engine_refuses_pre_ampere_with_a_clear_message():
+    from kvant.engine.errors import KvantError
+    from kvant.engine.llm import LLM
+
+    with pytest.raises(KvantError, match="Ampere.*sm_75"):
+        LLM.from_model(_fp8_model(), None, kernel_arch="sm_75", num_kv_blocks=16, max_model_len=64)
+
+
+def test_bad_kernel_arch_is_named():
+    from kvant.engine.llm import LLM
+
+    with pytest.raises(ValueError, match="kernel_arch must look like sm_86"):
+        LLM.from_model(_fp8_model(), None, kernel_arch="ampere", num_kv_blocks=16, max_model_len=64)
+
+
+def test_cpu_model_without_forced_arch_runs_references():
+    from kvant.engine.llm import LLM
+
+    llm = LLM.from_model(_fp8_model(), None, num_kv_blocks=16, max_model_len=64)
+    assert llm.engine.kernel_path is None

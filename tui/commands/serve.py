@@ -25,11 +25,13 @@ def add_parser(sub) -> None:
     e.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     e.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default=None)
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    e.add_argument("--kernel-arch", default=None,
+                   help="run the kernel paths of a smaller card, e.g. sm_86 (FP8 artifacts as FP8 weight-only)")
     p.set_defaults(func=run)
 
 
 ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization",
-                "kv_cache_memory", "kv_cache_dtype", "dtype", "device")
+                "kv_cache_memory", "kv_cache_dtype", "dtype", "device", "kernel_arch")
 
 
 def engine_kwargs(args) -> dict:
@@ -49,8 +51,28 @@ def run(args) -> int:
         raise ValueError(f"max_queue must be >= 0, got {max_queue}")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"port must be in [0, 65535], got {args.port}")
+    import time
+
+    started = time.perf_counter()
     engine = AsyncLLM(args.model, **engine_kwargs(args))
+    print(startup_report(engine.engine, time.perf_counter() - started), flush=True)
     name = args.served_model_name or args.model
     print(f"serving {name} at http://{args.host}:{args.port}/v1", flush=True)
     return serve(engine, name, host=args.host, port=args.port, api_key=args.api_key, max_queue=max_queue,
                  log_level=args.log_level)
+
+
+def startup_report(engine, seconds: float) -> str:
+    """What `kvant serve` prints once the engine is ready: kernels chosen, memory plan, time to ready."""
+    lines = []
+    path = getattr(engine, "kernel_path", None)
+    if path is not None:
+        lines.append(f"kernels: {path.gemm} GEMM, KV cache {path.kv_cache} ({path.reason})")
+    runner = engine.runner
+    plan = getattr(runner, "memory_plan", None)
+    if plan is not None:
+        lines.append(plan.breakdown())
+    else:
+        lines.append(f"KV cache: {runner.num_blocks * runner.block_size:,} tokens on {runner.device}")
+    lines.append(f"ready in {seconds:.1f} s (load, KV cache, {len(runner.graphs)} CUDA graphs)")
+    return "\n".join(lines)
