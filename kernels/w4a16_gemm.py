@@ -101,6 +101,187 @@ def w4a16_gemm_triton(x, weight_packed, weight_scale, group_size, weight_zero_po
     return out.to(x.dtype) if split > 1 else out
 
 
+@triton.jit
+def _w4a16_planes_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_xm, stride_wn, stride_sn,
+                         stride_zn, stride_om, TILES_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr,
+                         UPCAST: tl.constexpr, SCALE_AFTER: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # No interleave: plane j of a word tile holds k = 8 * word + j, so the K sum runs as 8 dots over planes, each
+    # against the matching stride-8 columns of x; the packed tile is read once, K-major as stored.
+    WK: tl.constexpr = BLOCK_K // 8
+    pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < M, offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    num_tiles = tl.cdiv(K, BLOCK_K)
+    first = pid_k * TILES_PER_SPLIT
+    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, num_tiles)):
+        offs_w = t * WK + tl.arange(0, WK)
+        mask_w = offs_w < K // 8
+        wmask = mask_w[:, None] & mask_n[None, :]
+        words = tl.load(w_ptr + offs_n[None, :].to(tl.int64) * stride_wn + offs_w[:, None], mask=wmask,
+                        other=0)  # [WK, BLOCK_N] int32
+        if SCALE_AFTER:  # the tile lies in one group: scale the fp32 partial sum (exact dequant of q - zp)
+            grp = (t * BLOCK_K) // G
+            scale = tl.load(s_ptr + offs_n * stride_sn + grp, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+            zcol = grp + tl.zeros((WK,), tl.int32)
+        else:  # a word's 8 values share a group (G % 8 == 0): per-word scales, dequantised before the dot
+            zcol = (offs_w * 8) // G
+            scale = tl.load(s_ptr + offs_n[None, :] * stride_sn + zcol[:, None], mask=wmask, other=0.0)
+            scale = scale.to(tl.float32)
+        if HAS_ZP:
+            zw = tl.load(z_ptr + (offs_n // 8)[None, :] * stride_zn + zcol[:, None], mask=wmask, other=0)
+            zp = ((zw >> ((offs_n % 8) * 4)[None, :]) & 0xF) - 8
+        part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for j in tl.static_range(8):
+            q = ((words >> (4 * j)) & 0xF) - 8
+            if HAS_ZP:
+                q = q - zp
+            w = q.to(tl.float32)
+            if not SCALE_AFTER:
+                w = w * scale
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (offs_w * 8 + j)[None, :],
+                        mask=mask_m[:, None] & mask_w[None, :], other=0.0)  # [BLOCK_M, WK]
+            if UPCAST:
+                part += tl.dot(x.to(tl.float32), w)
+            else:
+                part += tl.dot(x, w.to(x.dtype))
+        if SCALE_AFTER:
+            acc += part * scale
+        else:
+            acc += part
+    out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT > 1:
+        tl.atomic_add(out, acc, mask=mask)
+    else:
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def w4a16_gemm_planes_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None,
+                             config: tuple[int, int, int, int, int, int] | None = None) -> torch.Tensor:
+    m, k = x.shape
+    n = weight_packed.shape[0]
+    if weight_packed.dtype != torch.int32 or weight_packed.shape[1] * 8 != k:
+        raise ValueError(f"weight_packed must be int32 [N, {k // 8}], got {weight_packed.dtype} "
+                         f"{tuple(weight_packed.shape)}")
+    if k % group_size or group_size % 8:
+        raise ValueError(f"group_size must divide K={k} and be a multiple of 8, got {group_size}")
+    if weight_scale.shape != (n, k // group_size):
+        raise ValueError(f"weight_scale must be [{n}, {k // group_size}], got {tuple(weight_scale.shape)}")
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    weight_packed, weight_scale = weight_packed.contiguous(), weight_scale.contiguous()
+    zp = weight_zero_point.contiguous() if weight_zero_point is not None else weight_packed
+    if m <= 16:  # decode: weight-bandwidth bound, split K so that every SM streams weights
+        bm, bn, bk, warps, stages = 16, 64, 256, 4, 3
+    else:
+        bm, bn, bk, warps, stages = (64 if m <= 64 else 128), 128, 128, 8, 3
+    if group_size % bk and bk > 128 and group_size % 128 == 0:
+        bk = 128  # keep one group per tile where the group allows it
+    waves = 2  # split K until about this many programs per SM
+    if config is not None:  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves), for bench sweeps
+        bm, bn, bk, warps, stages, waves = config
+    num_tiles = triton.cdiv(k, bk)
+    tiles_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    split = max(1, min(num_tiles, waves * num_sms(x.device) // tiles_mn)) if m <= 16 else 1
+    per_split = triton.cdiv(num_tiles, split)
+    split = triton.cdiv(num_tiles, per_split)
+    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
+        m, n, dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(n, bn), triton.cdiv(m, bm), split)
+    _w4a16_planes_kernel[grid](x, weight_packed, weight_scale, zp, out, m, n, k, group_size, x.stride(0),
+                               weight_packed.stride(0), weight_scale.stride(0), zp.stride(0), out.stride(0), per_split,
+                               HAS_ZP=weight_zero_point is not None, SPLIT=split,
+                               UPCAST=interpreted(_w4a16_planes_kernel), SCALE_AFTER=group_size % bk == 0,
+                               BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    return out.to(x.dtype) if split > 1 else out
+
+
+@triton.jit
+def _w4a16_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_xm, stride_wn, stride_sn, stride_zn,
+                       stride_om, TILES_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # A few rows (decode): no tensor cores, the weight tile is read once, K-major as stored; plane j of a word tile
+    # holds k = 8 * word + j, dequantized in registers and multiplied against x's matching stride-8 columns.
+    # Products accumulate in a [BLOCK_M, BLOCK_N, WK] tile that is reduced once at the end.
+    WK: tl.constexpr = BLOCK_K // 8
+    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < M, offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N, WK), dtype=tl.float32)
+    num_tiles = K // BLOCK_K
+    first = pid_k * TILES_PER_SPLIT
+    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, num_tiles)):
+        offs_w = t * WK + tl.arange(0, WK)
+        words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_w[None, :], mask=mask_n[:, None],
+                        other=0)  # [BLOCK_N, WK] int32
+        group = (t * BLOCK_K) // G  # BLOCK_K divides G
+        scale = tl.load(s_ptr + offs_n * stride_sn + group, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+        if HAS_ZP:
+            zw = tl.load(z_ptr + (offs_n // 8) * stride_zn + group, mask=mask_n, other=0)
+            zp = (((zw >> ((offs_n % 8) * 4)) & 0xF) - 8)[:, None]
+        for j in tl.static_range(8):
+            q = ((words >> (4 * j)) & 0xF) - 8
+            if HAS_ZP:
+                q = q - zp
+            w = q.to(tl.float32) * scale  # [BLOCK_N, WK]
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (offs_w * 8 + j)[None, :], mask=mask_m[:, None],
+                        other=0.0).to(tl.float32)  # [BLOCK_M, WK]
+            acc += x[:, None, :] * w[None, :, :]
+    out = tl.sum(acc, axis=2)
+    ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    if SPLIT > 1:
+        tl.atomic_add(ptrs, out, mask=mask)
+    else:
+        tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+GEMV_MAX_M = 4  # up to this many rows the CUDA-core GEMV beats the tensor-core tile (bench/RESULTS.md)
+
+
+def w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None,
+                      config: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
+    """x [M <= 16, K] -> [M, N]. config = (BLOCK_N, BLOCK_K, num_warps, num_stages, split) for bench sweeps; split
+    0 picks about two programs per SM."""
+    m, k = x.shape
+    n = weight_packed.shape[0]
+    _check(x, weight_packed, weight_scale, group_size)
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    weight_packed, weight_scale = weight_packed.contiguous(), weight_scale.contiguous()
+    zp = weight_zero_point.contiguous() if weight_zero_point is not None else weight_packed
+    bn, bk, warps, stages, split = config or (32, _block_k(group_size, 256), 4, 4, 0)
+    bk = min(bk, _block_k(group_size, 256))
+    num_tiles = k // bk
+    if split == 0:
+        split = max(1, min(num_tiles, 2 * num_sms(x.device) // triton.cdiv(n, bn)))
+    per_split = triton.cdiv(num_tiles, split)
+    split = triton.cdiv(num_tiles, per_split)
+    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
+        m, n, dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(n, bn), split)
+    _w4a16_gemv_kernel[grid](x, weight_packed, weight_scale, zp, out, m, n, k, group_size, x.stride(0),
+                             weight_packed.stride(0), weight_scale.stride(0), zp.stride(0), out.stride(0), per_split,
+                             HAS_ZP=weight_zero_point is not None, SPLIT=split,
+                             BLOCK_M=max(1, triton.next_power_of_2(m)), BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
+                             num_stages=stages)
+    return out.to(x.dtype) if split > 1 else out
+
+
+def _check(x, weight_packed, weight_scale, group_size) -> None:
+    m, k = x.shape
+    n = weight_packed.shape[0]
+    if weight_packed.dtype != torch.int32 or weight_packed.shape[1] * 8 != k:
+        raise ValueError(f"weight_packed must be int32 [N, {k // 8}], got {weight_packed.dtype} "
+                         f"{tuple(weight_packed.shape)}")
+    if k % group_size or group_size % 16:
+        raise ValueError(f"group_size must divide K={k} and be a multiple of 16, got {group_size}")
+    if weight_scale.shape != (n, k // group_size):
+        raise ValueError(f"weight_scale must be [{n}, {k // group_size}], got {tuple(weight_scale.shape)}")
+
+
 def w4a16_gemm(x, weight_packed, weight_scale, group_size, weight_zero_point=None) -> torch.Tensor:
     if on_cuda(x, weight_packed, weight_scale, weight_zero_point):
         return w4a16_gemm_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)
