@@ -18,4 +18,6 @@ def _packages():
 
 
 packages = _packages()
-setup(packages=packages, package_data={p: list(DATA) for p in packages})
+# recipes/*.yaml ship as the data package kvant.recipes (see kvant.quantize.recipe.RECIPES_DIR)
+setup(packages=[*packages, "kvant.recipes"],
+      package_data={**{p: list(DATA) for p in packages}, "kvant.recipes": ["*.yaml"]})

@@ -1,6 +1,7 @@
 """Flat YAML recipes in llm-compressor's vocabulary -> a validated `Recipe`, before any work starts."""
 import dataclasses
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -14,7 +15,21 @@ KV_CACHE_SCHEMES = (None, "fp8")
 # keys that only mean something with a given algorithm
 GPTQ_KEYS = ("dampening_frac", "actorder", "block_size")
 AWQ_KEYS = ("n_grid", "duo_scaling", "clip_search")
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _find_recipes_dir() -> Path:
+    # an installed wheel ships recipes/*.yaml as the data package kvant.recipes; a source checkout (editable install)
+    # has no such package and reads the repo's recipes/ folder
+    try:
+        found = resources.files("kvant.recipes")
+    except ModuleNotFoundError:
+        found = None
+    if isinstance(found, Path) and found.is_dir():
+        return found
+    return Path(__file__).resolve().parents[1] / "recipes"
+
+
+RECIPES_DIR = _find_recipes_dir()
 
 
 @dataclass(slots=True, frozen=True)
@@ -142,13 +157,17 @@ def recipe_from_dict(data: dict) -> Recipe:
     return Recipe(**kwargs, calibration=Calibration(**calib))
 
 
+def shipped_recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
 def load_recipe(source: str | Path) -> Recipe:
     # a path to a YAML file, or the name of a shipped recipe (recipes/<name>.yaml)
     path = Path(source)
     if not path.is_file():
         shipped = RECIPES_DIR / f"{source}.yaml"
         if not shipped.is_file():
-            names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+            names = ", ".join(shipped_recipe_names()) or f"none found in {RECIPES_DIR}"
             raise KvantError(f"recipe {source!r} is neither a file nor a shipped recipe ({names})")
         path = shipped
     try:
