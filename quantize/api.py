@@ -99,6 +99,8 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
                     "license": info.get("license")},
         recipe=recipe.to_dict(), calibration=calibration, min_recovery=DEFAULT_MIN_RECOVERY[scheme],
         kvant_version=KVANT_VERSION)
+    # linear suffix -> the INT4 group size used where the recipe's does not divide the input size
+    kvant_json["group_size_fallbacks"] = dict(summary.group_size_fallbacks)
     if cancel is not None and cancel.is_set():
         raise KvantError("quantization cancelled")
     with artifact.staging(out, force) as tmp:

@@ -62,7 +62,11 @@ def staging(out: Path, force: bool):
         if out.exists():
             old = out.parent / f".{out.name}.kvant-old-{uuid.uuid4().hex[:8]}"
             out.rename(old)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)  # the previous artifact stays where it was
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)

@@ -57,8 +57,9 @@ def plan_linears(model: nn.Module, recipe: Recipe, summary: Summary) -> dict[str
         if scheme.weights.strategy == "group":
             g = fallback_group_size(module.in_features, scheme.weights.group_size)
             if g is None:
-                raise KvantError(f"{name}: input size {module.in_features} is not a multiple of 8, "
-                                 f"so no INT4 group size fits; add it to the recipe's ignore list")
+                raise KvantError(f"{name}: input size {module.in_features} is divisible by neither the recipe's "
+                                 f"group size {scheme.weights.group_size} nor any fallback (128, 64, 32, 16, 8); "
+                                 f"add it to the recipe's ignore list")
             if g != scheme.weights.group_size:
                 suffix = name.rsplit(".", 1)[-1]
                 if suffix not in summary.group_size_fallbacks:

@@ -35,8 +35,12 @@ def run(args) -> int:
     out = quantize(args.model, recipe, Path(args.out), force=args.force, progress=progress, device=args.device)
     from kvant.quantize.manifest import read
 
-    calib = read(out)["calibration"]
+    written = read(out)
+    calib = written["calibration"]
     errors = [e for e in calib.get("layer_errors", []) if e is not None]
     worst = f", worst layer output error {max(errors):.2e}" if errors else ""
     print(f"wrote {out} in {calib['time_s']:.1f}s (peak memory {calib['peak_memory_mib']:.0f} MiB{worst})")
+    fallbacks = written.get("group_size_fallbacks") or {}
+    if fallbacks:
+        print("group size fallbacks: " + ", ".join(f"{k} {v}" for k, v in sorted(fallbacks.items())))
     return 0
