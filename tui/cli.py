@@ -15,6 +15,7 @@ COMMANDS = {
     "push": "push",
     "bench": "bench",
     "tui": "tui",
+    "demo": "demo",
 }
 
 

@@ -1,0 +1,439 @@
+"""`kvant demo`: the default model through the whole pipeline (pull, INT4 quantize, validate against the base, serve,
+one streamed chat request), then a summary table."""
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvant.tui.commands.eval import DATA_ENV
+
+DEFAULT_RECIPE = "w4a16-gptq-g64"
+# 8 builtin samples x 128 tokens: one to two minutes of GPTQ on two CPU cores (the recipe's 128 x 512 takes far longer)
+DEFAULT_NUM_SAMPLES = 8
+DEFAULT_SEQ_LEN = 128
+# with a data folder: two short-context tasks, the first --limit items of each (a wikitext page runs to thousands of
+# tokens, minutes per model on a CPU)
+DATA_TASKS = ("kvant_arc_easy", "kvant_lambada_openai")
+DEFAULT_LIMIT = 25
+# greedy tokens per prompt of the generative check (kvant eval's 64 doubles the quantized model's decode steps)
+GENERATIVE_TOKENS = 32
+QUESTION = "What is the capital of France?"
+DEFAULT_MAX_TOKENS = 48
+# without a data folder: word perplexity on this many builtin paragraphs that calibration did not read
+NUM_HELDOUT = 16
+HELDOUT_TASK = "builtin_heldout"
+PREFIX_CHARS = 64  # a paragraph counts as read by calibration if its opening is in a decoded calibration sample
+SERVER_START_TIMEOUT_S = 300
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="pull, quantize to INT4, validate, serve and query the default model in one go",
+        description="Run the whole pipeline on the default model: pull it, quantize it to INT4 (GPTQ, group 64) on "
+                    "a small builtin calibration set, validate the artifact against the base model, serve it on "
+                    "127.0.0.1, stream one chat answer, shut the server down and print a summary. With a data "
+                    f"folder (--data-dir or ${DATA_ENV}) validation runs local lm-eval tasks; without one it uses "
+                    "only what ships with kvant: perplexity on builtin text held out from calibration and the "
+                    "generative agreement check.")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+                   help=f"shipped recipe name or recipe YAML (default: {DEFAULT_RECIPE})")
+    p.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES,
+                   help=f"calibration samples (default: {DEFAULT_NUM_SAMPLES})")
+    p.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN,
+                   help=f"tokens per calibration sample (default: {DEFAULT_SEQ_LEN})")
+    p.add_argument("--out", help="artifact folder (default: $KVANT_HOME/artifacts/<model>-<recipe>-<N>x<L>); a valid "
+                                 "artifact already there from the same model and recipe is reused")
+    p.add_argument("--force", action="store_true", help="quantize again even if --out holds an artifact")
+    p.add_argument("--data-dir", default=os.environ.get(DATA_ENV) or None,
+                   help=f"local evaluation data folder (default: ${DATA_ENV}; none: the offline check)")
+    p.add_argument("--tasks", help="comma-separated lm-eval tasks (default with a data folder: "
+                                   f"{','.join(DATA_TASKS)})")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"items per task (default: {DEFAULT_LIMIT})")
+    p.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                   help=f"longest chat answer in tokens (default: {DEFAULT_MAX_TOKENS})")
+    p.set_defaults(func=run)
+
+
+# ---- results
+
+
+@dataclass(slots=True)
+class ChatResult:
+    answer: str
+    ttft_s: float
+    num_tokens: int
+    tokens_per_s: float | None  # decode rate after the first token; None for a one-token answer
+
+
+@dataclass(slots=True)
+class ServeResult:
+    url: str
+    ready_s: float
+    chat: ChatResult
+    port_closed: bool
+
+
+@dataclass(slots=True)
+class Summary:
+    model: str
+    base_path: Path
+    base_bytes: int
+    artifact: Path
+    artifact_bytes: int
+    recipe: str
+    reused: bool
+    quantize_s: float
+    validation: str  # what the validation ran on
+    report: object  # kvant.eval.report.EvalReport
+    serve: ServeResult
+    total_s: float
+
+
+def folder_bytes(folder: Path) -> int:
+    # the weights and configs a user would download: eval/ output left out so the two sizes compare like for like
+    folder = Path(folder)
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] != "eval")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---- step 2: quantize, or reuse what is already there
+
+
+def check_reusable(out: Path, recipe, base_path: Path) -> dict:
+    """The manifest of a complete artifact in `out` made from base_path with this exact recipe; KvantError if not."""
+    from kvant.engine.errors import KvantError
+    from kvant.quantize import manifest
+
+    manifest.verify(out)
+    m = manifest.read(out)
+    hint = "pass --force to quantize again, or --out for another folder"
+    if m.get("recipe") != recipe.to_dict():
+        raise KvantError(f"{out} holds an artifact from another recipe or calibration size: {hint}")
+    if Path(m.get("base_model", {}).get("path", "")).resolve() != Path(base_path).resolve():
+        raise KvantError(f"{out} holds an artifact of another base model: {hint}")
+    return m
+
+
+def quantize_or_reuse(model: str, recipe, out: Path, base_path: Path, force: bool) -> tuple[bool, float]:
+    from kvant.quantize.api import quantize
+
+    if out.exists() and not force:
+        m = check_reusable(out, recipe, base_path)
+        _say(f"reusing the artifact in {out} (created {m.get('created')}; --force quantizes again)")
+        return True, float(m["calibration"].get("time_s") or 0.0)
+    started = time.monotonic()
+
+    def progress(stage: str, fraction: float | None) -> None:
+        if stage in ("loading model", "preparing calibration data"):
+            _say(f"  {stage}")
+
+    quantize(model, recipe, out, force=force, progress=progress)
+    return False, time.monotonic() - started
+
+
+# ---- step 3 without a data folder: held-out builtin perplexity and the generative check
+
+
+def _read_builtin() -> list[str]:
+    from kvant.quantize.calibration_data import BUILTIN
+
+    return [json.loads(line)["text"] for line in BUILTIN.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_by(text: str, sample: str) -> bool:
+    # calibration packs whole paragraphs from their first character, the last one possibly cut short: a paragraph it
+    # read opens inside a sample, or the sample's unfinished tail is the paragraph's opening
+    tail = sample.rsplit("\n", 1)[-1].strip()
+    return text[:PREFIX_CHARS] in sample or bool(tail) and text.startswith(tail)
+
+
+def heldout_texts(tokenizer, manifest: dict, num: int = NUM_HELDOUT) -> list[str]:
+    """`num` builtin paragraphs, spread over the file, none of which the artifact's calibration read."""
+    from kvant.engine.errors import KvantError
+    from kvant.quantize.calibration_data import load_calibration
+    from kvant.quantize.recipe import recipe_from_dict
+
+    texts = _read_builtin()
+    recipe = recipe_from_dict(manifest["recipe"])
+    read = set()
+    if recipe.needs_data and recipe.calibration.dataset == "builtin":
+        # rebuild the calibration set the artifact was made from, checked by its sha256, and look at its text
+        calib = load_calibration(recipe.calibration, tokenizer)
+        if calib.sha256 != manifest["calibration"].get("sha256"):
+            raise KvantError("cannot rebuild the artifact's calibration set (sha256 differs), so no builtin text is "
+                             "known to be held out: pass --data-dir to validate on local tasks")
+        samples = [tokenizer.decode(ids.tolist(), skip_special_tokens=True) for ids in calib.input_ids]
+        read = {i for i, t in enumerate(texts) if any(_read_by(t, s) for s in samples)}
+    unread = [i for i in range(len(texts)) if i not in read]
+    if len(unread) < num:
+        raise KvantError(f"calibration read {len(read)} of {len(texts)} builtin paragraphs: fewer than {num} are left "
+                         "to validate on; pass --data-dir")
+    return [texts[unread[k * len(unread) // num]] for k in range(num)]
+
+
+def word_perplexity(llm, texts: list[str]) -> float:
+    # exp(-sum of token log-likelihoods / number of words), each text scored from a BOS (or EOS) token
+    from kvant.engine import SamplingParams
+
+    tok = llm.tokenizer
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    ids = [[start] + tok.encode(t, add_special_tokens=False) for t in texts]
+    outs = llm.generate(ids, SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1))
+    total = sum(float(o.prompt_logprobs[i][t]) for o, x in zip(outs, ids) for i, t in enumerate(x) if i > 0)
+    return math.exp(-total / sum(len(t.split()) for t in texts))
+
+
+def validate_offline(artifact: Path, base_path: Path):
+    import gc
+
+    from kvant.engine import LLM
+    from kvant.eval import artifact as art
+    from kvant.eval import generative as gen
+    from kvant.eval.report import EvalReport, Perplexity, gate_for, write_report
+
+    manifest = art.read_manifest(artifact)
+    art.check_same_model(base_path, artifact)
+    cfg = gen.GenerativeConfig(max_tokens=GENERATIVE_TOKENS)
+    _say("  artifact: held-out perplexity and greedy answers")
+    quant = LLM(str(artifact))
+    texts = heldout_texts(quant.tokenizer, manifest)
+    prompt_ids = gen.chat_prompt_ids(quant.tokenizer, gen.load_prompts())
+    quant_ppl = word_perplexity(quant, texts)
+    quant_tokens = gen.greedy(quant, prompt_ids, cfg.max_tokens)
+    del quant
+    gc.collect()
+    _say("  base: held-out perplexity, greedy answers, and scoring both answer sets")
+    base = LLM(str(base_path))
+    base_ppl = word_perplexity(base, texts)
+    base_tokens = gen.greedy(base, prompt_ids, cfg.max_tokens)
+    own = gen.completion_logprobs(base, prompt_ids, base_tokens)
+    on_quant = gen.completion_logprobs(base, prompt_ids, quant_tokens)
+    del base
+    gc.collect()
+    report = EvalReport(base_model=str(base_path), artifact=str(artifact), limit=len(texts), gate=gate_for(manifest),
+                        tasks=[], perplexity=Perplexity(HELDOUT_TASK, base_ppl, quant_ppl, quant_ppl / base_ppl),
+                        generative=gen.summarize(base_tokens, quant_tokens, own, on_quant, cfg),
+                        lm_eval_version="not used")
+    write_report(report, artifact)
+    art.update_files(artifact)
+    return report
+
+
+# ---- step 4: serve in-process, one streamed chat request, shut down
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_closed(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def stream_chat(base_url: str, model_name: str, question: str, max_tokens: int) -> ChatResult:
+    import httpx
+
+    from kvant.engine.errors import KvantError
+
+    body = {"model": model_name, "messages": [{"role": "user", "content": question}], "temperature": 0.0,
+            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
+    parts, usage, first = [], None, None
+    started = time.perf_counter()
+    try:
+        with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=300.0) as r:
+            if r.status_code != 200:
+                r.read()
+                raise KvantError(f"chat request failed with HTTP {r.status_code}: {r.text[:200]}")
+            for line in r.iter_lines():
+                if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                if "error" in chunk:
+                    raise KvantError(f"chat request failed: {chunk['error'].get('message', chunk['error'])}")
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices", []):
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        first = first or time.perf_counter()
+                        parts.append(text)
+    except httpx.HTTPError as exc:
+        raise KvantError(f"chat request to {base_url} failed: {exc}") from exc
+    ended = time.perf_counter()
+    if first is None or usage is None:
+        raise KvantError("the chat answer came back empty")
+    n = int(usage["completion_tokens"])
+    rate = (n - 1) / (ended - first) if n > 1 and ended > first else None
+    return ChatResult("".join(parts).strip(), first - started, n, rate)
+
+
+def serve_and_chat(artifact: Path, port: int, question: str, max_tokens: int) -> ServeResult:
+    import asyncio
+
+    import httpx
+    import uvicorn
+
+    from kvant.engine.async_llm import AsyncLLM
+    from kvant.engine.errors import KvantError
+    from kvant.engine.server import build_app
+
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    engine = AsyncLLM(str(artifact))
+    app = build_app(engine, artifact.name, shutdown_engine=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           access_log=False, timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, name="kvant-demo-server", daemon=True)
+    thread.start()
+    try:
+        deadline = started + SERVER_START_TIMEOUT_S
+        while True:
+            if not thread.is_alive():
+                raise KvantError(f"the server did not start on 127.0.0.1:{port} (is the port free?)")
+            if time.monotonic() > deadline:
+                raise KvantError(f"the server did not answer {url}/health within {SERVER_START_TIMEOUT_S} s")
+            try:
+                if server.started and httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        ready_s = time.monotonic() - started
+        _say(f"  serving {artifact.name} at {url}/v1 (ready in {ready_s:.1f} s); asking: {question}")
+        chat = stream_chat(url, artifact.name, question, max_tokens)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        if not server.started:  # the app's lifespan never ran, so the engine is still ours to stop
+            asyncio.run(engine.shutdown())
+    return ServeResult(url, ready_s, chat, port_is_closed(port))
+
+
+# ---- the pipeline and its summary
+
+
+def default_out(model: str, recipe: str, num_samples: int, seq_len: int) -> Path:
+    from kvant.engine.registry import kvant_home
+
+    return kvant_home() / "artifacts" / f"{model}-{Path(recipe).stem}-{num_samples}x{seq_len}"
+
+
+def _quiet_libraries() -> None:
+    # the demo prints its own steps: lm-eval's per-task notices and the libraries' progress bars would bury them
+    import logging
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+def run(args) -> int:
+    from kvant.engine.registry import DEFAULT_MODEL, pull_default
+    from kvant.eval.generative import GenerativeConfig
+    from kvant.eval.runner import EvalOptions, evaluate_artifact, plan_tasks
+    from kvant.quantize.recipe import load_recipe
+
+    started = time.monotonic()
+    # every argument is checked before any model is loaded
+    if args.max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {args.max_tokens}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"port must be in [0, 65535], got {args.port}")
+    recipe = load_recipe(args.recipe).with_calibration(num_samples=args.num_samples, seq_len=args.seq_len)
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
+    options = None
+    if data_dir or tasks:
+        options = EvalOptions(tasks=tasks or DATA_TASKS, limit=args.limit, data_dir=data_dir,
+                              generative=GenerativeConfig(max_tokens=GENERATIVE_TOKENS))
+        plan_tasks(options.tasks, options.data_dir)
+    elif args.limit < 1:
+        raise ValueError(f"limit must be >= 1, got {args.limit}")
+    _quiet_libraries()
+    out = Path(args.out) if args.out else default_out(DEFAULT_MODEL, args.recipe, args.num_samples, args.seq_len)
+
+    _say(f"[1/4] pulling {DEFAULT_MODEL}")
+    base_path = pull_default(progress=lambda stage, _fraction: _say(f"  {stage}"))
+    _say(f"[2/4] quantizing with {args.recipe} ({args.num_samples} samples x {args.seq_len} tokens) into {out}")
+    reused, quantize_s = quantize_or_reuse(DEFAULT_MODEL, recipe, out, base_path, args.force)
+    if options is not None:
+        validation = f"lm-eval tasks {', '.join(options.tasks)} (first {options.limit} items"
+        validation += f", data {data_dir})" if data_dir else ")"
+        _say(f"[3/4] validating against the base: {validation} and the generative check")
+        report = evaluate_artifact(out, options=options)
+    else:
+        validation = f"offline: {NUM_HELDOUT} builtin paragraphs held out from calibration"
+        _say(f"[3/4] validating against the base: {validation}, and the generative check")
+        report = validate_offline(out, base_path)
+    _say("[4/4] serving the artifact")
+    served = serve_and_chat(out, args.port, QUESTION, args.max_tokens)
+    summary = Summary(DEFAULT_MODEL, base_path, folder_bytes(base_path), out, folder_bytes(out), args.recipe, reused,
+                      quantize_s, validation, report, served, time.monotonic() - started)
+    print(format_summary(summary))
+    return 0
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def format_summary(s: Summary) -> str:
+    from kvant.eval.report import short_task_name
+
+    report, chat = s.report, s.serve.chat
+    quantized = f"reused (quantized earlier in {s.quantize_s:.1f} s)" if s.reused else f"{s.quantize_s:.1f} s"
+    rows = [
+        ("model", f"{s.model} ({s.base_path})"),
+        ("artifact", f"{s.artifact} ({s.recipe})"),
+        ("size", f"{_mib(s.artifact_bytes)} vs base {_mib(s.base_bytes)} ({s.artifact_bytes / s.base_bytes:.2f}x)"),
+        ("quantize time", quantized),
+        ("validation", s.validation),
+    ]
+    for t in report.tasks:
+        rows.append((short_task_name(t.task), f"{t.metric} base {t.base:.4f}, quantized {t.quant:.4f}, recovery "
+                                              f"{_pct(t.recovery)} (gate >= {_pct(report.gate.min_recovery)}: "
+                                              f"{'pass' if t.passed else 'FAIL'})"))
+    if report.perplexity:
+        p = report.perplexity
+        rows.append((short_task_name(p.task), f"word perplexity base {p.base:.3f}, quantized {p.quant:.3f}, "
+                                              f"ratio {p.ratio:.4f} (not gated)"))
+    if report.generative:
+        g = report.generative
+        rows.append(("generative", f"{g['num_prompts']} prompts: perplexity ratio {g['ppl_ratio']:.4f} (gate <= "
+                                   f"{g['max_ppl_ratio']}: {'pass' if g['passed'] else 'FAIL'}), token agreement "
+                                   f"{_pct(g['token_agreement'])}"))
+    rows += [
+        ("gate", f"{'PASS' if report.passed else 'FAIL'} (eval/results.json in the artifact)"),
+        ("server ready", f"{s.serve.ready_s:.1f} s at {s.serve.url}/v1, shut down "
+                         f"({'port closed' if s.serve.port_closed else 'PORT STILL OPEN'})"),
+        ("question", QUESTION),
+        ("answer", " ".join(chat.answer.split())),
+        ("TTFT", f"{chat.ttft_s * 1000:.0f} ms"),
+        ("tokens/s", f"{chat.tokens_per_s:.1f} ({chat.num_tokens} tokens)" if chat.tokens_per_s else
+                     f"n/a ({chat.num_tokens} token)"),
+        ("total time", f"{s.total_s:.0f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"| {'step'.ljust(width)} | result |", f"|{'-' * (width + 2)}|---|"]
+    lines += [f"| {k.ljust(width)} | {v.replace('|', '/')} |" for k, v in rows]
+    return "\n".join(lines)
