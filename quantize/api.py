@@ -50,6 +50,8 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
     if out.exists() and not force:
         raise KvantError(f"{out} already exists (use --force to overwrite)")
     src = _resolve(model)
+    if out.resolve() == src.resolve():
+        raise KvantError(f"output folder {out} is the model folder itself; choose another --out")
     base_config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     arch = (base_config.get("architectures") or ["?"])[0]
     if arch not in SUPPORTED:

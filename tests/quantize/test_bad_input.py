@@ -107,6 +107,13 @@ def test_force_replaces_out_completely(tiny_models, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_out_cannot_be_the_model_folder_even_with_force(tiny_models):
+    before = _snapshot(tiny_models["llama"])
+    with pytest.raises(KvantError, match="is the model folder itself"):
+        quantize(str(tiny_models["llama"]), FAST, tiny_models["llama"], force=True)
+    assert _snapshot(tiny_models["llama"]) == before
+
+
 def test_unsupported_architecture(tmp_path):
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
