@@ -33,23 +33,20 @@ def main() -> None:
         scale = (torch.rand(n, kk // g, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
         wbf = torch.randn(n, kk, device="cuda", dtype=torch.bfloat16)
         wbytes = packed.numel() * 4 + scale.numel() * 2
-        for m in (1, 2, 4, 8, 16):
+        for m in (1, 2, 4, 16, 64, 256, 2048):
             x = torch.randn(m, kk, device="cuda", dtype=torch.bfloat16)
             ref = k.w4.w4a16_gemm_ref(x, packed, scale, g)
-            cases = [("tile default", lambda: k.w4.w4a16_gemm_triton(x, packed, scale, g))]
-            if m <= 8:
+            cases = [("tile default", lambda: k.w4.w4a16_gemm_triton(x, packed, scale, g)),
+                     ("dispatch", lambda: k.w4.w4a16_gemm(x, packed, scale, g))]
+            if m <= 4:
                 for bn in (16, 32, 64):
-                    for warps in (2, 4):
+                    for bk in (256, 512):
                         for split in (0, 1):
-                            cfg = (bn, 128, warps, 3, split)
+                            cfg = (bn, bk, 4, 3, split)
                             cases.append((f"gemv {cfg}", lambda cfg=cfg: k.w4.w4a16_gemv_triton(x, packed, scale, g,
                                                                                                 config=cfg)))
-            if m >= 2:
-                for bn in (32, 64, 128):
-                    for waves in (1, 2, 4):
-                        cfg = (16, bn, 128, 4, 3, waves)
-                        cases.append((f"planes {cfg}", lambda cfg=cfg: k.w4.w4a16_gemm_planes_triton(
-                            x, packed, scale, g, config=cfg)))
+            if m >= 16:
+                cases.append(("dequant+mm", lambda: k.w4.w4a16_dequant_mm_triton(x, packed, scale, g)))
             base_us, _ = measure(lambda: x @ wbf.t())
             for label, fn in cases:
                 def case(label=label, fn=fn):

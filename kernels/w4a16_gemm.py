@@ -217,11 +217,12 @@ def _w4a16_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_x
         offs_w = t * WK + tl.arange(0, WK)
         words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_w[None, :], mask=mask_n[:, None],
                         other=0)  # [BLOCK_N, WK] int32
-        group = (t * BLOCK_K) // G  # BLOCK_K divides G
-        scale = tl.load(s_ptr + offs_n * stride_sn + group, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+        group = (offs_w * 8) // G  # per word: a tile may span several groups (G % 8 == 0)
+        wmask = mask_n[:, None]
+        scale = tl.load(s_ptr + offs_n[:, None] * stride_sn + group[None, :], mask=wmask, other=0.0).to(tl.float32)
         if HAS_ZP:
-            zw = tl.load(z_ptr + (offs_n // 8) * stride_zn + group, mask=mask_n, other=0)
-            zp = (((zw >> ((offs_n % 8) * 4)) & 0xF) - 8)[:, None]
+            zw = tl.load(z_ptr + (offs_n // 8)[:, None] * stride_zn + group[None, :], mask=wmask, other=0)
+            zp = ((zw >> ((offs_n % 8) * 4)[:, None]) & 0xF) - 8
         for j in tl.static_range(8):
             q = ((words >> (4 * j)) & 0xF) - 8
             if HAS_ZP:
@@ -239,7 +240,7 @@ def _w4a16_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_x
         tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-GEMV_MAX_M = 4  # up to this many rows the CUDA-core GEMV beats the tensor-core tile (bench/RESULTS.md)
+GEMV_MAX_M = 1  # one row: the CUDA-core GEMV edges out the tensor-core tile (bench/RESULTS.md); from 2 it loses
 
 
 def w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None,
@@ -252,8 +253,9 @@ def w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_po
     x = x if x.stride(-1) == 1 else x.contiguous()
     weight_packed, weight_scale = weight_packed.contiguous(), weight_scale.contiguous()
     zp = weight_zero_point.contiguous() if weight_zero_point is not None else weight_packed
-    bn, bk, warps, stages, split = config or (32, _block_k(group_size, 256), 4, 4, 0)
-    bk = min(bk, _block_k(group_size, 256))
+    bn, bk, warps, stages, split = config or (16, 512, 4, 3, 0)  # best of the H200 sweep at M = 1
+    while k % bk:
+        bk //= 2
     num_tiles = k // bk
     if split == 0:
         split = max(1, min(num_tiles, 2 * num_sms(x.device) // triton.cdiv(n, bn)))
@@ -270,6 +272,50 @@ def w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_po
     return out.to(x.dtype) if split > 1 else out
 
 
+@triton.jit
+def _w4_dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, stride_sn, stride_zn, HAS_ZP: tl.constexpr,
+                       BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
+    # packed [N, K // 8] -> 16-bit [N, K]: word w of row n expands to k = 8w .. 8w + 7
+    pid_n, pid_w = tl.program_id(0), tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_w = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
+    mask = (offs_n < N)[:, None] & (offs_w < K // 8)[None, :]
+    words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_w[None, :], mask=mask, other=0)
+    group = (offs_w * 8) // G
+    scale = tl.load(s_ptr + offs_n[:, None] * stride_sn + group[None, :], mask=mask, other=0.0).to(tl.float32)
+    q = (words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & 0xF
+    q = q - 8
+    if HAS_ZP:
+        zw = tl.load(z_ptr + (offs_n // 8)[:, None] * stride_zn + group[None, :], mask=mask, other=0)
+        q = q - (((zw >> ((offs_n % 8) * 4)[:, None]) & 0xF) - 8)[:, :, None]
+    w = q.to(tl.float32) * scale[:, :, None]
+    offs_k = offs_w[:, None] * 8 + tl.arange(0, 8)[None, :]
+    ptrs = out_ptr + offs_n[:, None, None].to(tl.int64) * K + offs_k[None, :, :]
+    tl.store(ptrs, w.to(out_ptr.dtype.element_ty), mask=mask[:, :, None])
+
+
+def dequant_w4_triton(weight_packed, weight_scale, group_size, weight_zero_point=None,
+                      dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    n, k = weight_packed.shape[0], weight_packed.shape[1] * 8
+    out = torch.empty(n, k, dtype=dtype, device=weight_packed.device)
+    zp = weight_zero_point if weight_zero_point is not None else weight_packed
+    bn, bw = 16, 64
+    grid = (triton.cdiv(n, bn), triton.cdiv(k // 8, bw))
+    _w4_dequant_kernel[grid](weight_packed, weight_scale, zp, out, n, k, group_size, weight_packed.stride(0),
+                             weight_scale.stride(0), zp.stride(0), HAS_ZP=weight_zero_point is not None,
+                             BLOCK_N=bn, BLOCK_W=bw, num_warps=4)
+    return out
+
+
+def w4a16_dequant_mm_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None) -> torch.Tensor:
+    """Many rows (prefill, large decode batches): the GEMM is compute-bound, so dequantize the weight to 16 bits
+    once and use the vendor GEMM; the extra weight traffic is small next to the matmul at these sizes."""
+    _check(x, weight_packed, weight_scale, group_size)
+    w = dequant_w4_triton(weight_packed.contiguous(), weight_scale.contiguous(), group_size,
+                          None if weight_zero_point is None else weight_zero_point.contiguous(), x.dtype)
+    return x @ w.t()
+
+
 def _check(x, weight_packed, weight_scale, group_size) -> None:
     m, k = x.shape
     n = weight_packed.shape[0]
@@ -282,7 +328,15 @@ def _check(x, weight_packed, weight_scale, group_size) -> None:
         raise ValueError(f"weight_scale must be [{n}, {k // group_size}], got {tuple(weight_scale.shape)}")
 
 
+DEQUANT_MIN_M = 64  # from this many rows on, dequantize + vendor GEMM (compute-bound sizes; bench/RESULTS.md)
+
+
 def w4a16_gemm(x, weight_packed, weight_scale, group_size, weight_zero_point=None) -> torch.Tensor:
     if on_cuda(x, weight_packed, weight_scale, weight_zero_point):
+        m = x.shape[0]
+        if m <= GEMV_MAX_M:
+            return w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)
+        if m >= DEQUANT_MIN_M:
+            return w4a16_dequant_mm_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)
         return w4a16_gemm_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)
     return w4a16_gemm_ref(x, weight_packed, weight_scale, group_size, weight_zero_point)

@@ -94,9 +94,10 @@ def tiny_model():
 def reference_greedy(model, prompt: list[int], max_tokens: int) -> list[int]:
     """Greedy decoding by full causal forwards without a KV cache (no engine code involved)."""
     ids = list(prompt)
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for _ in range(max_tokens):
-            x = torch.tensor(ids)
-            logits = model.compute_logits(model(x, torch.arange(len(ids)))[-1:])
+            x = torch.tensor(ids, device=device)
+            logits = model.compute_logits(model(x, torch.arange(len(ids), device=device))[-1:])
             ids.append(int(logits.argmax()))
     return ids[len(prompt):]

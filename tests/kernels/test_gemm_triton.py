@@ -36,6 +36,40 @@ def test_w4a16(m, n, k, group, asym):
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), **TOL[dtype])
 
 
+@pytest.mark.parametrize("m,n,k,group", [(1, 830, 544, 32), (2, 64, 1024, 128), (4, 72, 256, 64), (16, 40, 544, 544)])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("kernel", ["w4a16_gemv_triton", "w4a16_gemm_planes_triton", "w4a16_dequant_mm_triton"])
+def test_w4a16_other_kernels(m, n, k, group, asym, kernel):
+    # the decode GEMV (per-word scales, tiles spanning groups), the tensor-core planes kernel and dequantize + GEMM
+    g = torch.Generator().manual_seed(m * 7 + n + asym)
+    dtype = torch.bfloat16 if m % 2 else torch.float16
+    q = torch.randint(-8, 8, (n, k), generator=g)
+    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(dtype)
+    zp = None
+    if asym:
+        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)
+        zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
+    x = torch.randn(m, k, generator=g).to(dtype)
+    packed = pack_rows_fast(q)
+    ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
+    out = getattr(w4a16_gemm, kernel)(x, packed, scale, group, zp)
+    tol = dict(TOL[dtype])
+    if kernel == "w4a16_dequant_mm_triton":  # the weight itself is rounded to 16 bits before the GEMM
+        tol["atol"] = max(tol["atol"], 1e-2 * ref.abs().max().item())
+    torch.testing.assert_close(out, ref, **tol)
+
+
+def test_w4a16_dequantize_is_exact_in_fp32():
+    g = torch.Generator().manual_seed(5)
+    q, scale = torch.randint(-8, 8, (24, 256), generator=g), torch.rand(24, 4, generator=g)
+    z = torch.randint(-8, 8, (24, 4), generator=g)
+    zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
+    packed = pack_rows_fast(q)
+    for point in (None, zp):
+        out = w4a16_gemm.dequant_w4_triton(packed, scale, 64, point, torch.float32)
+        assert torch.equal(out, w4a16_gemm.dequant_w4_ref(packed, scale, 64, point))
+
+
 def test_w4a16_rejects_group_not_dividing_k():
     x = torch.randn(1, 64)
     with pytest.raises(ValueError, match="group_size"):

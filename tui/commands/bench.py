@@ -44,6 +44,8 @@ def build_llm(args):
         kernel_select.force_arch(kernel_select.parse_arch(args.kernel_arch))
     engine_kwargs = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                          enforce_eager=args.enforce_eager, kv_cache_dtype=args.kv_cache_dtype)
+    if args.kind == "latency":
+        engine_kwargs["enable_prefix_caching"] = False
     model_arg = Path(args.model)
     if model_arg.suffix == ".json":
         cfg = load_config_file(model_arg)
@@ -107,7 +109,9 @@ def run(args) -> int:
         rows = []
         for bs in [int(x) for x in args.batch_sizes.split(",")]:
             prompts = [[(7 * i + j) % 10000 for j in range(args.input_len)] for i in range(bs)]
-            llm.generate(prompts[:1], SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
+            # warm-up at this batch size with the same sampling (compiles every kernel variant both runs use);
+            # prefix caching is off for latency runs, so each run below prefills its prompts in full
+            llm.generate(prompts, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
             t0 = time.perf_counter()
             llm.generate(prompts, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
             ttft = time.perf_counter() - t0
