@@ -52,6 +52,21 @@ def base_logits(tiny_models) -> dict[str, torch.Tensor]:
     return {arch: _hf_logits(path)[0] for arch, path in tiny_models.items()}
 
 
+@pytest.fixture(scope="module")
+def make_artifact(tiny_models, tmp_path_factory):
+    # (recipe name, arch) -> artifact folder, quantized once per module with 4 x 32 calibration tokens
+    built = {}
+
+    def make(recipe_name: str, arch: str) -> Path:
+        if (recipe_name, arch) not in built:
+            recipe = load_recipe(recipe_name).with_calibration(num_samples=4, seq_len=32)
+            out = tmp_path_factory.mktemp(f"{arch}-{recipe_name}") / "art"
+            built[recipe_name, arch] = quantize(str(tiny_models[arch]), recipe, out, device="cpu")
+        return built[recipe_name, arch]
+
+    return make
+
+
 def _targets_match(patterns, name: str) -> bool:
     # compressed-tensors' target rules for Linear modules: the class name, an exact name, or "re:" + re.match
     return any(p == "Linear" or p == name or (p.startswith("re:") and re.match(p[3:], name)) for p in patterns)
@@ -170,9 +185,9 @@ def _check_manifest(art: Path, scheme: str, recipe_name: str) -> dict:
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])
 @pytest.mark.parametrize("recipe_name", RECIPES)
-def test_shipped_recipe_on_tiny_model(recipe_name, arch, tiny_models, base_logits, tmp_path):
+def test_shipped_recipe_on_tiny_model(recipe_name, arch, tiny_models, base_logits, make_artifact):
     recipe = load_recipe(recipe_name).with_calibration(num_samples=4, seq_len=32)
-    art = quantize(str(tiny_models[arch]), recipe, tmp_path / "art", device="cpu")
+    art = make_artifact(recipe_name, arch)
     scheme = recipe.quant_scheme.name
     kv_fp8 = recipe.kv_cache_scheme == "fp8"
     _check_layout(art, tiny_models[arch], scheme, kv_fp8, recipe.quant_scheme.weights.group_size)
@@ -205,3 +220,22 @@ def test_shipped_recipe_on_tiny_model(recipe_name, arch, tiny_models, base_logit
         with safe_open(str(art / "model.safetensors"), "pt") as f:
             stored = [float(f.get_tensor(f"model.layers.{i}.self_attn.k_scale")) for i in range(2)]
         assert [a.k_scale for a in kv_model.attention_layers()] == pytest.approx(stored)
+
+
+@pytest.mark.parametrize("recipe_name, arch", [("w4a16-gptq", "llama"), ("w8a16-int8", "qwen3")])
+def test_engine_generates_like_transformers_from_the_artifact(recipe_name, arch, make_artifact):
+    # kvant's LLM (paged KV cache, scheduler) on the artifact: greedy tokens equal transformers' on the same artifact
+    from transformers import AutoModelForCausalLM
+
+    from kvant.engine import LLM, SamplingParams
+
+    art = make_artifact(recipe_name, arch)
+    llm = LLM(str(art), device="cpu", dtype="float32", max_model_len=128, num_kv_blocks=16, enforce_eager=True)
+    out = llm.generate([PROMPT], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0].outputs[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = AutoModelForCausalLM.from_pretrained(art, dtype=torch.float32).eval()
+    ids = torch.tensor([PROMPT])
+    expected = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8,
+                           min_new_tokens=8, pad_token_id=2)[0, len(PROMPT):].tolist()
+    assert list(out.token_ids) == expected
