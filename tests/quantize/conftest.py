@@ -11,7 +11,8 @@ VOCAB = 49152  # the copied SmolLM2 tokenizer's size
 
 def make_tiny(out: Path, arch: str) -> Path:
     # a 2-layer random model with the default model's tokenizer, saved in bf16 like a Hub checkpoint
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
     torch.manual_seed(0)
     if arch == "llama":
@@ -20,6 +21,13 @@ def make_tiny(out: Path, arch: str) -> Path:
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                              tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
         model = LlamaForCausalLM(config)
+    elif arch == "mistral":
+        # no GQA (v_proj and o_proj are both 64 x 64): AWQ also smooths v_proj -> o_proj
+        config = MistralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                               sliding_window=None, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                               pad_token_id=2)
+        model = MistralForCausalLM(config)
     elif arch == "qwen2":
         # q/k/v biases (given non-zero values below), which smoothing and AWQ must leave consistent
         config = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
@@ -51,4 +59,4 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     if not (SMOLLM2 / "tokenizer.json").is_file():
         pytest.fail(f"the default model's tokenizer is missing at {SMOLLM2} (run `kvant models pull` once)")
     root = tmp_path_factory.mktemp("tiny")
-    return {arch: make_tiny(root / arch, arch) for arch in ("llama", "qwen3", "qwen2")}
+    return {arch: make_tiny(root / arch, arch) for arch in ("llama", "qwen3", "qwen2", "mistral")}

@@ -183,8 +183,9 @@ def _check_manifest(art: Path, scheme: str, recipe_name: str) -> dict:
     return data
 
 
-# every recipe on Llama and Qwen3; the smoothing algorithms also on Qwen2 (q/k/v biases)
-CASES = [(r, a) for r in RECIPES for a in ("llama", "qwen3")] + [("w4a16-awq", "qwen2"), ("w8a8-int8", "qwen2")]
+# every recipe on Llama and Qwen3; the smoothing algorithms also on Qwen2 (q/k/v biases) and Mistral (no GQA)
+CASES = [(r, a) for r in RECIPES for a in ("llama", "qwen3")] + [
+    ("w4a16-awq", "qwen2"), ("w8a8-int8", "qwen2"), ("w4a16-awq", "mistral"), ("w8a8-int8", "mistral")]
 
 
 @pytest.mark.parametrize("recipe_name, arch", CASES)
