@@ -223,7 +223,7 @@ def validate_offline(artifact: Path, base_path: Path):
     on_quant = gen.completion_logprobs(base, prompt_ids, quant_tokens)
     del base
     gc.collect()
-    report = EvalReport(base_model=str(base_path), artifact=str(artifact), limit=len(texts), gate=gate_for(manifest),
+    report = EvalReport(base_model=str(base_path), artifact=str(artifact), limit=None, gate=gate_for(manifest),
                         tasks=[], perplexity=Perplexity(HELDOUT_TASK, base_ppl, quant_ppl, quant_ppl / base_ppl),
                         generative=gen.summarize(base_tokens, quant_tokens, own, on_quant, cfg),
                         lm_eval_version="not used")
