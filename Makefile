@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # local evaluation data for the demo's lm-eval tasks: the data folder beside the repo, when there is one
-KVANT_EVAL_DATA ?= $(wildcard ../shared/data)
+KVANT_EVAL_DATA ?= $(abspath $(wildcard ../shared/data))
 ifneq ($(strip $(KVANT_EVAL_DATA)),)
 export KVANT_EVAL_DATA
 endif
