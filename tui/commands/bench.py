@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
         if name == "throughput":
             k.add_argument("--workload", default="W1", choices=("W1", "W2", "W3", "W4", "W5"))
             k.add_argument("--limit", type=int, default=None, help="only the first N requests")
+            k.add_argument("--peer", choices=("hf",), default=None,
+                           help="then run HF transformers' continuous batching on the same config and workload "
+                                "(random weights; slow) and print kvant's ratio to it")
         else:
             k.add_argument("--batch-sizes", default="1,4,16,64")
             k.add_argument("--input-len", type=int, default=128)
@@ -77,6 +80,10 @@ def run(args) -> int:
     from kvant.engine import benchmarks as B
     from kvant.engine.sampling_params import SamplingParams
 
+    if getattr(args, "peer", None) and Path(args.model).suffix != ".json":
+        from kvant.engine.errors import KvantError
+
+        raise KvantError("--peer hf needs --model as a config .json (the peer runs random weights of that shape)")
     llm, cfg = build_llm(args)
     quant = _weights_quant(args, cfg)
     kv = "fp8" if args.kv_cache_dtype == "fp8" else "bf16"
@@ -105,6 +112,11 @@ def run(args) -> int:
             results.update(roofline_s=ideal, roofline_tok_per_s=n_out / ideal, pct_of_roofline=100 * ideal / wall)
             line += f"; roofline {ideal:.2f} s ({n_out / ideal:,.0f} tok/s): {100 * ideal / wall:.0f}% of roofline"
         print(line)
+        if args.peer == "hf":
+            results["peer"] = _run_peer(args, llm, reqs)
+            results["ratio_to_peer"] = results["output_tok_per_s"] / results["peer"]["output_tok_per_s"]
+            print(f"peer {results['peer']['peer']}: {results['peer']['output_tok_per_s']:,.0f} output tok/s; "
+                  f"kvant is {results['ratio_to_peer']:.1f}x")
     else:
         rows = []
         for bs in [int(x) for x in args.batch_sizes.split(",")]:
@@ -135,3 +147,16 @@ def run(args) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _run_peer(args, llm, reqs) -> dict:
+    import torch
+
+    from kvant.engine.peer_hf import hf_model_from_config, run_hf_peer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    del llm.engine  # free kvant's weights and KV pool before the peer allocates its own
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    model = hf_model_from_config(Path(args.model), device, torch.bfloat16 if device == "cuda" else torch.float32)
+    return run_hf_peer(model, reqs, cuda_graphs=True if device == "cuda" else None, warmup=device == "cuda")
