@@ -298,3 +298,24 @@ def test_asymmetric_int4_layout_and_logits(asym_artifact, base_logits):
     "dequantize=True loads it (test above)"))
 def test_asymmetric_int4_loads_in_transformers_default_mode(asym_artifact):
     _hf_logits(asym_artifact)
+
+
+def test_partial_targets_leave_other_layers_dense(tiny_models, base_logits, tmp_path):
+    # only layer 0 quantized; the group-size fallback splits it into two config groups whose suffix targets would
+    # also match layer 1, so layer 1's Linears must be listed in `ignore` for loaders to leave them dense
+    recipe = recipe_from_dict({"scheme": "W4A16", "targets": [r"re:model\.layers\.0\."], "algorithm": "rtn"})
+    art = quantize(str(tiny_models["llama"]), recipe, tmp_path / "art", device="cpu")
+    qc = json.loads((art / "config.json").read_text())["quantization_config"]
+    assert len(qc["config_groups"]) == 2
+    layer1 = {f"model.layers.1.{m}" for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                               "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    assert layer1 <= set(qc["ignore"])
+    with safe_open(str(art / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        assert f.get_tensor("model.layers.1.mlp.down_proj.weight").dtype == torch.bfloat16
+    assert "model.layers.0.mlp.down_proj.weight_packed" in keys and "model.layers.1.mlp.down_proj.weight" in keys
+    hf, hf_model = _hf_logits(art)
+    kv, kv_model = _kvant_logits(art)
+    assert type(kv_model.get_submodule("model.layers.1.mlp.down_proj")) is torch.nn.Linear
+    assert type(kv_model.get_submodule("model.layers.0.mlp.down_proj")) is not torch.nn.Linear
+    assert _rel(kv, hf) < 1e-4 and _rel(kv, base_logits["llama"]) < BASE_TOLERANCE["w4a16"]
