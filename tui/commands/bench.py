@@ -32,6 +32,20 @@ def add_parser(sub) -> None:
             k.add_argument("--batch-sizes", default="1,4,16,64")
             k.add_argument("--input-len", type=int, default=128)
             k.add_argument("--output-len", type=int, default=128)
+    s = kinds.add_parser("serve", help="drive a running `kvant serve` over HTTP (vLLM's serving metrics)")
+    s.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server, without /v1")
+    s.add_argument("--served-model", default=None, help="model name in requests (default: the first /v1/models)")
+    s.add_argument("--api-key", default=None)
+    s.add_argument("--workload", default="W4", choices=("W1", "W2", "W3", "W4", "W5"))
+    s.add_argument("--limit", type=int, default=None, help="only the first N requests")
+    s.add_argument("--request-rate", type=float, default=float("inf"),
+                   help="Poisson arrivals at this many requests/s (default: all at once)")
+    s.add_argument("--max-concurrency", type=int, default=None, help="at most this many requests in flight")
+    s.add_argument("--slo-ttft-ms", type=float, default=None, help="goodput: TTFT objective")
+    s.add_argument("--slo-tpot-ms", type=float, default=None, help="goodput: TPOT objective")
+    s.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    s.add_argument("--json", type=Path, default=None, help="write the results here")
+    s.set_defaults(func=run)
     p.set_defaults(func=run)
 
 
@@ -72,8 +86,36 @@ def _weights_quant(args, cfg) -> str:
     return {"bf16": "bf16", "w4a16": "int4", "w8a16": "int8", "w8a8-int8": "int8"}.get(scheme, "fp8")
 
 
+def run_serve(args) -> int:
+    import asyncio
+
+    from kvant.engine import benchmarks as B
+    from kvant.engine.server.loadgen import run_load
+
+    res = asyncio.run(run_load(args.base_url, B.workload(args.workload, args.limit), model=args.served_model,
+                               request_rate=args.request_rate, max_concurrency=args.max_concurrency,
+                               api_key=args.api_key, seed=args.seed, slo_ttft_ms=args.slo_ttft_ms,
+                               slo_tpot_ms=args.slo_tpot_ms))
+    print(f"{args.workload}: {res['completed']}/{res['requests']} requests in {res['duration_s']:.2f} s: "
+          f"{res['output_tok_per_s']:,.0f} output tok/s, {res['request_throughput']:.2f} req/s"
+          + (f", goodput {res['goodput_req_per_s']:.2f} req/s" if res["goodput_req_per_s"] is not None else ""))
+    for name in ("ttft", "tpot", "itl", "e2e"):
+        st = res[name]
+        if st["mean_ms"] is not None:
+            print(f"  {name.upper():4s} mean {st['mean_ms']:.1f} ms  p50 {st['p50_ms']:.1f}  p90 {st['p90_ms']:.1f}  "
+                  f"p99 {st['p99_ms']:.1f}")
+    for err in res["errors"]:
+        print(f"  failed: {err}")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0 if res["failed"] == 0 else 1
+
+
 def run(args) -> int:
     import time
+
+    if args.kind == "serve":
+        return run_serve(args)
 
     import torch
 
