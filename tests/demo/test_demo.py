@@ -65,6 +65,7 @@ def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path,
     from kvant.quantize import manifest
 
     monkeypatch.delenv(demo.DATA_ENV, raising=False)
+    monkeypatch.setattr(demo, "GENERATIVE_TOKENS", 8)  # the check's shape, not its statistics, is under test here
     recipe = tmp_path / "tiny-int4.yaml"
     recipe.write_text(TINY_RECIPE)
     out = tmp_path / "artifact"
@@ -206,3 +207,18 @@ def test_bad_arguments_fail_before_any_work(argv, needle, shared_data, tmp_path,
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert not out.exists() and not (tmp_path / "home" / "models").exists()
+
+
+def test_a_busy_port_is_a_clear_error(default_model, tmp_path, capsys):
+    from kvant.engine.errors import KvantError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(KvantError, match=f"port {port} on 127.0.0.1 is in use"):
+            demo.serve_and_chat(default_model, port, demo.QUESTION, 4)
+        # the command refuses it before any work
+        assert main(["demo", "--port", str(port), "--out", str(tmp_path / "artifact")]) == 2
+    assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+    assert not (tmp_path / "artifact").exists()

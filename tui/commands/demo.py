@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvant.engine.errors import KvantError
 from kvant.tui.commands.eval import DATA_ENV
 
 DEFAULT_RECIPE = "w4a16-gptq-g64"
@@ -114,7 +115,6 @@ def _say(text: str) -> None:
 
 def check_reusable(out: Path, recipe, base_path: Path) -> dict:
     """The manifest of a complete artifact in `out` made from base_path with this exact recipe; KvantError if not."""
-    from kvant.engine.errors import KvantError
     from kvant.quantize import manifest
 
     manifest.verify(out)
@@ -162,7 +162,6 @@ def _read_by(text: str, sample: str) -> bool:
 
 def heldout_texts(tokenizer, manifest: dict, num: int = NUM_HELDOUT) -> list[str]:
     """`num` builtin paragraphs, spread over the file, none of which the artifact's calibration read."""
-    from kvant.engine.errors import KvantError
     from kvant.quantize.calibration_data import load_calibration
     from kvant.quantize.recipe import recipe_from_dict
 
@@ -241,6 +240,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def port_is_closed(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1.0)
@@ -250,7 +259,6 @@ def port_is_closed(port: int) -> bool:
 def stream_chat(base_url: str, model_name: str, question: str, max_tokens: int) -> ChatResult:
     import httpx
 
-    from kvant.engine.errors import KvantError
 
     body = {"model": model_name, "messages": [{"role": "user", "content": question}], "temperature": 0.0,
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
@@ -290,10 +298,11 @@ def serve_and_chat(artifact: Path, port: int, question: str, max_tokens: int) ->
     import uvicorn
 
     from kvant.engine.async_llm import AsyncLLM
-    from kvant.engine.errors import KvantError
     from kvant.engine.server import build_app
 
     port = port or free_port()
+    if not port_is_free(port):
+        raise KvantError(f"port {port} on 127.0.0.1 is in use: pass another --port, or none for a free one")
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     engine = AsyncLLM(str(artifact))
@@ -359,6 +368,8 @@ def run(args) -> int:
         raise ValueError(f"max_tokens must be >= 1, got {args.max_tokens}")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"port must be in [0, 65535], got {args.port}")
+    if args.port and not port_is_free(args.port):
+        raise KvantError(f"port {args.port} on 127.0.0.1 is in use: pass another --port, or none for a free one")
     recipe = load_recipe(args.recipe).with_calibration(num_samples=args.num_samples, seq_len=args.seq_len)
     data_dir = Path(args.data_dir) if args.data_dir else None
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
