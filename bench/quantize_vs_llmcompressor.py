@@ -11,6 +11,7 @@ Stages (all by default, in order; each skips work whose output already exists un
   quantize each tool x scheme under /usr/bin/time -v: wall time, peak RSS, artifact size
   eval     base and every artifact through kvant's engine and lm-eval (KvantLM), same tasks and limits
   (always) quantize-summary.json and a markdown table of every result so far; `--stages table` does only that
+  weights  the two tools' tensors compared name by name (int4/fp8 codes, scales)
   hf       wikitext word perplexity of the base and one artifact per tool in transformers, on the first pages
 Results: bench/results/quantize-<tool>-<scheme>.json, quantize-hf-check.json, quantize-summary.json.
 """
@@ -28,7 +29,17 @@ RESULTS = HERE.parent / "results"
 MODEL = "smollm2-135m"
 TOOLS = ("kvant", "llmcompressor")
 # kvant's shipped recipe per scheme; the peer's modifiers below mirror it field by field
-KVANT_RECIPES = {"w4a16": "w4a16-gptq-g64", "w8a8": "w8a8-int8", "fp8": "fp8-dynamic"}
+KVANT_RECIPES = {"w4a16": "w4a16-gptq-g64", "w8a8": "w8a8-int8", "fp8": "fp8-dynamic", "w4a16-rtn": None}
+SCHEMES = ("w4a16", "w8a8", "w4a16-rtn", "fp8")
+DATA_FREE = ("w4a16-rtn", "fp8")
+# kvant ships no data-free INT4 recipe at group size 64; this one is written into --work and used as is
+W4A16_RTN_RECIPE = """description: INT4 weight-only round-to-nearest, group size 64 (data-free)
+scheme: W4A16
+group_size: 64
+targets: [Linear]
+ignore: [lm_head]
+algorithm: rtn
+"""
 GPTQ = {"dampening_frac": 0.01, "block_size": 128, "actorder": "static"}  # kvant's recipe defaults
 MC_TASKS = ("kvant_arc_easy", "kvant_hellaswag")
 PPL_TASK = "kvant_wikitext"
@@ -44,9 +55,11 @@ def peer_recipe(scheme: str) -> list:
 
     if scheme == "fp8":
         return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=["lm_head"])]
-    if scheme == "w4a16":
+    if scheme in ("w4a16", "w4a16-rtn"):
         weights = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=64)
         groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
+        if scheme == "w4a16-rtn":
+            return [QuantizationModifier(config_groups=groups, ignore=["lm_head"])]
         return [GPTQModifier(config_groups=groups, ignore=["lm_head"], **GPTQ)]
     if scheme == "w8a8":
         # kvant's SmoothQuant pairs: input_layernorm -> q/k/v, post_attention_layernorm -> gate/up
@@ -67,7 +80,7 @@ def peer_quantize(args) -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
     kwargs = {}
-    if args.scheme != "fp8":
+    if args.scheme not in DATA_FREE:
         ids = json.loads(Path(args.calib).read_text())["input_ids"]
         ds = Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]})
         kwargs = {"dataset": ds, "num_calibration_samples": len(ids), "max_seq_length": max(map(len, ids)),
@@ -120,9 +133,13 @@ def quantize_one(tool: str, scheme: str, args, calib_path: Path) -> dict:
     out = args.work / f"{tool}-{scheme}"
     log = args.work / f"{tool}-{scheme}.log"
     if tool == "kvant":
-        cmd = [str(Path(sys.executable).parent / "kvant"), "quantize", MODEL, "--recipe", KVANT_RECIPES[scheme],
-               "--num-samples", str(args.num_samples), "--seq-len", str(args.seq_len), "--out", str(out),
-               "--force", "--device", "cpu"]
+        recipe = KVANT_RECIPES[scheme]
+        if scheme == "w4a16-rtn":
+            recipe = str(args.work / "w4a16-rtn-g64.yaml")
+            Path(recipe).write_text(W4A16_RTN_RECIPE, encoding="utf-8")
+        calib = [] if scheme in DATA_FREE else ["--num-samples", str(args.num_samples), "--seq-len", str(args.seq_len)]
+        cmd = [str(Path(sys.executable).parent / "kvant"), "quantize", MODEL, "--recipe", recipe, *calib,
+               "--out", str(out), "--force", "--device", "cpu"]
     else:
         from kvant.engine.registry import resolve_model
 
@@ -131,7 +148,9 @@ def quantize_one(tool: str, scheme: str, args, calib_path: Path) -> dict:
 
             shutil.rmtree(out)
         cmd = [args.peer_python, str(HERE), "peer-quantize", "--scheme", scheme, "--out", str(out),
-               "--model-path", str(resolve_model(MODEL)), "--calib", str(calib_path), "--threads", str(args.threads)]
+               "--model-path", str(resolve_model(MODEL)), "--threads", str(args.threads)]
+        if scheme not in DATA_FREE:
+            cmd += ["--calib", str(calib_path)]
     stats = _timed(cmd, log)
     info = {"tool": tool, "scheme": scheme, "artifact": str(out), "command": " ".join(cmd), **stats, **_sizes(out)}
     if tool == "kvant":
@@ -147,32 +166,43 @@ def _metric(res: dict, name: str) -> tuple[float | None, float | None]:
     return value, (err if isinstance(err, (int, float)) else None)
 
 
-def evaluate(path: Path, args) -> dict:
+def evaluate(path: Path, args, done: dict | None = None) -> dict:
+    # `done`: this model's earlier results; parts already run at the same limit are kept, not re-run
     import gc
 
     from kvant.eval.lm import KvantLM
     from kvant.eval.runner import plan_tasks, run_tasks
 
+    out = dict(done or {}) if not args.redo else {}
+    need_ppl = (out.get("wikitext") or {}).get("limit") != args.ppl_limit
+    mc_tasks = tuple(t for t in MC_TASKS if args.mc_limit and
+                     (out.get(t.removeprefix("kvant_")) or {}).get("limit") != args.mc_limit)
+    if not need_ppl and not mc_tasks:
+        return out
     plan = plan_tasks((PPL_TASK, *MC_TASKS), args.data_dir)
-    out = {"load_error": None}
+    out["load_error"] = None
     try:
         lm = KvantLM(pretrained=path, max_model_len=args.max_model_len)
     except Exception as exc:  # a finding, not a crash: report what kvant's loader said about the peer's artifact
         out["load_error"] = f"{type(exc).__name__}: {exc}"
         return out
-    start = time.perf_counter()
-    ppl = run_tasks(lm, plan, (PPL_TASK,), args.ppl_limit)[PPL_TASK]
-    mc = run_tasks(lm, plan, MC_TASKS, args.mc_limit)
-    out["eval_s"] = round(time.perf_counter() - start, 1)
+    if need_ppl:
+        start = time.perf_counter()
+        ppl = run_tasks(lm, plan, (PPL_TASK,), args.ppl_limit)[PPL_TASK]
+        out["wikitext"] = {"limit": args.ppl_limit, "word_perplexity": _metric(ppl, "word_perplexity")[0],
+                           "bits_per_byte": _metric(ppl, "bits_per_byte")[0],
+                           "eval_s": round(time.perf_counter() - start, 1)}
+    if mc_tasks:
+        start = time.perf_counter()
+        mc = run_tasks(lm, plan, mc_tasks, args.mc_limit)
+        for task in mc_tasks:
+            acc, acc_err = _metric(mc[task], "acc")
+            norm, norm_err = _metric(mc[task], "acc_norm")
+            out[task.removeprefix("kvant_")] = {"limit": args.mc_limit, "acc": acc, "acc_stderr": acc_err,
+                                                "acc_norm": norm, "acc_norm_stderr": norm_err}
+        out["mc_eval_s"] = round(time.perf_counter() - start, 1)
     lm.llm = None
     gc.collect()
-    out["wikitext"] = {"limit": args.ppl_limit, "word_perplexity": _metric(ppl, "word_perplexity")[0],
-                       "bits_per_byte": _metric(ppl, "bits_per_byte")[0]}
-    for task in MC_TASKS:
-        acc, acc_err = _metric(mc[task], "acc")
-        norm, norm_err = _metric(mc[task], "acc_norm")
-        out[task.removeprefix("kvant_")] = {"limit": args.mc_limit, "acc": acc, "acc_stderr": acc_err,
-                                            "acc_norm": norm, "acc_norm_stderr": norm_err}
     return out
 
 
@@ -239,6 +269,41 @@ def hf_check(models: dict[str, Path], args) -> dict:
     return out
 
 
+# ---- the two tools' tensors side by side (same names expected: both write compressed-tensors)
+
+def compare_weights(a_dir: Path, b_dir: Path) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    from kvant.kernels.int4_pack import unpack_int4
+
+    a, b = load_file(str(a_dir / "model.safetensors")), load_file(str(b_dir / "model.safetensors"))
+    out = {"only_a": sorted(set(a) - set(b)), "only_b": sorted(set(b) - set(a)), "identical": 0, "different": {}}
+    codes = differ = 0
+    for k in sorted(set(a) & set(b)):
+        x, y = a[k], b[k]
+        if x.dtype != y.dtype or x.shape != y.shape:
+            out["different"][k] = f"{x.dtype} {tuple(x.shape)} vs {y.dtype} {tuple(y.shape)}"
+            continue
+        if torch.equal(x, y):
+            out["identical"] += 1
+            continue
+        if k.endswith("weight_packed"):  # compare the int4 codes, not the packed words
+            cols = int(a[k.removesuffix("weight_packed") + "weight_shape"][1])
+            x, y = unpack_int4(x, cols).int(), unpack_int4(y, cols).int()
+        elif x.dtype == torch.float8_e4m3fn:
+            x, y = x.view(torch.int8).int(), y.view(torch.int8).int()  # fp8 codes: one step = one code apart
+        d = (x.float() - y.float()).abs()
+        codes += d.numel()
+        differ += int((d > 0).sum())
+        out["different"][k] = {"fraction": float((d > 0).float().mean()), "max_abs_diff": float(d.max())}
+    out["codes_compared"], out["codes_differing"] = codes, differ
+    kinds = {k.rsplit(".", 1)[-1] for k in out["different"]}
+    out["summary"] = (f"{out['identical']} tensors identical, {len(out['different'])} differ ({sorted(kinds)}); "
+                      f"{differ}/{codes} codes of the differing tensors differ")
+    return out
+
+
 # ---- driver
 
 def _versions(peer_python: str) -> dict:
@@ -273,6 +338,9 @@ def table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         e = r.get("eval") or {}
+        if r.get("status"):  # a run stopped before it wrote an artifact
+            lines.append(f"| {r['tool']} | {r['scheme']} | not finished: {r['status']} | | | | | | |")
+            continue
         if e.get("load_error"):
             lines.append(f"| {r['tool']} | {r['scheme']} | {_fmt(r.get('wall_s'), '.0f')} | "
                          f"{_fmt(r.get('peak_rss_mib'), '.0f')} | {_fmt(r.get('weights_mib'), '.1f')} | "
@@ -305,15 +373,15 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stages", default="calib,quantize,eval,hf")
-    p.add_argument("--schemes", default="w4a16,w8a8,fp8")
-    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--tools", default=",".join(("base", *TOOLS)), help="base (eval only), kvant, llmcompressor")
     p.add_argument("--peer-python", default="/tmp/llmc-venv/bin/python")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/kvant-quantize-bench"))
     p.add_argument("--num-samples", type=int, default=64)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--ppl-limit", type=int, default=20, help="wikitext pages")
-    p.add_argument("--mc-limit", type=int, default=300, help="arc_easy / hellaswag items")
+    p.add_argument("--mc-limit", type=int, default=300, help="arc_easy / hellaswag items (0: skip them)")
     p.add_argument("--hf-pages", type=int, default=3, help="first wikitext pages (each must fit max-model-len)")
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--threads", type=int, default=2)
@@ -331,26 +399,24 @@ def main() -> None:
 
     from kvant.engine.registry import resolve_model
 
-    runs = [(t, s) for s in ("w4a16", "w8a8", "fp8") if s in schemes for t in TOOLS if t in tools]
+    runs = [(t, s) for s in SCHEMES if s in schemes for t in TOOLS if t in tools]
     for tool, scheme in runs:
         name = f"quantize-{tool}-{scheme}.json"
         row = _read(name) or {}
         if "quantize" in stages and (args.redo or "wall_s" not in row):
             row = quantize_one(tool, scheme, args, calib_path)
             row["calibration"] = {"num_samples": args.num_samples, "seq_len": args.seq_len,
-                                  "sha256": json.loads(calib_path.read_text())["sha256"]} if scheme != "fp8" else None
+                                  "sha256": json.loads(calib_path.read_text())["sha256"]} if scheme not in DATA_FREE else None
             _write(name, row)
             print(f"{tool} {scheme}: {row['wall_s']} s, {row['peak_rss_mib']} MiB, {row['weights_mib']} MiB",
                   flush=True)
     if "eval" in stages:
-        targets = [("base", "bf16", resolve_model(MODEL))]
+        targets = [("base", "bf16", resolve_model(MODEL))] if "base" in tools else []
         targets += [(t, s, args.work / f"{t}-{s}") for t, s in runs]
         for tool, scheme, path in targets:
             name = f"quantize-{tool}-{scheme}.json"
             row = _read(name) or {"tool": tool, "scheme": scheme, "artifact": str(path)}
-            if not args.redo and "eval" in row and row["eval"].get("wikitext", {}).get("limit") == args.ppl_limit:
-                continue
-            row["eval"] = evaluate(path, args)
+            row["eval"] = evaluate(path, args, row.get("eval"))
             _write(name, row)
             print(f"eval {tool} {scheme}: {json.dumps(row['eval'])}", flush=True)
     if "hf" in stages:
@@ -360,6 +426,12 @@ def main() -> None:
             if scheme and (args.work / f"{tool}-{scheme}").is_dir():
                 models[f"{tool}-{scheme}"] = args.work / f"{tool}-{scheme}"
         _write("quantize-hf-check.json", {"pages": args.hf_pages, "models": hf_check(models, args)})
+    if "weights" in stages:
+        checks = {s: compare_weights(args.work / f"kvant-{s}", args.work / f"llmcompressor-{s}")
+                  for s in schemes if all((args.work / f"{t}-{s}").is_dir() for t in TOOLS)}
+        _write("quantize-weights-check.json", checks)
+        for s, c in checks.items():
+            print(f"weights {s}: {c['summary']}", flush=True)
     summary = {"model": MODEL, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "versions": _versions(args.peer_python), "threads": args.threads,
                "rows": [r for r in (_read(f"quantize-{t}-{s}.json") for t, s in [("base", "bf16"), *runs]) if r]}
