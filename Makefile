@@ -13,8 +13,21 @@ endif
 demo: $(VENV)/.installed
 	$(BIN)/kvant demo
 
+# One pytest process per test folder: each folder's models, engines and KV pools are freed before the next starts
+# (a single process holding them all outgrows a 24 GiB machine). Every folder runs; any failure fails the target.
+TEST_DIRS := $(sort $(dir $(wildcard tests/*/test_*.py)))
+
 test: $(VENV)/.installed
+ifdef PYTEST_ARGS
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+else
+	@failed=""; for d in $(TEST_DIRS); do \
+		echo "== $$d"; start=$$(date +%s); \
+		$(BIN)/python -m pytest -q -ra $$d || failed="$$failed $$d"; \
+		echo "== $$d took $$(( $$(date +%s) - start )) s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi
+endif
 
 install: $(VENV)/.installed
 
