@@ -271,15 +271,31 @@ def hf_check(models: dict[str, Path], args) -> dict:
 
 # ---- the two tools' tensors side by side (same names expected: both write compressed-tensors)
 
-def compare_weights(a_dir: Path, b_dir: Path) -> dict:
+def _nearest_codes(w, scale, kind: str, fp32: bool):
+    # the codes a weight gets from its saved scale: w / scale in float32, or in the checkpoint's bf16 as well
+    import torch
+
+    scale = scale.repeat_interleave(w.shape[1] // scale.shape[1], dim=1)
+    ratio = (w.float() / scale.float()) if fp32 else (w / scale.to(w.dtype)).float()
+    if kind == "int4":
+        return torch.round(ratio).clamp(-8, 7).int()
+    return ratio.clamp(-448, 448).to(torch.float8_e4m3fn).view(torch.int8).int()
+
+
+def compare_weights(a_dir: Path, b_dir: Path, base_dir: Path) -> dict:
     import torch
     from safetensors.torch import load_file
 
     from kvant.kernels.int4_pack import unpack_int4
 
     a, b = load_file(str(a_dir / "model.safetensors")), load_file(str(b_dir / "model.safetensors"))
+    base = {}
+    for f in sorted(base_dir.glob("*.safetensors")):
+        base.update(load_file(str(f)))
     out = {"only_a": sorted(set(a) - set(b)), "only_b": sorted(set(b) - set(a)), "identical": 0, "different": {}}
     codes = differ = 0
+    # fraction of codes equal to round-to-nearest of w / scale computed in fp32 and in bf16, per tool
+    match = {f"{t}_{m}": [0, 0] for t in ("a", "b") for m in ("fp32", "bf16")}
     for k in sorted(set(a) & set(b)):
         x, y = a[k], b[k]
         if x.dtype != y.dtype or x.shape != y.shape:
@@ -288,19 +304,28 @@ def compare_weights(a_dir: Path, b_dir: Path) -> dict:
         if torch.equal(x, y):
             out["identical"] += 1
             continue
+        kind, prefix = None, k.rsplit(".", 1)[0] + "."
         if k.endswith("weight_packed"):  # compare the int4 codes, not the packed words
-            cols = int(a[k.removesuffix("weight_packed") + "weight_shape"][1])
-            x, y = unpack_int4(x, cols).int(), unpack_int4(y, cols).int()
+            cols = int(a[prefix + "weight_shape"][1])
+            x, y, kind = unpack_int4(x, cols).int(), unpack_int4(y, cols).int(), "int4"
         elif x.dtype == torch.float8_e4m3fn:
-            x, y = x.view(torch.int8).int(), y.view(torch.int8).int()  # fp8 codes: one step = one code apart
+            x, y, kind = x.view(torch.int8).int(), y.view(torch.int8).int(), "fp8"  # one step = one code apart
+        if kind and prefix + "weight" in base and torch.equal(a[prefix + "weight_scale"], b[prefix + "weight_scale"]):
+            for m in ("fp32", "bf16"):
+                ref = _nearest_codes(base[prefix + "weight"], a[prefix + "weight_scale"], kind, m == "fp32")
+                for t, q in (("a", x), ("b", y)):
+                    match[f"{t}_{m}"][0] += int((q == ref).sum())
+                    match[f"{t}_{m}"][1] += ref.numel()
         d = (x.float() - y.float()).abs()
         codes += d.numel()
         differ += int((d > 0).sum())
         out["different"][k] = {"fraction": float((d > 0).float().mean()), "max_abs_diff": float(d.max())}
     out["codes_compared"], out["codes_differing"] = codes, differ
+    out["codes_equal_to_nearest"] = {k: (n / d if d else None) for k, (n, d) in match.items()}
     kinds = {k.rsplit(".", 1)[-1] for k in out["different"]}
     out["summary"] = (f"{out['identical']} tensors identical, {len(out['different'])} differ ({sorted(kinds)}); "
-                      f"{differ}/{codes} codes of the differing tensors differ")
+                      f"{differ}/{codes} codes of the differing tensors differ; codes equal to round(w / scale) "
+                      f"(a = kvant, b = llm-compressor): {json.dumps(out['codes_equal_to_nearest'])}")
     return out
 
 
@@ -427,7 +452,7 @@ def main() -> None:
                 models[f"{tool}-{scheme}"] = args.work / f"{tool}-{scheme}"
         _write("quantize-hf-check.json", {"pages": args.hf_pages, "models": hf_check(models, args)})
     if "weights" in stages:
-        checks = {s: compare_weights(args.work / f"kvant-{s}", args.work / f"llmcompressor-{s}")
+        checks = {s: compare_weights(args.work / f"kvant-{s}", args.work / f"llmcompressor-{s}", resolve_model(MODEL))
                   for s in schemes if all((args.work / f"{t}-{s}").is_dir() for t in TOOLS)}
         _write("quantize-weights-check.json", checks)
         for s, c in checks.items():
