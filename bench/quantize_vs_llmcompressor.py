@@ -4,16 +4,18 @@ Runs in kvant's venv; the peer runs in its own venv (llm-compressor pins other t
 versions), through this same file's `peer-quantize` stage:
 
     python bench/quantize_vs_llmcompressor.py --peer-python /tmp/llmc-venv/bin/python \
-        --data-dir ../shared/data --schemes w4a16,w8a8,fp8 --work /tmp/qb
+        --data-dir ../shared/data --schemes w4a16,w4a16-rtn,fp8 --work /tmp/qb
 
-Stages (all by default, in order; each skips work whose output already exists unless --redo):
+Schemes: w4a16 (GPTQ, group 64), w8a8 (SmoothQuant 0.5 + GPTQ), w4a16-rtn and fp8 (data-free).
+Stages (all by default, in order; work whose result is already saved at the same limits is not redone unless --redo):
   calib    kvant's calibration loader -> WORK/calib-N-L.json (token ids both tools calibrate on)
   quantize each tool x scheme under /usr/bin/time -v: wall time, peak RSS, artifact size
   eval     base and every artifact through kvant's engine and lm-eval (KvantLM), same tasks and limits
+  weights  the two tools' tensors compared name by name (int4/fp8 codes, scales, codes vs round(w / scale))
+  hf       wikitext word perplexity of the base and one artifact per tool, in transformers and in kvant's engine
   (always) quantize-summary.json and a markdown table of every result so far; `--stages table` does only that
-  weights  the two tools' tensors compared name by name (int4/fp8 codes, scales)
-  hf       wikitext word perplexity of the base and one artifact per tool in transformers, on the first pages
-Results: bench/results/quantize-<tool>-<scheme>.json, quantize-hf-check.json, quantize-summary.json.
+Results: bench/results/quantize-<tool>-<scheme>.json, quantize-weights-check.json, quantize-hf-check.json,
+quantize-summary.json. Write-up: bench/QUANTIZE.md.
 """
 import argparse
 import json
@@ -397,7 +399,7 @@ def main() -> None:
         peer_quantize(p.parse_args(sys.argv[2:]))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stages", default="calib,quantize,eval,hf")
+    p.add_argument("--stages", default="calib,quantize,eval,weights,hf")
     p.add_argument("--schemes", default=",".join(SCHEMES))
     p.add_argument("--tools", default=",".join(("base", *TOOLS)), help="base (eval only), kvant, llmcompressor")
     p.add_argument("--peer-python", default="/tmp/llmc-venv/bin/python")
@@ -447,8 +449,8 @@ def main() -> None:
     if "hf" in stages:
         models = {"base-bf16": resolve_model(MODEL)}
         for tool in TOOLS:
-            scheme = next((s for t, s in runs if t == tool), None)
-            if scheme and (args.work / f"{tool}-{scheme}").is_dir():
+            scheme = next((s for t, s in runs if t == tool and (args.work / f"{t}-{s}").is_dir()), None)
+            if scheme:
                 models[f"{tool}-{scheme}"] = args.work / f"{tool}-{scheme}"
         _write("quantize-hf-check.json", {"pages": args.hf_pages, "models": hf_check(models, args)})
     if "weights" in stages:
