@@ -66,6 +66,10 @@ class ModelConfig:
         h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
         q, kv = self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
         layer = h * (q + 2 * kv) + q * h + 3 * h * i + 2 * h
+        if self.attention_bias:  # q/k/v biases (Qwen2)
+            layer += q + 2 * kv
+        if self.qk_norm:  # per-head RMSNorm weights on q and k (Qwen3)
+            layer += 2 * self.head_dim
         return self.num_hidden_layers * layer + v * h * (1 if self.tie_word_embeddings else 2) + h
 
     @classmethod
