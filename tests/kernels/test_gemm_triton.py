@@ -130,3 +130,16 @@ def test_w8a8_per_tensor_scales():
     xs, ws = torch.tensor(0.02), torch.tensor([0.5])
     out = fp8_gemm.fp8_gemm_triton(xq, xs, wq, ws, torch.float16)
     torch.testing.assert_close(out, fp8_gemm.fp8_gemm_ref(xq, xs, wq, ws, torch.float16), **TOL[torch.float16])
+
+
+@pytest.mark.parametrize("m", [2, 8])
+def test_w4a16_planes_with_the_dispatched_config(m):
+    # the tile configuration the CUDA dispatch uses for 2..8 rows at group sizes that are multiples of 128
+    g = torch.Generator().manual_seed(m)
+    n, k, group = 136, 512, 128
+    q = torch.randint(-8, 8, (n, k), generator=g)
+    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(torch.bfloat16)
+    x = torch.randn(m, k, generator=g).to(torch.bfloat16)
+    packed = pack_rows_fast(q)
+    out = w4a16_gemm.w4a16_gemm_planes_triton(x, packed, scale, group, config=w4a16_gemm.PLANES_CONFIG)
+    torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group), **TOL[torch.bfloat16])
