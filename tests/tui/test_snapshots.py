@@ -13,7 +13,15 @@ async def _quantize(pilot):
     pilot.app.screen.query_one("#samples", Input).value = "8"
     await pilot.press("ctrl+r")
     await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    await _settle(pilot)
+
+
+async def _settle(pilot) -> None:
+    # the worker's last messages, the log's scroll to its end and the progress panel's refresh all land after the
+    # worker completes: let them finish so the screenshot is the final state, not one of the steps before it
+    for _ in range(4):
+        await pilot.pause(0.05)
+    await pilot.wait_for_scheduled_animations()
 
 
 async def _evaluate(pilot):

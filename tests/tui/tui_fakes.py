@@ -1,5 +1,6 @@
 """A deterministic stand-in for kvant.tui.services.Services: same methods, no model, no network."""
 import threading
+import time
 from pathlib import Path
 
 from kvant.engine.errors import KvantError
@@ -37,8 +38,12 @@ class FakeProcess:
 
 
 class FakeServices:
-    def __init__(self, root: Path, *, block_quantize: bool = False, fail_eval: bool = False, write: bool = True) -> None:
+    def __init__(self, root: Path, *, block_quantize: bool = False, fail_eval: bool = False, write: bool = True,
+                 report_gap: float = 0.0) -> None:
         self.root = root
+        # seconds between progress reports: the UI coalesces a burst of Progress messages into the newest, so a
+        # snapshot that shows the quantize log needs each report handled before the next one arrives
+        self.report_gap = report_gap
         self.write = write  # False for snapshots, whose root is a fixed display path
         self.block_quantize = block_quantize
         self.fail_eval = fail_eval
@@ -95,6 +100,7 @@ class FakeServices:
             if cancel.is_set():
                 raise KvantError(f"quantization cancelled at layer {layer}")
             report(f"layer {layer + 1}/{NUM_LAYERS}", (layer + 1) / NUM_LAYERS)
+            time.sleep(self.report_gap)
         if self.write:
             out.mkdir(parents=True)
         return out
