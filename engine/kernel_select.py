@@ -102,13 +102,15 @@ def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | N
     """Pick the GEMM path of every quantized layer of a built model for the card it runs on (or for `kernel_arch`,
     which forces a smaller card's paths), set it on the layers and log it once. None where no choice is made: a CPU
     model without a forced arch runs the torch references."""
+    import torch
+
     from kvant.engine.quant_linear import Fp8Linear
 
     device = next(model.parameters()).device
     if kernel_arch:
         capability = parse_arch(kernel_arch)
     elif device.type == "cuda":
-        capability = _forced or __import__("torch").cuda.get_device_capability(device)
+        capability = _forced or torch.cuda.get_device_capability(device)
     else:
         return None
     scheme = scheme_of(getattr(model.config, "quantization_config", None))

@@ -70,15 +70,9 @@ def _block_k(group_size: int, cap: int) -> int:
 
 
 def w4a16_gemm_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None) -> torch.Tensor:
+    _check(x, weight_packed, weight_scale, group_size, multiple=16)
     m, k = x.shape
     n = weight_packed.shape[0]
-    if weight_packed.dtype != torch.int32 or weight_packed.shape[1] * 8 != k:
-        raise ValueError(f"weight_packed must be int32 [N, {k // 8}], got {weight_packed.dtype} "
-                         f"{tuple(weight_packed.shape)}")
-    if k % group_size or group_size % 16:
-        raise ValueError(f"group_size must divide K={k} and be a multiple of 16, got {group_size}")
-    if weight_scale.shape != (n, k // group_size):
-        raise ValueError(f"weight_scale must be [{n}, {k // group_size}], got {tuple(weight_scale.shape)}")
     x = x if x.stride(-1) == 1 else x.contiguous()
     weight_packed, weight_scale = weight_packed.contiguous(), weight_scale.contiguous()
     zp = weight_zero_point.contiguous() if weight_zero_point is not None else weight_packed
@@ -161,15 +155,9 @@ def _w4a16_planes_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride
 
 def w4a16_gemm_planes_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None,
                              config: tuple[int, int, int, int, int, int] | None = None) -> torch.Tensor:
+    _check(x, weight_packed, weight_scale, group_size, multiple=8)
     m, k = x.shape
     n = weight_packed.shape[0]
-    if weight_packed.dtype != torch.int32 or weight_packed.shape[1] * 8 != k:
-        raise ValueError(f"weight_packed must be int32 [N, {k // 8}], got {weight_packed.dtype} "
-                         f"{tuple(weight_packed.shape)}")
-    if k % group_size or group_size % 8:
-        raise ValueError(f"group_size must divide K={k} and be a multiple of 8, got {group_size}")
-    if weight_scale.shape != (n, k // group_size):
-        raise ValueError(f"weight_scale must be [{n}, {k // group_size}], got {tuple(weight_scale.shape)}")
     x = x if x.stride(-1) == 1 else x.contiguous()
     weight_packed, weight_scale = weight_packed.contiguous(), weight_scale.contiguous()
     zp = weight_zero_point.contiguous() if weight_zero_point is not None else weight_packed
@@ -316,14 +304,15 @@ def w4a16_dequant_mm_triton(x, weight_packed, weight_scale, group_size, weight_z
     return x @ w.t()
 
 
-def _check(x, weight_packed, weight_scale, group_size) -> None:
+def _check(x, weight_packed, weight_scale, group_size, multiple: int = 16) -> None:
+    # shared argument checks of every W4A16 entry point; `multiple` is what the kernel's group size must divide by
     m, k = x.shape
     n = weight_packed.shape[0]
     if weight_packed.dtype != torch.int32 or weight_packed.shape[1] * 8 != k:
         raise ValueError(f"weight_packed must be int32 [N, {k // 8}], got {weight_packed.dtype} "
                          f"{tuple(weight_packed.shape)}")
-    if k % group_size or group_size % 16:
-        raise ValueError(f"group_size must divide K={k} and be a multiple of 16, got {group_size}")
+    if k % group_size or group_size % multiple:
+        raise ValueError(f"group_size must divide K={k} and be a multiple of {multiple}, got {group_size}")
     if weight_scale.shape != (n, k // group_size):
         raise ValueError(f"weight_scale must be [{n}, {k // group_size}], got {tuple(weight_scale.shape)}")
 
