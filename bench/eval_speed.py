@@ -1,6 +1,7 @@
 """Wall time of one lm-eval run through kvant's backend and through lm-eval's own `hf` backend, same tasks and limit.
 
-    python bench/eval_speed.py --data-dir ../shared/data --tasks kvant_arc_easy,kvant_piqa --limit 20
+    python bench/eval_speed.py --data-dir ../shared/data --tasks kvant_arc_easy,kvant_piqa,kvant_hellaswag --limit 100
+    python bench/eval_speed.py --data-dir ../shared/data --tasks kvant_wikitext --limit 5
 """
 import argparse
 import json
@@ -58,7 +59,9 @@ def main() -> None:
     del llm
 
     t0 = time.perf_counter()
-    hf = HFLM(pretrained=str(path), dtype=args.dtype, device=args.device, batch_size=args.hf_batch_size)
+    # the same context length on both sides: rolling perplexity windows depend on it
+    hf = HFLM(pretrained=str(path), dtype=args.dtype, device=args.device, batch_size=args.hf_batch_size,
+              max_length=args.max_model_len)
     hf_load = time.perf_counter() - t0
     hf_s, hf_res = _run(hf, tasks, args.limit, tm)
 

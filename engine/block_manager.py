@@ -67,7 +67,7 @@ class BlockManager:
             return []
         hits: list[int] = []
         parent = None
-        for i in range((seq.num_tokens - 1) // self.block_size):
+        for i in range(seq.cacheable_tokens // self.block_size):
             tokens = seq.block_tokens(i)
             h = block_hash(parent, tokens)
             block_id = self.hash_to_block_id.get(h)

@@ -77,6 +77,10 @@ def scheme_of(quantization_config: dict | None) -> str:
                      f"{' with quantized activations' if acts else ''}")
 
 
+# FP8 cards, decode sizes: at up to this many rows the FP8 weights go through the W8A16 kernel with 16-bit
+# activations, skipping the per-token activation quant and the FP8 GEMM (bench/decode_gemm.py, bench/RESULTS.md)
+FP8_WEIGHT_ONLY_MAX_M = 16
+
 _forced: tuple[int, int] | None = None
 
 
@@ -118,5 +122,6 @@ def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | N
     for module in model.modules():
         if isinstance(module, Fp8Linear):
             module.weight_only = path.gemm == "fp8_weight_only"
+            module.weight_only_max_m = FP8_WEIGHT_ONLY_MAX_M if device.type == "cuda" else 0
     log_choice(scheme, path)
     return path

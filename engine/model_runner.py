@@ -126,25 +126,39 @@ class ModelRunner:
             if start + n == seq.num_tokens:
                 sample_seqs.append(seq)
                 sample_rows.append(offset + n - 1)
-            if seq.params.prompt_logprobs is not None and start < seq.num_prompt_tokens - 1:
-                # row j predicts token j + 1
+            if seq.params.prompt_logprobs is not None:
+                # row j predicts token j + 1; rows before prompt_logprobs_from - 1 are not wanted
+                first = max(start, seq.params.prompt_logprobs_from - 1)
                 last = min(start + n, seq.num_prompt_tokens - 1)
-                plp_spans.append((seq, offset, start, last))
+                if first < last:
+                    plp_spans.append((seq, offset + first - start, first, last))
             offset += n
         sampled = None
         if sample_seqs:
             logits = self.model.compute_logits(hidden[sample_rows])
             sampled = self.sampler(logits, sample_seqs, self.model.config.eos_token_ids)
-        prompt_logprobs = {}
-        for seq, offset, start, last in plp_spans:
-            dicts = []
-            for a in range(start, last, PROMPT_LOGPROB_ROWS):
-                b = min(a + PROMPT_LOGPROB_ROWS, last)
-                lp = self.model.compute_logits(hidden[offset + a - start:offset + b - start]).log_softmax(dim=-1)
-                targets = torch.tensor(seq.token_ids[a + 1:b + 1], device=lp.device)
-                dicts.extend(top_logprobs(lp, targets, [seq.params.prompt_logprobs] * (b - a)))
-            prompt_logprobs[seq.seq_id] = (start + 1, dicts)
-        return sample_seqs, sampled, prompt_logprobs
+        return sample_seqs, sampled, self._prompt_logprobs(hidden, plp_spans)
+
+    def _prompt_logprobs(self, hidden: torch.Tensor, spans: list) -> dict[int, tuple[int, list[dict[int, float]]]]:
+        """The wanted rows of every sequence through the lm_head together, PROMPT_LOGPROB_ROWS at a time."""
+        if not spans:
+            return {}
+        rows, targets, ks = [], [], []
+        for seq, row, first, last in spans:
+            rows.extend(range(row, row + last - first))
+            targets.extend(seq.token_ids[first + 1:last + 1])
+            ks.extend([seq.params.prompt_logprobs] * (last - first))
+        dicts: list[dict[int, float]] = []
+        for a in range(0, len(rows), PROMPT_LOGPROB_ROWS):
+            b = min(a + PROMPT_LOGPROB_ROWS, len(rows))
+            idx = torch.tensor(rows[a:b], device=hidden.device)
+            lp = self.model.compute_logits(hidden[idx]).log_softmax(dim=-1)
+            dicts.extend(top_logprobs(lp, torch.tensor(targets[a:b], device=lp.device), ks[a:b]))
+        out, i = {}, 0
+        for seq, _, first, last in spans:
+            out[seq.seq_id] = (first + 1, dicts[i:i + last - first])
+            i += last - first
+        return out
 
     # CUDA graphs (decode only): static buffers, one shared memory pool, padded rows write nowhere
     @torch.inference_mode()

@@ -74,10 +74,11 @@ class Fp8Linear(_QuantLinear):
         self.register_buffer("weight_scale", torch.empty(scale_shape))
         self.register_buffer("input_scale", torch.empty(1) if static else None)
         self.weight_only = False  # cards without FP8 tensor cores: FP8 weights, 16-bit activations (kernel_select)
+        self.weight_only_max_m = 0  # FP8 cards: weight-only at up to this many rows (decode; kernel_select)
 
     def forward(self, x):
         flat = self._flat(x)
-        if self.weight_only:
+        if self.weight_only or flat.shape[0] <= self.weight_only_max_m:
             y = w8a16_gemm(flat, self.weight, self.weight_scale)
             return self._out(y if self.bias is None else y + self.bias, x)
         xq, xs = quant_fp8_per_tensor(flat, self.input_scale) if self.input_scale is not None else quant_fp8_per_token(flat)

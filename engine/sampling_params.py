@@ -30,6 +30,9 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # top-k logprobs per generated token (the sampled token is always included)
     prompt_logprobs: int | None = None  # top-k logprobs per prompt token
+    # kvant extension: prompt positions before this one get no logprob (None), so their rows skip the lm_head and
+    # the prefix cache may serve them (scoring a continuation after a shared context, as lm-eval does)
+    prompt_logprobs_from: int = 0
     skip_special_tokens: bool = True
 
     def __post_init__(self):
@@ -65,6 +68,7 @@ class SamplingParams:
             raise ValueError(f"min_tokens must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}")
         _check_int("logprobs", self.logprobs, 0, allow_none=True)
         _check_int("prompt_logprobs", self.prompt_logprobs, 0, allow_none=True)
+        _check_int("prompt_logprobs_from", self.prompt_logprobs_from, 0)
         for name in ("ignore_eos", "skip_special_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")

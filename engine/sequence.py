@@ -71,9 +71,16 @@ class Sequence:
         return self.num_uncomputed_tokens > 1
 
     @property
+    def cacheable_tokens(self) -> int:
+        # leading tokens the prefix cache may serve: one token is always computed, and prompt logprobs need the row
+        # before each position they cover (row j predicts token j + 1)
+        if self.params.prompt_logprobs is None:
+            return self.num_tokens - 1
+        return min(self.num_tokens - 1, max(self.params.prompt_logprobs_from - 1, 0))
+
+    @property
     def uses_prefix_cache(self) -> bool:
-        # prompt logprobs need every prompt row computed, so such requests never read the cache (as in vLLM)
-        return self.params.prompt_logprobs is None
+        return self.params.prompt_logprobs is None or self.cacheable_tokens >= self.block_size
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)

@@ -121,20 +121,30 @@ class KvantLM(TemplateLM):
         if self.progress is not None:
             self.progress(phase, bar.n, bar.total)
 
-    def _prompt_logprobs(self, prompts: list[list[int]], phase: str, disable_tqdm: bool) -> list[list]:
+    def _prompt_logprobs(self, prompts: list[list[int]], starts: list[int], phase: str,
+                         disable_tqdm: bool) -> list[list]:
+        """Prompt logprobs of prompts[i] from position starts[i] on. Requests whose context another one shares
+        run after it, so the prefix cache serves them the context's blocks; the lm_head sees only scored rows."""
         from kvant.engine import SamplingParams
 
-        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1)
         # longest first: errors surface early and the ETA over-, not under-estimates
         order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), prompts[i]))
+        seen, first_wave, second_wave = set(), [], []
+        for i in order:
+            key = tuple(prompts[i][:starts[i]])
+            (second_wave if key in seen else first_wave).append(i)
+            seen.add(key)
         result: list[list | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc=phase, disable=disable_tqdm)
-        for start in range(0, len(order), self.chunk_size):
-            idx = order[start:start + self.chunk_size]
-            outs = self.llm.generate([prompts[i] for i in idx], params)
-            for i, out in zip(idx, outs, strict=True):
-                result[i] = out.prompt_logprobs
-            self._report(phase, bar, len(idx))
+        for wave in (first_wave, second_wave):
+            for a in range(0, len(wave), self.chunk_size):
+                idx = wave[a:a + self.chunk_size]
+                params = [SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1,
+                                         prompt_logprobs_from=starts[i]) for i in idx]
+                outs = self.llm.generate([prompts[i] for i in idx], params)
+                for i, out in zip(idx, outs, strict=True):
+                    result[i] = out.prompt_logprobs
+                self._report(phase, bar, len(idx))
         bar.close()
         return result
 
@@ -149,7 +159,7 @@ class KvantLM(TemplateLM):
             cut = max(0, len(whole) - max_prompt)
             prompts.append(whole[cut:])
             ctxlens.append(len(context_enc) - cut)
-        logprobs = self._prompt_logprobs(prompts, "loglikelihood", disable_tqdm)
+        logprobs = self._prompt_logprobs(prompts, ctxlens, "loglikelihood", disable_tqdm)
         res = []
         for (cache_key, _, _), prompt, ctxlen, lps in zip(requests, prompts, ctxlens, logprobs, strict=True):
             answer = continuation_score(prompt, lps, ctxlen)

@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -55,6 +56,80 @@ def paged_attention_prefill_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens,
         pos = torch.arange(length - (end - start), length, device=q.device)
         out[start:end] = _attend_ref(q[start:end], k, v, pos, scale)
     return out
+
+
+# ---- batched torch path (CPU): sequences of similar size share one SDPA call over their gathered blocks ----
+PAD_SLACK = 1.5  # a group's padded score matrix may be this much larger than its sequences' own ones
+GROUP_MAX_SCORES = 1 << 24  # score elements per head in one call (64 MiB of fp32 per head)
+
+
+def _length_groups(q_lens: list[int], ctx_lens: list[int]) -> list[list[int]]:
+    """Sequence indices grouped so that padding every member to the group's longest costs little."""
+    order = sorted(range(len(q_lens)), key=lambda i: (q_lens[i], ctx_lens[i]))
+    groups, cur, own, tq, tk = [], [], 0, 0, 0
+    for i in order:
+        ntq, ntk, nown = max(tq, q_lens[i]), max(tk, ctx_lens[i]), own + q_lens[i] * ctx_lens[i]
+        padded = (len(cur) + 1) * ntq * ntk
+        if cur and (padded > PAD_SLACK * nown + 4096 or padded > GROUP_MAX_SCORES):
+            groups.append(cur)
+            cur, ntq, ntk, nown = [], q_lens[i], ctx_lens[i], q_lens[i] * ctx_lens[i]
+        cur.append(i)
+        tq, tk, own = ntq, ntk, nown
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _gather_group(cache: torch.Tensor, tables: torch.Tensor, num_blocks: int, scale) -> torch.Tensor:
+    # cache [NB, bs, Hkv, D], tables [G, >= num_blocks] (-1 = none) -> [G, Hkv, num_blocks * bs, D] fp32
+    blocks = tables[:, :num_blocks].long().clamp(min=0)
+    x = cache[blocks].flatten(1, 2).float()  # [G, L, Hkv, D]
+    if cache.dtype == FP8:
+        x = x * scale_value(scale, x.device)
+    return x.transpose(1, 2)
+
+
+def paged_attention_prefill_torch(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
+                                  k_scale=None, v_scale=None):
+    """Same contract as paged_attention_prefill_ref, a few batched ops per group of sequences instead of a
+    Python loop over them; fp32 scores and softmax."""
+    out = torch.empty_like(q)
+    cu, ctx = cu_seqlens_q.tolist(), context_lens.tolist()
+    q_lens = [b - a for a, b in zip(cu, cu[1:])]
+    bs, dev = k_cache.shape[1], q.device
+    for group in _length_groups(q_lens, ctx):
+        tq, tk = max(q_lens[i] for i in group), max(ctx[i] for i in group)
+        nblk = -(-tk // bs)
+        idx = torch.tensor(group, device=dev)
+        k = _gather_group(k_cache, block_tables[idx], nblk, k_scale)
+        v = _gather_group(v_cache, block_tables[idx], nblk, v_scale)
+        # row j of member g is query cu[g] + j at position ctx[g] - q_len[g] + j; padded rows repeat the last one
+        starts = torch.tensor([cu[i] for i in group], device=dev)
+        lens = torch.tensor([q_lens[i] for i in group], device=dev)
+        j = torch.arange(tq, device=dev)
+        valid = j[None, :] < lens[:, None]  # [G, tq]
+        rows = starts[:, None] + torch.minimum(j[None, :], lens[:, None] - 1)
+        qg = q[rows].float().transpose(1, 2)  # [G, Hq, tq, D]
+        gqa = qg.shape[1] != k.shape[1]
+        if all(ctx[i] == q_lens[i] for i in group):
+            # no cached prefix: plain causal attention (right padding only adds rows and keys after the real
+            # ones), which SDPA computes without a mask and without the masked half
+            o = F.scaled_dot_product_attention(qg, k[:, :, :tq], v[:, :, :tq], is_causal=True, scale=scale,
+                                               enable_gqa=gqa)
+        else:
+            pos = torch.tensor([ctx[i] for i in group], device=dev)[:, None] - lens[:, None] + j[None, :]
+            mask = torch.arange(nblk * bs, device=dev)[None, None, :] <= pos[:, :, None]  # [G, tq, L]
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask[:, None], scale=scale, enable_gqa=gqa)
+        out[rows[valid]] = o.transpose(1, 2)[valid].to(q.dtype)
+    return out
+
+
+def paged_attention_decode_torch(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale=None,
+                                 v_scale=None):
+    """Decode is prefill with one query per sequence at its last position."""
+    cu = torch.arange(q.shape[0] + 1, device=q.device, dtype=torch.int32)
+    return paged_attention_prefill_torch(q, k_cache, v_cache, cu, context_lens, block_tables, scale, k_scale,
+                                         v_scale)
 
 
 # ---- Triton ----
@@ -247,7 +322,7 @@ def paged_attention_prefill_triton(q, k_cache, v_cache, cu_seqlens_q, context_le
 def paged_attention_decode(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale=None, v_scale=None):
     if on_cuda(q, k_cache, v_cache, block_tables, context_lens):
         return paged_attention_decode_triton(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_scale)
-    return paged_attention_decode_ref(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_scale)
+    return paged_attention_decode_torch(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_scale)
 
 
 def paged_attention_prefill(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
@@ -255,5 +330,5 @@ def paged_attention_prefill(q, k_cache, v_cache, cu_seqlens_q, context_lens, blo
     if on_cuda(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables):
         return paged_attention_prefill_triton(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
                                               k_scale, v_scale)
-    return paged_attention_prefill_ref(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
+    return paged_attention_prefill_torch(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
                                        k_scale, v_scale)

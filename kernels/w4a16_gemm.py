@@ -5,6 +5,8 @@ import triton.language as tl
 from kvant.kernels.dispatch import interpreted, num_sms, on_cuda
 from kvant.kernels.int4_pack import unpack_int4
 
+MAGIC = tl.constexpr(0x4B000000)  # fp32 bits of 2**23: OR-ing a nibble q into the mantissa gives the float 2**23 + q
+
 
 # ---- torch reference ----
 def dequant_w4_ref(weight_packed, weight_scale, group_size, weight_zero_point=None) -> torch.Tensor:
@@ -49,7 +51,8 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_xm, st
             zw = tl.load(z_ptr + (offs_n // 8) * stride_zn + group, mask=mask_n, other=0)
             q = q - (((zw >> ((offs_n % 8) * 4)) & 0xF) - 8)[:, None]
         scale = tl.load(s_ptr + offs_n * stride_sn + group, mask=mask_n, other=0.0).to(tl.float32)
-        # |q - zp| <= 15 is exact in 16 bits; the scale is applied to the fp32 partial sum
+        # |q - zp| <= 15 is exact in 16 bits; the scale is applied to the fp32 partial sum. (The bit-trick
+        # conversion of the other kernels made this one slower on the H200: bench/RESULTS.md.)
         w = q.to(tl.float32)
         if UPCAST:
             part = tl.dot(x.to(tl.float32), tl.trans(w))
@@ -126,13 +129,13 @@ def _w4a16_planes_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride
             scale = scale.to(tl.float32)
         if HAS_ZP:
             zw = tl.load(z_ptr + (offs_n // 8)[None, :] * stride_zn + zcol[:, None], mask=wmask, other=0)
-            zp = ((zw >> ((offs_n % 8) * 4)[None, :]) & 0xF) - 8
+            offset = (((zw >> ((offs_n % 8) * 4)[None, :]) & 0xF) + 8388608).to(tl.float32)
+        else:
+            offset = 8388616.0
         part = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for j in tl.static_range(8):
-            q = ((words >> (4 * j)) & 0xF) - 8
-            if HAS_ZP:
-                q = q - zp
-            w = q.to(tl.float32)
+            # nibble -> float through the mantissa of 2**23 (see MAGIC), no int->float conversion
+            w = (((words >> (4 * j)) & 0xF) | MAGIC).to(tl.float32, bitcast=True) - offset
             if not SCALE_AFTER:
                 w = w * scale
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + (offs_w * 8 + j)[None, :],
@@ -228,7 +231,100 @@ def _w4a16_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_x
         tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-GEMV_MAX_M = 1  # one row: the CUDA-core GEMV edges out the tensor-core tile (bench/RESULTS.md); from 2 it loses
+
+
+@triton.jit
+def _w4a16_gemv_magic_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, stride_sn, stride_zn,
+                             TILES_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, GROUP: tl.constexpr,
+                             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # One row (batch-1 decode), CUDA cores. A nibble becomes a float without an int->float conversion: OR it into
+    # the mantissa of 2**23 and subtract 2**23 + 8 (or 2**23 + zero point). Plane j of a word tile holds
+    # k = 8 * word + j and meets x's matching stride-8 columns. Products are summed before the group scale is
+    # applied: GROUP > 0 (it divides BLOCK_K) views the tile as [BLOCK_N, groups, words per group] and scales each
+    # group's sum once; GROUP = 0 scales each word's sum (any G that is a multiple of 8).
+    NG: tl.constexpr = BLOCK_K // GROUP if GROUP > 0 else BLOCK_K // 8
+    WPG: tl.constexpr = GROUP // 8 if GROUP > 0 else 1
+    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    mask3 = mask_n[:, None, None]
+    acc = tl.zeros((BLOCK_N, NG), dtype=tl.float32)
+    num_tiles = K // BLOCK_K
+    first = pid_k * TILES_PER_SPLIT
+    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, num_tiles)):
+        offs_w = t * (BLOCK_K // 8) + tl.arange(0, NG)[:, None] * WPG + tl.arange(0, WPG)[None, :]  # [NG, WPG]
+        words = tl.load(w_ptr + offs_n[:, None, None].to(tl.int64) * stride_wn + offs_w[None, :, :], mask=mask3,
+                        other=0)  # [BLOCK_N, NG, WPG] int32
+        group = (offs_w * 8) // G  # [NG, WPG]; constant along WPG when GROUP > 0
+        if GROUP > 0:
+            gcol = t * (BLOCK_K // GROUP) + tl.arange(0, NG)
+            scale = tl.load(s_ptr + offs_n[:, None] * stride_sn + gcol[None, :], mask=mask_n[:, None], other=0.0)
+            if HAS_ZP:
+                zw = tl.load(z_ptr + (offs_n // 8)[:, None] * stride_zn + gcol[None, :], mask=mask_n[:, None],
+                             other=0)
+                offset = ((((zw >> ((offs_n % 8) * 4)[:, None]) & 0xF) + 8388608).to(tl.float32))[:, :, None]
+            else:
+                offset = 8388616.0
+        else:
+            scale = tl.load(s_ptr + offs_n[:, None, None] * stride_sn + group[None, :, :], mask=mask3, other=0.0)
+            if HAS_ZP:
+                zw = tl.load(z_ptr + (offs_n // 8)[:, None, None] * stride_zn + group[None, :, :], mask=mask3,
+                             other=0)
+                offset = (((zw >> ((offs_n % 8) * 4)[:, None, None]) & 0xF) + 8388608).to(tl.float32)
+            else:
+                offset = 8388616.0
+        dot = tl.zeros((BLOCK_N, NG, WPG), dtype=tl.float32)
+        for j in tl.static_range(8):
+            x = tl.load(x_ptr + offs_w * 8 + j).to(tl.float32)  # [NG, WPG]
+            w = (((words >> (4 * j)) & 0xF) | MAGIC).to(tl.float32, bitcast=True) - offset
+            dot += w * x[None, :, :]
+        if GROUP > 0:
+            acc += tl.sum(dot, axis=2) * scale.to(tl.float32)
+        else:
+            acc += tl.sum(dot * scale.to(tl.float32), axis=2)
+    out = tl.sum(acc, axis=1)
+    if SPLIT > 1:
+        tl.atomic_add(out_ptr + offs_n, out, mask=mask_n)
+    else:
+        tl.store(out_ptr + offs_n, out.to(out_ptr.dtype.element_ty), mask=mask_n)
+
+
+def w4a16_gemv_magic_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None,
+                            config: tuple[int, int, int, int, int, bool] | None = None) -> torch.Tensor:
+    """x [1, K] -> [1, N]. config = (BLOCK_N, BLOCK_K, num_warps, num_stages, split, grouped) for bench sweeps;
+    split 0 picks about two programs per SM; grouped: one scale per group sum where the group divides the tile."""
+    m, k = x.shape
+    n = weight_packed.shape[0]
+    if m != 1:
+        raise ValueError(f"w4a16_gemv_magic_triton takes one row, got {m}")
+    _check(x, weight_packed, weight_scale, group_size, multiple=8)
+    x = x.contiguous()
+    weight_packed, weight_scale = weight_packed.contiguous(), weight_scale.contiguous()
+    zp = weight_zero_point.contiguous() if weight_zero_point is not None else weight_packed
+    bn, bk, warps, stages, split, grouped = config or GEMV_MAGIC_CONFIG
+    while k % bk:
+        bk //= 2
+    grouped = grouped and bk % group_size == 0
+    num_tiles = k // bk
+    if split == 0:
+        split = max(1, min(num_tiles, 2 * num_sms(x.device) // triton.cdiv(n, bn)))
+    per_split = triton.cdiv(num_tiles, split)
+    split = triton.cdiv(num_tiles, per_split)
+    out = torch.zeros(1, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
+        1, n, dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(n, bn), split)
+    _w4a16_gemv_magic_kernel[grid](x, weight_packed, weight_scale, zp, out, n, k, group_size,
+                                   weight_packed.stride(0), weight_scale.stride(0), zp.stride(0), per_split,
+                                   HAS_ZP=weight_zero_point is not None, SPLIT=split,
+                                   GROUP=group_size if grouped else 0, BLOCK_N=bn,
+                                   BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    return out.to(x.dtype) if split > 1 else out
+
+
+GEMV_MAGIC_CONFIG = (16, 1024, 4, 3, 0, True)
+
+
+GEMV_MAX_M = 1  # one row: the CUDA-core GEMV beats the tensor-core kernels (bench/RESULTS.md); from 2 it loses
 
 
 def w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_point=None,
@@ -328,7 +424,7 @@ def w4a16_gemm(x, weight_packed, weight_scale, group_size, weight_zero_point=Non
     if on_cuda(x, weight_packed, weight_scale, weight_zero_point):
         m = x.shape[0]
         if m <= GEMV_MAX_M:
-            return w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)
+            return w4a16_gemv_magic_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)
         if m >= DEQUANT_MIN_M:
             return w4a16_dequant_mm_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)
         if m <= PLANES_MAX_M and group_size % 128 == 0:

@@ -147,6 +147,16 @@ def test_prompt_logprobs_requests_skip_the_cache():
     assert bm.match_prefix(b) == []
 
 
+def test_prompt_logprobs_from_lets_the_cache_serve_the_rows_before_it():
+    bm = BlockManager(8, BS)
+    a = make_seq(0, list(range(13)))
+    compute(bm, a, 13)
+    # logprobs wanted from position 9: row 8 must be computed, so at most 8 tokens (two blocks) come from the cache
+    assert len(bm.match_prefix(make_seq(1, list(range(13)), prompt_logprobs=1, prompt_logprobs_from=9))) == 2
+    assert len(bm.match_prefix(make_seq(2, list(range(13)), prompt_logprobs=1, prompt_logprobs_from=8))) == 1
+    assert bm.match_prefix(make_seq(3, list(range(13)), prompt_logprobs=1, prompt_logprobs_from=4)) == []
+
+
 def test_caching_disabled_never_hits():
     bm = BlockManager(8, BS, enable_prefix_caching=False)
     a = make_seq(0, list(range(9)))

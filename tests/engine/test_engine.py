@@ -159,6 +159,28 @@ def test_logprobs_and_prompt_logprobs_match_reference(tiny_model, refs):
         assert_pool_empty(llm)
 
 
+def test_prompt_logprobs_from_skips_rows_and_reuses_the_shared_context(tiny_model):
+    # lm-eval's pattern: one context, several continuations scored from the context's end
+    ctx = prompts(1, seed=11, low=21, high=21)[0]
+    conts = prompts(3, seed=12, low=2, high=6)
+    llm = LLM.from_model(tiny_model, None, block_size=4)
+    full = [o.prompt_logprobs for o in llm.generate([ctx + c for c in conts],
+                                                    SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=1))]
+    first = llm.generate([ctx + conts[0]], SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=1,
+                                                         prompt_logprobs_from=len(ctx)))[0]
+    rest = llm.generate([ctx + c for c in conts[1:]], SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=1,
+                                                                    prompt_logprobs_from=len(ctx)))
+    for o, expected in zip([first, *rest], full):
+        assert o.prompt_logprobs[:len(ctx)] == [None] * len(ctx)
+        for got, want in zip(o.prompt_logprobs[len(ctx):], expected[len(ctx):], strict=True):
+            assert set(got) == set(want)
+            for t in got:
+                assert got[t] == pytest.approx(want[t], abs=1e-5)
+    # the context's full blocks before row len(ctx) - 1 come from the cache: 20 of its 21 tokens
+    assert [o.num_cached_tokens for o in rest] == [20, 20]
+    assert_pool_empty(llm)
+
+
 def test_n_samples_share_prompt_blocks_and_seed_is_batch_independent(tiny_model):
     p = prompts(1, seed=9, low=33, high=33)[0]
     params = SamplingParams(n=3, temperature=1.0, seed=123, max_tokens=8, ignore_eos=True)

@@ -59,6 +59,26 @@ def test_w4a16_other_kernels(m, n, k, group, asym, kernel):
     torch.testing.assert_close(out, ref, **tol)
 
 
+@pytest.mark.parametrize("n,k,group", [(830, 544, 32), (64, 1024, 128), (72, 256, 64)])
+@pytest.mark.parametrize("asym", [False, True])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_w4a16_gemv_magic(n, k, group, asym, grouped):
+    # the batch-1 GEMV that builds floats from nibbles by bit tricks; split K (atomics) and one split both run
+    g = torch.Generator().manual_seed(n + k + asym + 2 * grouped)
+    q = torch.randint(-8, 8, (n, k), generator=g)
+    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(torch.bfloat16)
+    zp = None
+    if asym:
+        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)
+        zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
+    x = torch.randn(1, k, generator=g).to(torch.bfloat16)
+    packed = pack_rows_fast(q)
+    ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
+    for split in (0, 1):
+        out = w4a16_gemm.w4a16_gemv_magic_triton(x, packed, scale, group, zp, config=(16, 128, 4, 2, split, grouped))
+        torch.testing.assert_close(out, ref, **TOL[torch.bfloat16])
+
+
 def test_w4a16_dequantize_is_exact_in_fp32():
     g = torch.Generator().manual_seed(5)
     q, scale = torch.randint(-8, 8, (24, 256), generator=g), torch.rand(24, 4, generator=g)

@@ -116,6 +116,46 @@ def test_paged_prefill_ref_with_cached_prefix():
         torch.testing.assert_close(out[cu[b]:cu[b + 1]], exp, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cache_dtype", [torch.float32, FP8])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_torch_paths_equal_the_refs(cache_dtype, seed):
+    # the CPU engine's batched paths against the per-sequence references: mixed lengths (so several groups), cached
+    # prefixes, GQA, fp8 cache with scales, and tables padded with -1
+    g = torch.Generator().manual_seed(seed)
+    bs, hq, hkv, d, nb = 4, 6, 2, 8, 40
+    kc, vc = _fill_cache(nb, bs, hkv, d, cache_dtype, g)
+    n = 9
+    q_lens = torch.randint(1, 12, (n,), generator=g).tolist()
+    q_lens[0] = 40  # one long sequence next to short ones
+    ctx = [ql + int(torch.randint(0, 9, (1,), generator=g)) for ql in q_lens]
+    if seed == 0:  # no cached prefixes at all: the unmasked causal path
+        ctx = list(q_lens)
+    width = max(-(-c // bs) for c in ctx) + 1
+    tables = torch.full((n, width), -1, dtype=torch.int32)
+    for b, c in enumerate(ctx):
+        tables[b, :-(-c // bs)] = torch.randperm(nb, generator=g)[:-(-c // bs)].int()
+    cu = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32)
+    q = torch.randn(sum(q_lens), hq, d, generator=g)
+    lens = torch.tensor(ctx, dtype=torch.int32)
+    ks, vs = (0.5, 2.0) if cache_dtype == FP8 else (None, None)
+    assert len(paged_attention._length_groups(q_lens, ctx)) > 1
+    torch.testing.assert_close(paged_attention.paged_attention_prefill_torch(q, kc, vc, cu, lens, tables, 0.3, ks, vs),
+                               paged_attention.paged_attention_prefill_ref(q, kc, vc, cu, lens, tables, 0.3, ks, vs),
+                               atol=1e-5, rtol=1e-5)
+    qd = torch.randn(n, hq, d, generator=g)
+    torch.testing.assert_close(paged_attention.paged_attention_decode_torch(qd, kc, vc, tables, lens, 0.3, ks, vs),
+                               paged_attention.paged_attention_decode_ref(qd, kc, vc, tables, lens, 0.3, ks, vs),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_length_groups_cover_every_sequence_once():
+    q_lens = [1, 50, 3, 3, 200, 1, 7]
+    ctx = [90, 50, 3, 10, 200, 5, 7]
+    groups = paged_attention._length_groups(q_lens, ctx)
+    assert sorted(i for grp in groups for i in grp) == list(range(len(q_lens)))
+    assert [4] in groups  # the 200-token sequence is not padded together with the short ones
+
+
 def _naive_matmul(a, b_rows):
     return torch.tensor([[sum(float(a[i, kk]) * float(b_rows[j, kk]) for kk in range(a.shape[1]))
                           for j in range(b_rows.shape[0])] for i in range(a.shape[0])], dtype=torch.float64)

@@ -192,13 +192,17 @@ def run(args) -> int:
 
 
 def _run_peer(args, llm, reqs) -> dict:
+    import gc
+
     import torch
 
     from kvant.engine.peer_hf import hf_model_from_config, run_hf_peer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     del llm.engine  # free kvant's weights and KV pool before the peer allocates its own
+    gc.collect()  # the engine's parts refer to each other: only the cycle collector frees them
     if device == "cuda":
         torch.cuda.empty_cache()
+        print(f"peer: kvant's engine freed, {torch.cuda.memory_allocated() / 2**30:.1f} GiB still allocated")
     model = hf_model_from_config(Path(args.model), device, torch.bfloat16 if device == "cuda" else torch.float32)
     return run_hf_peer(model, reqs, cuda_graphs=True if device == "cuda" else None, warmup=device == "cuda")
