@@ -3,7 +3,7 @@
 Runs in kvant's venv; the peer runs in its own venv (llm-compressor pins other transformers/compressed-tensors
 versions), through this same file's `peer-quantize` stage:
 
-    python bench/quantize_vs_llmcompressor.py --peer-python /tmp/llmc-venv/bin/python \
+    python bench/quality.py --peer-python /tmp/llmc-venv/bin/python \
         --data-dir ../shared/data --schemes w4a16,w4a16-rtn,fp8 --work /tmp/qb
 
 Schemes: w4a16 (GPTQ, group 64), w8a8 (SmoothQuant 0.5 + GPTQ), w4a16-rtn and fp8 (data-free).
