@@ -67,6 +67,15 @@ def _w4a16_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_xm, st
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def _split_k(num_tiles: int, split: int, m: int, n: int, x: torch.Tensor):
+    # K cut into `split` (or fewer) even runs of tiles; split runs add into an fp32 output (atomics), cast at the end
+    per_split = triton.cdiv(num_tiles, split)
+    split = triton.cdiv(num_tiles, per_split)
+    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
+        m, n, dtype=x.dtype, device=x.device)
+    return split, per_split, out
+
+
 def _block_k(group_size: int, cap: int) -> int:
     bk = group_size & -group_size  # the largest power of two dividing the group
     return min(bk, cap)
@@ -86,10 +95,7 @@ def w4a16_gemm_triton(x, weight_packed, weight_scale, group_size, weight_zero_po
     num_tiles = k // bk
     tiles_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     split = max(1, min(num_tiles, 2 * num_sms(x.device) // tiles_mn)) if m <= 16 else 1
-    per_split = triton.cdiv(num_tiles, split)
-    split = triton.cdiv(num_tiles, per_split)
-    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
-        m, n, dtype=x.dtype, device=x.device)
+    split, per_split, out = _split_k(num_tiles, split, m, n, x)
     grid = (triton.cdiv(n, bn), triton.cdiv(m, bm), split)
     _w4a16_kernel[grid](x, weight_packed, weight_scale, zp, out, m, n, k, group_size, x.stride(0),
                         weight_packed.stride(0), weight_scale.stride(0), zp.stride(0), out.stride(0), per_split,
@@ -176,10 +182,7 @@ def w4a16_gemm_planes_triton(x, weight_packed, weight_scale, group_size, weight_
     num_tiles = triton.cdiv(k, bk)
     tiles_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     split = max(1, min(num_tiles, waves * num_sms(x.device) // tiles_mn)) if m <= 16 else 1
-    per_split = triton.cdiv(num_tiles, split)
-    split = triton.cdiv(num_tiles, per_split)
-    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
-        m, n, dtype=x.dtype, device=x.device)
+    split, per_split, out = _split_k(num_tiles, split, m, n, x)
     grid = (triton.cdiv(n, bn), triton.cdiv(m, bm), split)
     _w4a16_planes_kernel[grid](x, weight_packed, weight_scale, zp, out, m, n, k, group_size, x.stride(0),
                                weight_packed.stride(0), weight_scale.stride(0), zp.stride(0), out.stride(0), per_split,
@@ -229,8 +232,6 @@ def _w4a16_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G, stride_x
         tl.atomic_add(ptrs, out, mask=mask)
     else:
         tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=mask)
-
-
 
 
 @triton.jit
@@ -308,10 +309,7 @@ def w4a16_gemv_magic_triton(x, weight_packed, weight_scale, group_size, weight_z
     num_tiles = k // bk
     if split == 0:
         split = max(1, min(num_tiles, 2 * num_sms(x.device) // triton.cdiv(n, bn)))
-    per_split = triton.cdiv(num_tiles, split)
-    split = triton.cdiv(num_tiles, per_split)
-    out = torch.zeros(1, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
-        1, n, dtype=x.dtype, device=x.device)
+    split, per_split, out = _split_k(num_tiles, split, 1, n, x)
     grid = (triton.cdiv(n, bn), split)
     _w4a16_gemv_magic_kernel[grid](x, weight_packed, weight_scale, zp, out, n, k, group_size,
                                    weight_packed.stride(0), weight_scale.stride(0), zp.stride(0), per_split,
@@ -321,9 +319,7 @@ def w4a16_gemv_magic_triton(x, weight_packed, weight_scale, group_size, weight_z
     return out.to(x.dtype) if split > 1 else out
 
 
-GEMV_MAGIC_CONFIG = (16, 1024, 4, 3, 0, True)
-
-
+GEMV_MAGIC_CONFIG = (16, 1024, 4, 3, 0, True)  # the H200 sweep's best at one row (bench/RESULTS.md)
 GEMV_MAX_M = 1  # one row: the CUDA-core GEMV beats the tensor-core kernels (bench/RESULTS.md); from 2 it loses
 
 
@@ -343,10 +339,7 @@ def w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_po
     num_tiles = k // bk
     if split == 0:
         split = max(1, min(num_tiles, 2 * num_sms(x.device) // triton.cdiv(n, bn)))
-    per_split = triton.cdiv(num_tiles, split)
-    split = triton.cdiv(num_tiles, per_split)
-    out = torch.zeros(m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(
-        m, n, dtype=x.dtype, device=x.device)
+    split, per_split, out = _split_k(num_tiles, split, m, n, x)
     grid = (triton.cdiv(n, bn), split)
     _w4a16_gemv_kernel[grid](x, weight_packed, weight_scale, zp, out, m, n, k, group_size, x.stride(0),
                              weight_packed.stride(0), weight_scale.stride(0), zp.stride(0), out.stride(0), per_split,
