@@ -6,7 +6,8 @@ versions), through this same file's `peer-quantize` stage:
     python bench/quality.py --peer-python /tmp/llmc-venv/bin/python \
         --data-dir ../shared/data --schemes w4a16,w4a16-rtn,fp8 --work /tmp/qb
 
-Schemes: w4a16 (GPTQ, group 64), w8a8 (SmoothQuant 0.5 + GPTQ), w4a16-rtn and fp8 (data-free).
+Schemes: w4a16 (GPTQ, group 64), w4a16-awq (AWQ then round-to-nearest, group 64), w8a8 (SmoothQuant 0.5 + GPTQ),
+w4a16-rtn and fp8 (data-free).
 Stages (all by default, in order; work whose result is already saved at the same limits is not redone unless --redo):
   calib    kvant's calibration loader -> WORK/calib-N-L.json (token ids both tools calibrate on)
   quantize each tool x scheme under /usr/bin/time -v: wall time, peak RSS, artifact size
@@ -31,8 +32,9 @@ RESULTS = HERE.parent / "results"
 MODEL = "smollm2-135m"
 TOOLS = ("kvant", "llmcompressor")
 # kvant's shipped recipe per scheme; the peer's modifiers below mirror it field by field
-KVANT_RECIPES = {"w4a16": "w4a16-gptq-g64", "w8a8": "w8a8-int8", "fp8": "fp8-dynamic", "w4a16-rtn": None}
-SCHEMES = ("w4a16", "w8a8", "w4a16-rtn", "fp8")
+KVANT_RECIPES = {"w4a16": "w4a16-gptq-g64", "w8a8": "w8a8-int8", "fp8": "fp8-dynamic", "w4a16-rtn": None,
+                 "w4a16-awq": None}
+SCHEMES = ("w4a16", "w4a16-awq", "w8a8", "w4a16-rtn", "fp8")
 DATA_FREE = ("w4a16-rtn", "fp8")
 # kvant ships no data-free INT4 recipe at group size 64; this one is written into --work and used as is
 W4A16_RTN_RECIPE = """description: INT4 weight-only round-to-nearest, group size 64 (data-free)
@@ -42,6 +44,18 @@ targets: [Linear]
 ignore: [lm_head]
 algorithm: rtn
 """
+# kvant's shipped w4a16-awq recipe (20-point grid, duo scaling, clipping search) at group size 64
+W4A16_AWQ_RECIPE = """description: INT4 weight-only, group size 64, AWQ scale and clipping search then round-to-nearest
+scheme: W4A16
+group_size: 64
+targets: [Linear]
+ignore: [lm_head]
+algorithm: awq
+n_grid: 20
+duo_scaling: true
+clip_search: true
+"""
+WRITTEN_RECIPES = {"w4a16-rtn": W4A16_RTN_RECIPE, "w4a16-awq": W4A16_AWQ_RECIPE}
 GPTQ = {"dampening_frac": 0.01, "block_size": 128, "actorder": "static"}  # kvant's recipe defaults
 MC_TASKS = ("kvant_arc_easy", "kvant_hellaswag")
 PPL_TASK = "kvant_wikitext"
@@ -53,15 +67,19 @@ def peer_recipe(scheme: str) -> list:
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from llmcompressor.modifiers.gptq import GPTQModifier
     from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform.awq import AWQModifier
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
     if scheme == "fp8":
         return [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=["lm_head"])]
-    if scheme in ("w4a16", "w4a16-rtn"):
+    if scheme in ("w4a16", "w4a16-rtn", "w4a16-awq"):
         weights = QuantizationArgs(num_bits=4, type="int", symmetric=True, strategy="group", group_size=64)
         groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
         if scheme == "w4a16-rtn":
             return [QuantizationModifier(config_groups=groups, ignore=["lm_head"])]
+        if scheme == "w4a16-awq":  # its default Llama mappings are kvant's four smoothing pairs
+            return [AWQModifier(duo_scaling=True, n_grid=20),
+                    QuantizationModifier(config_groups=groups, ignore=["lm_head"])]
         return [GPTQModifier(config_groups=groups, ignore=["lm_head"], **GPTQ)]
     if scheme == "w8a8":
         # kvant's SmoothQuant pairs: input_layernorm -> q/k/v, post_attention_layernorm -> gate/up
@@ -79,6 +97,12 @@ def peer_quantize(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(args.threads)
+    if not torch.accelerator.is_available():
+        # its AWQ step pins cached activations for faster host-to-device copies, which fails without an accelerator;
+        # pinning changes no value, so on CPU it is skipped and the algorithm runs unchanged
+        from llmcompressor.pipelines.cache import IntermediatesCache
+
+        IntermediatesCache.pin_memory = lambda self, *a, **k: None
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
     kwargs = {}
@@ -136,9 +160,9 @@ def quantize_one(tool: str, scheme: str, args, calib_path: Path) -> dict:
     log = args.work / f"{tool}-{scheme}.log"
     if tool == "kvant":
         recipe = KVANT_RECIPES[scheme]
-        if scheme == "w4a16-rtn":
-            recipe = str(args.work / "w4a16-rtn-g64.yaml")
-            Path(recipe).write_text(W4A16_RTN_RECIPE, encoding="utf-8")
+        if scheme in WRITTEN_RECIPES:
+            recipe = str(args.work / f"{scheme}-g64.yaml")
+            Path(recipe).write_text(WRITTEN_RECIPES[scheme], encoding="utf-8")
         calib = [] if scheme in DATA_FREE else ["--num-samples", str(args.num_samples), "--seq-len", str(args.seq_len)]
         cmd = [str(Path(sys.executable).parent / "kvant"), "quantize", MODEL, "--recipe", recipe, *calib,
                "--out", str(out), "--force", "--device", "cpu"]

@@ -6,12 +6,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from kvant.engine.errors import KvantError
 from kvant.quantize import artifact, manifest
-from kvant.quantize.calibrate import SUPPORTED, Summary, plan_linears, quantize_layers
-from kvant.quantize.calibration_data import load_calibration
+from kvant.quantize.model_free import quantize_checkpoint
+from kvant.quantize.plan import SUPPORTED, Summary
 from kvant.quantize.recipe import Recipe, load_recipe
 
 KVANT_VERSION = "0.1.0"
@@ -43,7 +42,10 @@ def _pick_device(device: str | None) -> torch.device:
 
 
 def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool = False, progress=None,
-             cancel: threading.Event | None = None, device: str | None = None) -> Path:
+             cancel: threading.Event | None = None, device: str | None = None, model_free: bool | None = None) -> Path:
+    """Quantize `model` with `recipe` into the artifact folder `out`. Data-free recipes read the checkpoint's tensors
+    without building the model (`model_free`, default: whenever the recipe needs no calibration data); the
+    layer-by-layer path gives the same tensors for them."""
     started = time.monotonic()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
@@ -60,26 +62,15 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
         raise KvantError(f"{src} is already quantized ({base_config['quantization_config'].get('quant_method')})")
     dev = _pick_device(device)
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if progress is not None:
-        progress("loading model", 0.0)
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    hf = AutoModelForCausalLM.from_pretrained(src, dtype="auto").eval()
-    dtype = hf.dtype
     summary = Summary()
-    plan = plan_linears(hf, recipe, summary)
-    calib = None
-    if recipe.needs_data:
-        if progress is not None:
-            progress("preparing calibration data", 0.0)
-        calib = load_calibration(recipe.calibration, tokenizer, hf)
-    tensors = quantize_layers(hf, recipe, plan, calib, dev, progress=progress, cancel=cancel, summary=summary)
-    tied = bool(getattr(hf.config, "tie_word_embeddings", False))
-    for name, t in hf.state_dict().items():
-        if not name.startswith("model.layers.") and not (tied and name == "lm_head.weight"):
-            tensors[name] = t.detach().to("cpu", dtype)
-    ignored = [n for n, m in hf.named_modules() if isinstance(m, nn.Linear) and n not in plan]
+    if model_free is None:
+        model_free = not recipe.needs_data
+    if not model_free:
+        tensors, plan, ignored, calib = _layer_by_layer(src, recipe, dev, summary, progress, cancel)
+    else:  # nothing to observe: the checkpoint's tensors are enough, the model is never built
+        calib = None
+        tensors, plan, ignored = quantize_checkpoint(src, base_config, recipe, dev, summary=summary,
+                                                     progress=progress, cancel=cancel)
     qconfig = artifact.quantization_config(plan, ignored, actorder=recipe.actorder if recipe.uses_gptq else None,
                                            kv_cache=recipe.kv_cache_scheme == "fp8")
     summary.time_s = time.monotonic() - started
@@ -119,6 +110,34 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
     if progress is not None:
         progress("done", 1.0)
     return out
+
+
+def _layer_by_layer(src: Path, recipe: Recipe, dev: torch.device, summary: Summary, progress, cancel):
+    # builds the model and walks its decoder layers: (tensors, plan, ignored Linear names, calibration set or None)
+    from torch import nn
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kvant.quantize.calibrate import plan_linears, quantize_layers
+    from kvant.quantize.calibration_data import load_calibration
+
+    if progress is not None:
+        progress("loading model", 0.0)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    hf = AutoModelForCausalLM.from_pretrained(src, dtype="auto").eval()
+    dtype = hf.dtype
+    plan = plan_linears(hf, recipe, summary)
+    calib = None
+    if recipe.needs_data:
+        if progress is not None:
+            progress("preparing calibration data", 0.0)
+        calib = load_calibration(recipe.calibration, tokenizer, hf)
+    tensors = quantize_layers(hf, recipe, plan, calib, dev, progress=progress, cancel=cancel, summary=summary)
+    tied = bool(getattr(hf.config, "tie_word_embeddings", False))
+    for name, t in hf.state_dict().items():
+        if not name.startswith("model.layers.") and not (tied and name == "lm_head.weight"):
+            tensors[name] = t.detach().to("cpu", dtype)
+    ignored = [n for n, m in hf.named_modules() if isinstance(m, nn.Linear) and n not in plan]
+    return tensors, plan, ignored, calib
 
 
 def _source_info(src: Path) -> dict:

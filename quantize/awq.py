@@ -65,7 +65,7 @@ def search_clip(x: torch.Tensor, lin: nn.Linear, weights_args, scale_dtype: torc
         wg = w[r0:r0 + CLIP_ROWS].reshape(-1, k // group, group)  # [R, G, g]
         ref = torch.einsum("tgk,rgk->rgt", xg, wg)
         org_max = wg.abs().amax(dim=-1, keepdim=True)  # [R, G, 1]
-        best_err = torch.full(org_max.shape, float("inf"))
+        best_err = torch.full(org_max.shape, float("inf"), device=w.device)
         best_max = org_max.clone()
         for i in range(int(MAX_SHRINK * n_grid)):
             m = org_max * (1 - i / n_grid)

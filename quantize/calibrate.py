@@ -1,12 +1,9 @@
 """The layer-by-layer loop: capture the first decoder layer's inputs, then for each decoder layer on the accelerator:
 collect statistics, smooth (SmoothQuant/AWQ), quantize (RTN/GPTQ), re-run to feed the next layer the quantized
 layer's outputs."""
-import logging
-import re
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -18,12 +15,11 @@ from kvant.quantize.calibration_data import CalibrationSet
 from kvant.quantize.kv_cache import KVObserver, observing
 from kvant.quantize.linear_quant import quantize_weight
 from kvant.quantize.observers import AbsMax, ChannelAbsMax, Hessian, TokenSample
+from kvant.quantize.plan import Summary, plan_shapes
 from kvant.quantize.recipe import Recipe
-from kvant.quantize.schemes import Scheme, fallback_group_size
+from kvant.quantize.schemes import Scheme
 from kvant.quantize.smoothquant import smooth_layer
 
-log = logging.getLogger(__name__)
-SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 AWQ_TOKENS = 4096  # sampled input rows per Linear for AWQ's searches
 FP8_MAX = 448.0
 
@@ -32,47 +28,10 @@ class Cancelled(KvantError):
     pass
 
 
-@dataclass(slots=True)
-class Summary:
-    time_s: float = 0.0
-    peak_memory_mib: float = 0.0
-    layer_errors: list[float] = field(default_factory=list)  # relative output MSE per layer (NaN when data-free)
-    group_size_fallbacks: dict[str, int] = field(default_factory=dict)  # linear suffix -> group size used
-
-
-def _matches(name: str, patterns) -> bool:
-    return any(name == p or (p.startswith("re:") and re.match(p[3:], name)) for p in patterns)
-
-
 def plan_linears(model: nn.Module, recipe: Recipe, summary: Summary) -> dict[str, Scheme]:
     # full module name -> scheme for every targeted decoder-layer Linear; fails before any work on a bad group size
-    scheme = recipe.quant_scheme
-    plan = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or ".layers." not in name:
-            continue
-        if not (("Linear" in recipe.targets) or _matches(name, recipe.targets)) or _matches(name, recipe.ignore):
-            continue
-        s = scheme
-        if scheme.weights.strategy == "group":
-            g = fallback_group_size(module.in_features, scheme.weights.group_size)
-            if g is None:
-                raise KvantError(f"{name}: input size {module.in_features} is divisible by neither the recipe's "
-                                 f"group size {scheme.weights.group_size} nor any fallback (128, 64, 32, 16, 8); "
-                                 f"add it to the recipe's ignore list")
-            if g != scheme.weights.group_size:
-                suffix = name.rsplit(".", 1)[-1]
-                if suffix not in summary.group_size_fallbacks:
-                    log.warning("%s: group_size %d does not divide input size %d; using %d", suffix,
-                                scheme.weights.group_size, module.in_features, g)
-                summary.group_size_fallbacks[suffix] = g
-                s = scheme.with_group_size(g)
-        if s.weights.num_bits == 4 and not s.weights.symmetric and module.out_features % 8:
-            raise KvantError(f"{name}: asymmetric INT4 packs zero points 8 rows per word; {module.out_features} rows")
-        plan[name] = s
-    if not plan:
-        raise KvantError("the recipe's targets/ignore select no Linear layer")
-    return plan
+    shapes = {n: (m.out_features, m.in_features) for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    return plan_shapes(shapes, recipe, summary)
 
 
 def _capture_first_inputs(model, samples, device: str) -> tuple[list[torch.Tensor], list[dict]]:
@@ -104,8 +63,10 @@ def _capture_first_inputs(model, samples, device: str) -> tuple[list[torch.Tenso
 def _to(value, device, dtype):
     if isinstance(value, torch.Tensor):
         return value.to(device, dtype) if value.is_floating_point() else value.to(device)
-    if isinstance(value, tuple):
-        return tuple(_to(v, device, dtype) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device, dtype) for k, v in value.items()}
     return value
 
 

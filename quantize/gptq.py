@@ -44,7 +44,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, z
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    perm = torch.argsort(h.diagonal(), descending=True) if actorder else torch.arange(n_cols)
+    perm = torch.argsort(h.diagonal(), descending=True) if actorder else torch.arange(n_cols, device=h.device)
     w, h, scale = w[:, perm], h[perm][:, perm], scale[:, perm].float()
     zp = zero_point[:, perm].float() if zero_point is not None else torch.zeros_like(scale)
     hinv = None

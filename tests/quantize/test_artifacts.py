@@ -319,3 +319,29 @@ def test_partial_targets_leave_other_layers_dense(tiny_models, base_logits, tmp_
     assert type(kv_model.get_submodule("model.layers.1.mlp.down_proj")) is torch.nn.Linear
     assert type(kv_model.get_submodule("model.layers.0.mlp.down_proj")) is not torch.nn.Linear
     assert _rel(kv, hf) < 1e-4 and _rel(kv, base_logits["llama"]) < BASE_TOLERANCE["w4a16"]
+
+
+# ---- data-free recipes: the model-free path (the default for them) against the layer-by-layer loop ----
+DATA_FREE = [("fp8-dynamic", "llama"), ("fp8-dynamic", "qwen3"), ("w8a16-int8", "qwen2"),
+             ({"scheme": "W4A16", "group_size": 128, "algorithm": "rtn"}, "llama"),  # down_proj falls back to 64
+             ({"scheme": "W4A16_ASYM", "group_size": 32, "algorithm": "rtn", "ignore": ["lm_head", "re:.*o_proj"]},
+              "mistral")]
+
+
+@pytest.mark.parametrize("recipe_spec,arch", DATA_FREE, ids=lambda v: v if isinstance(v, str) else v["scheme"])
+def test_model_free_equals_layer_by_layer(recipe_spec, arch, tiny_models, tmp_path):
+    recipe = load_recipe(recipe_spec) if isinstance(recipe_spec, str) else recipe_from_dict(recipe_spec)
+    assert not recipe.needs_data
+    free = quantize(str(tiny_models[arch]), recipe, tmp_path / "free", device="cpu")
+    walked = quantize(str(tiny_models[arch]), recipe, tmp_path / "walked", device="cpu", model_free=False)
+    with safe_open(str(free / "model.safetensors"), "pt") as a, safe_open(str(walked / "model.safetensors"), "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        for key in a.keys():
+            x, y = a.get_tensor(key), b.get_tensor(key)
+            assert x.dtype == y.dtype and torch.equal(x.view(torch.uint8) if x.dtype == FP8 else x,
+                                                      y.view(torch.uint8) if y.dtype == FP8 else y), key
+    for name in ("config.json", "recipe.yaml", "tokenizer.json"):
+        assert (free / name).read_text() == (walked / name).read_text(), name
+    got, want = json.loads((free / "kvant.json").read_text()), json.loads((walked / "kvant.json").read_text())
+    assert got["group_size_fallbacks"] == want["group_size_fallbacks"]
+    assert len(got["calibration"]["layer_errors"]) == len(want["calibration"]["layer_errors"])

@@ -152,3 +152,38 @@ def test_gptq_falls_back_when_hessian_is_not_positive_definite():
     result = gptq_quantize(w, h, torch.full_like(w, 0.25), qmin=-128, qmax=127, dampening_frac=0.01)
     assert result.fell_back
     torch.testing.assert_close(result.weight, (torch.round(w / 0.25).clamp(-128, 127)) * 0.25)
+
+
+@pytest.mark.parametrize("name,group", [("W4A16", 32), ("W4A16_ASYM", 32), ("FP8_DYNAMIC", None), ("W8A16_INT8", None)])
+def test_rtn_codes_equal_compressed_tensors_on_bf16_weights(name, group):
+    # data-free artifacts carry exactly the codes compressed-tensors' own quantize() gives for the same bf16 weights
+    # and scales (its quotient w / scale is taken in bf16; an fp32 quotient flips ~1-3 % of codes near ties)
+    ct = pytest.importorskip("compressed_tensors.quantization")
+    from compressed_tensors.quantization.lifecycle.forward import quantize as ct_quantize
+
+    torch.manual_seed(7)
+    w = (torch.randn(48, 128) * 0.05).to(torch.bfloat16)
+    scheme = get_scheme(name, group)
+    tensors, deq, _ = quantize_weight(w.float(), scheme, torch.bfloat16)
+    a = scheme.weights
+    args = ct.QuantizationArgs(**a.to_config())
+    scale = tensors["weight_scale"]
+    zp = None
+    if a.num_bits == 4:
+        if "weight_zero_point" in tensors:
+            zp = unpack_int4(tensors["weight_zero_point"].t().contiguous(), 48).t().contiguous()
+        ours = unpack_int4(tensors["weight_packed"], 128).float()
+        theirs = ct_quantize(w, scale, zp, args).float()  # codes with the zero point added, as packed
+    else:
+        ours = tensors["weight"].float()
+        theirs = ct_quantize(w, scale, None, args, dtype=tensors["weight"].dtype).float()
+    assert torch.equal(ours, theirs)
+    # and the fp32 quotient would not have: these weights do contain near-tie codes
+    fp32 = w.float() / scale.float().repeat_interleave(128 // scale.shape[1], dim=1)
+    if a.type == "float":
+        fp32 = fp32.clamp(-448, 448).to(torch.float8_e4m3fn).float()
+    else:
+        if zp is not None:
+            fp32 = fp32 + zp.float().repeat_interleave(group, dim=1)
+        fp32 = torch.round(fp32).clamp(-8, 7) if a.num_bits == 4 else torch.round(fp32).clamp(-128, 127)
+    assert not torch.equal(fp32, theirs)
