@@ -103,6 +103,7 @@ def peer_quantize(args) -> None:
         from llmcompressor.pipelines.cache import IntermediatesCache
 
         IntermediatesCache.pin_memory = lambda self, *a, **k: None
+    started = time.perf_counter()  # after start-up and imports, as kvant's "wrote ... in N s" counts
     model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(args.model_path)
     kwargs = {}
@@ -117,6 +118,7 @@ def peer_quantize(args) -> None:
     model.save_pretrained(tmp, save_compressed=True)
     tokenizer.save_pretrained(tmp)
     tmp.rename(out)
+    print(f"work_s {time.perf_counter() - started:.2f}", flush=True)
 
 
 # ---- kvant side
@@ -146,7 +148,22 @@ def _timed(cmd: list[str], log: Path) -> dict:
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} ... failed (exit {rc}); see {log}")
-    return {"wall_s": round(wall, 1), "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None}
+    return {"wall_s": round(wall, 1), "cpu_s": _cpu_s(log),
+            "peak_rss_mib": round(int(rss.group(1)) / 1024, 1) if rss else None}
+
+
+def _cpu_s(log: Path) -> float | None:
+    # user + system seconds from GNU time: unlike wall time, barely moved by another job sharing the cores
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    user, system = (re.search(rf"{k} time \(seconds\): ([0-9.]+)", text) for k in ("User", "System"))
+    return round(float(user.group(1)) + float(system.group(1)), 1) if user and system else None
+
+
+def _work_s(tool: str, log: Path) -> float | None:
+    # the run after interpreter start-up and imports: kvant prints "wrote DIR in N s", the peer stage "work_s N"
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    work = re.search(r"^wrote .* in ([0-9.]+)s" if tool == "kvant" else r"^work_s ([0-9.]+)", text, re.M)
+    return float(work.group(1)) if work else None
 
 
 def _sizes(folder: Path) -> dict:
@@ -178,6 +195,7 @@ def quantize_one(tool: str, scheme: str, args, calib_path: Path) -> dict:
         if scheme not in DATA_FREE:
             cmd += ["--calib", str(calib_path)]
     stats = _timed(cmd, log)
+    stats["work_s"] = _work_s(tool, log)
     info = {"tool": tool, "scheme": scheme, "artifact": str(out), "command": " ".join(cmd), **stats, **_sizes(out)}
     if tool == "kvant":
         manifest = json.loads((out / "kvant.json").read_text())
@@ -384,16 +402,17 @@ def _fmt(v, spec=".3f") -> str:
 def table(rows: list[dict]) -> str:
     # markdown: one line per model; recovery = metric / base metric (perplexity: base / quant, so higher is better)
     base = next((r.get("eval") for r in rows if r["tool"] == "base"), None) or {}
-    head = ("| tool | scheme | quantize wall s | peak RSS MiB | weights MiB | wikitext word ppl | arc_easy acc | "
+    head = ("| tool | scheme | quantize wall s | work s | CPU s | peak RSS MiB | weights MiB | wikitext word ppl | arc_easy acc | "
             "hellaswag acc_norm | recovery ppl / arc / hs |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         e = r.get("eval") or {}
         if r.get("status"):  # a run stopped before it wrote an artifact
-            lines.append(f"| {r['tool']} | {r['scheme']} | not finished: {r['status']} | | | | | | |")
+            lines.append(f"| {r['tool']} | {r['scheme']} | not finished: {r['status']} | | | | | | | | |")
             continue
         if e.get("load_error"):
             lines.append(f"| {r['tool']} | {r['scheme']} | {_fmt(r.get('wall_s'), '.0f')} | "
+                         f"{_fmt(r.get('work_s'), '.1f')} | {_fmt(r.get('cpu_s'), '.1f')} | "
                          f"{_fmt(r.get('peak_rss_mib'), '.0f')} | {_fmt(r.get('weights_mib'), '.1f')} | "
                          f"load error: {e['load_error']} | | | |")
             continue
@@ -404,7 +423,8 @@ def table(rows: list[dict]) -> str:
                arc.get("acc") / base["arc_easy"]["acc"] if arc.get("acc") and base.get("arc_easy") else None,
                hs.get("acc_norm") / base["hellaswag"]["acc_norm"] if hs.get("acc_norm") and base.get("hellaswag")
                else None]
-        lines.append(f"| {r['tool']} | {r['scheme']} | {_fmt(r.get('wall_s'), '.0f')} | "
+        lines.append(f"| {r['tool']} | {r['scheme']} | {_fmt(r.get('wall_s'), '.1f')} | "
+                     f"{_fmt(r.get('work_s'), '.1f')} | {_fmt(r.get('cpu_s'), '.1f')} | "
                      f"{_fmt(r.get('peak_rss_mib'), '.0f')} | {_fmt(r.get('weights_mib'), '.1f')} | {_fmt(ppl, '.2f')} | "
                      f"{_fmt(arc.get('acc'))} ± {_fmt(arc.get('acc_stderr'))} | "
                      f"{_fmt(hs.get('acc_norm'))} ± {_fmt(hs.get('acc_norm_stderr'))} | "
@@ -461,6 +481,12 @@ def main() -> None:
             _write(name, row)
             print(f"{tool} {scheme}: {row['wall_s']} s, {row['peak_rss_mib']} MiB, {row['weights_mib']} MiB",
                   flush=True)
+    for tool, scheme in runs:  # rows quantized before the work time was recorded: read it from their logs
+        row = _read(f"quantize-{tool}-{scheme}.json")
+        log = args.work / f"{tool}-{scheme}.log"
+        if row and "wall_s" in row and (row.get("work_s") is None or row.get("cpu_s") is None):
+            row["work_s"], row["cpu_s"] = row.get("work_s") or _work_s(tool, log), row.get("cpu_s") or _cpu_s(log)
+            _write(f"quantize-{tool}-{scheme}.json", row)
     if "eval" in stages:
         targets = [("base", "bf16", resolve_model(MODEL))] if "base" in tools else []
         targets += [(t, s, args.work / f"{t}-{s}") for t, s in runs]

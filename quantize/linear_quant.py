@@ -20,32 +20,48 @@ def _qparams(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype):
     return s.float().reshape(-1, 1), None
 
 
-def _dequant_all(w: torch.Tensor, scheme: Scheme, scale: torch.Tensor, zp, dtype: torch.dtype) -> torch.Tensor:
-    # round-to-nearest, fp32 [N, K]. The quotient w / scale is taken in the checkpoint dtype, as compressed-tensors
-    # takes it, so a data-free artifact has the codes that library (and llm-compressor) would write for the same
-    # weights; the fp32 quotient differs from it by one step on ~1 % of INT4 and ~3 % of FP8 codes near a tie.
+def _rtn_codes(w: torch.Tensor, scheme: Scheme, scale: torch.Tensor, zp, dtype: torch.dtype) -> torch.Tensor:
+    # round-to-nearest codes as stored: int8 [N, K] (INT4 in [-8, 7] with the zero point added, or INT8) or FP8.
+    # The quotient w / scale is taken in the checkpoint dtype, as compressed-tensors takes it, so a data-free artifact
+    # has the codes that library (and llm-compressor) would write for the same weights; the fp32 quotient differs
+    # from it by one step on ~1 % of INT4 and ~3 % of FP8 codes near a tie.
     a = scheme.weights
-    cols = a.group_size if a.num_bits == 4 else w.shape[1]
-    s = scale.float().expand(w.shape[0], -1).repeat_interleave(cols, dim=1)[:, : w.shape[1]]
-    ratio = w.to(dtype) / s.to(dtype)
+    n, k = w.shape
+    cols = a.group_size if a.num_bits == 4 else k  # columns sharing one scale column
+    ratio = w.to(dtype).reshape(n, k // cols, cols) / scale.to(dtype).reshape(-1, k // cols, 1)
     if a.num_bits == 4:
         if zp is not None:
-            z = zp.repeat_interleave(cols, dim=1)
-            return (torch.round((ratio + z.to(dtype)).float()).clamp(-8, 7) - z.float()) * s
-        return torch.round(ratio.float()).clamp(-8, 7) * s
-    ratio = ratio.float()
+            ratio = ratio + zp.to(dtype).reshape(n, k // cols, 1)
+        return torch.round(ratio.float()).clamp_(-8, 7).to(torch.int8).reshape(n, k)
     if a.type == "float":
-        return ratio.clamp(-P.FP8_MAX, P.FP8_MAX).to(P.FP8).float() * s
-    return torch.round(ratio).clamp(-128, 127) * s
+        return ratio.float().clamp_(-P.FP8_MAX, P.FP8_MAX).to(P.FP8).reshape(n, k)
+    return torch.round(ratio.float()).clamp_(-128, 127).to(torch.int8).reshape(n, k)
+
+
+def _dequant_codes(codes: torch.Tensor, scheme: Scheme, scale: torch.Tensor, zp) -> torch.Tensor:
+    # stored codes -> fp32 [N, K]
+    a = scheme.weights
+    n, k = codes.shape
+    cols = a.group_size if a.num_bits == 4 else k
+    q = codes.float().reshape(n, k // cols, cols)
+    if zp is not None:
+        q = q - zp.float().reshape(n, k // cols, 1)
+    return (q * scale.float().reshape(-1, k // cols, 1)).reshape(n, k)
 
 
 def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, hessian: torch.Tensor | None = None,
-                    *, dampening_frac: float = 0.01, block_size: int = 128, actorder: bool = True):
-    # w fp32 [N, K] -> (compressed-tensors tensors {name: tensor} for this Linear, dequantized fp32 [N, K], gptq loss)
+                    *, dampening_frac: float = 0.01, block_size: int = 128, actorder: bool = True,
+                    dequantize: bool = True):
+    # w fp32 [N, K] -> (compressed-tensors tensors {name: tensor} for this Linear, dequantized fp32 [N, K] (None when
+    # round-to-nearest without `dequantize`), gptq loss)
     w = w.float()
     scale, zp = _qparams(w, scheme, scale_dtype)
     loss = None
-    if hessian is not None:
+    codes = None
+    if hessian is None:
+        codes = _rtn_codes(w, scheme, scale, zp, scale_dtype)
+        deq = _dequant_codes(codes, scheme, scale, zp) if dequantize else None
+    else:
         a = scheme.weights
         cols = a.group_size if a.num_bits == 4 else w.shape[1]  # columns sharing one qparam column
         expand = lambda t: t.float().expand(w.shape[0], -1).repeat_interleave(cols, dim=1)[:, : w.shape[1]]
@@ -54,20 +70,19 @@ def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, h
                                qmax=qmax, fp8=a.type == "float", dampening_frac=dampening_frac,
                                block_size=block_size, actorder=actorder)
         deq, loss = result.weight, result.loss
-    else:
-        deq = _dequant_all(w, scheme, scale, zp, scale_dtype)
     a = scheme.weights
     if a.num_bits == 4:
-        q = P.quantize_int4_with(deq, scale, zp, a.group_size)  # deq is on the grid: this recovers the integers
+        # GPTQ's deq is on the grid: dividing by the scale recovers the integers
+        q = codes if codes is not None else P.quantize_int4_with(deq, scale, zp, a.group_size)
         tensors = {"weight_packed": pack_int4(q), "weight_scale": scale.to(scale_dtype),
                    "weight_shape": torch.tensor(list(w.shape), dtype=torch.int64)}
         if zp is not None:
             tensors["weight_zero_point"] = pack_int4(zp.t().contiguous()).t().contiguous()  # [N // 8, G], dim-0 packed
     elif a.type == "float":
-        q = (deq / scale).clamp(-P.FP8_MAX, P.FP8_MAX).to(P.FP8)
+        q = codes if codes is not None else (deq / scale).clamp(-P.FP8_MAX, P.FP8_MAX).to(P.FP8)
         shape = (1,) if a.strategy == "tensor" else (w.shape[0], 1)
         tensors = {"weight": q, "weight_scale": scale.reshape(shape).to(scale_dtype)}
     else:
-        q = torch.round(deq / scale).clamp(-128, 127).to(torch.int8)
+        q = codes if codes is not None else torch.round(deq / scale).clamp(-128, 127).to(torch.int8)
         tensors = {"weight": q, "weight_scale": scale.to(scale_dtype)}
     return tensors, deq, loss
