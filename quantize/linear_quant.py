@@ -13,10 +13,10 @@ def _qparams(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype):
     a = scheme.weights
     if a.num_bits == 4:
         return P.int4_qparams(w, a.group_size, a.symmetric, scale_dtype)
-    if a.type == "float":
-        _, s = P.quantize_fp8_per_tensor(w, scale_dtype) if a.strategy == "tensor" else P.quantize_fp8_per_channel(w, scale_dtype)
-    else:
-        _, s = P.quantize_int8_per_channel(w, scale_dtype)
+    if a.type == "float" and a.strategy == "tensor":
+        _, s = P.quantize_fp8_per_tensor(w, scale_dtype)
+    else:  # per channel: the scale alone (the codes are rounded once, by the caller)
+        s = P.fp8_channel_scale(w, scale_dtype) if a.type == "float" else P.int8_channel_scale(w, scale_dtype)
     return s.float().reshape(-1, 1), None
 
 
@@ -55,6 +55,7 @@ def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, h
     # w fp32 [N, K] -> (compressed-tensors tensors {name: tensor} for this Linear, dequantized fp32 [N, K] (None when
     # round-to-nearest without `dequantize`), gptq loss)
     w = w.float()
+    a = scheme.weights
     scale, zp = _qparams(w, scheme, scale_dtype)
     loss = None
     codes = None
@@ -62,7 +63,6 @@ def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, h
         codes = _rtn_codes(w, scheme, scale, zp, scale_dtype)
         deq = _dequant_codes(codes, scheme, scale, zp) if dequantize else None
     else:
-        a = scheme.weights
         cols = a.group_size if a.num_bits == 4 else w.shape[1]  # columns sharing one qparam column
         expand = lambda t: t.float().expand(w.shape[0], -1).repeat_interleave(cols, dim=1)[:, : w.shape[1]]
         qmax = 7 if a.num_bits == 4 else 127
@@ -70,7 +70,6 @@ def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, h
                                qmax=qmax, fp8=a.type == "float", dampening_frac=dampening_frac,
                                block_size=block_size, actorder=actorder)
         deq, loss = result.weight, result.loss
-    a = scheme.weights
     if a.num_bits == 4:
         # GPTQ's deq is on the grid: dividing by the scale recovers the integers
         q = codes if codes is not None else P.quantize_int4_with(deq, scale, zp, a.group_size)

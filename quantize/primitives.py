@@ -11,10 +11,21 @@ def _round_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return scale.clamp(min=MIN_SCALE).to(dtype).float().clamp(min=MIN_SCALE)
 
 
+def fp8_channel_scale(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    # w [N, K] -> fp32 scale [N, 1], already rounded to scale_dtype
+    assert w.dim() == 2
+    return _round_scale(w.float().abs().amax(dim=1, keepdim=True) / FP8_MAX, scale_dtype)
+
+
+def int8_channel_scale(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    # w [N, K] -> fp32 scale [N, 1]; symmetric: absmax / 127.5 as compressed-tensors computes it
+    assert w.dim() == 2
+    return _round_scale(w.float().abs().amax(dim=1, keepdim=True) / 127.5, scale_dtype)
+
+
 def quantize_fp8_per_channel(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16):
     # w [N, K] -> (q fp8 [N, K], scale [N, 1] in scale_dtype)
-    assert w.dim() == 2
-    scale = _round_scale(w.float().abs().amax(dim=1, keepdim=True) / FP8_MAX, scale_dtype)
+    scale = fp8_channel_scale(w, scale_dtype)
     q = (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     return q, scale.to(scale_dtype)
 
@@ -29,8 +40,7 @@ def quantize_fp8_per_tensor(w: torch.Tensor, scale_dtype: torch.dtype = torch.bf
 
 def quantize_int8_per_channel(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16):
     # w [N, K] -> (q int8 [N, K], scale [N, 1]); symmetric: scale = absmax / 127.5 as compressed-tensors computes it
-    assert w.dim() == 2
-    scale = _round_scale(w.float().abs().amax(dim=1, keepdim=True) / 127.5, scale_dtype)
+    scale = int8_channel_scale(w, scale_dtype)
     q = torch.round(w.float() / scale).clamp(-128, 127).to(torch.int8)
     return q, scale.to(scale_dtype)
 
