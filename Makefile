@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Python never puts the current directory on sys.path (-P / PYTHONSAFEPATH, Python >= 3.11): from the repo root the
+# folders kernels/, eval/, engine/ ... would otherwise shadow installed packages of those names (transformers imports
+# HF's `kernels`). Exported, so every Python that a test or the TUI starts inherits it.
+export PYTHONSAFEPATH := 1
 # local evaluation data for the demo's lm-eval tasks: the data folder beside the repo, when there is one
 KVANT_EVAL_DATA ?= $(abspath $(wildcard ../shared/data))
 ifneq ($(strip $(KVANT_EVAL_DATA)),)
@@ -19,11 +23,11 @@ TEST_DIRS := $(sort $(dir $(wildcard tests/*/test_*.py)))
 
 test: $(VENV)/.installed
 ifdef PYTEST_ARGS
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -P -m pytest -q -ra $(PYTEST_ARGS)
 else
 	@failed=""; for d in $(TEST_DIRS); do \
 		echo "== $$d"; start=$$(date +%s); \
-		$(BIN)/python -m pytest -q -ra $$d || failed="$$failed $$d"; \
+		$(BIN)/python -P -m pytest -q -ra $$d || failed="$$failed $$d"; \
 		echo "== $$d took $$(( $$(date +%s) - start )) s"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi

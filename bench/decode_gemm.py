@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels import guarded, import_kernels, measure, measure_ceilings, rel_err  # noqa: E402
+from kernel_bench import guarded, import_kernels, measure, measure_ceilings, rel_err  # noqa: E402
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096))  # (K, N) of Llama-3.1-8B's o_proj, gate/up, down
 

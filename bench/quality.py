@@ -434,8 +434,6 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "peer-quantize":
-        # bench/kernels.py would shadow the `kernels` package transformers imports
-        sys.path[:] = [d for d in sys.path if Path(d or ".").resolve() != HERE.parent]
         p = argparse.ArgumentParser()
         for flag in ("--scheme", "--out", "--model-path", "--calib"):
             p.add_argument(flag, required=flag != "--calib")

@@ -11,15 +11,11 @@ import argparse
 import json
 import resource
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [d for d in sys.path if Path(d or ".").resolve() != HERE]  # bench/kernels.py shadows `kernels`
-sys.path.append(str(HERE))
 from check_logits import hf_model  # noqa: E402
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels import guarded, import_kernels, measure, measure_ceilings, rel_err  # noqa: E402
+from kernel_bench import guarded, import_kernels, measure, measure_ceilings, rel_err  # noqa: E402
 
 
 def main() -> None:

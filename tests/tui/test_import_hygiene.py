@@ -33,7 +33,7 @@ def core_modules() -> list[str]:
 def test_core_imports_neither_textual_nor_tui():
     modules = core_modules()
     assert {"kvant.engine.registry", "kvant.engine.errors", "kvant.quantize", "kvant.kernels"} <= set(modules)
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(modules)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-P", "-c", PROBE, json.dumps(modules)], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -45,5 +45,5 @@ def test_core_imports_neither_textual_nor_tui():
 def test_tui_does_import_textual():
     # the probe above would pass vacuously if it could not see textual at all
     code = "import sys, kvant.tui.app; print('textual' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.stdout.strip() == "True", proc.stderr[-2000:]

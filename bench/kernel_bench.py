@@ -1,6 +1,6 @@
 """Check every kvant kernel against its torch reference on fresh random inputs, then time it against measured ceilings.
 
-    PYTHONUNBUFFERED=1 python bench/kernels.py [--out DIR] [--quick]
+    PYTHONUNBUFFERED=1 python bench/kernel_bench.py [--out DIR] [--quick]
 
 Needs a CUDA GPU. Prints one table (kernel, shape, time, achieved rate, % of ceiling, max error vs reference) and
 writes kernels.json to --out (default: $OUT when set).
@@ -294,7 +294,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print("error: bench/kernels.py needs a CUDA GPU", file=sys.stderr)
+        print("error: bench/kernel_bench.py needs a CUDA GPU", file=sys.stderr)
         return 2
     k = import_kernels()
     torch.manual_seed(0)
