@@ -21,7 +21,9 @@ demo: $(VENV)/.installed
 # (a single process holding them all outgrows a 24 GiB machine). Every folder runs; any failure fails the target.
 TEST_DIRS := $(sort $(dir $(wildcard tests/*/test_*.py)))
 
+# The layer contract (pyproject.toml [tool.importlinter]) is checked first: a back-import fails the target.
 test: $(VENV)/.installed
+	$(BIN)/lint-imports --no-cache
 ifdef PYTEST_ARGS
 	$(BIN)/python -P -m pytest -q -ra $(PYTEST_ARGS)
 else

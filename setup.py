@@ -1,9 +1,9 @@
-"""Lists every subpackage of the five code folders under the `kvant` namespace (see pyproject.toml)."""
+"""Lists every subpackage of the code folders under the `kvant` namespace (see pyproject.toml)."""
 from pathlib import Path
 
 from setuptools import setup
 
-ROOTS = ("quantize", "engine", "eval", "tui", "kernels")
+ROOTS = ("artifact", "quantize", "engine", "eval", "tui", "kernels")
 DATA = ("*.yaml", "*.tcss", "*.txt", "*.json", "*.jsonl", "*.md", "*.jinja")
 
 

@@ -9,7 +9,6 @@ _LAZY = {
     "RequestOutput": "kvant.engine.outputs",
     "CompletionOutput": "kvant.engine.outputs",
     "ModelConfig": "kvant.engine.config",
-    "KvantError": "kvant.engine.errors",
     "load_model": "kvant.engine.loader",
     "dummy_model": "kvant.engine.loader",
     "resolve_model": "kvant.engine.registry",

@@ -5,7 +5,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.engine.llm import build_engine
 from kvant.engine.llm_engine import LLMEngine
 from kvant.engine.outputs import EngineStats, RequestOutput

@@ -4,7 +4,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 # architecture -> (model family, qkv bias by default, per-head q/k RMSNorm)
 SUPPORTED_ARCHITECTURES = {

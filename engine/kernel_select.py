@@ -16,11 +16,12 @@ import logging
 import re
 from dataclasses import dataclass
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
+from kvant.artifact.schemes import BF16, FP8_DYNAMIC, FP8_STATIC, SCHEME_NAMES, W4A16, W8A8_INT8, W8A16, scheme_of
 
 log = logging.getLogger("kvant.kernels")
 
-SCHEMES = ("bf16", "w4a16", "w8a16", "w8a8-int8", "fp8-dynamic", "fp8-static")
+SCHEMES = (BF16, *SCHEME_NAMES)  # what a model may run: unquantized or one of the artifact's schemes
 MIN_CAPABILITY = (8, 0)
 FP8_TENSOR_CORES = (8, 9)
 
@@ -49,53 +50,17 @@ def select_path(scheme: str, capability: tuple[int, int], kv_cache_dtype: str = 
         raise KvantError(f"kvant needs an Ampere (sm_80) or newer NVIDIA GPU for its bf16 and quantized kernels; "
                          f"this card is {sm}")
     kv = "fp8_stored_16bit_compute" if kv_cache_dtype == "fp8" else "16bit"
-    if scheme.startswith("fp8"):
+    if scheme in (FP8_DYNAMIC, FP8_STATIC):
         if capability >= FP8_TENSOR_CORES:
             return KernelPath("fp8_w8a8", kv, f"{sm} has FP8 tensor cores")
         return KernelPath("fp8_weight_only", kv, f"{sm} has no FP8 tensor cores: FP8 weights, 16-bit activations")
-    gemm = {"bf16": "bf16", "w4a16": "w4a16", "w8a16": "w8a16", "w8a8-int8": "int8_w8a8"}[scheme]
+    gemm = {BF16: "bf16", W4A16: "w4a16", W8A16: "w8a16", W8A8_INT8: "int8_w8a8"}[scheme]
     return KernelPath(gemm, kv, f"{sm} runs {gemm} natively")
-
-
-def scheme_of(quantization_config: dict | None) -> str:
-    """The kvant scheme name of a compressed-tensors config (bf16 when there is none)."""
-    if not quantization_config:
-        return "bf16"
-    groups = quantization_config.get("config_groups") or {}
-    if not groups:
-        raise KvantError("quantization_config has no config_groups")
-    weights = next(iter(groups.values())).get("weights") or {}
-    acts = next(iter(groups.values())).get("input_activations")
-    bits, kind = weights.get("num_bits"), weights.get("type", "int")
-    if kind == "float" and bits == 8:
-        return "fp8-dynamic" if not acts or acts.get("dynamic", False) else "fp8-static"
-    if kind == "int" and bits == 4 and not acts:
-        return "w4a16"
-    if kind == "int" and bits == 8:
-        return "w8a16" if not acts else "w8a8-int8"
-    raise KvantError(f"unsupported quantization scheme: {bits}-bit {kind} weights"
-                     f"{' with quantized activations' if acts else ''}")
 
 
 # FP8 cards, decode sizes: at up to this many rows the FP8 weights go through the W8A16 kernel with 16-bit
 # activations, skipping the per-token activation quant and the FP8 GEMM (bench/decode_gemm.py, bench/RESULTS.md)
 FP8_WEIGHT_ONLY_MAX_M = 16
-
-_forced: tuple[int, int] | None = None
-
-
-def force_arch(capability: tuple[int, int] | None) -> None:
-    global _forced
-    _forced = capability
-
-
-def effective_capability() -> tuple[int, int] | None:
-    """The capability kernels should plan for: the forced one, else the current CUDA card's (None on CPU)."""
-    if _forced is not None:
-        return _forced
-    import torch
-
-    return torch.cuda.get_device_capability() if torch.cuda.is_available() else None
 
 
 def log_choice(scheme: str, path: KernelPath) -> None:
@@ -104,7 +69,7 @@ def log_choice(scheme: str, path: KernelPath) -> None:
 
 def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | None = None) -> KernelPath | None:
     """Pick the GEMM path of every quantized layer of a built model for the card it runs on (or for `kernel_arch`,
-    which forces a smaller card's paths), set it on the layers and log it once. None where no choice is made: a CPU
+    which forces a smaller card's paths), swap each FP8 layer for one built for that path and log it once. None where no choice is made: a CPU
     model without a forced arch runs the torch references."""
     import torch
 
@@ -114,14 +79,15 @@ def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | N
     if kernel_arch:
         capability = parse_arch(kernel_arch)
     elif device.type == "cuda":
-        capability = _forced or torch.cuda.get_device_capability(device)
+        capability = torch.cuda.get_device_capability(device)
     else:
         return None
     scheme = scheme_of(getattr(model.config, "quantization_config", None))
     path = select_path(scheme, capability, kv_cache_dtype)
-    for module in model.modules():
+    for name, module in list(model.named_modules()):
         if isinstance(module, Fp8Linear):
-            module.weight_only = path.gemm == "fp8_weight_only"
-            module.weight_only_max_m = FP8_WEIGHT_ONLY_MAX_M if device.type == "cuda" else 0
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.on_path(
+                path.gemm == "fp8_weight_only", FP8_WEIGHT_ONLY_MAX_M if device.type == "cuda" else 0))
     log_choice(scheme, path)
     return path

@@ -30,9 +30,7 @@ def build_engine(model, tokenizer=None, **engine_kwargs) -> LLMEngine:
     from kvant.engine.kernel_select import apply_kernel_paths
 
     kernel_path = apply_kernel_paths(model, config.kv_cache_dtype, config.kernel_arch)
-    engine = LLMEngine(model, tokenizer, config)
-    engine.kernel_path = kernel_path
-    return engine
+    return LLMEngine(model, tokenizer, config, kernel_path)
 
 
 def pick_device(device: str) -> str:

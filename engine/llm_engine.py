@@ -54,12 +54,13 @@ class RequestState:
 class LLMEngine:
     """step() = schedule → run the model → postprocess. Single-threaded; AsyncLLM drives it from one thread."""
 
-    def __init__(self, model: CausalLM, tokenizer, config: EngineConfig):
+    def __init__(self, model: CausalLM, tokenizer, config: EngineConfig, kernel_path=None):
         mc = model.config
         if config.max_model_len is not None and config.max_model_len > mc.max_model_len:
             raise ValueError(f"max_model_len must be <= the model's {mc.max_model_len}, got {config.max_model_len}")
         self.model_config = mc
         self.config = config
+        self.kernel_path = kernel_path  # the GEMM/KV path kernel_select chose (None: CPU, torch references)
         self.tokenizer = tokenizer
         self.max_model_len = config.max_model_len or mc.max_model_len
         eos = tuple(mc.eos_token_ids)

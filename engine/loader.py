@@ -7,7 +7,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from kvant.engine.config import ModelConfig, load_config_file  # noqa: F401 (re-exported)
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.engine.model import CausalLM
 
 # checkpoint tensors with no kvant counterpart (precomputed rotary tables of old exports)

@@ -6,7 +6,7 @@ the numbers, rather than failing later with an out-of-memory error.
 from dataclasses import dataclass
 
 from kvant.engine.config import ModelConfig
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 GiB = 1 << 30
 # CUDA graphs share one memory pool; each captured batch size adds little beyond the largest one's buffers.

@@ -2,7 +2,7 @@ import torch
 
 from kvant.engine.context import Context, set_context
 from kvant.engine.engine_config import EngineConfig
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.engine.memory import kv_bytes_per_token, plan_memory
 from kvant.engine.model import CausalLM
 from kvant.engine.sampler import Sampler, SamplerOutput, top_logprobs

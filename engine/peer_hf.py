@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from kvant.engine.benchmarks import Request
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 
 def hf_model_from_config(config_path: Path, device: str, dtype: torch.dtype, seed: int = 0):

@@ -1,11 +1,10 @@
 """Runtime Linear modules for compressed-tensors checkpoints; buffers carry the on-disk names and each forward calls
 a kvant.kernels function (Triton on CUDA, the torch reference on CPU)."""
-import re
-
 import torch
 from torch import nn
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
+from kvant.artifact.targets import group_for
 from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
 from kvant.kernels.int8_gemm import int8_gemm, quant_int8_per_token
 from kvant.kernels.w4a16_gemm import w4a16_gemm
@@ -68,13 +67,23 @@ class Int8Linear(_QuantLinear):
 
 class Fp8Linear(_QuantLinear):
     # FP8 W8A8: dynamic per-token activation scales, or one static `input_scale`
-    def __init__(self, in_features, out_features, bias, scale_shape: tuple[int, ...], static: bool):
+    def __init__(self, in_features, out_features, bias, scale_shape: tuple[int, ...], static: bool, *,
+                 weight_only: bool = False, weight_only_max_m: int = 0):
         super().__init__(in_features, out_features, bias)
         self.register_buffer("weight", torch.empty(out_features, in_features, dtype=FP8))
         self.register_buffer("weight_scale", torch.empty(scale_shape))
         self.register_buffer("input_scale", torch.empty(1) if static else None)
-        self.weight_only = False  # cards without FP8 tensor cores: FP8 weights, 16-bit activations (kernel_select)
-        self.weight_only_max_m = 0  # FP8 cards: weight-only at up to this many rows (decode; kernel_select)
+        self.weight_only = weight_only  # cards without FP8 tensor cores: FP8 weights, 16-bit activations
+        self.weight_only_max_m = weight_only_max_m  # FP8 cards: weight-only at up to this many rows (decode)
+
+    def on_path(self, weight_only: bool, weight_only_max_m: int) -> "Fp8Linear":
+        """This layer for the kernel path the engine picked (kernel_select): a new module sharing its tensors."""
+        with torch.device("meta"):
+            new = Fp8Linear(self.in_features, self.out_features, self.bias is not None, tuple(self.weight_scale.shape),
+                            self.input_scale is not None, weight_only=weight_only, weight_only_max_m=weight_only_max_m)
+        new.bias, new.weight, new.weight_scale = self.bias, self.weight, self.weight_scale
+        new.input_scale = self.input_scale
+        return new
 
     def forward(self, x):
         flat = self._flat(x)
@@ -83,14 +92,6 @@ class Fp8Linear(_QuantLinear):
             return self._out(y if self.bias is None else y + self.bias, x)
         xq, xs = quant_fp8_per_tensor(flat, self.input_scale) if self.input_scale is not None else quant_fp8_per_token(flat)
         return self._out(fp8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
-
-
-def _matches(name: str, module: nn.Module, patterns) -> bool:
-    # compressed-tensors target/ignore rules: a class name, an exact module name, or "re:<regex>" (re.match)
-    for p in patterns:
-        if p == type(module).__name__ or p == name or (p.startswith("re:") and re.match(p[3:], name)):
-            return True
-    return False
 
 
 def module_for(linear: nn.Linear, scheme: dict) -> nn.Module:
@@ -121,12 +122,10 @@ def replace_linears(model: nn.Module, quantization_config: dict) -> nn.Module:
                          "(kvant reads compressed-tensors checkpoints)")
     if quantization_config.get("sparsity_config") or quantization_config.get("transform_config"):
         raise KvantError("sparse or transformed compressed-tensors checkpoints are not supported")
-    ignore = quantization_config.get("ignore") or []
-    groups = list((quantization_config.get("config_groups") or {}).values())
     for name, linear in list(model.named_modules()):
-        if not isinstance(linear, nn.Linear) or _matches(name, linear, ignore):
+        if not isinstance(linear, nn.Linear):
             continue
-        scheme = next((g for g in groups if _matches(name, linear, g.get("targets") or [])), None)
+        scheme = group_for(name, quantization_config, type(linear).__name__)
         if scheme is None:
             continue
         parent_name, _, child = name.rpartition(".")

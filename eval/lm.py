@@ -17,7 +17,7 @@ from lm_eval.models.utils import (
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 log = logging.getLogger(__name__)
 

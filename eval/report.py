@@ -5,25 +5,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kvant.artifact.gate import Gate
+
 RESULTS_FORMAT = 1
-# scheme -> minimum recovery (quantized / base score) of every gated task; the manifest's gate.min_recovery wins
-DEFAULT_MIN_RECOVERY = {
-    "fp8-dynamic": 0.99, "fp8-static": 0.99,
-    "w8a8-int8": 0.98, "w8a16": 0.98,
-    "w4a16": 0.96,
-}
 # task -> primary metric (lm-eval metric key without the ",filter" suffix); others fall back to acc_norm/acc
 PRIMARY_METRIC = {"winogrande": "acc", "boolq": "acc", "lambada_openai": "acc", "wikitext": "word_perplexity"}
 PERPLEXITY_METRIC = "word_perplexity"
-
-
-@dataclass(slots=True, frozen=True)
-class Gate:
-    min_recovery: float
-
-    def __post_init__(self):
-        if not 0.0 < self.min_recovery <= 1.0:
-            raise ValueError(f"gate.min_recovery must be in (0, 1], got {self.min_recovery}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,16 +60,6 @@ class EvalReport:
             "perplexity": asdict(self.perplexity) if self.perplexity else None,
             "generative": self.generative, "passed": self.passed,
         }
-
-
-def gate_for(manifest: dict) -> Gate:
-    gate = manifest.get("gate") or {}
-    if gate.get("min_recovery") is not None:
-        return Gate(float(gate["min_recovery"]))
-    scheme = manifest.get("scheme")
-    if scheme not in DEFAULT_MIN_RECOVERY:
-        raise ValueError(f"scheme must be one of {', '.join(DEFAULT_MIN_RECOVERY)}, got {scheme!r}")
-    return Gate(DEFAULT_MIN_RECOVERY[scheme])
 
 
 def recovery(base: float, base_stderr: float, quant: float, quant_stderr: float) -> tuple[float | None, float | None]:

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from kvant.engine.errors import KvantError
-from kvant.eval import artifact as art
+from kvant.artifact import manifest as M
+from kvant.artifact.errors import KvantError
+from kvant.artifact.gate import gate_for
+from kvant.eval.artifact import check_same_model
 from kvant.eval.data import CONVERTERS, LOCAL_PREFIX, LOCAL_TASKS, prepare_tasks
 from kvant.eval.generative import GenerativeConfig
-from kvant.eval.report import EvalReport, build_report, gate_for, write_report
+from kvant.eval.report import EvalReport, build_report, write_report
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 DEFAULT_LOCAL_TASKS = ("kvant_arc_easy", "kvant_arc_challenge", "kvant_hellaswag", "kvant_piqa", "kvant_winogrande",
@@ -103,13 +105,10 @@ def run_tasks(lm, plan: TaskPlan, names: tuple[str, ...], limit: int | None) -> 
 def _release(lm) -> None:
     lm.llm = None
     gc.collect()
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _progress_for(progress: Progress | None, who: str):
@@ -130,10 +129,10 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
 
     # all input checks first: no model is loaded before they pass
     artifact_dir = Path(artifact_dir)
-    manifest = art.read_manifest(artifact_dir)
+    manifest = M.read(artifact_dir)
     gate = gate_for(manifest)
-    base_path = resolve_model(base or art.base_reference(manifest))
-    art.check_same_model(base_path, artifact_dir)
+    base_path = resolve_model(base or M.base_reference(manifest))
+    check_same_model(base_path, artifact_dir)
     plan = plan_tasks(options.tasks, options.data_dir)
 
     def make_lm(path: Path, who: str) -> KvantLM:
@@ -176,5 +175,5 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     report = build_report(base_results, quant_results, gate, base_model=str(base_path), artifact=str(artifact_dir),
                           limit=options.limit, lm_eval_version=lm_eval.__version__, generative=generative)
     write_report(report, artifact_dir)
-    art.update_files(artifact_dir)
+    M.update_files(artifact_dir)
     return report

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import torch
 
-from kvant.engine.errors import KvantError
-from kvant.quantize import artifact, manifest
+from kvant.artifact import manifest
+from kvant.artifact.card import card_text
+from kvant.artifact.errors import KvantError
+from kvant.artifact.gate import default_min_recovery
+from kvant.engine.registry import resolve_model
+from kvant.quantize import artifact
 from kvant.quantize.model_free import quantize_checkpoint
 from kvant.quantize.plan import SUPPORTED, Summary
 from kvant.quantize.recipe import Recipe, load_recipe
@@ -17,11 +21,7 @@ KVANT_VERSION = "0.1.0"
 
 
 def _resolve(model: str) -> Path:
-    try:
-        from kvant.engine.registry import resolve_model
-    except ImportError:
-        resolve_model = None
-    path = resolve_model(model) if resolve_model is not None else Path(model)
+    path = resolve_model(model)
     if not (Path(path) / "config.json").is_file():
         raise KvantError(f"model {model!r}: no config.json in {path}")
     return Path(path)
@@ -82,15 +82,13 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
                    "sha256": calib.sha256 if calib else None,
                    "time_s": round(summary.time_s, 2), "peak_memory_mib": round(summary.peak_memory_mib, 1),
                    "layer_errors": [None if e != e else round(e, 8) for e in summary.layer_errors]}
-    from kvant.eval.report import DEFAULT_MIN_RECOVERY
-
     info = _source_info(src)
     kvant_json = manifest.build(
         scheme=scheme, kv_cache_dtype="fp8" if recipe.kv_cache_scheme == "fp8" else "auto",
         base_model={"name": info.get("hub_id", model), "path": str(src),
                     "revision": info.get("revision") or info.get("gguf_sha256"), "architecture": arch,
                     "license": info.get("license")},
-        recipe=recipe.to_dict(), calibration=calibration, min_recovery=DEFAULT_MIN_RECOVERY[scheme],
+        recipe=recipe.to_dict(), calibration=calibration, min_recovery=default_min_recovery(scheme),
         kvant_version=KVANT_VERSION)
     # linear suffix -> the INT4 group size used where the recipe's does not divide the input size
     kvant_json["group_size_fallbacks"] = dict(summary.group_size_fallbacks)
@@ -101,11 +99,8 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
         artifact.write_config(tmp, base_config, qconfig)
         artifact.copy_base_files(src, tmp)
         artifact.write_recipe(tmp, recipe.to_dict())
-        summary_dict = {"time_s": summary.time_s, "peak_memory_mib": summary.peak_memory_mib,
-                        "group_size_fallbacks": summary.group_size_fallbacks}
-        (tmp / "README.md").write_text(artifact.card_text(base_name=info.get("hub_id", model), scheme=scheme, recipe=recipe.to_dict(),
-                                                          calibration=calibration, summary=summary_dict),
-                                       encoding="utf-8")
+        # the same card `kvant push` regenerates, named after the folder until it has a Hub id
+        (tmp / "README.md").write_text(card_text(kvant_json, None, out.name), encoding="utf-8")
         manifest.write(tmp, kvant_json)
     if progress is not None:
         progress("done", 1.0)

@@ -11,8 +11,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from kvant.engine.errors import KvantError
-from kvant.quantize.schemes import Scheme, kv_cache_config
+from kvant.artifact.errors import KvantError
+from kvant.artifact.schemes import Scheme, kv_cache_config
 
 # files copied from the base model folder when present
 COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -93,19 +93,3 @@ def copy_base_files(src: Path, folder: Path) -> None:
 
 def write_recipe(folder: Path, recipe: dict) -> None:
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-
-
-def card_text(*, base_name: str, scheme: str, recipe: dict, calibration: dict, summary: dict) -> str:
-    calib = (f"{calibration['num_samples']} samples x {calibration['seq_len']} tokens from `{calibration['source']}`"
-             if calibration.get("num_samples") else "none (data-free)")
-    fallbacks = "".join(f"\n- `{k}`: group size {v} (the recipe's group size does not divide its input size)"
-                        for k, v in summary.get("group_size_fallbacks", {}).items())
-    return (f"---\nlibrary_name: transformers\nbase_model: {base_name}\ntags: [kvant, compressed-tensors, {scheme}]\n"
-            f"---\n\n# {base_name} ({scheme})\n\n"
-            f"Quantized with kvant to **{scheme}** ({recipe['scheme']}, algorithm `{recipe['algorithm']}`"
-            f"{', SmoothQuant alpha ' + str(recipe['smoothing_strength']) if recipe.get('smoothing_strength') is not None else ''}"
-            f"{', FP8 KV cache' if recipe.get('kv_cache_scheme') else ''}), stored in the compressed-tensors format "
-            f"(loads in vLLM, transformers with compressed-tensors, and kvant).\n\n"
-            f"- Calibration: {calib}\n- Quantization time: {summary['time_s']:.1f} s, "
-            f"peak memory {summary['peak_memory_mib']:.0f} MiB{fallbacks}\n\n"
-            f"`recipe.yaml` holds the recipe as run; `kvant.json` the manifest with every file's sha256.\n")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.quantize.awq import awq_layer
 from kvant.quantize.calibration_data import CalibrationSet
 from kvant.quantize.kv_cache import KVObserver, observing
@@ -17,7 +17,7 @@ from kvant.quantize.linear_quant import quantize_weight
 from kvant.quantize.observers import AbsMax, ChannelAbsMax, Hessian, TokenSample
 from kvant.quantize.plan import Summary, plan_shapes
 from kvant.quantize.recipe import Recipe
-from kvant.quantize.schemes import Scheme
+from kvant.artifact.schemes import Scheme
 from kvant.quantize.smoothquant import smooth_layer
 
 AWQ_TOKENS = 4096  # sampled input rows per Linear for AWQ's searches

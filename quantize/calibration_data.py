@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.quantize.recipe import Calibration
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "builtin.jsonl"

@@ -5,7 +5,7 @@ import torch
 from kvant.kernels.int4_pack import pack_int4
 from kvant.quantize import primitives as P
 from kvant.quantize.gptq import gptq_quantize
-from kvant.quantize.schemes import Scheme
+from kvant.artifact.schemes import Scheme
 
 
 def _qparams(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype):

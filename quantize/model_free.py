@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.quantize.linear_quant import quantize_weight
 from kvant.quantize.plan import Summary, plan_shapes
 from kvant.quantize.recipe import Recipe
-from kvant.quantize.schemes import Scheme
+from kvant.artifact.schemes import Scheme
 
 # buffers some older checkpoints carry that the model does not load
 SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)

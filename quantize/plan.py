@@ -1,11 +1,11 @@
 """Which Linear layers a recipe quantizes, and with which scheme; the facts a run reports at the end."""
 import logging
-import re
 from dataclasses import dataclass, field
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
+from kvant.artifact.schemes import Scheme, fallback_group_size
+from kvant.artifact.targets import is_target
 from kvant.quantize.recipe import Recipe
-from kvant.quantize.schemes import Scheme, fallback_group_size
 
 log = logging.getLogger("kvant.quantize.calibrate")
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
@@ -19,10 +19,6 @@ class Summary:
     group_size_fallbacks: dict[str, int] = field(default_factory=dict)  # linear suffix -> group size used
 
 
-def _matches(name: str, patterns) -> bool:
-    return any(name == p or (p.startswith("re:") and re.match(p[3:], name)) for p in patterns)
-
-
 def plan_shapes(linears: dict[str, tuple[int, int]], recipe: Recipe, summary: Summary) -> dict[str, Scheme]:
     # {module name: (out_features, in_features)} of every Linear -> {name: scheme} for each targeted decoder-layer
     # Linear; fails before any work on a bad group size
@@ -31,7 +27,7 @@ def plan_shapes(linears: dict[str, tuple[int, int]], recipe: Recipe, summary: Su
     for name, (out_features, in_features) in linears.items():
         if ".layers." not in name:
             continue
-        if not (("Linear" in recipe.targets) or _matches(name, recipe.targets)) or _matches(name, recipe.ignore):
+        if not is_target(name, recipe.targets, recipe.ignore):
             continue
         s = scheme
         if scheme.weights.strategy == "group":

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from kvant.engine.errors import KvantError
-from kvant.quantize.schemes import Scheme, get_scheme
+from kvant.artifact.errors import KvantError
+from kvant.artifact.schemes import Scheme, get_scheme
 
 ALGORITHMS = ("rtn", "gptq", "awq", "awq+gptq")
 ACTORDERS = (None, "static", "weight")  # "group"/"dynamic" need g_idx, which compressed-tensors >= 0.19 rejects

@@ -7,7 +7,7 @@ from torch import nn
 
 from kvant.engine.quant_linear import module_for
 from kvant.quantize.linear_quant import quantize_weight
-from kvant.quantize.schemes import get_scheme
+from kvant.artifact.schemes import get_scheme
 
 # bench's --quant names -> scheme presets (INT4 group size 128, as the w4a16 recipes)
 PRESETS = {"fp8": ("FP8_DYNAMIC", None), "int8": ("W8A8_INT8", None), "w8a16": ("W8A16_INT8", None),

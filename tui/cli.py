@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         run = args.func
-    from kvant.engine.errors import KvantError
+    from kvant.artifact.errors import KvantError
 
     try:
         return int(run(args) or 0)

@@ -1,10 +1,8 @@
 """The headless facade the TUI screens call: it wraps kvant's real APIs and imports no Textual.
 
-Tests swap this one object for a fake (`make_app(services=...)`). Where a core API is not installed in this build,
-the method raises `KvantError` naming what is missing; it never returns a made-up result.
+Tests swap this one object for a fake (`make_app(services=...)`). Core APIs are imported inside the methods that use
+them, so the TUI starts without loading torch.
 """
-import importlib
-import importlib.util
 import json
 import os
 import resource
@@ -21,7 +19,7 @@ from typing import Callable, Iterator
 import httpx
 
 from kvant.engine import registry
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 Report = Callable[[str, float | None], None]  # (stage, fraction done in [0, 1] or None when unknown)
 SERVER_START_TIMEOUT_S = 180.0
@@ -97,12 +95,6 @@ class ServerHandle:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _require(module: str, what: str):
-    if importlib.util.find_spec(module) is None:
-        raise KvantError(f"{what} is not available in this build: module {module} is missing")
-    return importlib.import_module(module)
-
-
 def _normalize_progress(report: Report, cancel: threading.Event | None = None) -> Callable:
     """Adapt a core progress callback, (stage, fraction) or (stage, done, total), to the TUI's (stage, fraction).
 
@@ -133,7 +125,8 @@ def memory_mib() -> float:
 
 
 def recipe_info(path: Path) -> RecipeInfo:
-    recipes = _require("kvant.quantize.recipe", "recipes (kvant.quantize.recipe)")
+    from kvant.quantize import recipe as recipes
+
     recipe = recipes.load_recipe(path)
     calib = recipe.calibration
     return RecipeInfo(
@@ -255,13 +248,15 @@ class Services:
         return recipe_info(path)
 
     def list_recipes(self) -> list[RecipeInfo]:
-        recipes = _require("kvant.quantize.recipe", "recipes (kvant.quantize.recipe)")
-        return [recipe_info(p) for p in sorted(recipes.RECIPES_DIR.glob("*.yaml"))]
+        from kvant.quantize.recipe import RECIPES_DIR
+
+        return [recipe_info(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
 
     def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None, seq_len: int | None,
                  report: Report, cancel: threading.Event, force: bool = False) -> Path:
-        api = _require("kvant.quantize.api", "quantization (kvant.quantize.api.quantize)")
-        recipes = _require("kvant.quantize.recipe", "recipes (kvant.quantize.recipe)")
+        from kvant.quantize import api
+        from kvant.quantize import recipe as recipes
+
         chosen = recipes.load_recipe(recipe.path).with_calibration(num_samples=num_samples, seq_len=seq_len)
         return api.quantize(model, chosen, out, force=force, progress=_normalize_progress(report), cancel=cancel)
 
@@ -279,7 +274,7 @@ class Services:
 
     def evaluate(self, artifact: Path, tasks: list[str], limit: int | None, data_dir: Path | None, generative: bool,
                  report: Report, cancel: threading.Event) -> EvalSummary:
-        runner = _require("kvant.eval.runner", "evaluation (kvant.eval.runner)")
+        from kvant.eval import runner
         from kvant.eval.generative import GenerativeConfig
 
         options = runner.EvalOptions(tasks=tuple(tasks), limit=limit, data_dir=data_dir,
@@ -291,7 +286,6 @@ class Services:
         return summary
 
     def start_server(self, artifact: Path, port: int, cancel: threading.Event) -> ServerHandle:
-        _require("kvant.tui.commands.serve", "serving (kvant serve)")
         port = port or free_port()
         log = Path(tempfile.mkstemp(prefix="kvant-serve-", suffix=".log")[1])
         # -P: never the current directory on sys.path, where a checkout's kernels/ would shadow HF's `kernels`
@@ -353,8 +347,9 @@ class Services:
 
     def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool, report: Report,
              cancel: threading.Event) -> PushOutcome:
-        hub = _require("kvant.quantize.hub.push", "publishing (kvant.quantize.hub.push)")
-        result = hub.push(artifact, repo_id, private=private, dry_run=dry_run, force=force,
+        from kvant.quantize.hub.push import push
+
+        result = push(artifact, repo_id, private=private, dry_run=dry_run, force=force,
                           progress=_normalize_progress(report))
         url = None if result.dry_run else f"{result.endpoint}/{result.repo_id}"
         return PushOutcome(result.dry_run, url, result.card, tuple(path for path, _ in result.files))

@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 log = logging.getLogger("kvant.server")
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from kvant.engine.benchmarks import Request
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.engine.server.errors import ApiError, error_event
 
 log = logging.getLogger("kvant.server")

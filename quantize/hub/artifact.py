@@ -1,13 +1,12 @@
-"""What push needs from an artifact on disk: its manifest, checked file hashes, eval results, atomic rewrites."""
+"""What push needs from an artifact on disk beyond its manifest: eval results, git blob ids, atomic rewrites."""
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from kvant.engine.errors import KvantError
-from kvant.quantize import manifest as M
-from kvant.quantize.manifest import MANIFEST, sha256_file
+from kvant.artifact import manifest as M
+from kvant.artifact.errors import KvantError
 
 CARD = "README.md"
 RESULTS = "eval/results.json"
@@ -20,44 +19,6 @@ def git_blob_sha1(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_manifest(artifact: Path) -> dict:
-    if not artifact.is_dir():
-        raise KvantError(f"artifact {artifact} is not a folder")
-    manifest, path = M.read(artifact), artifact / MANIFEST
-    for key, kind in (("files", dict), ("base_model", dict), ("scheme", str)):
-        if not isinstance(manifest.get(key), kind):
-            raise KvantError(f"{path}: field {key!r} is missing or not a {kind.__name__}")
-    return manifest
-
-
-def is_hidden(rel: str) -> bool:
-    # dot-files/folders (download caches, editor state, temp files) are never pushed
-    return any(part.startswith(".") for part in rel.split("/"))
-
-
-def local_files(artifact: Path) -> list[str]:
-    """Every file under the artifact as relative posix paths, hidden ones left out."""
-    rels = (p.relative_to(artifact).as_posix() for p in sorted(artifact.rglob("*")) if p.is_file())
-    return [rel for rel in rels if not is_hidden(rel)]
-
-
-def verify_files(artifact: Path, manifest: dict, skip: tuple[str, ...] = (CARD,), progress=None) -> None:
-    """Raises KvantError naming the first file whose sha256 differs from the manifest, or that is missing/unlisted."""
-    listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
-    on_disk = set(local_files(artifact)) - {MANIFEST}
-    for rel in sorted(on_disk - set(listed) - set(skip)):
-        raise KvantError(f"{artifact / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
-    todo = sorted(set(listed) - set(skip))
-    for i, rel in enumerate(todo):
-        if rel not in on_disk:
-            raise KvantError(f"{artifact / rel} is listed in {MANIFEST} but missing")
-        if sha256_file(artifact / rel) != listed[rel]:
-            raise KvantError(f"{artifact / rel} does not match its sha256 in {MANIFEST}: the artifact was modified "
-                             "after it was written")
-        if progress is not None:
-            progress("verify", (i + 1) / len(todo))
 
 
 def read_results(artifact: Path) -> dict | None:

@@ -5,9 +5,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvant.engine.errors import KvantError
+from kvant.artifact import manifest as M
+from kvant.artifact.card import card_text
+from kvant.artifact.errors import KvantError
 from kvant.quantize.hub import artifact as A
-from kvant.quantize.hub.card import card_text
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
@@ -63,7 +64,7 @@ def _changed(remote: dict, artifact: Path, paths: list[str], manifest: dict) -> 
         if entry is None or entry.size != local.stat().st_size:
             out.append(rel)
         elif entry.lfs is not None:
-            digest = manifest["files"].get(rel) or A.sha256_file(local)
+            digest = manifest["files"].get(rel) or M.sha256_file(local)
             if entry.lfs.sha256 != digest:
                 out.append(rel)
         elif entry.blob_id != A.git_blob_sha1(local):
@@ -100,8 +101,8 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     _check_repo_id(repo_id)
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     revision = revision or "main"
-    manifest = A.read_manifest(artifact)
-    A.verify_files(artifact, manifest, progress=progress)
+    manifest = M.read(artifact)
+    M.verify(artifact, manifest, skip=(A.CARD,), progress=progress)
     results = A.read_results(artifact)
     if results is None:
         logger.warning("%s has no %s: the card will say 'not evaluated'", artifact, A.RESULTS)
@@ -111,7 +112,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     recipe_path = artifact / "recipe.yaml"
     recipe = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None  # the recipe as run
     card = card_text(manifest, results, repo_id, recipe)
-    paths = sorted(p for p in set(manifest["files"]) | {A.CARD, A.MANIFEST} if not A.is_hidden(p))
+    paths = sorted(p for p in set(manifest["files"]) | {A.CARD, M.MANIFEST} if not M.is_hidden(p))
     summary = dict(repo_id=repo_id, revision=revision, endpoint=endpoint, card=card,
                    files=_sizes(artifact, paths, card), evaluated=results is not None,
                    gate_passed=None if results is None else results["passed"])
@@ -120,7 +121,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
 
     token = _resolve_token(token)
     if A.write_card(artifact, manifest, card):
-        manifest = A.read_manifest(artifact)
+        manifest = M.read(artifact)
         summary["files"] = _sizes(artifact, paths, card)
     api = HfApi(endpoint=endpoint, token=token, library_name="kvant")
     from huggingface_hub.errors import HfHubHTTPError, HTTPError

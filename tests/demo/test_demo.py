@@ -62,7 +62,7 @@ def one_thread():
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path, capsys, one_thread, monkeypatch):
-    from kvant.quantize import manifest
+    from kvant.artifact import manifest
 
     monkeypatch.delenv(demo.DATA_ENV, raising=False)
     monkeypatch.setattr(demo, "GENERATIVE_TOKENS", 8)  # the check's shape, not its statistics, is under test here
@@ -114,7 +114,7 @@ def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path,
 
 
 def test_an_artifact_of_another_recipe_is_not_reused(default_model, tmp_path):
-    from kvant.engine.errors import KvantError
+    from kvant.artifact.errors import KvantError
     from kvant.quantize.recipe import load_recipe
 
     out = tmp_path / "artifact"
@@ -155,7 +155,7 @@ def test_heldout_paragraphs_share_no_text_with_calibration(default_model, num_sa
 def test_heldout_needs_the_artifacts_own_calibration(default_model):
     from transformers import AutoTokenizer
 
-    from kvant.engine.errors import KvantError
+    from kvant.artifact.errors import KvantError
     from kvant.quantize.recipe import load_recipe
 
     tok = AutoTokenizer.from_pretrained(default_model)
@@ -210,7 +210,7 @@ def test_bad_arguments_fail_before_any_work(argv, needle, shared_data, tmp_path,
 
 
 def test_a_busy_port_is_a_clear_error(default_model, tmp_path, capsys):
-    from kvant.engine.errors import KvantError
+    from kvant.artifact.errors import KvantError
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

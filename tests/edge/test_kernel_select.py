@@ -1,7 +1,8 @@
 import pytest
 
-from kvant.engine.errors import KvantError
-from kvant.engine.kernel_select import SCHEMES, parse_arch, scheme_of, select_path
+from kvant.artifact.errors import KvantError
+from kvant.artifact.schemes import scheme_of
+from kvant.engine.kernel_select import SCHEMES, parse_arch, select_path
 
 CARDS = {"sm_80": (8, 0), "sm_86": (8, 6), "sm_87": (8, 7), "sm_89": (8, 9), "sm_90": (9, 0), "sm_120": (12, 0)}
 # expected GEMM path per scheme and card, written out by hand from the capability rules
@@ -113,7 +114,7 @@ def test_engine_applies_fp8_path_for_the_forced_arch(arch, weight_only):
 
 
 def test_engine_refuses_pre_ampere_with_a_clear_message():
-    from kvant.engine.errors import KvantError
+    from kvant.artifact.errors import KvantError
     from kvant.engine.llm import LLM
 
     with pytest.raises(KvantError, match="Ampere.*sm_75"):

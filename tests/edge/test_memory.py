@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from kvant.engine.config import load_config_file
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.engine.memory import GiB, kv_bytes_per_token, parse_size, plan_memory
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from kvant.engine.async_llm import AsyncLLM
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.engine.sampling_params import SamplingParams
 
 from .conftest import reference_greedy

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.eval.runner import EvalOptions, evaluate_artifact
 from kvant.tui.cli import main
 

@@ -4,7 +4,8 @@ import math
 import pytest
 
 from kvant.eval.generative import GenerativeConfig, agreement, summarize
-from kvant.eval.report import Gate, build_report, format_markdown, gate_for, recovery, write_report
+from kvant.artifact.gate import Gate, gate_for
+from kvant.eval.report import build_report, format_markdown, recovery, write_report
 
 
 def test_recovery_delta_method_by_hand():

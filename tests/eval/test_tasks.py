@@ -75,7 +75,7 @@ def test_wikitext_pages_split_at_top_level_headings(shared_data):
 
 
 def test_data_dir_without_a_dataset_is_a_one_line_error(tmp_path):
-    from kvant.engine.errors import KvantError
+    from kvant.artifact.errors import KvantError
     from kvant.eval.data import prepare_tasks
 
     with pytest.raises(KvantError, match="local data for piqa is missing"):

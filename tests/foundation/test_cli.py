@@ -43,7 +43,7 @@ def test_errors_are_one_line_without_traceback(argv, needle):
 
 
 def test_debug_flag_shows_the_exception(monkeypatch):
-    from kvant.engine.errors import KvantError
+    from kvant.artifact.errors import KvantError
 
     with pytest.raises(KvantError):
         main(["--debug", "models", "info", "/definitely/not/here"])

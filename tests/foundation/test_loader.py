@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kvant.engine.config import ModelConfig
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.engine.loader import dummy_model, load_config_file, load_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from kvant.quantize.hub import build_card, card_text
+from kvant.artifact.card import build_card, card_text
 
 MANIFEST = {
     "format": 1, "kvant_version": "0.1.0", "scheme": "fp8-dynamic", "kv_cache_dtype": "fp8",
@@ -91,7 +91,7 @@ def test_card_is_deterministic_and_parses():
 
 
 def test_unknown_scheme_is_a_value_error():
-    with pytest.raises(ValueError, match="manifest scheme must be one of"):
+    with pytest.raises(ValueError, match="scheme must be one of .*got .int3."):
         card_text(MANIFEST | {"scheme": "int3"}, None, "me/q")
 
 

@@ -6,7 +6,7 @@ import logging
 import pytest
 from huggingface_hub import HfApi, ModelCard
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.quantize.hub import push
 
 REPO_ID = "kvant-test/smol-w4a16"

@@ -7,7 +7,7 @@ import pytest
 from huggingface_hub import HfApi, ModelCard, snapshot_download
 from huggingface_hub.utils import logging as hf_logging
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.quantize.hub import push
 
 REPO_ID = "kvant-test/smol-w4a16"

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 
 from kvant.engine.loader import load_model
-from kvant.quantize import manifest
+from kvant.artifact import manifest
 from kvant.quantize.api import quantize
 from kvant.quantize.recipe import load_recipe, recipe_from_dict, shipped_recipe_names
 

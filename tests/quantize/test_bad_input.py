@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kvant.engine.errors import KvantError
-from kvant.quantize import artifact, manifest
+from kvant.artifact.errors import KvantError
+from kvant.artifact import manifest
+from kvant.quantize import artifact
 from kvant.quantize.api import quantize
 from kvant.quantize.calibrate import Summary, plan_linears
 from kvant.quantize.recipe import load_recipe, shipped_recipe_names

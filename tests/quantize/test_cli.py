@@ -1,6 +1,6 @@
 import json
 
-from kvant.quantize import manifest
+from kvant.artifact import manifest
 from kvant.quantize.recipe import shipped_recipe_names
 from kvant.tui.cli import main
 

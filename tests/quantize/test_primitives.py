@@ -5,7 +5,7 @@ from kvant.kernels.int4_pack import pack_int4, unpack_int4
 from kvant.quantize import primitives as P
 from kvant.quantize.gptq import gptq_quantize
 from kvant.quantize.linear_quant import quantize_weight
-from kvant.quantize.schemes import get_scheme
+from kvant.artifact.schemes import get_scheme
 
 
 # ---- naive references, written element by element from the compressed-tensors formulas ----

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.quantize.recipe import RECIPES_DIR, load_recipe, recipe_from_dict
-from kvant.quantize.schemes import fallback_group_size, get_scheme
+from kvant.artifact.schemes import fallback_group_size, get_scheme
 
 SHIPPED = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 

@@ -6,7 +6,7 @@ import pytest
 from kvant.tui.screens.chat import parse_settings
 from kvant.tui.screens.quantize import default_out
 from kvant.tui.screens.serve import tokens_per_s
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.tui.services import (_normalize_progress, _sse_deltas, parse_metrics, parse_results, recipe_info,
                                 stats_from_metrics)
 from kvant.tui.widgets.kv_usage_bar import usage_bar

@@ -3,7 +3,7 @@ import threading
 import time
 from pathlib import Path
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.tui.services import (EvalRow, EvalSummary, ModelEntry, PushOutcome, RecipeInfo, ServerHandle,
                                 ServerStats)
 

@@ -52,15 +52,13 @@ def add_parser(sub) -> None:
 def build_llm(args):
     import torch
 
-    from kvant.engine import kernel_select
     from kvant.engine.config import load_config_file
     from kvant.engine.llm import LLM
     from kvant.engine.loader import dummy_model
 
-    if args.kernel_arch:
-        kernel_select.force_arch(kernel_select.parse_arch(args.kernel_arch))
     engine_kwargs = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                         enforce_eager=args.enforce_eager, kv_cache_dtype=args.kv_cache_dtype)
+                         enforce_eager=args.enforce_eager, kv_cache_dtype=args.kv_cache_dtype,
+                         kernel_arch=args.kernel_arch)
     if args.kind == "latency":
         engine_kwargs["enable_prefix_caching"] = False
     model_arg = Path(args.model)
@@ -80,10 +78,10 @@ def build_llm(args):
 def _weights_quant(args, cfg) -> str:
     if Path(args.model).suffix == ".json":
         return args.quant
-    from kvant.engine.kernel_select import scheme_of
+    from kvant.artifact.schemes import BF16, SCHEME_INFO, scheme_of
 
     scheme = scheme_of(cfg.quantization_config)
-    return {"bf16": "bf16", "w4a16": "int4", "w8a16": "int8", "w8a8-int8": "int8"}.get(scheme, "fp8")
+    return BF16 if scheme == BF16 else SCHEME_INFO[scheme].weight_tag
 
 
 def run_serve(args) -> int:
@@ -123,7 +121,7 @@ def run(args) -> int:
     from kvant.engine.sampling_params import SamplingParams
 
     if getattr(args, "peer", None) and Path(args.model).suffix != ".json":
-        from kvant.engine.errors import KvantError
+        from kvant.artifact.errors import KvantError
 
         raise KvantError("--peer hf needs --model as a config .json (the peer runs random weights of that shape)")
     llm, cfg = build_llm(args)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.tui.commands.eval import DATA_ENV
 
 DEFAULT_RECIPE = "w4a16-gptq-g64"
@@ -115,7 +115,7 @@ def _say(text: str) -> None:
 
 def check_reusable(out: Path, recipe, base_path: Path) -> dict:
     """The manifest of a complete artifact in `out` made from base_path with this exact recipe; KvantError if not."""
-    from kvant.quantize import manifest
+    from kvant.artifact import manifest
 
     manifest.verify(out)
     m = manifest.read(out)
@@ -198,13 +198,15 @@ def word_perplexity(llm, texts: list[str]) -> float:
 def validate_offline(artifact: Path, base_path: Path):
     import gc
 
+    from kvant.artifact import manifest as M
+    from kvant.artifact.gate import gate_for
     from kvant.engine import LLM
-    from kvant.eval import artifact as art
     from kvant.eval import generative as gen
-    from kvant.eval.report import EvalReport, Perplexity, gate_for, write_report
+    from kvant.eval.artifact import check_same_model
+    from kvant.eval.report import EvalReport, Perplexity, write_report
 
-    manifest = art.read_manifest(artifact)
-    art.check_same_model(base_path, artifact)
+    manifest = M.read(artifact)
+    check_same_model(base_path, artifact)
     cfg = gen.GenerativeConfig(max_tokens=GENERATIVE_TOKENS)
     _say("  artifact: held-out perplexity and greedy answers")
     quant = LLM(str(artifact))
@@ -227,7 +229,7 @@ def validate_offline(artifact: Path, base_path: Path):
                         generative=gen.summarize(base_tokens, quant_tokens, own, on_quant, cfg),
                         lm_eval_version="not used")
     write_report(report, artifact)
-    art.update_files(artifact)
+    M.update_files(artifact)
     return report
 
 

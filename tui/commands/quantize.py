@@ -37,7 +37,7 @@ def run(args) -> int:
     started = time.monotonic()
     out = quantize(args.model, recipe, Path(args.out), force=args.force, progress=progress, device=args.device)
     elapsed = time.monotonic() - started  # load, calibrate, quantize and write: the whole run after start-up
-    from kvant.quantize.manifest import read
+    from kvant.artifact.manifest import read
 
     written = read(out)
     calib = written["calibration"]

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Log, Select
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.tui.messages import ArtifactReady, JobStopped, LogLine, Progress
 from kvant.tui.screens.base import KvantScreen, cancel_event
 from kvant.tui.services import RecipeInfo

@@ -5,7 +5,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal
 from textual.widgets import Button, Input, Label
 
-from kvant.engine.errors import KvantError
+from kvant.artifact.errors import KvantError
 from kvant.tui.messages import ServerChanged
 from kvant.tui.screens.base import KvantScreen, cancel_event
 from kvant.tui.services import ServerHandle, ServerStats

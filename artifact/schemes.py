@@ -1,5 +1,44 @@
-"""Scheme presets (compressed-tensors vocabulary) -> frozen dataclasses, and their `quantization_config` dicts."""
+"""The one scheme registry: kvant's scheme names (kvant.json "scheme") with what each implies (card tags, default
+recovery gate), the presets in compressed-tensors vocabulary as frozen dataclasses, and the mapping back from a
+checkpoint's `quantization_config` to a scheme name."""
 from dataclasses import dataclass
+
+from kvant.artifact.errors import KvantError
+
+# kvant's scheme names: the only place each is spelled
+BF16 = "bf16"  # not quantized (no quantization_config)
+W4A16 = "w4a16"
+W8A16 = "w8a16"
+W8A8_INT8 = "w8a8-int8"
+FP8_DYNAMIC = "fp8-dynamic"
+FP8_STATIC = "fp8-static"
+
+
+@dataclass(slots=True, frozen=True)
+class SchemeInfo:
+    weight_tag: str  # weight format: Hub tag and `kvant bench --quant` name
+    scheme_tag: str  # Hub tag of the weight/activation pairing
+    description: str  # one line for the model card
+    min_recovery: float  # default gate: minimum recovery (quantized / base score) of every gated task
+
+
+SCHEME_INFO: dict[str, SchemeInfo] = {
+    W4A16: SchemeInfo("int4", "w4a16", "INT4 weights (symmetric, group-wise scales), 16-bit activations", 0.96),
+    W8A16: SchemeInfo("int8", "w8a16", "INT8 weights (per-channel scales), 16-bit activations", 0.98),
+    W8A8_INT8: SchemeInfo("int8", "w8a8", "INT8 weights (per-channel) and INT8 activations (dynamic per-token)", 0.98),
+    FP8_DYNAMIC: SchemeInfo("fp8", "w8a8", "FP8 E4M3 weights (per-channel) and FP8 activations (dynamic per-token)",
+                            0.99),
+    FP8_STATIC: SchemeInfo("fp8", "w8a8",
+                           "FP8 E4M3 weights (per-channel) and FP8 activations (static per-tensor scales)", 0.99),
+}
+SCHEME_NAMES = tuple(SCHEME_INFO)  # what kvant.json may name
+
+
+def scheme_info(name: str) -> SchemeInfo:
+    if name not in SCHEME_INFO:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEME_NAMES)}, got {name!r}")
+    return SCHEME_INFO[name]
+
 
 TYPES = ("int", "float")
 STRATEGIES = ("tensor", "channel", "group", "token")
@@ -70,13 +109,13 @@ _INT8_TOKEN = QuantArgs(8, "int", strategy="token", dynamic=True, observer=None)
 _FP8_TOKEN = QuantArgs(8, "float", strategy="token", dynamic=True, observer=None)
 
 SCHEMES: dict[str, Scheme] = {
-    "FP8_DYNAMIC": Scheme("fp8-dynamic", QuantArgs(8, "float", strategy="channel"), _FP8_TOKEN),
-    "FP8_STATIC": Scheme("fp8-static", QuantArgs(8, "float", strategy="tensor"),
+    "FP8_DYNAMIC": Scheme(FP8_DYNAMIC, QuantArgs(8, "float", strategy="channel"), _FP8_TOKEN),
+    "FP8_STATIC": Scheme(FP8_STATIC, QuantArgs(8, "float", strategy="tensor"),
                          QuantArgs(8, "float", strategy="tensor", observer="static_minmax")),
-    "W8A8_INT8": Scheme("w8a8-int8", QuantArgs(8, "int", strategy="channel"), _INT8_TOKEN),
-    "W8A16_INT8": Scheme("w8a16", QuantArgs(8, "int", strategy="channel")),
-    "W4A16": Scheme("w4a16", QuantArgs(4, "int", strategy="group", group_size=128)),
-    "W4A16_ASYM": Scheme("w4a16", QuantArgs(4, "int", symmetric=False, strategy="group", group_size=128)),
+    "W8A8_INT8": Scheme(W8A8_INT8, QuantArgs(8, "int", strategy="channel"), _INT8_TOKEN),
+    "W8A16_INT8": Scheme(W8A16, QuantArgs(8, "int", strategy="channel")),
+    "W4A16": Scheme(W4A16, QuantArgs(4, "int", strategy="group", group_size=128)),
+    "W4A16_ASYM": Scheme(W4A16, QuantArgs(4, "int", symmetric=False, strategy="group", group_size=128)),
 }
 # llm-compressor's preset names for the same schemes
 ALIASES = {"FP8": "FP8_STATIC", "W8A8": "W8A8_INT8", "INT8": "W8A8_INT8", "W8A16": "W8A16_INT8"}
@@ -104,3 +143,23 @@ def fallback_group_size(in_features: int, group_size: int) -> int | None:
 
 def kv_cache_config() -> dict:
     return QuantArgs(8, "float", strategy="tensor", observer=None).to_config()
+
+
+def scheme_of(quantization_config: dict | None) -> str:
+    """The kvant scheme name of a compressed-tensors `quantization_config` (BF16 when there is none)."""
+    if not quantization_config:
+        return BF16
+    groups = quantization_config.get("config_groups") or {}
+    if not groups:
+        raise KvantError("quantization_config has no config_groups")
+    weights = next(iter(groups.values())).get("weights") or {}
+    acts = next(iter(groups.values())).get("input_activations")
+    bits, kind = weights.get("num_bits"), weights.get("type", "int")
+    if kind == "float" and bits == 8:
+        return FP8_DYNAMIC if not acts or acts.get("dynamic", False) else FP8_STATIC
+    if kind == "int" and bits == 4 and not acts:
+        return W4A16
+    if kind == "int" and bits == 8:
+        return W8A16 if not acts else W8A8_INT8
+    raise KvantError(f"unsupported quantization scheme: {bits}-bit {kind} weights"
+                     f"{' with quantized activations' if acts else ''}")

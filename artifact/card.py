@@ -8,14 +8,8 @@ import re
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-# scheme -> (weight format tag, scheme tag, one-line description)
-SCHEMES = {
-    "w4a16": ("int4", "w4a16", "INT4 weights (symmetric, group-wise scales), 16-bit activations"),
-    "w8a16": ("int8", "w8a16", "INT8 weights (per-channel scales), 16-bit activations"),
-    "w8a8-int8": ("int8", "w8a8", "INT8 weights (per-channel) and INT8 activations (dynamic per-token)"),
-    "fp8-dynamic": ("fp8", "w8a8", "FP8 E4M3 weights (per-channel) and FP8 activations (dynamic per-token)"),
-    "fp8-static": ("fp8", "w8a8", "FP8 E4M3 weights (per-channel) and FP8 activations (static per-tensor scales)"),
-}
+from kvant.artifact.schemes import scheme_info
+
 ALGORITHM_TAGS = ("gptq", "awq")  # recipe algorithms worth a tag ("awq+gptq" gets both); rtn gets none
 LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -36,10 +30,8 @@ def _calibrated(calib: dict) -> bool:
 
 
 def card_data(manifest: dict, results: dict | None, repo_id: str) -> ModelCardData:
-    scheme = manifest["scheme"]
-    if scheme not in SCHEMES:
-        raise ValueError(f"manifest scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
-    weight_tag, scheme_tag, _ = SCHEMES[scheme]
+    info = scheme_info(manifest["scheme"])
+    weight_tag, scheme_tag = info.weight_tag, info.scheme_tag
     base, calib = manifest["base_model"], manifest.get("calibration") or {}
     tags = ["kvant", weight_tag, scheme_tag, "compressed-tensors", *_algorithms(manifest.get("recipe") or {}),
             "quantized", "vllm"]
@@ -76,11 +68,17 @@ def _overview(manifest: dict) -> str:
     name = base.get("name") or "?"
     link = f"[{name}](https://huggingface.co/{name})" if is_hub_id(name) else f"`{name}`"
     rows = [("Base model", link), ("Base revision", f"`{base.get('revision') or 'unknown'}`"),
-            ("Architecture", base.get("architecture") or "?"), ("Scheme", f"`{scheme}`: {SCHEMES[scheme][2]}"),
-            ("KV cache", kv),
+            ("Architecture", base.get("architecture") or "?"), ("Scheme", f"`{scheme}`: {scheme_info(scheme).description}"),
+            ("KV cache", kv), *_group_size_rows(manifest),
             ("Format", "compressed-tensors"), ("License", base.get("license") or "see the base model"),
             ("Made with", f"kvant {manifest.get('kvant_version', '')}".strip())]
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def _group_size_rows(manifest: dict) -> list[tuple[str, str]]:
+    # INT4 layers whose input size the recipe's group size does not divide
+    return [(f"Group size of `{k}`", f"{v} (the recipe's does not divide its input size)")
+            for k, v in sorted((manifest.get("group_size_fallbacks") or {}).items())]
 
 
 def _calibration(manifest: dict) -> str:
@@ -96,6 +94,14 @@ def _calibration(manifest: dict) -> str:
         src = f"`{source}`"
     return (f"{calib.get('num_samples', '?')} samples of {calib.get('seq_len', '?')} tokens from {src} "
             f"(sha256 of the token ids `{calib.get('sha256', '?')}`).")
+
+
+def _cost(manifest: dict) -> str:
+    calib = manifest.get("calibration") or {}
+    if calib.get("time_s") is None:
+        return ""
+    return (f"\n\nQuantization took {calib['time_s']:.1f} s, peak memory {calib.get('peak_memory_mib', 0):.0f} MiB. "
+            "`kvant.json` holds the manifest with every file's sha256.")
 
 
 def _fmt(x) -> str:
@@ -155,7 +161,7 @@ def card_text(manifest: dict, results: dict | None, repo_id: str, recipe_yaml: s
     base_name = manifest["base_model"].get("name") or "the base model"
     body = f"""# {repo_id.split("/")[-1]}
 
-Quantized version of `{base_name}` made with kvant: {SCHEMES[manifest["scheme"]][2]}.
+Quantized version of `{base_name}` made with kvant: {scheme_info(manifest["scheme"]).description}.
 
 ## Model overview
 
@@ -169,7 +175,7 @@ Quantized version of `{base_name}` made with kvant: {SCHEMES[manifest["scheme"]]
 
 ## Calibration data
 
-{_calibration(manifest)}
+{_calibration(manifest)}{_cost(manifest)}
 
 ## Evaluation
 

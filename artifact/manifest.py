@@ -1,0 +1,125 @@
+"""`kvant.json`: what an artifact is (scheme, base model, recipe, calibration) and the sha256 of every other file.
+
+The one reader, writer and checker of the manifest: quantize writes it, eval and push refresh `files` after adding
+theirs, and everyone reads it through `read`, which validates the fields the others rely on.
+"""
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kvant.artifact.errors import KvantError
+from kvant.artifact.schemes import SCHEME_NAMES
+
+MANIFEST = "kvant.json"
+FORMAT = 1
+KV_CACHE_DTYPES = ("auto", "fp8")
+# field -> type that `read` insists on (the rest are informative)
+REQUIRED = {"scheme": str, "base_model": dict}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_hidden(rel: str) -> bool:
+    # dot-files/folders (download caches, editor state, temp files) are neither listed, checked nor pushed
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def listed_files(folder: Path) -> list[str]:
+    """Every file `files` covers: relative posix paths under `folder`, hidden ones and kvant.json left out."""
+    rels = (p.relative_to(folder).as_posix() for p in sorted(Path(folder).rglob("*")) if p.is_file())
+    return [rel for rel in rels if rel != MANIFEST and not is_hidden(rel)]
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {rel: sha256_file(Path(folder) / rel) for rel in listed_files(folder)}
+
+
+def build(*, scheme: str, kv_cache_dtype: str, base_model: dict, recipe: dict, calibration: dict,
+          min_recovery: float, kvant_version: str) -> dict:
+    if scheme not in SCHEME_NAMES:
+        raise ValueError(f"scheme must be one of {SCHEME_NAMES}, got {scheme!r}")
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ValueError(f"kv_cache_dtype must be auto or fp8, got {kv_cache_dtype!r}")
+    return {"format": FORMAT, "kvant_version": kvant_version,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "scheme": scheme,
+            "kv_cache_dtype": kv_cache_dtype, "base_model": base_model, "recipe": recipe,
+            "calibration": calibration, "gate": {"min_recovery": min_recovery}, "files": {}}
+
+
+def write(folder: Path, manifest: dict) -> dict:
+    # refreshes `files` from disk, then writes kvant.json through a temp file (never half-written)
+    folder = Path(folder)
+    manifest = dict(manifest, files=file_hashes(folder))
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(folder / MANIFEST)
+    return manifest
+
+
+def read(folder: Path) -> dict:
+    """The validated manifest of the artifact folder; KvantError naming what is wrong otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KvantError(f"artifact {folder} is not a folder")
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KvantError(f"{folder} has no {MANIFEST}: not a kvant artifact (run `kvant quantize` first)") from None
+    except json.JSONDecodeError as exc:
+        raise KvantError(f"{path} is not valid JSON ({exc.msg})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise KvantError(f"{path}: unsupported manifest format (expected {FORMAT})")
+    for key, kind in REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            raise KvantError(f"{path}: field {key!r} is missing or not a {kind.__name__}")
+    if manifest["scheme"] not in SCHEME_NAMES:
+        raise KvantError(f"{path}: scheme must be one of {', '.join(SCHEME_NAMES)}, got {manifest['scheme']!r}")
+    manifest.setdefault("files", {})
+    if not isinstance(manifest["files"], dict):
+        raise KvantError(f"{path}: field 'files' is not a dict")
+    return manifest
+
+
+def update_files(folder: str | Path) -> dict:
+    folder = Path(folder)
+    return write(folder, read(folder))
+
+
+def verify(folder: str | Path, manifest: dict | None = None, *, skip: tuple[str, ...] = (), progress=None) -> None:
+    """Raises KvantError naming the first file that is unlisted, missing, or whose sha256 differs from the manifest.
+
+    `skip`: files not checked (push regenerates README.md); progress(stage, fraction) after each file hashed."""
+    folder = Path(folder)
+    manifest = read(folder) if manifest is None else manifest
+    listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
+    on_disk = set(listed_files(folder))
+    for rel in sorted(on_disk - set(listed) - set(skip)):
+        raise KvantError(f"{folder / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
+    todo = sorted(set(listed) - set(skip))
+    for i, rel in enumerate(todo):
+        if rel not in on_disk:
+            raise KvantError(f"{folder / rel} is listed in {MANIFEST} but missing")
+        if sha256_file(folder / rel) != listed[rel]:
+            raise KvantError(f"{folder / rel} does not match its sha256 in {MANIFEST}: the artifact was modified "
+                             "after it was written")
+        if progress is not None:
+            progress("verify", (i + 1) / len(todo))
+
+
+def base_reference(manifest: dict) -> str:
+    """Where the artifact's base model is: its recorded path when that folder exists, else its name."""
+    base = manifest.get("base_model") or {}
+    path = base.get("path")
+    if path and Path(path).is_dir():
+        return str(path)
+    if base.get("name"):
+        return str(base["name"])
+    raise KvantError("the manifest's base_model has neither an existing path nor a name; pass --base")
