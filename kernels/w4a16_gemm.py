@@ -6,6 +6,7 @@ from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.int4_pack import unpack_int4
 from kvant.kernels.w4a16_dequant import dequant_w4_triton, w4a16_dequant_mm_triton  # noqa: F401
 from kvant.kernels.w4a16_gemv import GEMV_CONFIG, w4a16_gemv_triton
+from kvant.kernels.w4a16_tune import lookup
 from kvant.kernels.w4a16_tiles import PLANES_CONFIG, w4a16_gemm_planes_triton, w4a16_gemm_triton
 
 
@@ -35,6 +36,12 @@ DEQUANT_MIN_M = 64  # from this many rows on, dequantize + vendor GEMM
 def w4a16_gemm(x, weight_packed, weight_scale, group_size, weight_zero_point=None) -> torch.Tensor:
     if not on_cuda(x, weight_packed, weight_scale, weight_zero_point):
         return w4a16_gemm_ref(x, weight_packed, weight_scale, group_size, weight_zero_point)
+    tuned = lookup(x, weight_packed, group_size, weight_zero_point)
+    if tuned is not None:  # measured on this card for this shape and row bucket (kvant.kernels.w4a16_tune)
+        kernel, config = tuned
+        if config is None:
+            return kernel(x, weight_packed, weight_scale, group_size, weight_zero_point)
+        return kernel(x, weight_packed, weight_scale, group_size, weight_zero_point, config=config)
     m = x.shape[0]
     if m <= GEMV_MAX_M:
         return w4a16_gemv_triton(x, weight_packed, weight_scale, group_size, weight_zero_point)

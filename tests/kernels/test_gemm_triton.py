@@ -198,3 +198,25 @@ def test_w4a16_dispatch_on_qwen3_0_6b_shapes(m, k, n):
     fn = {1: w4a16_gemm.w4a16_gemv_triton, 3: w4a16_gemm.w4a16_gemm_planes_triton, 12: w4a16_gemm.w4a16_gemm_triton}[m]
     torch.testing.assert_close(fn(x, packed, scale, 128, zp), w4a16_gemm.w4a16_gemm_ref(x, packed, scale, 128, zp),
                                **TOL[torch.bfloat16])
+
+
+def test_w4a16_tuned_table_persists_and_is_used(tmp_path, monkeypatch):
+    # tune() keeps the fastest candidate on disk; a fresh process (table dropped from memory) reads it back, and
+    # the chosen kernel still matches the reference on fresh inputs
+    from kvant.kernels import w4a16_tune
+
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path))
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    g = torch.Generator().manual_seed(21)
+    x, packed, scale, _ = _int4_case(g, 3, 48, 256, 128, asym=False)
+    order = iter(range(1000, 0, -1))  # each candidate "times" faster than the one before: the last one wins
+    entry = w4a16_tune.tune(x, packed, scale, 128, timer=lambda fn: next(order))
+    assert entry == [w4a16_tune.candidates(3, 128)[-1][0],
+                     list(w4a16_tune.candidates(3, 128)[-1][1])]
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    kernel, config = w4a16_tune.lookup(x, packed, 128, None)
+    assert kernel is w4a16_tune.KERNELS[entry[0]] and list(config) == entry[1]
+    x2, packed2, scale2, _ = _int4_case(g, 3, 48, 256, 128, asym=False)
+    torch.testing.assert_close(kernel(x2, packed2, scale2, 128, None, config=config),
+                               w4a16_gemm.w4a16_gemm_ref(x2, packed2, scale2, 128), **TOL[torch.bfloat16])
+    assert w4a16_tune.lookup(x[:1], packed, 128, None) is None  # another row bucket was never tuned
