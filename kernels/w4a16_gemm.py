@@ -30,7 +30,9 @@ def w4a16_gemm_ref(x, weight_packed, weight_scale, group_size, weight_zero_point
 # ---- dispatch by rows (bench/RESULTS.md has the sweeps behind each bound) ----
 GEMV_MAX_M = 1  # one row: the CUDA-core GEMV beats the tensor-core kernels; from 2 it loses
 PLANES_MAX_M = 8  # 2..8 rows: the planes kernel beat the tile kernel by 5-12 % (g128 sweeps)
-DEQUANT_MIN_M = 64  # from this many rows on, dequantize + vendor GEMM
+# from this many rows on, dequantize + vendor GEMM: at 64 rows the split-K tile kernel beats it (0.70-1.05x bf16 vs
+# 0.43-0.54x), at 256 it loses (0.19-0.29x vs 0.47-0.53x); 65..127 were not measured
+DEQUANT_MIN_M = 128
 
 
 def w4a16_gemm(x, weight_packed, weight_scale, group_size, weight_zero_point=None) -> torch.Tensor:

@@ -98,9 +98,12 @@ def _w4a16_tile_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, 
 
 
 def tile_config(m: int, group_size: int) -> tuple[int, int, int, int, int, int]:
+    # H100 table of 2026-12-05 (bench/RESULTS.md): 16 rows: 16x64 tiles, K split to ~2 programs per SM; 64 rows:
+    # 64x128x128 tiles, 4 warps, split to ~1 program per SM (0.70-1.05x bf16, against 0.43-0.62x for 8 warps,
+    # 64-deep K tiles and 2 waves, and 0.43-0.54x for dequantize + cuBLAS)
     if m <= 16:
         return 16, 64, largest_pow2_divisor(group_size, 256), 4, 4, 2
-    return (64 if m <= 64 else 128), 128, largest_pow2_divisor(group_size, 64), 8, 3, 2
+    return 64, 128, largest_pow2_divisor(group_size, 128), 4, 3, 1
 
 
 def _launch(kernel, x, weight_packed, weight_scale, group_size, weight_zero_point, config, num_k_tiles, **flags):
