@@ -64,7 +64,8 @@ def lookup(x, weight_packed, group_size, weight_zero_point):
 def candidates(m: int, group_size: int) -> list[tuple[str, tuple | None]]:
     out: list[tuple[str, tuple | None]] = []
     if m == 1:
-        out += [("gemv", (bn, bk, 4, 3, waves, True)) for bn in (16, 32) for bk in (512, 1024) for waves in (2, 4)]
+        out += [("gemv", (bn, bk, 4, 3, waves, True, pairs)) for bn in (16, 32) for bk in (512, 1024)
+                for waves in (2, 4) for pairs in (False, True)]
     bm = max(16, triton.next_power_of_2(m)) if m <= 64 else 64
     bk = 128 if group_size % 128 == 0 else group_size & -group_size
     out += [("planes", (min(bm, 64), bn, bk, warps, 3, waves)) for bn in (64, 128) for warps in (4, 8)

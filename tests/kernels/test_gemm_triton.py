@@ -75,8 +75,10 @@ def test_w4a16_gemv(n, k, group, asym, grouped):
     packed = pack_rows_fast(q)
     ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
     for waves in (0, 4):  # 0: one split; 4: about 4 programs per (interpreter) SM, so K is split
-        out = w4a16_gemm.w4a16_gemv_triton(x, packed, scale, group, zp, config=(16, 128, 4, 2, waves, grouped))
-        torch.testing.assert_close(out, ref, **TOL[torch.bfloat16])
+        for pairs in (False, True):  # pairs: the subtract-free bit trick (grouped tiles only)
+            out = w4a16_gemm.w4a16_gemv_triton(x, packed, scale, group, zp,
+                                               config=(16, 128, 4, 2, waves, grouped, pairs))
+            torch.testing.assert_close(out, ref, **TOL[torch.bfloat16])
 
 
 def test_w4a16_dequantize_is_exact_in_fp32():
