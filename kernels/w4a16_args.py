@@ -5,8 +5,6 @@ import triton.language as tl
 
 # fp32 bits of 2**23: OR-ing a nibble u into the mantissa gives the float 2**23 + u, no int->float conversion
 MAGIC = tl.constexpr(0x4B000000)
-MAGIC_F = tl.constexpr(8388608.0)  # 2**23 as a float
-OFFSET = 8  # compressed-tensors stores a signed int4 v as the nibble u = v + 8
 
 
 def check_args(x, weight_packed, weight_scale, group_size, multiple: int = 8) -> None:
@@ -36,7 +34,8 @@ def largest_pow2_divisor(n: int, cap: int) -> int:
 
 @triton.jit
 def nibble_offset(z_ptr, offs_n, col, stride_zn, mask, HAS_ZP: tl.constexpr):
-    # 2**23 + 8 + zp for the magic conversion: zp is packed 8 rows per word along N ([N // 8, K // G])
+    # 2**23 + 8 + zp, subtracted from MAGIC | u to give u - 8 - zp (compressed-tensors stores a signed int4 v as the
+    # nibble u = v + 8); zp is packed 8 rows per word along N ([N // 8, K // G])
     if HAS_ZP:
         zw = tl.load(z_ptr + (offs_n // 8) * stride_zn + col, mask=mask, other=0)
         return (((zw >> ((offs_n % 8) * 4)) & 0xF) + 8388608).to(tl.float32)
