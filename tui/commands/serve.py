@@ -5,7 +5,9 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
                        description="Serve a model or kvant artifact at /v1/completions, /v1/chat/completions, "
-                                   "/v1/models, /health and /metrics. Stop with Ctrl-C or SIGTERM.")
+                                   "/v1/models, /health and /metrics. Stop with Ctrl-C or SIGTERM.",
+                       epilog="The default model lives under $KVANT_HOME/models (KVANT_HOME defaults to "
+                              "~/.cache/kvant).")
     p.add_argument("model", metavar="MODEL_OR_ARTIFACT",
                    help="the default model's short name, a local HF folder or artifact, or a Hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
