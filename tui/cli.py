@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,6 +1,8 @@
 """POST /v1/chat/completions: the tokenizer's chat template, n, chat-shape logprobs, streaming deltas."""
 from collections.abc import AsyncIterator
 
+from starlette.concurrency import run_in_threadpool
+
 from kvant.engine.outputs import CompletionOutput, RequestOutput
 from kvant.engine.server.errors import ApiError, param_of_value_error
 from kvant.engine.server.generation import Job, stream_outputs
@@ -28,7 +30,8 @@ def prepare(state: ServerState, req: ChatCompletionRequest, request_id: str) -> 
 
 async def create_chat_completion(state: ServerState, req: ChatCompletionRequest):
     request_id = new_id("chatcmpl")
-    prompt, job = prepare(state, req, request_id)
+    # the chat template and tokenizer run in a worker thread, so the event loop keeps answering
+    prompt, job = await run_in_threadpool(prepare, state, req, request_id)
     state.admission.check(1)
     token_text = TokenText(state.tokenizer)
     if req.stream:

@@ -1,6 +1,8 @@
 """POST /v1/completions: prompts (strings or token ids), n, echo, legacy-shape logprobs, streaming."""
 from collections.abc import AsyncIterator
 
+from starlette.concurrency import run_in_threadpool
+
 from kvant.engine.outputs import CompletionOutput, RequestOutput
 from kvant.engine.server.errors import ApiError, param_of_value_error
 from kvant.engine.server.generation import Job, stream_outputs
@@ -31,7 +33,8 @@ def prepare(state: ServerState, req: CompletionRequest, request_id: str) -> tupl
 
 async def create_completion(state: ServerState, req: CompletionRequest):
     request_id = new_id("cmpl")
-    prompts, jobs = prepare(state, req, request_id)
+    # tokenizing a long prompt takes a while: a worker thread, so the event loop keeps answering
+    prompts, jobs = await run_in_threadpool(prepare, state, req, request_id)
     state.admission.check(len(jobs))
     view = _ChoiceView(state, req, prompts)
     if req.stream:

@@ -14,6 +14,8 @@ def add_parser(sub) -> None:
                    help="the name clients pass as `model` (default: MODEL_OR_ARTIFACT as given)")
     p.add_argument("--max-queue", type=int, default=None,
                    help="requests allowed to wait for their first token; more get HTTP 503 (default: 1024)")
+    p.add_argument("--max-body-size", default="1MiB",
+                   help="largest request body accepted; larger ones get HTTP 413 (default: 1MiB)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     e = p.add_argument_group("engine")
     e.add_argument("--max-num-seqs", type=int, default=None)
@@ -42,24 +44,38 @@ def engine_kwargs(args) -> dict:
 
 
 def run(args) -> int:
-    from kvant.engine.async_llm import AsyncLLM
     from kvant.engine.server.app import DEFAULT_MAX_QUEUE
-    from kvant.engine.server.run import serve
+    from kvant.engine.server.run import bind_socket, serve
 
     max_queue = DEFAULT_MAX_QUEUE if args.max_queue is None else args.max_queue
     if max_queue < 0:
         raise ValueError(f"max_queue must be >= 0, got {max_queue}")
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"port must be in [0, 65535], got {args.port}")
+    max_body_bytes = body_size(args.max_body_size)
     import time
 
+    sock = bind_socket(args.host, args.port)  # before the model: a busy port fails before any weights are read
+    from kvant.engine.async_llm import AsyncLLM
+
     started = time.perf_counter()
-    engine = AsyncLLM(args.model, **engine_kwargs(args))
+    try:
+        engine = AsyncLLM(args.model, **engine_kwargs(args))
+    except BaseException:
+        sock.close()
+        raise
     print(startup_report(engine.engine, time.perf_counter() - started), flush=True)
     name = args.served_model_name or args.model
     print(f"serving {name} at http://{args.host}:{args.port}/v1", flush=True)
     return serve(engine, name, host=args.host, port=args.port, api_key=args.api_key, max_queue=max_queue,
-                 log_level=args.log_level)
+                 log_level=args.log_level, sock=sock, max_body_bytes=max_body_bytes)
+
+
+def body_size(text: str) -> int:
+    from kvant.engine.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise ValueError(f"max_body_size must be a size like 1MiB or 65536, got {text!r}") from None
 
 
 def startup_report(engine, seconds: float) -> str:
