@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 from kvant.engine.errors import KvantError
+from kvant.engine.integrity import verify_artifact
 from kvant.eval import artifact as art
+from kvant.eval.binding import bind_results
 from kvant.eval.data import CONVERTERS, LOCAL_PREFIX, LOCAL_TASKS, prepare_tasks
 from kvant.eval.generative import GenerativeConfig
 from kvant.eval.report import EvalReport, build_report, gate_for, write_report
@@ -33,6 +35,7 @@ class EvalOptions:
     lm_eval_kwargs: dict = field(default_factory=dict)
     output_path: Path | None = None  # lm-eval's results layout under this folder
     log_samples: bool = False
+    verify: bool = True  # False: --no-verify (warned about by the loader)
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -156,6 +159,8 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     # all input checks first: no model is loaded before they pass
     artifact_dir = Path(artifact_dir)
     manifest = art.read_manifest(artifact_dir)
+    if options.verify:
+        verify_artifact(artifact_dir)  # the scores must belong to the bytes the manifest lists
     gate = gate_for(manifest)
     base_path = resolve_model(base or art.base_reference(manifest))
     art.check_same_model(base_path, artifact_dir)
@@ -201,5 +206,5 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     report = build_report(base_results, quant_results, gate, base_model=str(base_path), artifact=str(artifact_dir),
                           limit=options.limit, lm_eval_version=lm_eval.__version__, generative=generative)
     write_report(report, artifact_dir)
-    art.update_files(artifact_dir)
+    bind_results(artifact_dir)
     return report

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
                    help="requests allowed to wait for their first token; more get HTTP 503 (default: 1024)")
     p.add_argument("--max-body-size", default="1MiB",
                    help="largest request body accepted; larger ones get HTTP 413 (default: 1MiB)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="load an artifact without checking its files against kvant.json (printed as a warning)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="server log level (default: info)")
     e = p.add_argument_group("engine")
@@ -95,6 +97,8 @@ def engine_kwargs(args) -> dict:
     kwargs = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name, None) is not None}
     if args.enforce_eager:
         kwargs["enforce_eager"] = True
+    if getattr(args, "no_verify", False):
+        kwargs["verify"] = False
     return kwargs
 
 
@@ -147,6 +151,9 @@ def startup_report(engine, seconds: float) -> str:
     if path is not None:
         lines.append(f"kernels: {path.gemm} GEMM, KV cache {path.kv_cache} ({path.reason})")
     runner = engine.runner
+    dtype = str(getattr(runner, "dtype", "")).removeprefix("torch.")
+    if dtype:
+        lines.append(f"dtype: {dtype} on {runner.device} (--dtype to change)")
     plan = getattr(runner, "memory_plan", None)
     if plan is not None:
         lines.append(plan.breakdown())
