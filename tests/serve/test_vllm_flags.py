@@ -77,3 +77,7 @@ def test_generation_config_defaults_and_request_overrides():
     assert default_max_tokens(None, defaults, 10) == 10
     assert default_max_tokens(7, defaults, 100) == 7
     assert default_max_tokens(None, {}, 100) is None
+
+
+def test_kvant_home_is_named_in_top_level_help():
+    assert "$KVANT_HOME" in cli.build_parser().format_help()
