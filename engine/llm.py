@@ -14,16 +14,20 @@ _REQUEST_COUNTER = itertools.count()
 
 def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kwargs) -> LLMEngine:
     """An engine for a model name/folder (weights and tokenizer loaded from it) or a built model object.
-    `tokenizer`: a tokenizer object or a folder/Hub id to load one from; `load_tokenizer=False`: token ids only."""
+    `tokenizer`: a tokenizer object or a folder/Hub id to load one from; `load_tokenizer=False`: token ids only.
+    `verify=False` (the CLI's --no-verify) skips checking a kvant artifact's files against kvant.json, with a warning."""
+    verify = engine_kwargs.pop("verify", True)
     config = EngineConfig(**engine_kwargs)
     if isinstance(model, (str, Path)):
         from transformers import AutoTokenizer
 
         from kvant.engine.loader import load_model, resolve_dtype
         from kvant.engine.config import ModelConfig
+        from kvant.engine.integrity import check_or_warn
         from kvant.engine.registry import resolve_model
 
         path = resolve_model(str(model))
+        check_or_warn(path, verify)  # before a byte of the weights is read
         device = torch.device(pick_device(config.device))
         model_config = ModelConfig.from_pretrained(path)
         dtype = resolve_dtype(config.dtype, model_config, device)

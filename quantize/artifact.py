@@ -1,6 +1,7 @@
 """The compressed-tensors artifact: `quantization_config`, safetensors, tokenizer files, recipe, card, manifest,
 written into a temp folder beside the output and renamed into place only when complete."""
 import json
+import os
 import re
 import shutil
 import uuid
@@ -76,8 +77,16 @@ def staging(out: Path, force: bool):
 
 
 def write_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
-    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(folder / "model.safetensors"),
-              metadata={"format": "pt"})
+    path = folder / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(path), metadata={"format": "pt"})
+    apply_umask(path)
+
+
+def apply_umask(path: Path) -> None:
+    # safetensors (and mkstemp) create 0600 files: give them the mode any other file of the user's gets
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_config(folder: Path, base_config: dict, qconfig: dict) -> None:

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from kvant.engine.errors import KvantError
+from kvant.engine.integrity import IntegrityError
 from kvant.quantize import manifest as M
 from kvant.quantize.manifest import MANIFEST, sha256_file
 
@@ -48,14 +49,15 @@ def verify_files(artifact: Path, manifest: dict, skip: tuple[str, ...] = (CARD,)
     listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
     on_disk = set(local_files(artifact)) - {MANIFEST}
     for rel in sorted(on_disk - set(listed) - set(skip)):
-        raise KvantError(f"{artifact / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
+        raise IntegrityError(f"{artifact / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
     todo = sorted(set(listed) - set(skip))
     for i, rel in enumerate(todo):
         if rel not in on_disk:
-            raise KvantError(f"{artifact / rel} is listed in {MANIFEST} but missing")
-        if sha256_file(artifact / rel) != listed[rel]:
-            raise KvantError(f"{artifact / rel} does not match its sha256 in {MANIFEST}: the artifact was modified "
-                             "after it was written")
+            raise IntegrityError(f"{artifact / rel} is listed in {MANIFEST} but missing")
+        got = sha256_file(artifact / rel)
+        if got != listed[rel]:
+            raise IntegrityError(f"{artifact / rel} does not match its sha256 in {MANIFEST}: file {got}, "
+                                 f"expected {listed[rel]}")
         if progress is not None:
             progress("verify", (i + 1) / len(todo))
 
@@ -79,6 +81,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the card gets the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -201,6 +201,7 @@ def validate_offline(artifact: Path, base_path: Path):
     from kvant.engine import LLM
     from kvant.eval import artifact as art
     from kvant.eval import generative as gen
+    from kvant.eval.binding import bind_results
     from kvant.eval.report import EvalReport, Perplexity, gate_for, write_report
 
     manifest = art.read_manifest(artifact)
@@ -227,7 +228,7 @@ def validate_offline(artifact: Path, base_path: Path):
                         generative=gen.summarize(base_tokens, quant_tokens, own, on_quant, cfg),
                         lm_eval_version="not used")
     write_report(report, artifact)
-    art.update_files(artifact)
+    bind_results(artifact)
     return report
 
 
