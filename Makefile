@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 # folders kernels/, eval/, engine/ ... would otherwise shadow installed packages of those names (transformers imports
 # HF's `kernels`). Exported, so every Python that a test or the TUI starts inherits it.
 export PYTHONSAFEPATH := 1
-# local evaluation data for the demo's lm-eval tasks: the data folder beside the repo, when there is one
-KVANT_EVAL_DATA ?= $(abspath $(wildcard ../shared/data))
+# evaluation data for the demo's lm-eval tasks only when the user points at some (KVANT_EVAL_DATA=DIR make demo);
+# without it the demo validates offline on what ships with kvant
 ifneq ($(strip $(KVANT_EVAL_DATA)),)
 export KVANT_EVAL_DATA
 endif

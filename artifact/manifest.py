@@ -108,8 +108,7 @@ def verify(folder: str | Path, manifest: dict | None = None, *, skip: tuple[str,
         if rel not in on_disk:
             raise KvantError(f"{folder / rel} is listed in {MANIFEST} but missing")
         if sha256_file(folder / rel) != listed[rel]:
-            raise KvantError(f"{folder / rel} does not match its sha256 in {MANIFEST}: the artifact was modified "
-                             "after it was written")
+            raise KvantError(f"{folder / rel} changed since {MANIFEST} was written (sha256 mismatch)")
         if progress is not None:
             progress("verify", (i + 1) / len(todo))
 

@@ -57,6 +57,7 @@ def main() -> None:
     from kvant.engine.config import load_config_file
     from kvant.engine.llm import LLM
     from kvant.engine.loader import build_model, load_weights
+    from kvant.engine.model import stacked_output_sizes, stacked_parts
     from kvant.engine.sampling_params import SamplingParams
     from kvant.quantize.rtn import quantize_model_rtn
 
@@ -78,7 +79,12 @@ def main() -> None:
                 for name, module in model.named_modules():
                     if name.startswith("model.layers.") and hasattr(module, "in_features") and not isinstance(
                             module, torch.nn.Linear):
-                        hf.get_submodule(name).weight.copy_(dequantized(module).to(dtype))
+                        w = dequantized(module).to(dtype)
+                        if name.rpartition(".")[2] in stacked_output_sizes(cfg):  # kvant's merged qkv / gate_up
+                            for part, first, rows in stacked_parts(cfg, name):
+                                hf.get_submodule(part).weight.copy_(w[first:first + rows])
+                        else:
+                            hf.get_submodule(name).weight.copy_(w)
         llm = LLM.from_model(model, None, max_model_len=1024, max_num_seqs=32, gpu_memory_utilization=0.5,
                              kernel_arch=a.kernel_arch)
         ready = time.perf_counter() - t0

@@ -47,13 +47,12 @@ def int4_rows(k, hbm, quick):
                      ("planes", lambda: k.w4.w4a16_gemm_planes_triton(x, packed, scale, g,
                                                                       config=k.w4.PLANES_CONFIG))]
             if m == 1:
-                cases.append(("gemv", lambda: k.w4.w4a16_gemv_triton(x, packed, scale, g)))
                 for bn in ((16, 32) if quick else (8, 16, 32, 64)):
                     for bk in (256, 512, 1024):
                         for warps in (4,) if quick else (2, 4, 8):
                             for grouped in (True, False):
-                                cfg = (bn, bk, warps, 3, 0, grouped)
-                                cases.append((f"magic {cfg}", lambda cfg=cfg: k.w4.w4a16_gemv_magic_triton(
+                                cfg = (bn, bk, warps, 3, 2, grouped)
+                                cases.append((f"gemv {cfg}", lambda cfg=cfg: k.w4.w4a16_gemv_triton(
                                     x, packed, scale, g, config=cfg)))
             for label, fn in cases:
                 rows += guarded(label, lambda label=label, fn=fn: _row(label, m, kk, n, wbytes, hbm, base_us, fn,

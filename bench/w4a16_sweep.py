@@ -1,4 +1,4 @@
-"""W4A16 at decode sizes: the three Triton kernels (tensor-core tile, tensor-core planes, CUDA-core GEMV) over a few
+"""W4A16 at decode sizes: the Triton kernels (tensor-core tile, tensor-core planes, CUDA-core GEMV at one row) over a few
 tile configs each, checked against the torch reference, timed as CUDA-graph replays against the copy bandwidth
 measured in the same run. Picks the dispatch thresholds of kernels/w4a16_gemm.py.
 
@@ -38,11 +38,11 @@ def main() -> None:
             ref = k.w4.w4a16_gemm_ref(x, packed, scale, g)
             cases = [("tile default", lambda: k.w4.w4a16_gemm_triton(x, packed, scale, g)),
                      ("dispatch", lambda: k.w4.w4a16_gemm(x, packed, scale, g))]
-            if m <= 4:
+            if m == 1:
                 for bn in (16, 32, 64):
-                    for bk in (256, 512):
-                        for split in (0, 1):
-                            cfg = (bn, bk, 4, 3, split)
+                    for bk in (256, 512, 1024):
+                        for waves in (2, 4):
+                            cfg = (bn, bk, 4, 3, waves, True)
                             cases.append((f"gemv {cfg}", lambda cfg=cfg: k.w4.w4a16_gemv_triton(x, packed, scale, g,
                                                                                                 config=cfg)))
             if m >= 16:

@@ -4,6 +4,7 @@ from pathlib import Path
 import torch
 
 from kvant.engine.engine_config import EngineConfig
+from kvant.engine.inputs import parse_prompts
 from kvant.engine.llm_engine import LLMEngine
 from kvant.engine.outputs import EngineStats, RequestOutput
 from kvant.engine.sampling_params import SamplingParams
@@ -11,22 +12,30 @@ from kvant.engine.sampling_params import SamplingParams
 _REQUEST_COUNTER = itertools.count()
 
 
-def build_engine(model, tokenizer=None, **engine_kwargs) -> LLMEngine:
-    """An engine for a model name/folder (weights and tokenizer loaded from it) or a built model object."""
+def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kwargs) -> LLMEngine:
+    """An engine for a model name/folder (weights and tokenizer loaded from it) or a built model object.
+    `tokenizer`: a tokenizer object or a folder/Hub id to load one from; `load_tokenizer=False`: token ids only.
+    `verify=False` (the CLI's --no-verify) skips checking a kvant artifact's files against kvant.json, with a warning."""
+    verify = engine_kwargs.pop("verify", True)
     config = EngineConfig(**engine_kwargs)
     if isinstance(model, (str, Path)):
         from transformers import AutoTokenizer
 
         from kvant.engine.loader import load_model, resolve_dtype
         from kvant.engine.config import ModelConfig
+        from kvant.engine.integrity import check_or_warn
         from kvant.engine.registry import resolve_model
 
         path = resolve_model(str(model))
+        check_or_warn(path, verify)  # before a byte of the weights is read
         device = torch.device(pick_device(config.device))
         model_config = ModelConfig.from_pretrained(path)
         dtype = resolve_dtype(config.dtype, model_config, device)
         model = load_model(path, dtype=dtype, device=device, config=model_config)
-        tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        elif tokenizer is None and load_tokenizer:
+            tokenizer = AutoTokenizer.from_pretrained(path)
     from kvant.engine.kernel_select import apply_kernel_paths
 
     kernel_path = apply_kernel_paths(model, config.kv_cache_dtype, config.kernel_arch)
@@ -42,17 +51,38 @@ def pick_device(device: str) -> str:
 
 
 class LLM:
-    """Offline batch generation: every prompt becomes a request, all run together with continuous batching."""
+    """Offline batch generation: every prompt becomes a request, all run together with continuous batching.
+    The constructor takes vLLM's arguments where they mean something on one GPU (see kvant.engine.vllm_options)."""
 
-    def __init__(self, model: str | Path, **engine_kwargs):
-        self.engine = build_engine(model, **engine_kwargs)
+    def __init__(self, model: str | Path, tokenizer: str | None = None, skip_tokenizer_init: bool = False,
+                 trust_remote_code: bool = False, tensor_parallel_size: int = 1, quantization: str | None = None,
+                 generation_config: str = "auto", **engine_kwargs):
+        from kvant.engine import vllm_options as vo
+        from kvant.engine.registry import resolve_model
+
+        vo.check_tensor_parallel(tensor_parallel_size, str(model))
+        vo.check_quantization(quantization)
+        if engine_kwargs.get("seed", 0) is None:  # vLLM's "no seed": kvant's default seed
+            del engine_kwargs["seed"]
+        path = resolve_model(str(model))
+        vo.check_remote_code(path)
+        self._default_sampling = vo.sampling_defaults(generation_config, path)
+        self.engine = build_engine(path, tokenizer, load_tokenizer=not skip_tokenizer_init, **engine_kwargs)
 
     @classmethod
     def from_model(cls, model, tokenizer=None, **engine_kwargs) -> "LLM":
         """Wrap an already built CausalLM (e.g. dummy weights); without a tokenizer, prompts are token ids."""
         llm = cls.__new__(cls)
+        llm._default_sampling = {}
         llm.engine = build_engine(model, tokenizer, **engine_kwargs)
         return llm
+
+    def get_tokenizer(self):
+        return self.engine.tokenizer
+
+    def get_default_sampling_params(self) -> SamplingParams:
+        """SamplingParams from the model's generation_config.json (vLLM's generation_config="auto")."""
+        return SamplingParams(**self._default_sampling)
 
     @property
     def tokenizer(self):
@@ -69,12 +99,11 @@ class LLM:
     def stats(self) -> EngineStats:
         return self.engine.stats()
 
-    def generate(self, prompts: str | list[str] | list[list[int]],
-                 sampling_params: SamplingParams | list[SamplingParams] | None = None,
+    def generate(self, prompts, sampling_params: SamplingParams | list[SamplingParams] | None = None,
                  use_tqdm: bool = False) -> list[RequestOutput]:
-        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
-        params = sampling_params or SamplingParams()
+        """prompts: a str, token ids, {"prompt": str}, {"prompt_token_ids": ids}, or a list of those (vLLM's forms)."""
+        prompts = parse_prompts(prompts)
+        params = sampling_params or self.get_default_sampling_params()
         if isinstance(params, SamplingParams):
             params = [params] * len(prompts)
         if len(params) != len(prompts):

@@ -8,7 +8,8 @@ from safetensors import SafetensorError, safe_open
 
 from kvant.engine.config import ModelConfig, load_config_file  # noqa: F401 (re-exported)
 from kvant.artifact.errors import KvantError
-from kvant.engine.model import CausalLM
+from kvant.engine.model import STACKED_PROJECTIONS, CausalLM, stacked_output_sizes, stacked_parts
+from kvant.kernels.int4_pack import pack_int4, unpack_int4
 
 # checkpoint tensors with no kvant counterpart (precomputed rotary tables of old exports)
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -78,15 +79,84 @@ def _target_name(name: str) -> str:
     return name
 
 
+def _stacked_target(name: str) -> tuple[str, int | None]:
+    """A checkpoint tensor name -> (model tensor name, part index in its merged projection or None)."""
+    owner, _, attr = name.rpartition(".")
+    parent, _, leaf = owner.rpartition(".")
+    if leaf in STACKED_PROJECTIONS:
+        merged, part = STACKED_PROJECTIONS[leaf]
+        return f"{parent}.{merged}.{attr}", part
+    return name, None
+
+
+def _pack_rows(q: torch.Tensor) -> torch.Tensor:
+    # int8 [N, G] in [-8, 7] -> int32 [ceil(N / 8), G], packed along dim 0 (compressed-tensors zero points)
+    pad = -q.shape[0] % 8
+    if pad:
+        q = torch.cat([q, q.new_zeros(pad, q.shape[1])])
+    return pack_int4(q.t().contiguous()).t().contiguous()
+
+
+def load_part(target: torch.Tensor, attr: str, tensor: torch.Tensor, first: int, rows: int, total: int,
+               raw_name: str) -> None:
+    """Copy one part (q/k/v or gate/up) of a merged projection into its rows of `target`."""
+    if attr == "weight_shape":  # [rows, K] on disk; the merged module keeps [total, K]
+        if tensor.numel() != 2 or int(tensor[0]) != rows:
+            raise KvantError(f"checkpoint tensor {raw_name!r} says shape {tensor.tolist()}, expected {rows} rows")
+        target.copy_(torch.tensor([total, int(tensor[1])]))
+        return
+    if attr == "input_scale":
+        # every part sees the same input, so calibration saw the same activations; should the static scales still
+        # differ, the largest one is kept: it never clips what any part's scale kept in range
+        if tensor.numel() != 1:
+            raise KvantError(f"checkpoint tensor {raw_name!r} must hold one value, got shape {tuple(tensor.shape)}")
+        value = tensor.reshape(1).to(target.dtype)
+        target.copy_(value if first == 0 else torch.maximum(target.reshape(1), value).reshape(target.shape))
+        return
+    if attr == "weight_zero_point":  # packed 8 per int32 along the output rows: [ceil(rows / 8), groups]
+        if first % 8 == 0 and (rows % 8 == 0 or first + rows == total):
+            part = target[first // 8:first // 8 + tensor.shape[0]]
+            _check_shape(part, tensor, raw_name)
+            part.copy_(tensor)
+        else:  # the part starts or ends inside a word: merge unpacked rows, then pack again
+            if tuple(tensor.shape) != (-(-rows // 8), target.shape[1]):
+                raise KvantError(f"checkpoint tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
+                                 f"the model expects {(-(-rows // 8), target.shape[1])}")
+            full = unpack_int4(target.t().contiguous(), total).t().contiguous()
+            full[first:first + rows] = unpack_int4(tensor.t().contiguous(), rows).t()
+            target.copy_(_pack_rows(full))
+        return
+    if attr == "weight_scale" and tensor.numel() == 1 and target.shape[0] == total:
+        target[first:first + rows].fill_(float(tensor.reshape(-1)[0]))  # per-tensor -> per-row: exact, no requant
+        return
+    part = target[first:first + rows]
+    _check_shape(part, tensor, raw_name)
+    part.copy_(tensor)
+
+
+def _check_shape(target: torch.Tensor, tensor: torch.Tensor, raw_name: str) -> None:
+    if tuple(target.shape) != tuple(tensor.shape):
+        raise KvantError(f"checkpoint tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
+                         f"the model expects {tuple(target.shape)}")
+
+
 def load_weights(model: CausalLM, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-    """Copy named checkpoint tensors into the model; every model tensor must be covered exactly once."""
+    """Copy named checkpoint tensors into the model; every model tensor (every part of a merged one) must be covered
+    exactly once. Checkpoint q/k/v and gate/up land in row slices of the merged qkv_proj / gate_up_proj."""
     params = dict(model.named_parameters())
     params.update(model.named_buffers())
     attn_scales = {f"model.layers.{i}.self_attn.attn": a for i, a in enumerate(model.attention_layers())}
-    expected = {n for n in params if not n.endswith("cos_sin")}
+    sizes = stacked_output_sizes(model.config)
+    expected: set[tuple[str, int | None]] = set()
+    for n in params:
+        if n.endswith("cos_sin"):
+            continue
+        leaf = n.rpartition(".")[0].rpartition(".")[2]
+        parts = range(len(sizes[leaf])) if leaf in sizes else (None,)
+        expected.update((n, p) for p in parts)
     if model.config.tie_word_embeddings:
-        expected.discard("lm_head.weight")
-    seen: set[str] = set()
+        expected.discard(("lm_head.weight", None))
+    seen: set[tuple[str, int | None]] = set()
     for raw_name, tensor in tensors:
         if raw_name.endswith(IGNORED_SUFFIXES):
             continue
@@ -97,19 +167,43 @@ def load_weights(model: CausalLM, tensors: Iterable[tuple[str, torch.Tensor]]) -
             continue
         if name == "lm_head.weight" and model.config.tie_word_embeddings:
             continue
+        name, part = _stacked_target(name)
+        owner = name.rpartition(".")[0]
         target = params.get(name)
         if target is None:
             raise KvantError(f"checkpoint tensor {raw_name!r} has no place in a {model.config.architecture} model")
-        if tuple(target.shape) != tuple(tensor.shape):
-            raise KvantError(f"checkpoint tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
-                             f"the model expects {tuple(target.shape)}")
+        if (name, part) in seen:
+            raise KvantError(f"checkpoint tensor {raw_name!r} appears twice")
         with torch.no_grad():
-            target.copy_(tensor)
-        seen.add(name)
-    missing = sorted(expected - seen)
+            if part is None:
+                _check_shape(target, tensor, raw_name)
+                target.copy_(tensor)
+            else:
+                part_sizes = sizes[owner.rpartition(".")[2]]
+                load_part(target, attr, tensor, sum(part_sizes[:part]), part_sizes[part], sum(part_sizes), raw_name)
+        seen.add((name, part))
+    missing = sorted({_part_name(n, p, model) for n, p in expected - seen})
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise KvantError(f"checkpoint lacks {', '.join(missing[:3])}{more}")
+    process_weights_after_loading(model)
+
+
+def _part_name(name: str, part: int | None, model: CausalLM) -> str:
+    # the checkpoint name a missing (merged) tensor would have had
+    if part is None:
+        return name
+    owner, _, attr = name.rpartition(".")
+    return f"{stacked_parts(model.config, owner)[part][0]}.{attr}"
+
+
+def process_weights_after_loading(model: torch.nn.Module) -> None:
+    """Once every weight is in place: each module that defines `process_weights_after_loading()` (vLLM's name)
+    may convert its tensors to a kernel's layout (e.g. repack INT4)."""
+    for module in model.modules():
+        hook = getattr(module, "process_weights_after_loading", None)
+        if callable(hook):
+            hook()
 
 
 def load_model(path: str | Path, dtype: str | torch.dtype | None = "auto", device: str | torch.device = "cpu",
@@ -138,4 +232,5 @@ def dummy_model(config: ModelConfig, dtype: str | torch.dtype | None = "auto", d
                 p.fill_(1.0)
             elif p.is_floating_point():
                 p.normal_(0.0, 0.02, generator=gen)
+    process_weights_after_loading(model)
     return model

@@ -46,6 +46,28 @@ class RotaryEmbedding(nn.Module):
         return apply_rope(q, k, positions, self.cos_sin)
 
 
+# checkpoint projection -> (merged module, part index): the loader stacks q/k/v and gate/up into one GEMM each
+# (vLLM's stacked params); artifacts on disk keep the separate names
+STACKED_PROJECTIONS = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+                       "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+
+
+def stacked_output_sizes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Output rows of each part of a merged projection, in part order."""
+    q, kv, i = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim, \
+        config.intermediate_size
+    return {"qkv_proj": (q, kv, kv), "gate_up_proj": (i, i)}
+
+
+def stacked_parts(config: ModelConfig, merged_name: str) -> list[tuple[str, int, int]]:
+    """[(checkpoint module name, first row, rows)] of a merged module's parts, e.g. "...self_attn.qkv_proj"."""
+    parent, _, leaf = merged_name.rpartition(".")
+    sizes = stacked_output_sizes(config)[leaf]
+    names = [n for n, (m, _) in STACKED_PROJECTIONS.items() if m == leaf]
+    offsets = [sum(sizes[:j]) for j in range(len(sizes))]
+    return [(f"{parent}.{n}" if parent else n, o, s) for n, o, s in zip(names, offsets, sizes)]
+
+
 class Attention(nn.Module):
     """Attention core. Reads the step's Context; without one it is plain causal attention (the reference)."""
 
@@ -78,9 +100,8 @@ class SelfAttention(nn.Module):
         h, d = config.hidden_size, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
         bias = config.attention_bias
-        self.q_proj = nn.Linear(h, self.num_heads * d, bias=bias)
-        self.k_proj = nn.Linear(h, self.num_kv_heads * d, bias=bias)
-        self.v_proj = nn.Linear(h, self.num_kv_heads * d, bias=bias)
+        self.q_size, self.kv_size = self.num_heads * d, self.num_kv_heads * d
+        self.qkv_proj = nn.Linear(h, self.q_size + 2 * self.kv_size, bias=bias)  # q_proj, k_proj, v_proj rows
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=False)
         if config.qk_norm:
             self.q_norm = RMSNorm(d, config.rms_norm_eps)
@@ -90,9 +111,10 @@ class SelfAttention(nn.Module):
 
     def forward(self, positions, x):  # x [T, H]
         t = x.shape[0]
-        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)  # views, no copy
+        q = q.view(t, self.num_heads, self.head_dim)
+        k = k.view(t, self.num_kv_heads, self.head_dim)
+        v = v.view(t, self.num_kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rotary[0](positions, q, k)
@@ -104,12 +126,11 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         h, i = config.hidden_size, config.intermediate_size
-        self.gate_proj = nn.Linear(h, i, bias=False)
-        self.up_proj = nn.Linear(h, i, bias=False)
+        self.gate_up_proj = nn.Linear(h, 2 * i, bias=False)  # gate_proj rows, then up_proj rows
         self.down_proj = nn.Linear(i, h, bias=False)
 
     def forward(self, x):
-        return self.down_proj(silu_and_mul(torch.cat([self.gate_proj(x), self.up_proj(x)], dim=-1)))
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):

@@ -5,6 +5,7 @@ from torch import nn
 
 from kvant.artifact.errors import KvantError
 from kvant.artifact.targets import group_for
+from kvant.engine.model import stacked_output_sizes, stacked_parts
 from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
 from kvant.kernels.int8_gemm import int8_gemm, quant_int8_per_token
 from kvant.kernels.w4a16_gemm import w4a16_gemm
@@ -33,7 +34,7 @@ class W4A16Linear(_QuantLinear):
         self.register_buffer("weight_packed", torch.empty(out_features, in_features // 8, dtype=torch.int32))
         self.register_buffer("weight_scale", torch.empty(out_features, in_features // group_size))
         self.register_buffer("weight_shape", torch.empty(2, dtype=torch.int64))
-        zp = None if symmetric else torch.empty(out_features // 8, in_features // group_size, dtype=torch.int32)
+        zp = None if symmetric else torch.empty(-(-out_features // 8), in_features // group_size, dtype=torch.int32)
         self.register_buffer("weight_zero_point", zp)
 
     def forward(self, x):
@@ -94,11 +95,13 @@ class Fp8Linear(_QuantLinear):
         return self._out(fp8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
 
 
-def module_for(linear: nn.Linear, scheme: dict) -> nn.Module:
+def module_for(linear: nn.Linear, scheme: dict, merged: bool = False) -> nn.Module:
+    """The runtime module of `scheme` for `linear`'s shape. A merged projection (qkv_proj, gate_up_proj) keeps
+    per-tensor weight scales as one per row, so each part keeps its own scale exactly."""
     w, ia = scheme.get("weights") or {}, scheme.get("input_activations")
     n, k, bias = linear.out_features, linear.in_features, linear.bias is not None
     bits, kind, strategy = w.get("num_bits"), w.get("type", "int"), w.get("strategy")
-    scale_shape = (1,) if strategy == "tensor" else (n, 1)
+    scale_shape = (1,) if strategy == "tensor" and not merged else (n, 1)
     if ia is None:
         if kind == "int" and bits == 4 and strategy == "group":
             return W4A16Linear(k, n, bias, int(w["group_size"]), bool(w.get("symmetric", True)))
@@ -115,20 +118,34 @@ def module_for(linear: nn.Linear, scheme: dict) -> nn.Module:
     raise KvantError(f"unsupported compressed-tensors scheme for kvant: weights {w}, input_activations {ia}")
 
 
+def _scheme_for(name: str, linear: nn.Module, quantization_config: dict) -> dict | None:
+    return group_for(name, quantization_config, type(linear).__name__)
+
+
 def replace_linears(model: nn.Module, quantization_config: dict) -> nn.Module:
-    # swaps every targeted nn.Linear (not in `ignore`) for its runtime module, in place; shapes only, no weights
+    # swaps every targeted nn.Linear (not in `ignore`) for its runtime module, in place; shapes only, no weights.
+    # A merged projection is matched through its checkpoint parts (q/k/v_proj, gate/up_proj): all must agree.
     if quantization_config.get("quant_method") != "compressed-tensors":
         raise KvantError(f"unsupported quant_method {quantization_config.get('quant_method')!r} "
                          "(kvant reads compressed-tensors checkpoints)")
     if quantization_config.get("sparsity_config") or quantization_config.get("transform_config"):
         raise KvantError("sparse or transformed compressed-tensors checkpoints are not supported")
+    merged_leaves = stacked_output_sizes(model.config) if hasattr(model, "config") else {}
     for name, linear in list(model.named_modules()):
         if not isinstance(linear, nn.Linear):
             continue
-        scheme = group_for(name, quantization_config, type(linear).__name__)
+        merged = name.rpartition(".")[2] in merged_leaves
+        if merged:
+            schemes = [_scheme_for(part, linear, quantization_config) for part, _, _ in stacked_parts(model.config, name)]
+            if any(sc != schemes[0] for sc in schemes):
+                raise KvantError(f"the parts of {name} are quantized differently; kvant merges them into one layer "
+                                 "and needs one scheme (and the same ignore status) for all")
+            scheme = schemes[0]
+        else:
+            scheme = _scheme_for(name, linear, quantization_config)
         if scheme is None:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, module_for(linear, scheme))
+        setattr(parent, child, module_for(linear, scheme, merged))
     return model

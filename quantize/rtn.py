@@ -5,6 +5,8 @@ import dataclasses
 import torch
 from torch import nn
 
+from kvant.engine.loader import load_part, process_weights_after_loading
+from kvant.engine.model import stacked_output_sizes, stacked_parts
 from kvant.engine.quant_linear import module_for
 from kvant.quantize.linear_quant import quantize_weight
 from kvant.artifact.schemes import get_scheme
@@ -23,20 +25,30 @@ def quantize_model_rtn(model: nn.Module, quant: str, *, prefix: str = "model.lay
     scheme = get_scheme(name, group)
     config = {"weights": scheme.weights.to_config(),
               "input_activations": None if scheme.input_activations is None else scheme.input_activations.to_config()}
+    merged = stacked_output_sizes(model.config) if hasattr(model, "config") else {}
     for mod_name, linear in list(model.named_modules()):
         if not isinstance(linear, nn.Linear) or not mod_name.startswith(prefix):
             continue
         w = linear.weight.detach()
-        tensors, _, _ = quantize_weight(w.float(), scheme, w.dtype)
-        runtime = module_for(linear, config)
+        runtime = module_for(linear, config, merged=mod_name.rpartition(".")[2] in merged)
+        runtime.to(w.device)
         with torch.no_grad():
-            for key, value in tensors.items():
-                getattr(runtime, key).copy_(value.reshape(getattr(runtime, key).shape))
+            if mod_name.rpartition(".")[2] in merged:
+                # each part (q/k/v, gate/up) quantized on its own, as an artifact stores it, then stacked by the loader
+                for part, first, rows in stacked_parts(model.config, mod_name):
+                    tensors, _, _ = quantize_weight(w[first:first + rows].float(), scheme, w.dtype)
+                    for key, value in tensors.items():
+                        load_part(getattr(runtime, key), key, value.to(w.device), first, rows, w.shape[0],
+                                  f"{part}.{key}")
+            else:
+                tensors, _, _ = quantize_weight(w.float(), scheme, w.dtype)
+                for key, value in tensors.items():
+                    getattr(runtime, key).copy_(value.reshape(getattr(runtime, key).shape))
             if linear.bias is not None:
                 runtime.bias.copy_(linear.bias)
-        runtime.to(w.device)
         parent_name, _, child = mod_name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, runtime)
+    process_weights_after_loading(model)
     if dataclasses.is_dataclass(getattr(model, "config", None)):  # so the engine picks kernel paths for this scheme
         qconfig = {"quant_method": "compressed-tensors", "ignore": ["lm_head"],
                    "config_groups": {"group_0": dict(config, targets=["Linear"])}}

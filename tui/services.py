@@ -151,17 +151,16 @@ def parse_results(data: dict) -> EvalSummary:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text → {name: value}; labelled samples of one name are summed."""
+    """Prometheus text → {sample name: value} through prometheus_client's parser; labelled samples are summed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_part, _, value = line.rpartition(" ")
-        name = name_part.split("{", 1)[0].strip()
-        try:
-            values[name] = values.get(name, 0.0) + float(value)
-        except ValueError:
-            continue
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                values[sample.name] = values.get(sample.name, 0.0) + float(sample.value)
+    except ValueError:  # a malformed line ends the parse; what was read so far still counts
+        pass
     return values
 
 

@@ -16,18 +16,36 @@ def vocab_size(tokenizer) -> int:
     return len(tokenizer)
 
 
+def encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
+    # the Rust tokenizer's batch call releases the GIL (its single `encode` holds it for the whole text, ~1 s per
+    # MB): a long prompt tokenized in a worker thread then leaves the event loop free. Same ids as
+    # transformers' encode, which makes this very call.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
+    # `.ids` builds the list under the GIL (~50 ms per million tokens): unavoidable, and bounded by the body limit
+    return backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
+
+
+def decode(tokenizer, token_ids: list[int]) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return tokenizer.decode(token_ids)
+    return backend.decode_batch([token_ids], skip_special_tokens=False)[0]
+
+
 def tokenize_prompt(tokenizer, prompt: str | list[int]) -> Prompt:
     if isinstance(prompt, str):
-        ids = tokenizer.encode(prompt, add_special_tokens=True)
+        ids = encode(tokenizer, prompt, add_special_tokens=True)
         if not ids:
             raise ApiError(400, "prompt must contain at least one token", "prompt")
-        return Prompt(prompt, list(ids))
+        return Prompt(prompt, ids)
     limit = vocab_size(tokenizer)
     bad = [t for t in prompt if t >= limit]
     if bad:
         raise ApiError(400, f"prompt token id {bad[0]} is out of range for the vocabulary of {limit} tokens",
                        "prompt")
-    return Prompt(tokenizer.decode(prompt), list(prompt))
+    return Prompt(decode(tokenizer, prompt), list(prompt))
 
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, continue_final_message: bool) -> Prompt:
@@ -39,10 +57,10 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, co
     except (TemplateError, ValueError) as exc:
         raise ApiError(400, f"messages cannot be rendered by the chat template: {exc}", "messages") from exc
     # the template already holds the special tokens (BOS, role markers); do not add them twice
-    ids = tokenizer.encode(text, add_special_tokens=False)
+    ids = encode(tokenizer, text, add_special_tokens=False)
     if not ids:
         raise ApiError(400, "messages render to an empty prompt", "messages")
-    return Prompt(text, list(ids))
+    return Prompt(text, ids)
 
 
 def check_stop_token_ids(tokenizer, stop_token_ids: list[int] | None) -> None:

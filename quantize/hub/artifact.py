@@ -7,6 +7,8 @@ from pathlib import Path
 
 from kvant.artifact import manifest as M
 from kvant.artifact.errors import KvantError
+from kvant.artifact.manifest import MANIFEST, sha256_file
+from kvant.engine.integrity import IntegrityError
 
 CARD = "README.md"
 RESULTS = "eval/results.json"
@@ -19,6 +21,35 @@ def git_blob_sha1(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def is_hidden(rel: str) -> bool:
+    # dot-files/folders (download caches, editor state, temp files) are never pushed
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def local_files(artifact: Path) -> list[str]:
+    """Every file under the artifact as relative posix paths, hidden ones left out."""
+    rels = (p.relative_to(artifact).as_posix() for p in sorted(artifact.rglob("*")) if p.is_file())
+    return [rel for rel in rels if not is_hidden(rel)]
+
+
+def verify_files(artifact: Path, manifest: dict, skip: tuple[str, ...] = (CARD,), progress=None) -> None:
+    """Raises KvantError naming the first file whose sha256 differs from the manifest, or that is missing/unlisted."""
+    listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
+    on_disk = set(local_files(artifact)) - {MANIFEST}
+    for rel in sorted(on_disk - set(listed) - set(skip)):
+        raise IntegrityError(f"{artifact / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
+    todo = sorted(set(listed) - set(skip))
+    for i, rel in enumerate(todo):
+        if rel not in on_disk:
+            raise IntegrityError(f"{artifact / rel} is listed in {MANIFEST} but missing")
+        got = sha256_file(artifact / rel)
+        if got != listed[rel]:
+            raise IntegrityError(f"{artifact / rel} does not match its sha256 in {MANIFEST}: file {got}, "
+                                 f"expected {listed[rel]}")
+        if progress is not None:
+            progress("verify", (i + 1) / len(todo))
 
 
 def read_results(artifact: Path) -> dict | None:
@@ -40,6 +71,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the card gets the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -8,6 +8,7 @@ from pathlib import Path
 from kvant.artifact import manifest as M
 from kvant.artifact.card import card_text
 from kvant.artifact.errors import KvantError
+from kvant.engine.integrity import IntegrityError, evaluated_files
 from kvant.quantize.hub import artifact as A
 
 logger = logging.getLogger(__name__)
@@ -102,11 +103,17 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     revision = revision or "main"
     manifest = M.read(artifact)
-    M.verify(artifact, manifest, skip=(A.CARD,), progress=progress)
+    A.verify_files(artifact, manifest, progress=progress)
     results = A.read_results(artifact)
     if results is None:
         logger.warning("%s has no %s: the card will say 'not evaluated'", artifact, A.RESULTS)
-    elif not results["passed"] and not force:
+    elif "evaluated_files" not in results:
+        logger.warning("%s predates kvant's weights binding: re-run `kvant eval` to bind it", A.RESULTS)
+    elif results["evaluated_files"] != evaluated_files(manifest):
+        changed = sorted(set(results["evaluated_files"].items()) ^ set(evaluated_files(manifest).items()))
+        raise IntegrityError(f"{artifact / A.RESULTS} was computed on other files than kvant.json lists now "
+                             f"(first: {changed[0][0]}): re-run `kvant eval` before pushing")
+    if results is not None and not results["passed"] and not force:
         failed = ", ".join(t["task"] for t in results["tasks"] if not t.get("passed", True)) or "generative check"
         raise KvantError(f"{artifact} failed its eval gate ({failed}); pass --force to push it anyway")
     recipe_path = artifact / "recipe.yaml"

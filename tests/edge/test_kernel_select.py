@@ -99,7 +99,7 @@ def test_engine_applies_fp8_path_for_the_forced_arch(arch, weight_only):
     model = _fp8_model()
     llm = LLM.from_model(model, None, kernel_arch=arch, num_kv_blocks=16, max_model_len=64)
     assert llm.engine.kernel_path.gemm == ("fp8_weight_only" if weight_only else "fp8_w8a8")
-    layer = model.model.layers[0].mlp.up_proj
+    layer = model.model.layers[0].mlp.gate_up_proj
     assert isinstance(layer, Fp8Linear) and layer.weight_only is weight_only
     x = torch.randn(3, 64)
     expected = w8a16_gemm_ref(x, layer.weight, layer.weight_scale)

@@ -95,8 +95,8 @@ def test_dummy_weights_build_for_every_shipped_config(name, monkeypatch):
     small = ModelConfig(**{**{f: getattr(cfg, f) for f in cfg.__slots__}, "num_hidden_layers": 2})
     a = dummy_model(small, dtype=torch.float32, seed=3)
     b = dummy_model(small, dtype=torch.float32, seed=3)
-    assert torch.equal(a.model.layers[1].mlp.up_proj.weight, b.model.layers[1].mlp.up_proj.weight)
-    assert a.model.layers[1].mlp.up_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.equal(a.model.layers[1].mlp.gate_up_proj.weight, b.model.layers[1].mlp.gate_up_proj.weight)
+    assert a.model.layers[1].mlp.gate_up_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
     ids = torch.tensor([1, 2, 3, 4])
     with torch.no_grad():
         logits = a.compute_logits(a(ids, torch.arange(4)))

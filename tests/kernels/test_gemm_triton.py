@@ -38,9 +38,9 @@ def test_w4a16(m, n, k, group, asym):
 
 @pytest.mark.parametrize("m,n,k,group", [(1, 830, 544, 32), (2, 64, 1024, 128), (4, 72, 256, 64), (16, 40, 544, 544)])
 @pytest.mark.parametrize("asym", [False, True])
-@pytest.mark.parametrize("kernel", ["w4a16_gemv_triton", "w4a16_gemm_planes_triton", "w4a16_dequant_mm_triton"])
+@pytest.mark.parametrize("kernel", ["w4a16_gemm_planes_triton", "w4a16_dequant_mm_triton"])
 def test_w4a16_other_kernels(m, n, k, group, asym, kernel):
-    # the decode GEMV (per-word scales, tiles spanning groups), the tensor-core planes kernel and dequantize + GEMM
+    # the tensor-core planes kernel (per-word scales where a tile spans groups) and dequantize + GEMM
     g = torch.Generator().manual_seed(m * 7 + n + asym)
     dtype = torch.bfloat16 if m % 2 else torch.float16
     q = torch.randint(-8, 8, (n, k), generator=g)
@@ -62,8 +62,8 @@ def test_w4a16_other_kernels(m, n, k, group, asym, kernel):
 @pytest.mark.parametrize("n,k,group", [(830, 544, 32), (64, 1024, 128), (72, 256, 64)])
 @pytest.mark.parametrize("asym", [False, True])
 @pytest.mark.parametrize("grouped", [False, True])
-def test_w4a16_gemv_magic(n, k, group, asym, grouped):
-    # the batch-1 GEMV that builds floats from nibbles by bit tricks; split K (atomics) and one split both run
+def test_w4a16_gemv(n, k, group, asym, grouped):
+    # the batch-1 GEMV that builds floats from nibbles by bit tricks; split K (in-kernel reduction) and one split
     g = torch.Generator().manual_seed(n + k + asym + 2 * grouped)
     q = torch.randint(-8, 8, (n, k), generator=g)
     scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(torch.bfloat16)
@@ -74,9 +74,11 @@ def test_w4a16_gemv_magic(n, k, group, asym, grouped):
     x = torch.randn(1, k, generator=g).to(torch.bfloat16)
     packed = pack_rows_fast(q)
     ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
-    for split in (0, 1):
-        out = w4a16_gemm.w4a16_gemv_magic_triton(x, packed, scale, group, zp, config=(16, 128, 4, 2, split, grouped))
-        torch.testing.assert_close(out, ref, **TOL[torch.bfloat16])
+    for waves in (0, 4):  # 0: one split; 4: about 4 programs per (interpreter) SM, so K is split
+        for pairs in (False, True):  # pairs: the subtract-free bit trick (grouped tiles only)
+            out = w4a16_gemm.w4a16_gemv_triton(x, packed, scale, group, zp,
+                                               config=(16, 128, 4, 2, waves, grouped, pairs))
+            torch.testing.assert_close(out, ref, **TOL[torch.bfloat16])
 
 
 def test_w4a16_dequantize_is_exact_in_fp32():
@@ -163,3 +165,60 @@ def test_w4a16_planes_with_the_dispatched_config(m):
     packed = pack_rows_fast(q)
     out = w4a16_gemm.w4a16_gemm_planes_triton(x, packed, scale, group, config=w4a16_gemm.PLANES_CONFIG)
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group), **TOL[torch.bfloat16])
+
+
+def _int4_case(g, m, n, k, group, asym, dtype=torch.bfloat16):
+    q = torch.randint(-8, 8, (n, k), generator=g)
+    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(dtype)
+    zp = None
+    if asym:
+        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)
+        zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
+    return torch.randn(m, k, generator=g).to(dtype), pack_rows_fast(q), scale, zp
+
+
+@pytest.mark.parametrize("kernel", ["w4a16_gemm_triton", "w4a16_gemm_planes_triton"])
+def test_w4a16_split_k_reduces_in_kernel_and_resets(kernel):
+    # many splits (small tiles, tiny interpreter SM count): the last split of each tile sums the partials and
+    # zeroes its counter, so a second call on fresh inputs is right too and no counter is left raised
+    from kvant.kernels.splitk import _buffers
+
+    for seed in (1, 2):
+        g = torch.Generator().manual_seed(seed)
+        x, packed, scale, zp = _int4_case(g, 3, 40, 1024, 64, asym=seed == 2)
+        out = getattr(w4a16_gemm, kernel)(x, packed, scale, 64, zp, config=(16, 32, 64, 4, 1, 8))
+        torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, 64, zp), **TOL[torch.bfloat16])
+        assert all(int(cnt.abs().sum()) == 0 for _, cnt in _buffers[x.device])
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1024, 2048), (3, 1024, 1024), (12, 3072, 1024)])
+def test_w4a16_dispatch_on_qwen3_0_6b_shapes(m, k, n):
+    # q_proj (1024 -> 2048), k/v_proj (1024 -> 1024), down_proj (3072 -> 1024) of Qwen3-0.6B, g128, through each
+    # dispatched CUDA kernel family run here under the interpreter
+    g = torch.Generator().manual_seed(m + k + n)
+    x, packed, scale, zp = _int4_case(g, m, n, k, 128, asym=False)
+    fn = {1: w4a16_gemm.w4a16_gemv_triton, 3: w4a16_gemm.w4a16_gemm_planes_triton, 12: w4a16_gemm.w4a16_gemm_triton}[m]
+    torch.testing.assert_close(fn(x, packed, scale, 128, zp), w4a16_gemm.w4a16_gemm_ref(x, packed, scale, 128, zp),
+                               **TOL[torch.bfloat16])
+
+
+def test_w4a16_tuned_table_persists_and_is_used(tmp_path, monkeypatch):
+    # tune() keeps the fastest candidate on disk; a fresh process (table dropped from memory) reads it back, and
+    # the chosen kernel still matches the reference on fresh inputs
+    from kvant.kernels import w4a16_tune
+
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path))
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    g = torch.Generator().manual_seed(21)
+    x, packed, scale, _ = _int4_case(g, 3, 48, 256, 128, asym=False)
+    order = iter(range(1000, 0, -1))  # each candidate "times" faster than the one before: the last one wins
+    entry = w4a16_tune.tune(x, packed, scale, 128, timer=lambda fn: next(order))
+    assert entry == [w4a16_tune.candidates(3, 128)[-1][0],
+                     list(w4a16_tune.candidates(3, 128)[-1][1])]
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    kernel, config = w4a16_tune.lookup(x, packed, 128, None)
+    assert kernel is w4a16_tune.KERNELS[entry[0]] and list(config) == entry[1]
+    x2, packed2, scale2, _ = _int4_case(g, 3, 48, 256, 128, asym=False)
+    torch.testing.assert_close(kernel(x2, packed2, scale2, 128, None, config=config),
+                               w4a16_gemm.w4a16_gemm_ref(x2, packed2, scale2, 128), **TOL[torch.bfloat16])
+    assert w4a16_tune.lookup(x[:1], packed, 128, None) is None  # another row bucket was never tuned

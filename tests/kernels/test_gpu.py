@@ -19,6 +19,30 @@ def test_w4a16_dispatch(m):
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, pack_int4(q), scale, g), atol=3e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("m", [1, 3, 12, 64, 100])
+@pytest.mark.parametrize("group,asym", [(32, True), (64, False), (128, True)])
+@pytest.mark.parametrize("k,n", [(1024, 2048), (3072, 1024), (1024, 6152)])  # Qwen3-0.6B q, down; N % 128 != 0
+def test_w4a16_families_in_a_cuda_graph(m, group, asym, k, n):
+    # each dispatched family (GEMV, planes, split-K tile) replayed twice from a CUDA graph on fresh inputs: the
+    # in-kernel split-K reduction resets its counters, so every replay is right
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    packed = pack_int4(q)
+    w4a16_gemm.w4a16_gemm(x, packed, scale, group, zp)  # compile and size the split-K buffers outside the graph
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = w4a16_gemm.w4a16_gemm(x, packed, scale, group, zp)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2,
+                                   rtol=2e-2)
+
+
 @pytest.mark.parametrize("name", ["fp8", "int8"])
 def test_w8a8_dispatch(name):
     mod = fp8_gemm if name == "fp8" else int8_gemm

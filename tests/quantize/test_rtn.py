@@ -24,7 +24,7 @@ def test_rtn_swaps_decoder_linears_and_keeps_outputs_close(quant):
         ref = model.compute_logits(model(ids, pos))
         quantize_model_rtn(model, quant)
         out = model.compute_logits(model(ids, pos))
-    assert isinstance(model.model.layers[1].self_attn.q_proj, KINDS[quant])
+    assert isinstance(model.model.layers[1].self_attn.qkv_proj, KINDS[quant])
     assert isinstance(model.model.layers[0].mlp.down_proj, KINDS[quant])
     assert isinstance(model.lm_head, torch.nn.Linear) and not isinstance(model.lm_head, QL._QuantLinear)
     err = ((out - ref).norm() / ref.norm()).item()
@@ -33,9 +33,9 @@ def test_rtn_swaps_decoder_linears_and_keeps_outputs_close(quant):
 
 def test_rtn_int4_weights_dequantize_to_the_original_within_half_a_step():
     model = dummy_model(CFG, dtype=torch.float32, seed=2)
-    w = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    w = model.model.layers[0].mlp.gate_up_proj.weight.detach().clone()
     quantize_model_rtn(model, "int4")
-    layer = model.model.layers[0].mlp.up_proj
+    layer = model.model.layers[0].mlp.gate_up_proj
     q = unpack_int4(layer.weight_packed, w.shape[1])
     deq = dequantize_int4(q, layer.weight_scale, None, layer.group_size)
     step = layer.weight_scale.float().repeat_interleave(layer.group_size, dim=1)

@@ -169,11 +169,16 @@ def test_prefix_cache_reported_in_usage(client):
 
 
 def _metrics(server) -> dict[str, float]:
+    """/metrics read by prometheus_client's own parser, keyed `name{label="value",...}` (labels in served order)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{server.base_url}/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     values = {}
-    for line in httpx.get(f"{server.base_url}/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            values[f"{sample.name}{{{labels}}}"] = sample.value
     return values
 
 
@@ -194,5 +199,5 @@ def test_metrics_count_tokens_and_requests(client, server, engine, idle_stats):
     assert delta(f"kvant:e2e_request_latency_seconds_count{label}") == 2
     assert delta(f"kvant:time_to_first_token_seconds_count{label}") == 2
     assert after[f"kvant:num_requests_running{label}"] == 0
-    assert after[f'kvant:time_to_first_token_seconds_bucket{{model_name="{MODEL_NAME}",le="+Inf"}}'] == \
+    assert after[f'kvant:time_to_first_token_seconds_bucket{{le="+Inf",model_name="{MODEL_NAME}"}}'] == \
         after[f"kvant:time_to_first_token_seconds_count{label}"]

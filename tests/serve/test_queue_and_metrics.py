@@ -7,7 +7,9 @@ import httpx
 import pytest
 
 from kvant.engine.outputs import CompletionOutput, EngineStats, RequestOutput
-from kvant.engine.server.metrics import Histogram, ServerMetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from kvant.engine.server.metrics import ServerMetrics
 
 MODEL_NAME = "gated"
 
@@ -71,39 +73,58 @@ def test_more_waiting_requests_than_max_queue_get_503(serve_app, tokenizer):
     assert engine.aborted == []  # finished requests are not aborted
 
 
+def _parse(text: str) -> dict[str, dict]:
+    """prometheus_client's own parser: {family name: {"type", "samples": {(sample name, labels): value}}}."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples}
+        out[family.name] = {"type": family.type, "samples": samples}
+    return out
+
+
 def test_histogram_buckets_are_cumulative_with_le_semantics():
-    h = Histogram((0.1, 1.0))
-    for value in (0.05, 0.1, 0.5, 2.0):
-        h.observe(value)
-    lines = h.lines("x", 'm="a"')
-    # hand count: <= 0.1 -> {0.05, 0.1}; <= 1.0 -> + 0.5; +Inf -> all four
-    assert lines[:3] == ['x_bucket{m="a",le="0.1"} 2', 'x_bucket{m="a",le="1.0"} 3', 'x_bucket{m="a",le="+Inf"} 4']
-    assert lines[3] == f'x_sum{{m="a"}} {0.05 + 0.1 + 0.5 + 2.0!r}'
-    assert lines[4] == 'x_count{m="a"} 4'
-
-
-def test_metrics_text_names_and_values():
     metrics = ServerMetrics("m")
-    metrics.observe_first_token(0.2)
-    metrics.observe_finished(e2e_s=1.2, ttft_s=0.2, num_tokens=5, finish_reason="length")
-    stats = EngineStats(num_running=3, num_waiting=4, kv_cache_usage=0.25, prefix_cache_hit_rate=0.5,
-                        prompt_tokens_total=100, generation_tokens_total=40, num_free_blocks=6, num_blocks=8)
-    values = {}
-    for line in metrics.render(stats).splitlines():
-        if not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    label = '{model_name="m"}'
-    assert values[f"kvant:num_requests_running{label}"] == 3
-    assert values[f"kvant:num_requests_waiting{label}"] == 4
-    assert values[f"kvant:kv_cache_usage_perc{label}"] == 0.25
-    assert values[f"kvant:prefix_cache_hit_rate{label}"] == 0.5
-    assert values[f"kvant:prompt_tokens_total{label}"] == 100
-    assert values[f"kvant:generation_tokens_total{label}"] == 40
-    assert values['kvant:request_success_total{model_name="m",finished_reason="length"}'] == 1
-    # TPOT = (e2e - ttft) / (tokens - 1) = 1.0 / 4
-    assert math.isclose(values[f"kvant:request_time_per_output_token_seconds_sum{label}"], 0.25)
-    assert values[f"kvant:time_to_first_token_seconds_count{label}"] == 1
+    for value in (0.0005, 0.001, 0.05, 3.0):
+        metrics.observe_first_token(value)
+    ttft = _parse(metrics.render(EngineStats(0, 0, 0.0, 0.0, 0, 0, 8, 8)))["kvant:time_to_first_token_seconds"]
+    assert ttft["type"] == "histogram"
+
+    def bucket(le: str) -> float:
+        return ttft["samples"][("kvant:time_to_first_token_seconds_bucket", (("le", le), ("model_name", "m")))]
+
+    # hand count: <= 0.001 -> {0.0005, 0.001}; <= 0.06 -> + 0.05; <= 5.0 -> + 3.0; +Inf -> all four
+    assert (bucket("0.001"), bucket("0.04"), bucket("0.06"), bucket("2.5"), bucket("5.0"), bucket("+Inf")) == \
+        (2, 2, 3, 3, 4, 4)
+    label = (("model_name", "m"),)
+    assert math.isclose(ttft["samples"][("kvant:time_to_first_token_seconds_sum", label)], 0.0005 + 0.001 + 0.05 + 3)
+    assert ttft["samples"][("kvant:time_to_first_token_seconds_count", label)] == 4
+
+
+def test_metrics_parse_with_prometheus_client_and_keep_kvant_names():
+    metrics = ServerMetrics("m")
+    metrics.observe_finished(e2e_s=1.2, ttft_s=0.2, num_tokens=5, finish_reason="stop")
+    metrics.observe_rejected()
+    families = _parse(metrics.render(EngineStats(num_running=1, num_waiting=0, kv_cache_usage=0.5,
+                                                 prefix_cache_hit_rate=0.0, prompt_tokens_total=7,
+                                                 generation_tokens_total=9, num_free_blocks=4, num_blocks=8,
+                                                 num_preemptions=2)))
+    kinds = {name: f["type"] for name, f in families.items()}
+    assert kinds == {
+        "kvant:num_requests_running": "gauge", "kvant:num_requests_waiting": "gauge",
+        "kvant:kv_cache_usage_perc": "gauge", "kvant:prefix_cache_hit_rate": "gauge",
+        "kvant:num_kv_blocks_free": "gauge", "kvant:num_kv_blocks": "gauge",
+        "kvant:prompt_tokens": "counter", "kvant:generation_tokens": "counter", "kvant:num_preemptions": "counter",
+        "kvant:request_rejected": "counter", "kvant:request_success": "counter",
+        "kvant:time_to_first_token_seconds": "histogram", "kvant:inter_token_latency_seconds": "histogram",
+        "kvant:request_time_per_output_token_seconds": "histogram", "kvant:e2e_request_latency_seconds": "histogram"}
+    label = (("model_name", "m"),)
+    assert families["kvant:num_preemptions"]["samples"] == {("kvant:num_preemptions_total", label): 2}
+    assert families["kvant:request_rejected"]["samples"] == {("kvant:request_rejected_total", label): 1}
+    assert families["kvant:request_success"]["samples"] == {
+        ("kvant:request_success_total", (("finished_reason", "stop"), ("model_name", "m"))): 1}
+    assert families["kvant:num_kv_blocks_free"]["samples"] == {("kvant:num_kv_blocks_free", label): 4}
+    # no `_created` series: the names are exactly today's
+    assert not any(name.endswith("_created") for f in families.values() for name, _ in f["samples"])
 
 
 @pytest.mark.parametrize("max_queue", [-1, 1.5, "3"])

@@ -203,6 +203,7 @@ def validate_offline(artifact: Path, base_path: Path):
     from kvant.engine import LLM
     from kvant.eval import generative as gen
     from kvant.eval.artifact import check_same_model
+    from kvant.eval.binding import bind_results
     from kvant.eval.report import EvalReport, Perplexity, write_report
 
     manifest = M.read(artifact)
@@ -229,7 +230,7 @@ def validate_offline(artifact: Path, base_path: Path):
                         generative=gen.summarize(base_tokens, quant_tokens, own, on_quant, cfg),
                         lm_eval_version="not used")
     write_report(report, artifact)
-    M.update_files(artifact)
+    bind_results(artifact)
     return report
 
 

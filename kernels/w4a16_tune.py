@@ -1,0 +1,115 @@
+"""Per (card, shape, group, rows) choice of W4A16 kernel and tile config, measured once and kept on disk so that
+start-up stays fast: `$KVANT_HOME/w4a16_tune.json` (KVANT_HOME defaults to `$XDG_CACHE_HOME/kvant`). `tune()` fills
+it (a bench or an explicit warm-up calls it, never a CUDA-graph capture); `lookup()` reads it."""
+import functools
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import triton
+
+from kvant.kernels.w4a16_dequant import w4a16_dequant_mm_triton
+from kvant.kernels.w4a16_gemv import w4a16_gemv_triton
+from kvant.kernels.w4a16_tiles import w4a16_gemm_planes_triton, w4a16_gemm_triton
+
+KERNELS = {"gemv": w4a16_gemv_triton, "planes": w4a16_gemm_planes_triton, "tile": w4a16_gemm_triton,
+           "dequant": w4a16_dequant_mm_triton}
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a call with m rows uses the first bucket >= m
+_table: dict[str, list] | None = None
+
+
+def table_path() -> Path:
+    home = os.environ.get("KVANT_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvant"
+    return Path(home) / "w4a16_tune.json"
+
+
+def bucket(m: int) -> int | None:
+    return next((b for b in ROW_BUCKETS if m <= b), None)
+
+
+def key(device_name: str, k: int, n: int, group_size: int, asym: bool, m: int) -> str:
+    return f"{device_name}|K{k}|N{n}|g{group_size}|{'asym' if asym else 'sym'}|m{bucket(m)}"
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _load() -> dict[str, list]:
+    global _table
+    if _table is None:
+        try:
+            _table = json.loads(table_path().read_text())
+        except (OSError, ValueError):
+            _table = {}
+    return _table
+
+
+def lookup(x, weight_packed, group_size, weight_zero_point):
+    """(kernel function, config) tuned for this call's card, shape and row bucket, or None."""
+    m, k = x.shape
+    if bucket(m) is None:
+        return None
+    name = _device_name(x.device)
+    hit = _load().get(key(name, k, weight_packed.shape[0], group_size, weight_zero_point is not None, m))
+    if hit is None:
+        return None
+    kernel, config = hit
+    return KERNELS[kernel], (tuple(config) if config is not None else None)
+
+
+def candidates(m: int, group_size: int) -> list[tuple[str, tuple | None]]:
+    out: list[tuple[str, tuple | None]] = []
+    if m == 1:
+        out += [("gemv", (bn, bk, 4, 3, waves, True, pairs)) for bn in (16, 32) for bk in (512, 1024)
+                for waves in (2, 4) for pairs in (False, True)]
+    bm = max(16, triton.next_power_of_2(m)) if m <= 64 else 64
+    bk = 128 if group_size % 128 == 0 else group_size & -group_size
+    out += [("planes", (min(bm, 64), bn, bk, warps, 3, waves)) for bn in (64, 128) for warps in (4, 8)
+            for waves in (2, 4) if m <= 64]
+    if group_size % 16 == 0:
+        tk = min(group_size & -group_size, 128)
+        out += [("tile", (min(bm, 128), bn, tk, warps, 3, waves)) for bn in (64, 128) for warps in (4, 8)
+                for waves in (1, 2)]
+    if m >= 16:
+        out.append(("dequant", None))
+    return out
+
+
+def _time(fn, timer) -> float:
+    if timer is not None:
+        return timer(fn)
+    if torch.cuda.is_available():
+        return triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def tune(x, weight_packed, weight_scale, group_size, weight_zero_point=None, timer=None, save: bool = True):
+    """Time every candidate on these operands, keep the fastest in the table (on disk when `save`); returns it."""
+    m, k = x.shape
+    best = None
+    for kernel, config in candidates(m, group_size):
+        fn = KERNELS[kernel]
+        args = (x, weight_packed, weight_scale, group_size, weight_zero_point)
+        call = (lambda fn=fn: fn(*args)) if config is None else (lambda fn=fn, c=config: fn(*args, config=c))
+        try:
+            t = _time(call, timer)
+        except Exception:  # noqa: BLE001 - a config this card or shape cannot compile or run is skipped
+            continue
+        if best is None or t < best[0]:
+            best = (t, kernel, config)
+    name = _device_name(x.device)
+    entry = [best[1], list(best[2]) if best[2] is not None else None]
+    _load()[key(name, k, weight_packed.shape[0], group_size, weight_zero_point is not None, m)] = entry
+    if save:
+        path = table_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_table, indent=0, sort_keys=True))
+        tmp.replace(path)
+    return entry
