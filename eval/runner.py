@@ -135,7 +135,7 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     artifact_dir = Path(artifact_dir)
     manifest = art.read_manifest(artifact_dir)
     if options.verify:
-        verify_artifact(artifact_dir)  # the scores must belong to the bytes the manifest lists
+        verify_artifact(artifact_dir)  # first: the scores must belong to the bytes the manifest lists
     gate = gate_for(manifest)
     base_path = resolve_model(base or art.base_reference(manifest))
     art.check_same_model(base_path, artifact_dir)
