@@ -31,6 +31,10 @@ class EvalOptions:
     generative: GenerativeConfig | None = field(default_factory=GenerativeConfig)
     use_cache: bool = True
     engine_kwargs: dict = field(default_factory=dict)
+    # lm-eval's options: simple_evaluate keywords (num_fewshot, apply_chat_template, *_seed), part of the cache key
+    lm_eval_kwargs: dict = field(default_factory=dict)
+    output_path: Path | None = None  # lm-eval's results layout under this folder
+    log_samples: bool = False
     verify: bool = True  # False: --no-verify (warned about by the loader)
 
     def __post_init__(self):
@@ -40,6 +44,11 @@ class EvalOptions:
             raise ValueError("tasks must name at least one task")
         if not (str(self.batch_size) == "auto" or (str(self.batch_size).isdigit() and int(self.batch_size) > 0)):
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}")
+        if self.log_samples and self.output_path is None:
+            raise ValueError("log_samples needs output_path (lm-eval's rule: samples are written beside results)")
+        fewshot = self.lm_eval_kwargs.get("num_fewshot")
+        if fewshot is not None and (not isinstance(fewshot, int) or fewshot < 0):
+            raise ValueError(f"num_fewshot must be an integer >= 0, got {fewshot!r}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -87,19 +96,35 @@ def _model_fingerprint(path: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def _cache_file(model: Path, task: str, plan: TaskPlan, limit: int | None) -> Path:
+def _cache_file(model: Path, task: str, plan: TaskPlan, limit: int | None, extra: dict | None = None) -> Path:
     import lm_eval
 
     data = plan.include_path.parent.name if (plan.include_path and task in LOCAL_TASKS) else "hub"
-    key = json.dumps([_model_fingerprint(model), task, limit, data, lm_eval.__version__])
+    parts = [_model_fingerprint(model), task, limit, data, lm_eval.__version__]
+    if extra:  # few-shot count, chat template and seeds change the numbers
+        parts.append(sorted(extra.items()))
+    key = json.dumps(parts)
     return eval_home() / "base-cache" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
 
-def run_tasks(lm, plan: TaskPlan, names: tuple[str, ...], limit: int | None) -> dict[str, dict]:
+def run_tasks(lm, plan: TaskPlan, names: tuple[str, ...], limit: int | None,
+              options: "EvalOptions | None" = None) -> dict[str, dict]:
     from lm_eval.evaluator import simple_evaluate
 
+    extra = dict(options.lm_eval_kwargs) if options is not None else {}
+    output_path = options.output_path if options is not None else None
+    tracker = None
+    if output_path is not None:  # lm-eval's --output-path, written by lm-eval's own tracker
+        from kvant.eval import lm_eval_output
+
+        tracker = lm_eval_output.new_tracker(output_path)
+    log_samples = bool(options is not None and options.log_samples)
     out = simple_evaluate(model=lm, tasks=list(names), limit=limit, task_manager=plan.task_manager,
-                          bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False)
+                          bootstrap_iters=BOOTSTRAP_ITERS, log_samples=log_samples, evaluation_tracker=tracker,
+                          **extra)
+    if tracker is not None:
+        template = lm.chat_template(True) if extra.get("apply_chat_template") else None
+        lm_eval_output.save(tracker, out, log_samples, lm.pretrained, template)
     return {name: out["results"][name] for name in names}
 
 
@@ -147,7 +172,7 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
                        llm=llm, **options.engine_kwargs)
 
     quant_lm = make_lm(artifact_dir, "artifact")
-    quant_results = run_tasks(quant_lm, plan, plan.names, options.limit)
+    quant_results = run_tasks(quant_lm, plan, plan.names, options.limit, options)
     prompt_ids, quant_tokens = None, None
     if options.generative is not None:
         prompt_ids = gen.chat_prompt_ids(quant_lm.tokenizer, gen.load_prompts())
@@ -156,7 +181,7 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
 
     base_results, missing = {}, []
     for name in plan.names:
-        cached = _cache_file(base_path, name, plan, options.limit)
+        cached = _cache_file(base_path, name, plan, options.limit, options.lm_eval_kwargs)
         if options.use_cache and cached.is_file():
             base_results[name] = json.loads(cached.read_text(encoding="utf-8"))
         else:
@@ -165,9 +190,9 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     if missing or options.generative is not None:
         base_lm = make_lm(base_path, "base")
         if missing:
-            fresh = run_tasks(base_lm, plan, tuple(missing), options.limit)
+            fresh = run_tasks(base_lm, plan, tuple(missing), options.limit, options)
             for name, result in fresh.items():
-                cached = _cache_file(base_path, name, plan, options.limit)
+                cached = _cache_file(base_path, name, plan, options.limit, options.lm_eval_kwargs)
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 cached.write_text(json.dumps(result, default=str), encoding="utf-8")
             base_results.update(fresh)

@@ -43,10 +43,45 @@ def quantization_config(plan: dict[str, Scheme], ignored: list[str], *, actorder
             "targets": targets, "weights": scheme.weights.to_config(actorder), "format": scheme.format,
             "input_activations": None if ia is None else ia.to_config(), "output_activations": None}
     formats = {s.format for s in groups}
-    return {"config_groups": config_groups, "format": formats.pop() if len(formats) == 1 else "mixed-precision",
-            "global_compression_ratio": None, "ignore": sorted(ignored),
-            "kv_cache_scheme": kv_cache_config() if kv_cache else None, "quant_method": "compressed-tensors",
-            "quantization_status": "compressed", "sparsity_config": {}, "transform_config": {}, "version": CT_VERSION}
+    config = {"config_groups": config_groups, "format": formats.pop() if len(formats) == 1 else "mixed-precision",
+              "global_compression_ratio": None, "ignore": sorted(ignored),
+              "kv_cache_scheme": kv_cache_config() if kv_cache else None, "quant_method": "compressed-tensors",
+              "quantization_status": "compressed", "sparsity_config": {}, "transform_config": {},
+              "version": CT_VERSION}
+    validate_quantization_config(config)
+    return config
+
+
+def validate_quantization_config(config: dict) -> None:
+    """Parse through compressed-tensors' own models (what transformers and vLLM load) and require that every field
+    those models define reads back as written; a mismatch is a bug in the dict above, named in one line."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
+    from pydantic import ValidationError
+
+    try:
+        groups = {name: QuantizationScheme(
+            targets=g["targets"], weights=QuantizationArgs.model_validate(g["weights"]),
+            input_activations=None if g["input_activations"] is None
+            else QuantizationArgs.model_validate(g["input_activations"]), format=g["format"])
+            for name, g in config["config_groups"].items()}
+        kv = config["kv_cache_scheme"]
+        parsed = QuantizationConfig(
+            config_groups=groups, quant_method=config["quant_method"], format=config["format"],
+            quantization_status=config["quantization_status"], ignore=config["ignore"],
+            kv_cache_scheme=None if kv is None else QuantizationArgs.model_validate(kv),
+            global_compression_ratio=config["global_compression_ratio"])
+    except ValidationError as exc:
+        raise KvantError(f"quantization_config rejected by compressed-tensors: {' '.join(str(exc).split())}") from exc
+    _require_same(config, parsed.model_dump(mode="json"), "quantization_config")
+
+
+def _require_same(written, parsed, where: str) -> None:
+    # only keys both sides hold: compressed-tensors' models may know fewer fields than its newer schema writes
+    if isinstance(written, dict) and isinstance(parsed, dict):
+        for key in written.keys() & parsed.keys():
+            _require_same(written[key], parsed[key], f"{where}.{key}")
+    elif written != parsed:
+        raise KvantError(f"{where}: compressed-tensors reads {parsed!r}, kvant wrote {written!r}")
 
 
 @contextmanager

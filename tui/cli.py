@@ -8,6 +8,7 @@ from kvant.tui import __version__
 # subcommand name -> module under kvant.tui.commands
 COMMANDS = {
     "models": "models",
+    "recipes": "recipes",
     "quantize": "quantize",
     "eval": "eval",
     "lm-eval": "lm_eval_cmd",
@@ -27,9 +28,13 @@ EXIT_CODES = """exit codes (every command):
 errors are one line on stderr; --debug shows the traceback"""
 
 
+HOME_HELP = ("\n\nFiles: models, artifacts and eval caches live under $KVANT_HOME "
+             "(default: $XDG_CACHE_HOME/kvant, i.e. ~/.cache/kvant).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvant", description="Quantize, validate, serve and publish LLMs.",
-                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=EXIT_CODES + HOME_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kvant {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -19,7 +19,8 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def build_app(engine, model_name: str, api_key: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE,
-              shutdown_engine: bool = False, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+              shutdown_engine: bool = False, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+              default_sampling: dict | None = None) -> FastAPI:
     """`shutdown_engine`: the app owns the engine and shuts it down when the server stops."""
     if not model_name:
         raise ValueError("model_name must be a non-empty string")
@@ -29,7 +30,8 @@ def build_app(engine, model_name: str, api_key: str | None = None, max_queue: in
         raise ValueError(f"max_body_bytes must be > 0, got {max_body_bytes}")
     state = ServerState(engine=engine, model_name=model_name, tokenizer=engine.tokenizer,
                         max_model_len=int(engine.max_model_len), admission=Admission(max_queue),
-                        metrics=ServerMetrics(model_name), api_key=api_key, created=now_s())
+                        metrics=ServerMetrics(model_name), api_key=api_key, created=now_s(),
+                        default_sampling=dict(default_sampling or {}))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):

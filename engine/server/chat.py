@@ -8,7 +8,7 @@ from kvant.engine.server.errors import ApiError, param_of_value_error
 from kvant.engine.server.generation import Job, stream_outputs
 from kvant.engine.server.logprobs import TokenText, chat_logprobs
 from kvant.engine.server.prompts import Prompt, check_stop_token_ids, output_budget, render_chat
-from kvant.engine.server.protocol import ChatCompletionRequest, chat_params
+from kvant.engine.server.protocol import ChatCompletionRequest, chat_params, default_max_tokens
 from kvant.engine.server.state import ServerState, new_id, now_s, usage
 from kvant.engine.server.streaming import sse_response
 
@@ -20,9 +20,11 @@ def prepare(state: ServerState, req: ChatCompletionRequest, request_id: str) -> 
                          req.continue_final_message)
     param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
     # unset: whatever room the context leaves, as vLLM does for chat
-    budget = output_budget(len(prompt.token_ids), req.requested_max_tokens(), state.max_model_len, param)
+    room = state.max_model_len - len(prompt.token_ids)
+    requested = default_max_tokens(req.requested_max_tokens(), state.default_sampling, room)
+    budget = output_budget(len(prompt.token_ids), requested, state.max_model_len, param)
     try:
-        params = chat_params(req, budget)
+        params = chat_params(req, budget, state.default_sampling)
     except ValueError as exc:
         raise ApiError(400, str(exc), param_of_value_error(str(exc), set(ChatCompletionRequest.model_fields)))
     return prompt, Job(request_id, prompt.token_ids, params)

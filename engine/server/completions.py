@@ -8,7 +8,7 @@ from kvant.engine.server.errors import ApiError, param_of_value_error
 from kvant.engine.server.generation import Job, stream_outputs
 from kvant.engine.server.logprobs import TokenText, completion_logprobs, merge_completion_logprobs
 from kvant.engine.server.prompts import Prompt, check_stop_token_ids, output_budget, tokenize_prompt
-from kvant.engine.server.protocol import CompletionRequest, completion_params
+from kvant.engine.server.protocol import CompletionRequest, completion_params, default_max_tokens
 from kvant.engine.server.state import ServerState, new_id, now_s, usage
 from kvant.engine.server.streaming import sse_response
 
@@ -22,9 +22,12 @@ def prepare(state: ServerState, req: CompletionRequest, request_id: str) -> tupl
     for i, prompt in enumerate(prompts):
         # echo with max_tokens 0 scores the prompt only; the engine still runs (and we drop) one token
         requested = 1 if echo_only else req.max_tokens
+        if "max_tokens" not in req.model_fields_set:  # unset: the generation config's, else vLLM's 16
+            room = state.max_model_len - len(prompt.token_ids)
+            requested = default_max_tokens(None, state.default_sampling, room) or requested
         budget = output_budget(len(prompt.token_ids), requested, state.max_model_len, "max_tokens")
         try:
-            params = completion_params(req, budget)
+            params = completion_params(req, budget, state.default_sampling)
         except ValueError as exc:
             raise ApiError(400, str(exc), param_of_value_error(str(exc), set(CompletionRequest.model_fields)))
         jobs.append(Job(f"{request_id}-{i}", prompt.token_ids, params))

@@ -186,13 +186,26 @@ class ChatCompletionRequest(_SamplingFields):
                 for m in self.messages]
 
 
-def completion_params(req: CompletionRequest, max_tokens: int) -> SamplingParams:
+def _with_defaults(req: _SamplingFields, defaults: dict | None) -> dict:
+    # generation-config defaults (vLLM's --generation-config) first; every field the request sets overrides them
+    base = {k: v for k, v in (defaults or {}).items() if k != "max_tokens"}
+    return {**base, **req.sampling_kwargs()}
+
+
+def default_max_tokens(requested: int | None, defaults: dict | None, room: int) -> int | None:
+    """An unset max_tokens takes the generation config's max_new_tokens, capped by the context's room."""
+    if requested is None and defaults and "max_tokens" in defaults:
+        return min(int(defaults["max_tokens"]), room)
+    return requested
+
+
+def completion_params(req: CompletionRequest, max_tokens: int, defaults: dict | None = None) -> SamplingParams:
     # echo with logprobs scores the prompt itself: lm-eval's local-completions loglikelihood path
     prompt_logprobs = req.logprobs if req.echo and req.logprobs is not None else None
     return SamplingParams(max_tokens=max_tokens, logprobs=req.logprobs, prompt_logprobs=prompt_logprobs,
-                          **req.sampling_kwargs())
+                          **_with_defaults(req, defaults))
 
 
-def chat_params(req: ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+def chat_params(req: ChatCompletionRequest, max_tokens: int, defaults: dict | None = None) -> SamplingParams:
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
-    return SamplingParams(max_tokens=max_tokens, logprobs=logprobs, **req.sampling_kwargs())
+    return SamplingParams(max_tokens=max_tokens, logprobs=logprobs, **_with_defaults(req, defaults))

@@ -36,12 +36,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(engine, model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_queue: int = DEFAULT_MAX_QUEUE, log_level: str = "info",
           graceful_shutdown_s: float = GRACEFUL_SHUTDOWN_S, sock: socket.socket | None = None,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> int:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, default_sampling: dict | None = None) -> int:
     """Blocks until a signal stops the server; the engine is shut down on the way out. Returns the exit code.
     `sock`: the address bound by `bind_socket` (bound here when None)."""
     sock = bind_socket(host, port) if sock is None else sock
     app = build_app(engine, model_name, api_key=api_key, max_queue=max_queue, shutdown_engine=True,
-                    max_body_bytes=max_body_bytes)
+                    max_body_bytes=max_body_bytes, default_sampling=default_sampling)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=graceful_shutdown_s, access_log=False)
     server = uvicorn.Server(config)

@@ -1,6 +1,6 @@
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvant.engine.server.errors import ApiError
 from kvant.engine.server.generation import Admission
@@ -17,6 +17,7 @@ class ServerState:
     metrics: ServerMetrics
     api_key: str | None
     created: int  # unix seconds; reported by /v1/models
+    default_sampling: dict = field(default_factory=dict)  # --generation-config: SamplingParams fields + max_tokens
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model != self.model_name:

@@ -8,7 +8,8 @@ def add_parser(sub) -> None:
         "eval", help="evaluate an artifact against its base model and gate it",
         description="Run lm-eval tasks on a quantized artifact and its base model through kvant's engine, print "
                     "recovery per task, run the generative check, write eval/results.json and eval/report.md into "
-                    "the artifact. Exit code 1 when the gate fails.")
+                    "the artifact. Exit code 1 when the gate fails.",
+        epilog="Base-model results are cached under $KVANT_HOME/eval (KVANT_HOME defaults to ~/.cache/kvant).")
     p.add_argument("artifact", help="artifact folder written by `kvant quantize` (holds kvant.json)")
     p.add_argument("--base", help="base model (default: the manifest's base_model)")
     p.add_argument("--tasks", help="comma-separated tasks: kvant local tasks (kvant_arc_easy, ...; need --data-dir) "
@@ -22,7 +23,37 @@ def add_parser(sub) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="evaluate without checking the artifact's files against kvant.json (printed as a warning)")
     p.add_argument("--max-model-len", type=int, help="engine context length (default: the model's)")
+    add_lm_eval_flags(p)
     p.set_defaults(func=run)
+
+
+# ---- lm-eval's flags, same names (both spellings) and meanings (issue #23)
+def add_lm_eval_flags(p) -> None:
+    g = p.add_argument_group("lm-eval options")
+    g.add_argument("--num-fewshot", "--num_fewshot", type=int, default=None, metavar="N",
+                   help="few-shot examples per prompt (default: each task's own)")
+    g.add_argument("--apply-chat-template", "--apply_chat_template", action="store_true",
+                   help="wrap prompts in the model's chat template")
+    g.add_argument("--output-path", "--output_path", default=None, metavar="DIR",
+                   help="also write lm-eval's results JSON (DIR/<model>/results_<time>.json) for artifact and base")
+    g.add_argument("--log-samples", "--log_samples", action="store_true",
+                   help="with --output-path: also write every prompt and answer (samples_<task>_<time>.jsonl)")
+    g.add_argument("--seed", default="0,1234,1234,1234",
+                   help="lm-eval's seeds: one integer, or python,numpy,torch,few-shot (default: 0,1234,1234,1234)")
+
+
+def lm_eval_options(args) -> dict:
+    from kvant.eval.lm_eval_output import DEFAULT_SEEDS, parse_seed
+
+    kwargs = {}
+    if args.num_fewshot is not None:
+        kwargs["num_fewshot"] = args.num_fewshot
+    if args.apply_chat_template:
+        kwargs["apply_chat_template"] = True
+    seeds = parse_seed(args.seed)
+    if tuple(seeds.values()) != DEFAULT_SEEDS:  # lm-eval's defaults stay out of the base-cache key
+        kwargs.update(seeds)
+    return kwargs
 
 
 def run(args) -> int:
@@ -37,7 +68,9 @@ def run(args) -> int:
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None,
         limit=args.limit, data_dir=Path(args.data_dir) if args.data_dir else None, batch_size=args.batch_size,
         generative=None if args.no_generative else GenerativeConfig(), use_cache=not args.no_cache,
-        engine_kwargs=engine_kwargs | ({"verify": False} if args.no_verify else {}), verify=not args.no_verify)
+        engine_kwargs=engine_kwargs | ({"verify": False} if args.no_verify else {}), verify=not args.no_verify,
+        lm_eval_kwargs=lm_eval_options(args), output_path=Path(args.output_path) if args.output_path else None,
+        log_samples=args.log_samples)
     if options.data_dir is None and options.tasks is None and not hub_reachable():
         return run_offline(Path(args.artifact), args)
     report = evaluate_artifact(Path(args.artifact), base=args.base, options=options)
