@@ -94,7 +94,7 @@ def verify_artifact(folder: str | Path, skip: tuple[str, ...] = ()) -> bool:
 def evaluated_files(manifest: dict) -> dict[str, str]:
     """The hashes an evaluation is bound to: every listed file but eval's own output and the card (push rewrites
     it)."""
-    return {rel: digest for rel, digest in sorted(manifest["files"].items())
+    return {rel: digest for rel, digest in sorted(manifest.get("files", {}).items())
             if not rel.startswith(EVAL_DIR + "/") and rel != "README.md"}
 
 

@@ -20,7 +20,7 @@ def bind_results(artifact: Path) -> None:
     tmp = results_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     tmp.replace(results_path)
-    files = {rel: d for rel, d in manifest["files"].items() if not rel.startswith(EVAL_DIR + "/")}
+    files = {rel: d for rel, d in manifest.get("files", {}).items() if not rel.startswith(EVAL_DIR + "/")}
     for path in sorted((artifact / EVAL_DIR).rglob("*")):
         if path.is_file() and not path.name.endswith(".tmp"):
             files[path.relative_to(artifact).as_posix()] = sha256_file(path)

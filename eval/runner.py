@@ -159,7 +159,7 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     artifact_dir = Path(artifact_dir)
     manifest = M.read(artifact_dir)
     if options.verify:
-        verify_artifact(artifact_dir)  # the scores must belong to the bytes the manifest lists
+        verify_artifact(artifact_dir)  # first: the scores must belong to the bytes the manifest lists
     gate = gate_for(manifest)
     base_path = resolve_model(base or M.base_reference(manifest))
     check_same_model(base_path, artifact_dir)

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 
@@ -28,7 +29,8 @@ def artifact(default_model, tmp_path):
     for name in SMALL_FILES:
         shutil.copyfile(default_model / name, out / name)
     manifest = {"format": 1, "scheme": "w4a16", "base_model": {"name": "smollm2-135m", "path": str(default_model),
-                                                              "architecture": "LlamaForCausalLM"}}
+                                                              "architecture": "LlamaForCausalLM"},
+                "files": {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in SMALL_FILES}}
     (out / "kvant.json").write_text(json.dumps(manifest))
     return out
 

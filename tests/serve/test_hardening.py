@@ -143,8 +143,11 @@ def test_4mb_body_under_a_raised_limit_is_parsed_and_tokenized_without_stalling_
     assert max(health.latencies) < 0.1
 
 
-def test_busy_port_fails_before_the_model_loads(tmp_path):
-    # the "model" is a folder with no weights at all: reaching the loader would fail with a different message
+def test_busy_port_fails_before_the_model_loads(tmp_path, default_model):
+    # the model's config is read (--generation-config), its weights never: a copy without them fails only at load
+    import shutil
+
+    shutil.copytree(default_model, tmp_path / "no-model", ignore=shutil.ignore_patterns("*.safetensors"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)

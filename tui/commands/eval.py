@@ -108,11 +108,12 @@ def run_offline(artifact, args) -> int:
     from kvant.eval.report import format_generative
     from kvant.tui.commands.demo import NUM_HELDOUT, validate_offline
 
+    manifest = M.read(artifact)  # input and integrity checks first
+    check_or_warn(artifact, not args.no_verify)
     print(f"no evaluation data (--data-dir, ${DATA_ENV}) and the Hub is unreachable: running the offline checks "
           f"(perplexity on {NUM_HELDOUT} builtin paragraphs held out from calibration, generative agreement)",
           file=sys.stderr, flush=True)
-    check_or_warn(artifact, not args.no_verify)
-    base_path = resolve_model(args.base or M.base_reference(M.read(artifact)))
+    base_path = resolve_model(args.base or M.base_reference(manifest))
     report = validate_offline(artifact, base_path)
     p = report.perplexity
     print(f"checks run: {p.task} word perplexity base {p.base:.3f}, quantized {p.quant:.3f} (ratio {p.ratio:.4f}, "
