@@ -18,12 +18,16 @@ KV_CACHE_DTYPES = ("auto", "fp8")
 REQUIRED = {"scheme": str, "base_model": dict}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def hash_file(h, path: Path) -> str:
+    """`h` (a hashlib object, maybe already fed a header) updated with the file's bytes, as hex."""
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return hash_file(hashlib.sha256(), path)
 
 
 def is_hidden(rel: str) -> bool:

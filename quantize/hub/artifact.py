@@ -16,11 +16,7 @@ RESULTS = "eval/results.json"
 
 def git_blob_sha1(path: Path) -> str:
     # the oid the Hub reports for a regular (non-LFS) file
-    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return M.hash_file(hashlib.sha1(b"blob %d\0" % path.stat().st_size), path)
 
 
 def is_hidden(rel: str) -> bool:
