@@ -409,6 +409,10 @@ def run(args) -> int:
     summary = Summary(DEFAULT_MODEL, base_path, folder_bytes(base_path), out, folder_bytes(out), args.recipe, reused,
                       quantize_s, validation, report, served, time.monotonic() - started)
     print(format_summary(summary))
+    if not report.passed:
+        _say(f"gate FAILED: the artifact in {out} does not meet its quality gate (see {out / 'eval' / 'report.md'}); "
+             "do not ship it")
+        return 1
     return 0
 
 
