@@ -73,7 +73,7 @@ def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path,
               "--max-tokens", "12"]
 
     # first run: quantizes, validates on two local tasks, serves
-    assert main(common + ["--data-dir", str(shared_data), "--limit", "3"]) == 0
+    rc = main(common + ["--data-dir", str(shared_data), "--limit", "3"])
     captured = capsys.readouterr()
     rows = summary_rows(captured.out)
     manifest.verify(out)  # every file, eval/ included, matches kvant.json
@@ -91,6 +91,9 @@ def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path,
     assert results["generative"]["num_prompts"] == 16
     assert results["generative"]["max_tokens"] == demo.GENERATIVE_TOKENS
     assert rows["gate"].startswith("PASS" if results["passed"] else "FAIL")
+    # a failed gate is the run's exit code, said plainly after the summary
+    assert rc == (0 if results["passed"] else 1)
+    assert ("gate FAILED" in captured.err) == (not results["passed"])
     assert rows["question"] == "What is the capital of France?" and rows["answer"].strip()
     assert re.fullmatch(r"\d+ ms", rows["TTFT"])
     assert "port closed" in rows["server ready"] and not port_accepts(port_of(rows))
@@ -98,9 +101,10 @@ def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path,
     assert f"{size / 2**20:.1f} MiB vs base" in rows["size"]
 
     # second run, no data folder: reuses the artifact and validates with what ships in the package
-    assert main(common) == 0
+    rc = main(common)
     captured = capsys.readouterr()
     rows = summary_rows(captured.out)
+    assert rc == (0 if json.loads((out / "eval" / "results.json").read_text())["passed"] else 1)
     assert f"reusing the artifact in {out}" in captured.err and rows["quantize time"].startswith("reused")
     manifest.verify(out)
     assert manifest.read(out)["created"] == m["created"]  # not quantized again

@@ -136,9 +136,9 @@ def quantize_or_reuse(model: str, recipe, out: Path, base_path: Path, force: boo
         return True, float(m["calibration"].get("time_s") or 0.0)
     started = time.monotonic()
 
-    def progress(stage: str, fraction: float | None) -> None:
-        if stage in ("loading model", "preparing calibration data"):
-            _say(f"  {stage}")
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        if stage in ("load", "calibrate"):
+            _say(f"  {message}")
 
     quantize(model, recipe, out, force=force, progress=progress)
     return False, time.monotonic() - started
@@ -409,6 +409,10 @@ def run(args) -> int:
     summary = Summary(DEFAULT_MODEL, base_path, folder_bytes(base_path), out, folder_bytes(out), args.recipe, reused,
                       quantize_s, validation, report, served, time.monotonic() - started)
     print(format_summary(summary))
+    if not report.passed:
+        _say(f"gate FAILED: the artifact in {out} does not meet its quality gate (see {out / 'eval' / 'report.md'}); "
+             "do not ship it")
+        return 1
     return 0
 
 
