@@ -21,7 +21,7 @@ def main() -> None:
     from kvant.engine.config import load_config_file
     from kvant.engine.llm import LLM
     from kvant.engine.loader import dummy_model
-    from kvant.engine.memory import parse_size
+    from kvant.engine.config import parse_size
     from kvant.engine.sampling_params import SamplingParams
     from kvant.quantize.rtn import quantize_model_rtn
 

@@ -3,7 +3,7 @@ from collections import deque
 
 from kvant.engine.block_manager import BlockManager
 from kvant.engine.detokenizer import IncrementalDetokenizer, find_stop, partial_stop_len
-from kvant.engine.engine_config import EngineConfig
+from kvant.engine.config import EngineConfig
 from kvant.engine.model import CausalLM
 from kvant.engine.model_runner import ModelRunner
 from kvant.engine.outputs import CompletionOutput, EngineStats, RequestOutput

@@ -39,24 +39,6 @@ class MemoryPlan:
                 f"budget {g(self.budget_bytes)} of {g(self.total_bytes)}")
 
 
-def parse_size(text: str | int | None) -> int | None:
-    """'6GiB', '512MiB', '4G', '1.5GB' or a byte count -> bytes."""
-    if text is None or isinstance(text, int):
-        return text
-    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
-             "g": GiB, "gb": 10**9, "gib": GiB, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
-    s = text.strip().lower().replace(" ", "")
-    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = s[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        value = -1.0
-    if unit not in units or value <= 0:
-        raise ValueError(f"kv_cache_memory must be a size like 6GiB or 512MiB, got {text!r}")
-    return int(value * units[unit])
-
-
 def kv_bytes_per_token(cfg: ModelConfig, kv_dtype_bytes: int) -> int:
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * kv_dtype_bytes
 

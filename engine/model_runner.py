@@ -1,7 +1,7 @@
 import torch
 
 from kvant.engine.context import Context, set_context
-from kvant.engine.engine_config import EngineConfig
+from kvant.engine.config import EngineConfig
 from kvant.artifact.errors import KvantError
 from kvant.engine.memory import kv_bytes_per_token, plan_memory
 from kvant.engine.model import CausalLM

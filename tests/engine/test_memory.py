@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from kvant.engine.config import load_config_file
 from kvant.artifact.errors import KvantError
-from kvant.engine.memory import GiB, kv_bytes_per_token, parse_size, plan_memory
+from kvant.engine.config import load_config_file, parse_size
+from kvant.engine.memory import GiB, kv_bytes_per_token, plan_memory
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -48,14 +48,29 @@ def run(args) -> int:
     if args.target is not None or args.budget is not None:
         raise ValueError("--target and --budget apply to auto recipes (--recipe auto) only")
 
-    def progress(stage: str, fraction: float | None) -> None:
-        if stage in ("loading model", "preparing calibration data", "done"):
-            print(stage, file=sys.stderr, flush=True)
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        nonlocal bar
+        if stage == "quantize":  # one bar over the decoder layers
+            if bar is None:
+                bar = tqdm(total=total, desc="quantize", unit="layer", leave=False)
+            bar.update(done - bar.n)
+        elif stage in ("load", "calibrate"):
+            print(message, file=sys.stderr, flush=True)
+        elif stage == "done":
+            print("done", file=sys.stderr, flush=True)
 
     import time
 
     started = time.monotonic()
-    out = quantize(args.model, recipe, Path(args.out), force=args.force, progress=progress, device=args.device)
+    try:
+        out = quantize(args.model, recipe, Path(args.out), force=args.force, progress=progress, device=args.device)
+    finally:
+        if bar is not None:
+            bar.close()
     elapsed = time.monotonic() - started  # load, calibrate, quantize and write: the whole run after start-up
     from kvant.artifact.manifest import read
 

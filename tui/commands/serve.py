@@ -136,7 +136,7 @@ def run(args) -> int:
 
 
 def body_size(text: str) -> int:
-    from kvant.engine.memory import parse_size
+    from kvant.engine.config import parse_size
 
     try:
         return parse_size(text)
