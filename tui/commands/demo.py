@@ -136,9 +136,9 @@ def quantize_or_reuse(model: str, recipe, out: Path, base_path: Path, force: boo
         return True, float(m["calibration"].get("time_s") or 0.0)
     started = time.monotonic()
 
-    def progress(stage: str, fraction: float | None) -> None:
-        if stage in ("loading model", "preparing calibration data"):
-            _say(f"  {stage}")
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        if stage in ("load", "calibrate"):
+            _say(f"  {message}")
 
     quantize(model, recipe, out, force=force, progress=progress)
     return False, time.monotonic() - started
