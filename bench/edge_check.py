@@ -38,7 +38,7 @@ def main() -> None:
                          max_model_len=8192, max_num_seqs=64)
     ready = time.perf_counter() - t0
     runner = llm.engine.runner
-    plan = runner.memory_plan
+    plan = llm.engine.memory_plan
     kv_bytes = runner.kv_cache.numel() * runner.kv_cache.element_size()
     llm.generate([[i % 1000 + 1 for i in range(2000)]] * 8, SamplingParams(max_tokens=64, ignore_eos=True))
     peak = torch.cuda.max_memory_allocated()
