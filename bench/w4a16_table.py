@@ -95,10 +95,11 @@ def rows_for_shape(kmod, name, k, n, row_counts, hbm, all_variants=False, tune_t
             add(fmt, m, int4_bytes, [lambda p=p, s=s, fn=fn: fn(x, p, s, GROUP) for p, s in w4],
                 check=lambda fn=fn: fn(x, w4[0][0], w4[0][1], GROUP))
         repacked = {"int4 repacked dispatch": w4a16_repacked.w4a16_repacked_gemm}
-        if m <= w4a16_fast_gemv.MAX_ROWS:
-            repacked["int4 fast gemv"] = w4a16_fast_gemv.w4a16_fast_gemv_triton
-        if m > 1:
-            repacked["int4 swap-AB"] = w4a16_swapab.w4a16_swapab_triton
+        if m == 1:
+            repacked["int4 fast gemv (planes)"] = w4a16_fast_gemv.w4a16_fast_gemv_triton
+            repacked["int4 fast gemv (pairs)"] = lambda *a: w4a16_fast_gemv.w4a16_fast_gemv_triton(
+                *a, config=w4a16_fast_gemv.FAST_GEMV_CONFIG[:5] + (True,))
+        repacked["int4 swap-AB"] = w4a16_swapab.w4a16_swapab_triton
         if m >= 64:
             repacked["int4 repacked dequant+mm"] = w4a16_swapab.w4a16_repacked_dequant_mm
         for fmt, fn in repacked.items():

@@ -1,14 +1,17 @@
 """W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the CUDA-core GEMV for
-1..4 rows, the swap-AB tensor-core tile for 5..256, dequantize + vendor GEMM beyond (prefill, compute-bound)."""
+one row, the swap-AB tensor-core tile up to SWAPAB_MAX_M rows, dequantize + vendor GEMM beyond."""
 import torch
 
 from kvant.kernels.dispatch import on_cuda
-from kvant.kernels.w4a16_fast_gemv import MAX_ROWS, w4a16_fast_gemv_triton
+from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
 from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, w4a16_repacked_gemm_ref
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton
 
-GEMV_MAX_M = MAX_ROWS
-SWAPAB_MAX_M = 256
+# H200 table of 2026-12-05 (bench/RESULTS.md), Llama-3.1-8B shapes: swap-AB beat the checkpoint-layout kernels at
+# 4-64 rows (4 rows 0.93-1.29x bf16 against 0.85-1.02x); at 256 rows dequantize + cuBLAS beat it (0.51-0.67x against
+# 0.42-0.50x); 65..255 rows were not measured, so the bound sits between
+GEMV_MAX_M = 1
+SWAPAB_MAX_M = 128
 
 
 def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Tensor:
