@@ -174,8 +174,7 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     quant_results = run_tasks(quant_lm, plan, plan.names, options.limit, options)
     prompt_ids, quant_tokens = None, None
     if options.generative is not None:
-        prompt_ids = gen.chat_prompt_ids(quant_lm.tokenizer, gen.load_prompts())
-        quant_tokens = gen.greedy(quant_lm.llm, prompt_ids, options.generative.max_tokens)
+        prompt_ids, quant_tokens = gen.quant_answers(quant_lm.llm, quant_lm.tokenizer, options.generative)
     _release(quant_lm)
 
     base_results, missing = {}, []
@@ -196,10 +195,7 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
                 cached.write_text(json.dumps(result, default=str), encoding="utf-8")
             base_results.update(fresh)
         if options.generative is not None:
-            base_tokens = gen.greedy(base_lm.llm, prompt_ids, options.generative.max_tokens)
-            own = gen.completion_logprobs(base_lm.llm, prompt_ids, base_tokens)
-            on_quant = gen.completion_logprobs(base_lm.llm, prompt_ids, quant_tokens)
-            generative = gen.summarize(base_tokens, quant_tokens, own, on_quant, options.generative)
+            generative = gen.score_against_base(base_lm.llm, prompt_ids, quant_tokens, options.generative)
         _release(base_lm)
 
     report = build_report(base_results, quant_results, gate, base_model=str(base_path), artifact=str(artifact_dir),

@@ -6,7 +6,6 @@ them, so the TUI starts without loading torch.
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -198,28 +197,6 @@ def stats_from_metrics(values: dict[str, float]) -> ServerStats:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sse_deltas(lines: Iterator[str]) -> Iterator[str]:
-    for line in lines:
-        if not line.startswith("data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            return
-        chunk = json.loads(payload)
-        if "error" in chunk:
-            raise KvantError(f"server error: {chunk['error'].get('message', chunk['error'])}")
-        for choice in chunk.get("choices", []):
-            text = (choice.get("delta") or {}).get("content")
-            if text:
-                yield text
-
-
 # ----------------------------------------------------------------------------------------------------------------
 class Services:
     def default_model(self) -> str:
@@ -285,6 +262,8 @@ class Services:
         return summary
 
     def start_server(self, artifact: Path, port: int, cancel: threading.Event) -> ServerHandle:
+        from kvant.engine.server.client import free_port
+
         port = port or free_port()
         log = Path(tempfile.mkstemp(prefix="kvant-serve-", suffix=".log")[1])
         # -P: never the current directory on sys.path, where a checkout's kernels/ would shadow HF's `kernels`
@@ -330,6 +309,8 @@ class Services:
 
     def chat_stream(self, handle: ServerHandle, messages: list[dict], temperature: float, max_tokens: int,
                     cancel: threading.Event) -> Iterator[str]:
+        from kvant.engine.server.client import chat_deltas, sse_chunks
+
         body = {"model": handle.model_name, "messages": messages, "temperature": temperature,
                 "max_tokens": max_tokens, "stream": True}
         try:
@@ -337,7 +318,7 @@ class Services:
                 if r.status_code != 200:
                     r.read()
                     raise KvantError(f"chat request failed ({r.status_code}): {r.text[:200]}")
-                for delta in _sse_deltas(r.iter_lines()):
+                for delta in chat_deltas(sse_chunks(r.iter_lines())):
                     if cancel.is_set():
                         return
                     yield delta

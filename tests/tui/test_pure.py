@@ -7,7 +7,7 @@ from kvant.tui.screens.chat import parse_settings
 from kvant.tui.screens.quantize import default_out
 from kvant.tui.screens.serve import tokens_per_s
 from kvant.artifact.errors import KvantError
-from kvant.tui.services import (_normalize_progress, _sse_deltas, parse_metrics, parse_results, recipe_info,
+from kvant.tui.services import (_normalize_progress, parse_metrics, parse_results, recipe_info,
                                 stats_from_metrics)
 from kvant.tui.widgets.kv_usage_bar import usage_bar
 from kvant.tui.widgets.progress_panel import eta_seconds, format_duration
@@ -82,13 +82,6 @@ def test_progress_adapter_shapes_and_cancel():
     cancel.set()
     with pytest.raises(KvantError, match="cancelled during base"):
         callback("base", 1, 2)
-
-
-def test_sse_deltas_stop_at_done():
-    lines = ['data: {"choices":[{"delta":{"role":"assistant"}}]}', "",
-             'data: {"choices":[{"delta":{"content":"Hel"}}]}', 'data: {"choices":[{"delta":{"content":"lo"}}]}',
-             "data: [DONE]", 'data: {"choices":[{"delta":{"content":"after"}}]}']
-    assert list(_sse_deltas(iter(lines))) == ["Hel", "lo"]
 
 
 @pytest.mark.parametrize("recovery,gate,width,filled", [(1.0, 0.96, 20, 20), (0.9, 0.96, 20, 10), (0.7, 0.96, 20, 0)])
