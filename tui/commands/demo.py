@@ -297,7 +297,7 @@ def run(args) -> int:
 
     stage = StageClock()
     _say(f"[1/4] pulling {DEFAULT_MODEL}")
-    base_path = pull_default(progress=lambda stage, _fraction: _say(f"  {stage}"))
+    base_path = pull_default(progress=lambda stage, done, total, message: _say(f"  {message}"))
     stage.done("pull")
     _say(f"[2/4] quantizing with {args.recipe} ({args.num_samples} samples x {args.seq_len} tokens) into {out}")
     reused, quantize_s = quantize_or_reuse(DEFAULT_MODEL, recipe, out, base_path, args.force)
