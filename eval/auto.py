@@ -1,6 +1,7 @@
 """`kvant quantize MODEL --recipe auto`: the smallest mixed-precision artifact that passes the eval gate.
 
-1. Per-unit sensitivity on a few calibration samples (round-to-nearest, KL of the logits; cached).
+1. Per-unit sensitivity on a few calibration samples (round-to-nearest, KL of the logits, Fisher-estimated or
+   measured; cached).
 2. The greedy path by sensitivity per byte, and a few levels of it within the budget (`kvant.quantize.auto_plan`).
 3. Binary search over the levels: quantize the level (GPTQ or the recipe's algorithm), validate it with the same gate
    `kvant eval` applies; a failure moves up to the next larger level, a pass down.
@@ -64,7 +65,7 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
                                                                         recipe.calibration.num_samples))
     hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
     samples = list(load_calibration(calib_cfg, tokenizer, hf).input_ids)
-    key = S.cache_key(src, samples, recipe.candidates)
+    key = S.cache_key(src, samples, recipe.candidates, recipe.sensitivity)
     cached_at = S.cache_path(kvant_home(), key)
     found = S.load_cached(key, [out / S.FILE, cached_at])
     if found is not None:
@@ -72,7 +73,8 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
         return found, True
     if progress is not None:
         progress("measuring per-layer sensitivity", 0.0)
-    data = S.measure(hf, samples, recipe.candidates, progress=progress, cancel=cancel) | {"key": key}
+    run = S.estimate if recipe.sensitivity == "fisher" else S.measure
+    data = run(hf, samples, recipe.candidates, progress=progress, cancel=cancel) | {"key": key}
     S.save(cached_at, data)
     return data, False
 
