@@ -68,8 +68,10 @@ def plan_shapes(linears: dict[str, tuple[int, int]], recipe: Recipe, summary: Su
 
 
 def _layer_scheme(name: str, recipe: Recipe) -> Scheme | None:
-    # the first layer_schemes entry matching `name` (None for bf16), else the recipe's scheme
+    # the first layer_schemes entry naming `name`, its unit (model.layers.0.self_attn.qkv) or a pattern matching it
+    # (None for bf16), else the recipe's scheme
+    unit = unit_of(name)
     for pattern, candidate in recipe.layer_schemes:
-        if matches(name, [pattern]):
+        if pattern == unit or matches(name, [pattern]):
             return scheme_for(candidate)
     return recipe.quant_scheme

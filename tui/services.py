@@ -195,6 +195,13 @@ class Services:
     def list_models(self) -> list[ModelEntry]:
         return [ModelEntry(m.name, m.path, m.size_bytes, m.source) for m in registry.list_cached()]
 
+    def list_artifacts(self) -> list:
+        """The artifacts under artifacts_dir(), as `kvant models list` shows them (hashes every file: call it from a
+        worker)."""
+        from kvant.eval.inventory import list_artifacts
+
+        return list_artifacts(self.artifacts_dir())
+
     def pull_default(self, progress: Progress, cancel: CancelToken) -> Path:
         return registry.pull_default(progress=progress, cancel=cancel)
 

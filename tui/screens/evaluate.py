@@ -45,10 +45,9 @@ class EvaluateScreen(KvantScreen):
         self.on_screen_resume()
 
     def on_screen_resume(self) -> None:
-        field = self.query_one("#artifact", Input)
-        if self.app.artifact is not None and not field.value:
-            field.value = str(self.app.artifact)
-            self._show(self.services.read_eval(self.app.artifact))
+        artifact = self.take_artifact()
+        if artifact is not None:
+            self._show(self.services.read_eval(artifact))
 
     def _show(self, summary: EvalSummary | None) -> None:
         self.query_one("#table", RecoveryTable).show(summary)

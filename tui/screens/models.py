@@ -12,7 +12,7 @@ from kvant.tui.widgets.progress_panel import ProgressPanel
 
 class ModelsScreen(KvantScreen):
     TITLE = "Models"
-    BINDINGS = [("p", "pull", "Pull default"), ("r", "refresh", "Refresh")]
+    BINDINGS = [("p", "pull", "Pull"), ("r", "refresh", "Refresh")]
 
     def body(self) -> ComposeResult:
         yield Label("", id="selected", classes="banner")

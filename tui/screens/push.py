@@ -37,9 +37,7 @@ class PushScreen(KvantScreen):
         self.on_screen_resume()
 
     def on_screen_resume(self) -> None:
-        field = self.query_one("#artifact", Input)
-        if self.app.artifact is not None and not field.value:
-            field.value = str(self.app.artifact)
+        self.take_artifact()
 
     @on(Switch.Changed, "#dry-run")
     def _dry_run_changed(self, event: Switch.Changed) -> None:

@@ -54,8 +54,8 @@ class ServeScreen(KvantScreen):
 
     def on_screen_resume(self) -> None:
         field = self.query_one("#artifact", Input)
-        if not field.value:
-            field.value = str(self.app.artifact) if self.app.artifact is not None else self.app.model
+        if self.take_artifact() is None and not field.value:
+            field.value = self.app.model
 
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
