@@ -5,7 +5,7 @@ _LAZY = {
     "LLM": "kvant.engine.llm",
     "AsyncLLM": "kvant.engine.async_llm",
     "SamplingParams": "kvant.engine.sampling_params",
-    "EngineConfig": "kvant.engine.engine_config",
+    "EngineConfig": "kvant.engine.config",
     "RequestOutput": "kvant.engine.outputs",
     "CompletionOutput": "kvant.engine.outputs",
     "ModelConfig": "kvant.engine.config",

@@ -3,7 +3,7 @@ from collections import deque
 
 from kvant.engine.block_manager import BlockManager
 from kvant.engine.detokenizer import IncrementalDetokenizer, find_stop, partial_stop_len
-from kvant.engine.engine_config import EngineConfig
+from kvant.engine.config import EngineConfig
 from kvant.engine.model import CausalLM
 from kvant.engine.model_runner import ModelRunner
 from kvant.engine.outputs import CompletionOutput, EngineStats, RequestOutput
@@ -68,6 +68,7 @@ class LLMEngine:
             eos = (tokenizer.eos_token_id,)
         self.eos_token_ids = eos
         self.runner = ModelRunner(model, config, self.max_model_len)
+        self.memory_plan = self.runner.memory_plan  # on every device; on CPU it reports what was allocated
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.requests: dict[str, RequestState] = {}
@@ -198,7 +199,7 @@ class LLMEngine:
 
     def _release(self, seq: Sequence) -> None:
         self.scheduler.finish(seq)
-        self.runner.sampler.release(seq.seq_id)
+        self.runner.release_sequence(seq.seq_id)
         self._seq_by_id.pop(seq.seq_id, None)
 
     def stats(self) -> EngineStats:

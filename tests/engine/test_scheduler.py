@@ -102,12 +102,22 @@ def test_preempted_sequence_recomputes_from_its_cached_blocks():
     sched.add(a)
     sched.add(b)
     done = []
+    head = None
     while not sched.num_preemptions:
+        head = b.block_table[0] if b.block_table else head
         step(sched, done)
+    assert b.status is SequenceStatus.WAITING and b.num_output_tokens == 5  # 13 tokens: 3 full blocks were cached
     hits_before = sched.block_manager.num_prefix_hit_tokens
     while b.status is SequenceStatus.WAITING:
         step(sched, done)
-    assert sched.block_manager.num_prefix_hit_tokens > hits_before or b.num_cached_tokens == 0
+    # a's last growth takes one of b's freed blocks; freeing tail first means it takes b's second block, not its
+    # head, so b comes back on its own first block and recomputes the rest
+    assert b.block_table[0] == head and b.num_cached_tokens == BS
+    assert sched.block_manager.num_prefix_hit_tokens - hits_before == BS
+    while not sched.is_finished():
+        step(sched, done)
+    assert sorted(s.seq_id for s in done) == [0, 1] and all(s.num_output_tokens == 10 for s in done)
+    check_pool(sched.block_manager, [])
 
 
 def test_self_preemption_when_alone_it_cannot_grow():

@@ -64,6 +64,13 @@ async def _push(pilot):
     await pilot.pause()
 
 
+async def _artifacts(pilot):
+    await pilot.press("f7")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.press("down")
+    await _settle(pilot)
+
+
 def test_models(snap_compare):
     assert snap_compare(APP, terminal_size=SIZE)
 
@@ -86,3 +93,8 @@ def test_chat(snap_compare):
 
 def test_push(snap_compare):
     assert snap_compare(APP, terminal_size=SIZE, run_before=_push)
+
+
+def test_artifacts(snap_compare):
+    # the artifact list: base, scheme, size, bits per weight, gate and checksums, with Evaluate / Serve / Push
+    assert snap_compare(APP, terminal_size=SIZE, run_before=_artifacts)
