@@ -11,21 +11,6 @@ from kvant.tui.cli import main
 from kvant.eval import offline
 from kvant.tui.commands import demo
 
-# INT4 GPTQ of the first two decoder layers only: the whole pipeline stays test-sized (quantizing all 30 layers takes
-# one to two minutes on two CPU cores by itself)
-TINY_RECIPE = """\
-description: INT4 GPTQ, group 64, of the first two decoder layers (test-sized)
-scheme: W4A16
-group_size: 64
-targets: ["re:model\\\\.layers\\\\.[01]\\\\."]
-ignore: [lm_head]
-algorithm: gptq
-calibration:
-  dataset: builtin
-  num_samples: 4
-  seq_len: 64
-"""
-
 
 def summary_rows(stdout: str) -> dict[str, str]:
     rows = {}
@@ -62,13 +47,13 @@ def one_thread():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path, capsys, one_thread, monkeypatch):
+def test_demo_with_data_then_offline_reuse(default_model, shared_data, tiny_int4_recipe, tmp_path, capsys, one_thread,
+                                           monkeypatch):
     from kvant.artifact import manifest
 
     monkeypatch.delenv(demo.DATA_ENV, raising=False)
     monkeypatch.setattr(demo, "GENERATIVE_TOKENS", 8)  # the check's shape, not its statistics, is under test here
-    recipe = tmp_path / "tiny-int4.yaml"
-    recipe.write_text(TINY_RECIPE)
+    recipe = tiny_int4_recipe  # INT4 GPTQ of the first two decoder layers: the whole pipeline stays test-sized
     out = tmp_path / "artifact"
     common = ["demo", "--recipe", str(recipe), "--num-samples", "2", "--seq-len", "64", "--out", str(out),
               "--max-tokens", "12"]

@@ -23,12 +23,6 @@ def _artifact(default_model, path, scheme="fp8-dynamic"):
     return path
 
 
-@pytest.fixture
-def kvant_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("KVANT_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def test_identical_weights_recover_fully_and_base_is_cached(default_model, shared_data, tmp_path, kvant_home,
                                                           engine_factory):
     built = []
