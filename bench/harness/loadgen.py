@@ -9,7 +9,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from kvant.engine.benchmarks import Request
+from kvant.bench.workloads import Request
 from kvant.artifact.errors import KvantError, NetworkError
 
 

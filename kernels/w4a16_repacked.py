@@ -1,0 +1,31 @@
+"""W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the swap-AB tensor-core
+tile up to SWAPAB_MAX_M rows, dequantize + vendor GEMM beyond. The one-row GEMV (kvant.kernels.w4a16_fast_gemv) stays
+off the dispatch (GEMV_MAX_M = 0) until a GPU table shows it faster than swap-AB at one row."""
+import torch
+
+from kvant.kernels.dispatch import on_cuda
+from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
+from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, w4a16_repacked_gemm_ref
+from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton
+
+# H200 table of 2026-12-05 (bench/RESULTS.md), Llama-3.1-8B shapes: swap-AB beat the checkpoint-layout kernels at
+# 4-64 rows (4 rows 0.93-1.29x bf16 against 0.85-1.02x) and the first repacked GEMV at one row's cost; at 256 rows
+# dequantize + cuBLAS beat it (0.51-0.67x against 0.42-0.50x); 65..255 rows were not measured, so the bound sits
+# between. The GEMV in its current (planes) form is checked under the interpreter but not yet compiled on a GPU.
+GEMV_MAX_M = 0
+SWAPAB_MAX_M = 128
+
+
+def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Tensor:
+    # x [M, K] 16-bit -> [M, N]; the torch reference where any operand is off the GPU
+    check_repacked(x, qweight, scales, group_size, zeros)
+    if not on_cuda(x, qweight, scales, zeros):
+        return w4a16_repacked_gemm_ref(x, qweight, scales, group_size, zeros)
+    m = x.shape[0]
+    if x.dtype not in MAGIC16:  # fp32 activations: dequantize (exactly, in fp32) + GEMM
+        return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
+    if m <= GEMV_MAX_M and group_size & (group_size - 1) == 0:
+        return w4a16_fast_gemv_triton(x, qweight, scales, group_size, zeros)
+    if m <= SWAPAB_MAX_M and group_size % 16 == 0:
+        return w4a16_swapab_triton(x, qweight, scales, group_size, zeros)
+    return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
