@@ -105,12 +105,14 @@ def rows_for_shape(kmod, name, k, n, row_counts, hbm, all_variants=False, tune_t
         for fmt, fn in repacked.items():
             add(fmt, m, int4_bytes, [lambda q=q, s=s, z=z, fn=fn: fn(x, q, s, GROUP, z) for q, s, z in packs],
                 check=lambda fn=fn: fn(x, *packs[0][:2], GROUP, packs[0][2]))
-        if tune_too:  # the tuner's pick for this (shape, rows), then the dispatch that reads it from the table
-            entry = guarded(f"{name} m={m} tune", lambda: [tune(x, w4[0][0], w4[0][1], GROUP)])
+        if tune_too:  # the tuner's pick among the repacked kernels, then the dispatch that reads it from the table
+            entry = guarded(f"{name} m={m} tune", lambda: [tune(x, packs[0][0], packs[0][1], GROUP, packs[0][2],
+                                                                repacked=True)])
             if entry:
                 print(f"{name} m={m} tuned: {entry[0]}", flush=True)
-                add("int4 tuned", m, int4_bytes, [lambda p=p, s=s: w4k.w4a16_gemm(x, p, s, GROUP) for p, s in w4],
-                    check=lambda: w4k.w4a16_gemm(x, w4[0][0], w4[0][1], GROUP))
+                add("int4 repacked tuned", m, int4_bytes,
+                    [lambda q=q, s=s, z=z: w4a16_repacked.w4a16_repacked_gemm(x, q, s, GROUP, z) for q, s, z in packs],
+                    check=lambda: w4a16_repacked.w4a16_repacked_gemm(x, *packs[0][:2], GROUP, packs[0][2]))
     del packs
     # tinygemm: torch's own INT4 layout (uint8 pairs -> int4pack), bf16 scale-and-zero [K / G, N, 2]
     tg = []
@@ -152,7 +154,8 @@ def main() -> None:
     ap.add_argument("--rows", default="1,4,16,64,256")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--all", action="store_true", help="also the checkpoint-layout GEMV and tile kernels")
-    ap.add_argument("--tune", action="store_true", help="also tune the checkpoint-layout kernels (slow)")
+    ap.add_argument("--tune", action="store_true",
+                    help="also tune the repacked kernels per shape and rows ($KVANT_HOME/w4a16_tune.json, copied to --out)")
     a = ap.parse_args()
     kmod = import_kernels()
     row_counts = [int(r) for r in a.rows.split(",")]
@@ -170,6 +173,9 @@ def main() -> None:
                 r["vs_bf16"] = round(base / r["us"], 2)
                 print(f"{name:8s} m={r['m']:4d} {r['format']:34s} {r['us']:8.2f} us {r['pct_copy']:5.1f}% copy "
                       f"{r['vs_bf16']:5.2f}x bf16 err {r['err']}", flush=True)
+    if a.out and a.tune:
+        from kvant.kernels.w4a16_tune import table_path
+        Path(a.out, "w4a16_tune.json").write_text(table_path().read_text())
     if a.out:
         Path(a.out, "w4a16_table.json").write_text(json.dumps(dict(
             device=torch.cuda.get_device_name(), copy_GBps=hbm, group=GROUP, rows=rows), indent=1))

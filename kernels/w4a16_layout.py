@@ -17,6 +17,7 @@ import triton.language as tl
 from kvant.kernels.int4_pack import pack_int4, unpack_int4
 
 PERM = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble position p of a repacked word holds element PERM[p] of its 8
+INVERSE = tuple(PERM.index(e) for e in range(8))  # element e sits at nibble position INVERSE[e]
 # 16-bit floats whose low mantissa bits take a nibble u to give MAGIC + u exactly: bf16 128.0, fp16 1024.0
 MAGIC16 = {torch.bfloat16: (0x4300, 128.0), torch.float16: (0x6400, 1024.0)}
 
@@ -48,8 +49,7 @@ def repack_w4(weight_packed, weight_scale, group_size: int, weight_zero_point=No
 
 def unrepack_w4(qweight, scales, zeros=None):
     """The exact inverse of repack_w4: (weight_packed, weight_scale, weight_zero_point or None)."""
-    inverse = tuple(PERM.index(e) for e in range(8))
-    weight_packed = _permute_nibbles(qweight, inverse).contiguous()
+    weight_packed = _permute_nibbles(qweight, INVERSE).contiguous()
     weight_zero_point = None
     if zeros is not None:
         zp = zeros.to(torch.float32).round().to(torch.int8) - 8  # [K // G, N]
@@ -62,8 +62,8 @@ def unrepack_w4(qweight, scales, zeros=None):
 # ---- torch reference on the repacked layout ----
 def dequant_w4_repacked_ref(qweight, scales, group_size: int, zeros=None) -> torch.Tensor:
     # -> fp32 [N, K]
-    inverse = tuple(PERM.index(e) for e in range(8))
-    u = unpack_int4(_permute_nibbles(qweight, inverse), qweight.shape[1] * 8).float() + 8  # [N, K] codes 0..15
+    shifts = torch.tensor([4 * p for p in INVERSE], dtype=torch.int32, device=qweight.device)  # element order
+    u = ((qweight[..., None] >> shifts) & 0xF).reshape(qweight.shape[0], -1).float()  # [N, K] codes 0..15
     zero = 8.0 if zeros is None else zeros.float().t().repeat_interleave(group_size, dim=1)
     return (u - zero) * scales.float().t().repeat_interleave(group_size, dim=1)
 

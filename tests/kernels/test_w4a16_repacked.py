@@ -127,3 +127,30 @@ def test_bad_operands_are_named():
         w4a16_fast_gemv.w4a16_fast_gemv_triton(x.float(), torch.zeros(8, 8, dtype=torch.int32), torch.ones(2, 8), 32)
     with pytest.raises(ValueError, match="one row"):
         w4a16_fast_gemv.w4a16_fast_gemv_triton(x.expand(2, 64), torch.zeros(8, 8, dtype=torch.int32), torch.ones(2, 8), 32)
+
+
+@interpreter_only
+def test_tuned_table_picks_a_repacked_kernel_and_the_dispatch_uses_it(tmp_path, monkeypatch):
+    # tune(repacked=True) keeps the fastest repacked candidate on disk; a fresh process reads it back and the
+    # dispatch runs that kernel and config, which still matches the reference on fresh inputs
+    from kvant.kernels import w4a16_tune
+
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path))
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    monkeypatch.setattr(w4a16_repacked, "on_cuda", lambda *t: True)
+    x, packed, scale, zp = _case(31, 1, 48, 256, 64, asym=True)
+    qweight, scales, _, zeros = _repacked(packed, scale, 64, zp)
+    fast_gemv = [c for c in w4a16_tune.repacked_candidates(1, 64) if c[0] == "fast_gemv"]
+    chosen = fast_gemv[3]
+    entry = w4a16_tune.tune(x, qweight, scales, 64, zeros, repacked=True,
+                            timer=lambda fn: 0.0 if fn.__defaults__[-1] == chosen[1] else 1.0)
+    assert entry == ["fast_gemv", list(chosen[1])]
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    calls = []
+    monkeypatch.setitem(w4a16_tune.KERNELS, "fast_gemv",
+                        lambda *a, config: calls.append(config) or w4a16_fast_gemv.w4a16_fast_gemv_triton(*a, config=config))
+    x2, packed2, scale2, zp2 = _case(32, 1, 48, 256, 64, asym=True)
+    out = w4a16_repacked.w4a16_repacked_gemm(x2, *_repacked(packed2, scale2, 64, zp2))
+    assert calls == [tuple(chosen[1])]
+    torch.testing.assert_close(out, w4a16_gemm_ref(x2, packed2, scale2, 64, zp2), **TOL[torch.bfloat16])
+    assert w4a16_tune.lookup(x2, qweight, 64, zeros) is None  # the checkpoint layout's entries are apart
