@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kvant.artifact import manifest as M
 from kvant.artifact.card import card_text
-from kvant.artifact.errors import KvantError
+from kvant.artifact.errors import KvantError, NetworkError
 from kvant.artifact.progress import CancelToken, Progress, silent
 from kvant.engine.integrity import IntegrityError, evaluated_files
 from kvant.quantize.hub import artifact as A
@@ -159,7 +159,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     except HfHubHTTPError as exc:  # the server answered with an error status
         raise _http_error(exc, endpoint, repo_id) from None
     except HTTPError as exc:  # no answer: refused, DNS, timeout
-        raise KvantError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
-    except ConnectionError as exc:  # hf_xet's transfer errors
-        raise KvantError(f"upload to {endpoint} failed: {_first_line(exc)}") from None
+        raise NetworkError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
+    except ConnectionError as exc:  # offline mode, hf_xet's transfer errors
+        raise NetworkError(f"upload to {endpoint} failed: {_first_line(exc)}") from None
     return PushResult(**summary, uploaded=tuple(todo), commit_oid=info.oid, dry_run=False)

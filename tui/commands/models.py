@@ -27,8 +27,10 @@ def run(args) -> int:
             bar.n = int(100 * done / total) if total else bar.n
             bar.set_postfix_str(message)
 
-        path = registry.pull_default(progress=progress, force=args.force)
-        bar.close()
+        try:
+            path = registry.pull_default(progress=progress, force=args.force)
+        finally:
+            bar.close()  # before any error line, which then starts a line of its own
         print(path)
         return 0
     if args.action == "list":
