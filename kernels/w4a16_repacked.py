@@ -1,8 +1,7 @@
-"""W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the swap-AB tensor-core
-tile up to SWAPAB_MAX_M rows, dequantize + vendor GEMM beyond, unless kvant.kernels.w4a16_tune's on-disk table has a
-measured pick for the card, shape and row bucket (`tune(..., repacked=True)` fills it). The one-row GEMV
-(kvant.kernels.w4a16_fast_gemv) is off the static dispatch (GEMV_MAX_M = 0) until a GPU table shows it faster than
-swap-AB at one row; the tuner may pick it per shape."""
+"""W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the CUDA-core GEMV at one
+row, the swap-AB tensor-core tile up to SWAPAB_MAX_M rows, dequantize + vendor GEMM beyond, unless
+kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket
+(`tune(..., repacked=True)` fills it)."""
 import torch
 
 from kvant.kernels.dispatch import on_cuda
@@ -12,10 +11,11 @@ from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_t
 from kvant.kernels.w4a16_tune import lookup
 
 # H200 table of 2026-12-05 (bench/RESULTS.md), Llama-3.1-8B shapes: swap-AB beat the checkpoint-layout kernels at
-# 4-64 rows (4 rows 0.93-1.29x bf16 against 0.85-1.02x) and the first repacked GEMV at one row's cost; at 256 rows
-# dequantize + cuBLAS beat it (0.51-0.67x against 0.42-0.50x); 65..255 rows were not measured, so the bound sits
-# between. The GEMV in its current (planes) form is checked under the interpreter but not yet compiled on a GPU.
-GEMV_MAX_M = 0
+# 4-64 rows (4 rows 0.93-1.29x bf16 against 0.85-1.02x); at 256 rows dequantize + cuBLAS beat it (0.51-0.67x against
+# 0.42-0.50x); 65..255 rows were not measured, so the bound sits between. One row: the GEMV in its planes form, whose
+# SASS under the GPU's Triton 3.6 matches the checkpoint-layout GEMV measured at 1.21-1.54x bf16 in that table
+# (72 registers, 1,104 vs 1,112 instructions, same op mix); not yet timed itself.
+GEMV_MAX_M = 1
 SWAPAB_MAX_M = 128
 
 
