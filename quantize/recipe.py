@@ -17,7 +17,8 @@ KV_CACHE_SCHEMES = (None, "fp8")
 GPTQ_KEYS = ("dampening_frac", "actorder", "block_size")
 AWQ_KEYS = ("n_grid", "duo_scaling", "clip_search")
 # keys of an auto (mixed-precision search) recipe; `layer_schemes` holds the search's answer
-AUTO_KEYS = ("target", "budget", "candidates", "sensitivity_samples")
+AUTO_KEYS = ("target", "budget", "candidates", "sensitivity_samples", "sensitivity")
+SENSITIVITY_METHODS = ("fisher", "kl")  # kvant.quantize.sensitivity: estimated (Fisher) or measured KL
 DEFAULT_CANDIDATES = ("int4-g128", "int4-g64", "int4-g32", "int8", "bf16")
 
 
@@ -82,6 +83,7 @@ class Recipe:
     target: float | None = None
     budget: float | None = None
     sensitivity_samples: int = 4  # calibration samples the per-layer sensitivity is measured on
+    sensitivity: str = "fisher"
     calibration: Calibration = field(default_factory=Calibration)
 
     def __post_init__(self):
@@ -119,6 +121,8 @@ class Recipe:
             raise ValueError(f"budget must be average bits per weight in [4, 16], got {self.budget}")
         if not isinstance(self.sensitivity_samples, int) or self.sensitivity_samples < 1:
             raise ValueError(f"sensitivity_samples must be a positive integer, got {self.sensitivity_samples!r}")
+        if self.sensitivity not in SENSITIVITY_METHODS:
+            raise ValueError(f"sensitivity must be one of {SENSITIVITY_METHODS}, got {self.sensitivity!r}")
         if not self.candidates and (self.target is not None or self.budget is not None):
             raise ValueError("target and budget need a candidates list (an auto recipe, such as recipes/auto.yaml)")
 

@@ -1,20 +1,25 @@
 """Per-layer sensitivity on the calibration set: for each engine unit (qkv, o_proj, gate_up, down_proj of every
 decoder layer) and each candidate scheme, the KL divergence of the final next-token distributions from the base
-model's when only that unit is quantized (round-to-nearest: cheap, and ranks layers as GPTQ would).
+model's when only that unit is quantized (round-to-nearest: cheap, and ranks layers as GPTQ would). Two ways:
 
-Cost: one base pass that keeps every decoder layer's input, then per (unit, candidate) one pass from the unit's layer
-to the logits, so a unit in layer i costs (L - i) layers and the LM head. Results are cached by a key over the model's
-files, the token ids and the candidates, under $KVANT_HOME/sensitivity/ and in the artifact (sensitivity.json)."""
+- "kl" (`measure`): measured. One base pass keeps every decoder layer's input, then per (unit, candidate) one pass
+  from the unit's layer to the logits: about (units x candidates / 2) forward passes.
+- "fisher" (`estimate`): KL's second-order expansion, KL(p_w || p_w+d) ~ 1/2 d^T F d, with the diagonal of the
+  Fisher information F estimated from a few backward passes with labels drawn from the model's own distribution;
+  each (unit, candidate) then costs one weight quantization. Ten to a hundred times cheaper on a CPU; the test
+  suite checks that it orders layers and candidates as the measured KL does.
+
+Results are cached by a key over the model's files, the token ids, the candidates and the method, under
+$KVANT_HOME/sensitivity/ and in the artifact (sensitivity.json)."""
 import hashlib
 import json
-import threading
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress
 from kvant.artifact.schemes import fallback_group_size
 from kvant.quantize.candidates import BF16, scheme_for, units
 from kvant.quantize.linear_quant import quantize_weight
@@ -23,7 +28,11 @@ FILE = "sensitivity.json"
 FORMAT = 1
 
 
-def cache_key(model_dir: Path, samples: list[torch.Tensor], candidates: tuple[str, ...]) -> str:
+METHODS = ("fisher", "kl")
+FISHER_DRAWS = 2  # label draws per sample: each is one backward pass
+
+
+def cache_key(model_dir: Path, samples: list[torch.Tensor], candidates: tuple[str, ...], method: str = "kl") -> str:
     # the model's weight files (name, size, mtime), the token ids and the candidates: equal key, equal result
     h = hashlib.sha256(f"sensitivity-{FORMAT}".encode())
     for f in sorted(Path(model_dir).glob("*.safetensors")):
@@ -33,6 +42,7 @@ def cache_key(model_dir: Path, samples: list[torch.Tensor], candidates: tuple[st
         h.update(ids.to(torch.int64).numpy().tobytes())
         h.update(b"|")
     h.update(",".join(candidates).encode())
+    h.update(method.encode())
     return h.hexdigest()
 
 
@@ -74,7 +84,7 @@ def _log_probs(model, h: torch.Tensor) -> torch.Tensor:
 
 
 def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str, ...], *, scale_dtype=torch.bfloat16,
-            progress=None, cancel: threading.Event | None = None) -> dict:
+            progress: Progress | None = None, cancel: CancelToken | None = None) -> dict:
     """`model`: a transformers Llama-family model in fp32 on CPU (or any device); `samples`: token id tensors [L].
     Returns {"metric": "kl", "units": {unit: {candidate: mean KL per token}}, "shapes": {unit: [[out, in], ...]},
     "tokens", "time_s"}; bf16 is 0 by definition. A candidate whose group size divides no fallback is left out."""
@@ -98,8 +108,8 @@ def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str
     result: dict[str, dict[str, float]] = {}
     todo = [(u, c) for u in by_unit for c in candidates if c != BF16]
     for done, (unit, cand) in enumerate(todo):
-        if cancel is not None and cancel.is_set():
-            raise KvantError("sensitivity measurement cancelled")
+        if cancel is not None:
+            cancel.raise_if_cancelled("sensitivity measurement")
         names = by_unit[unit]
         i = int(unit.split(".")[2])  # model.layers.<i>.
         kl = _unit_kl(model, [linears[n] for n in names], cand, scale_dtype, layers, i, inputs[i], kwargs_list, base,
@@ -107,7 +117,7 @@ def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str
         if kl is not None:
             result.setdefault(unit, {})[cand] = kl
         if progress is not None:
-            progress(f"sensitivity {done + 1}/{len(todo)}", (done + 1) / len(todo))
+            progress("sensitivity", done + 1, len(todo), f"sensitivity {done + 1}/{len(todo)}")
     for unit in by_unit:
         if BF16 in candidates:
             result.setdefault(unit, {})[BF16] = 0.0
@@ -117,19 +127,14 @@ def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str
 
 
 def _unit_kl(model, mods, cand, scale_dtype, layers, first, h, kwargs_list, base, tokens) -> float | None:
-    scheme = scheme_for(cand)
     originals = [m.weight.detach().clone() for m in mods]
     try:
         with torch.no_grad():
             for m in mods:
-                s = scheme
-                if s.weights.strategy == "group":
-                    g = fallback_group_size(m.in_features, s.weights.group_size)
-                    if g is None:
-                        return None
-                    s = s.with_group_size(g)
-                _, deq, _ = quantize_weight(m.weight.float(), s, scale_dtype)
-                m.weight.copy_(deq.to(m.weight.dtype))
+                q = _candidate_weight(m, cand, scale_dtype)
+                if q is None:
+                    return None
+                m.weight.copy_(q.to(m.weight.dtype))
             total = 0.0
             for x, kw, ref in zip(h, kwargs_list, base):
                 for layer in layers[first:]:
@@ -141,3 +146,77 @@ def _unit_kl(model, mods, cand, scale_dtype, layers, first, h, kwargs_list, base
         with torch.no_grad():
             for m, w in zip(mods, originals):
                 m.weight.copy_(w)
+
+
+def _candidate_weight(m: nn.Linear, cand: str, scale_dtype) -> torch.Tensor | None:
+    # the round-to-nearest dequantized weight of `m` under `cand` (fp32), None where no group size fits
+    s = scheme_for(cand)
+    if s.weights.strategy == "group":
+        g = fallback_group_size(m.in_features, s.weights.group_size)
+        if g is None:
+            return None
+        s = s.with_group_size(g)
+    return quantize_weight(m.weight.detach().float(), s, scale_dtype)[1]
+
+
+def fisher_diagonal(model: nn.Module, samples: list[torch.Tensor], draws: int = FISHER_DRAWS,
+                    seed: int = 0, cancel: CancelToken | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """{Linear name: diagonal Fisher per token [out, in]} over the decoder-layer Linears, and the token count.
+    Labels are drawn from the model's own next-token distribution, so each sequence's squared score gradient is an
+    unbiased estimate of the sum of its tokens' Fisher diagonals."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in n}
+    params = [m.weight for m in linears.values()]
+    saved = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    acc = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    gen = torch.Generator().manual_seed(seed)
+    device = params[0].device
+    tokens = 0
+    try:
+        for ids in samples:
+            if cancel is not None:
+                cancel.raise_if_cancelled("sensitivity measurement")
+            logp = torch.log_softmax(model(ids.unsqueeze(0).to(device), use_cache=False).logits[0].float(), dim=-1)
+            tokens += int(ids.numel())
+            for d in range(draws):
+                labels = torch.multinomial(logp.detach().exp().cpu(), 1, generator=gen).to(device)
+                score = logp.gather(1, labels).sum()
+                grads = torch.autograd.grad(score, params, retain_graph=d < draws - 1)
+                for a, g in zip(acc, grads):
+                    a.add_(g.float().square(), alpha=1.0 / draws)
+    finally:
+        for p, flag in zip(model.parameters(), saved):
+            p.requires_grad_(flag)
+    return {n: a / tokens for n, a in zip(linears, acc)}, tokens
+
+
+def estimate(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str, ...], *,
+             scale_dtype=torch.bfloat16, progress: Progress | None = None, cancel: CancelToken | None = None) -> dict:
+    """As `measure`, with each KL from the Fisher expansion: 1/2 sum F (w - q(w))^2 over the unit's weights."""
+    started = time.monotonic()
+    if progress is not None:
+        progress("sensitivity", 0, 0, "sensitivity: Fisher information")
+    fisher, tokens = fisher_diagonal(model, samples, cancel=cancel)
+    linears = {n: m for n, m in model.named_modules() if n in fisher}
+    by_unit = units({n: (m.out_features, m.in_features) for n, m in linears.items()})
+    result: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        for unit, names in by_unit.items():
+            for cand in candidates:
+                if cand == BF16:
+                    result.setdefault(unit, {})[cand] = 0.0
+                    continue
+                total = 0.0
+                for n in names:
+                    q = _candidate_weight(linears[n], cand, scale_dtype)
+                    if q is None:
+                        break
+                    total += 0.5 * float((fisher[n] * (linears[n].weight.float() - q).square()).sum())
+                else:
+                    result.setdefault(unit, {})[cand] = total
+    return {"format": FORMAT, "metric": "kl-fisher", "units": result, "tokens": tokens,
+            "shapes": {u: [[linears[n].out_features, linears[n].in_features] for n in ns] for u, ns in by_unit.items()},
+            "time_s": round(time.monotonic() - started, 2)}

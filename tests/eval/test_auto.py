@@ -83,6 +83,28 @@ def test_sensitivity_is_a_kl_per_unit_and_candidate(tiny):
     assert again["units"]["model.layers.0.mlp.down_proj"]["int8"] == data["units"]["model.layers.0.mlp.down_proj"]["int8"]
 
 
+def test_fisher_estimate_orders_layers_and_candidates_as_the_measured_kl(tiny):
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    torch.manual_seed(1)
+    samples = [torch.randint(3, 1000, (32,)) for _ in range(4)]
+    cands = ("int4-g128", "int4-g32", "int8", "bf16")
+    measured = S.measure(hf, samples, cands)["units"]
+    estimated = S.estimate(hf, samples, cands)["units"]
+    assert estimated.keys() == measured.keys() and all(p.grad is None for p in hf.parameters())
+    pairs = [(measured[u][c], estimated[u][c]) for u in measured for c in cands if c != "bf16"]
+    # Spearman rank correlation over every (unit, candidate)
+    rank = lambda xs: {x: i for i, x in enumerate(sorted(xs))}  # noqa: E731
+    rm, re_ = rank([m for m, _ in pairs]), rank([e for _, e in pairs])
+    n = len(pairs)
+    rho = 1 - 6 * sum((rm[m] - re_[e]) ** 2 for m, e in pairs) / (n * (n * n - 1))
+    assert rho > 0.8, rho
+    # and the size, within a factor of 3 on the sensitive end (second order is exact as the error goes to 0)
+    m, e = max(pairs)
+    assert m / 3 < e < 3 * m
+
+
 def test_greedy_path_adds_bytes_and_removes_kl():
     sens = {"a": {"int4-g128": 1.0, "int8": 0.1, "bf16": 0.0}, "b": {"int4-g128": 0.01, "int8": 0.001, "bf16": 0.0}}
     shapes = {"a": [[64, 128]], "b": [[64, 128]]}
