@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Callable
 from kvant.artifact import manifest as M
 from kvant.artifact.card import card_text
 from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress
 from kvant.quantize import sensitivity as S
 from kvant.quantize.auto_plan import Point, greedy_path, levels
 from kvant.quantize.recipe import Recipe
@@ -72,7 +72,7 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
         log.info("sensitivity: reusing %s", cached_at)
         return found, True
     if progress is not None:
-        progress("measuring per-layer sensitivity", 0.0)
+        progress("sensitivity", 0, 0, "measuring per-layer sensitivity")
     run = S.estimate if recipe.sensitivity == "fisher" else S.measure
     data = run(hf, samples, recipe.candidates, progress=progress, cancel=cancel) | {"key": key}
     S.save(cached_at, data)
@@ -80,7 +80,7 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
 
 
 def quantize_auto(model: str, recipe: Recipe, out: Path, validate: Callable[[Path], object], *, force: bool = False,
-                  device: str | None = None, progress=None, cancel: threading.Event | None = None,
+                  device: str | None = None, progress: Progress | None = None, cancel: CancelToken | None = None,
                   max_trials: int = MAX_TRIALS) -> AutoResult:
     """`validate(artifact_dir) -> EvalReport` runs the gate (kvant eval's, with or without a data folder) and writes
     the artifact's eval/ folder."""
@@ -130,13 +130,13 @@ def _trial(model, recipe: Recipe, point: Point, folder: Path, validate, sens: di
 
     concrete = dataclasses.replace(recipe, layer_schemes=tuple(sorted(point.choice.items())))
     if progress is not None:
-        progress(f"quantizing a point at {point.bits_per_weight:.2f} bits per weight", None)
+        progress("trial", 0, 0, f"quantizing a point at {point.bits_per_weight:.2f} bits per weight")
     quantize(model, concrete, folder, device=device, cancel=cancel,
              extra_files={S.FILE: S.to_text(sens)},
              manifest_extra={"sensitivity": {"file": S.FILE, "metric": sens["metric"], "key": sens["key"],
                                              "tokens": sens["tokens"], "time_s": sens["time_s"]}})
     if progress is not None:
-        progress("validating it against the gate", None)
+        progress("trial", 0, 0, "validating it against the gate")
     report = validate(folder)
     q, gate, name = quality(report)
     return {"bits_per_weight": round(point.bits_per_weight, 4), "predicted_kl": round(point.predicted_kl, 6),
