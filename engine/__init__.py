@@ -8,6 +8,7 @@ _LAZY = {
     "EngineConfig": "kvant.engine.config",
     "RequestOutput": "kvant.engine.outputs",
     "CompletionOutput": "kvant.engine.outputs",
+    "Logprob": "kvant.engine.outputs",
     "ModelConfig": "kvant.engine.config",
     "load_model": "kvant.engine.loader",
     "dummy_model": "kvant.engine.loader",

@@ -201,7 +201,7 @@ class EngineConfig:
     num_kv_blocks: int | None = None  # explicit pool size (tests); overrides both sizes above
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # no CUDA graphs
-    dtype: str = "auto"  # bf16 (the checkpoint's dtype) on CUDA, float32 on CPU
+    dtype: str = "auto"  # the checkpoint's on CUDA; on CPU a bf16 checkpoint stays bf16 if bf16 is native, else fp32
     device: str = "auto"
     kv_cache_dtype: str = "auto"  # "auto": the model dtype; "fp8": e4m3 with the checkpoint's k/v scales
     seed: int = 0  # for requests without their own seed

@@ -13,14 +13,13 @@ Results are cached by a key over the model's files, the token ids, the candidate
 $KVANT_HOME/sensitivity/ and in the artifact (sensitivity.json)."""
 import hashlib
 import json
-import threading
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress
 from kvant.artifact.schemes import fallback_group_size
 from kvant.quantize.candidates import BF16, scheme_for, units
 from kvant.quantize.linear_quant import quantize_weight
@@ -85,7 +84,7 @@ def _log_probs(model, h: torch.Tensor) -> torch.Tensor:
 
 
 def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str, ...], *, scale_dtype=torch.bfloat16,
-            progress=None, cancel: threading.Event | None = None) -> dict:
+            progress: Progress | None = None, cancel: CancelToken | None = None) -> dict:
     """`model`: a transformers Llama-family model in fp32 on CPU (or any device); `samples`: token id tensors [L].
     Returns {"metric": "kl", "units": {unit: {candidate: mean KL per token}}, "shapes": {unit: [[out, in], ...]},
     "tokens", "time_s"}; bf16 is 0 by definition. A candidate whose group size divides no fallback is left out."""
@@ -109,8 +108,8 @@ def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str
     result: dict[str, dict[str, float]] = {}
     todo = [(u, c) for u in by_unit for c in candidates if c != BF16]
     for done, (unit, cand) in enumerate(todo):
-        if cancel is not None and cancel.is_set():
-            raise KvantError("sensitivity measurement cancelled")
+        if cancel is not None:
+            cancel.raise_if_cancelled("sensitivity measurement")
         names = by_unit[unit]
         i = int(unit.split(".")[2])  # model.layers.<i>.
         kl = _unit_kl(model, [linears[n] for n in names], cand, scale_dtype, layers, i, inputs[i], kwargs_list, base,
@@ -118,7 +117,7 @@ def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str
         if kl is not None:
             result.setdefault(unit, {})[cand] = kl
         if progress is not None:
-            progress(f"sensitivity {done + 1}/{len(todo)}", (done + 1) / len(todo))
+            progress("sensitivity", done + 1, len(todo), f"sensitivity {done + 1}/{len(todo)}")
     for unit in by_unit:
         if BF16 in candidates:
             result.setdefault(unit, {})[BF16] = 0.0
@@ -161,7 +160,7 @@ def _candidate_weight(m: nn.Linear, cand: str, scale_dtype) -> torch.Tensor | No
 
 
 def fisher_diagonal(model: nn.Module, samples: list[torch.Tensor], draws: int = FISHER_DRAWS,
-                    seed: int = 0, cancel: threading.Event | None = None) -> tuple[dict[str, torch.Tensor], int]:
+                    seed: int = 0, cancel: CancelToken | None = None) -> tuple[dict[str, torch.Tensor], int]:
     """{Linear name: diagonal Fisher per token [out, in]} over the decoder-layer Linears, and the token count.
     Labels are drawn from the model's own next-token distribution, so each sequence's squared score gradient is an
     unbiased estimate of the sum of its tokens' Fisher diagonals."""
@@ -178,8 +177,8 @@ def fisher_diagonal(model: nn.Module, samples: list[torch.Tensor], draws: int = 
     tokens = 0
     try:
         for ids in samples:
-            if cancel is not None and cancel.is_set():
-                raise KvantError("sensitivity measurement cancelled")
+            if cancel is not None:
+                cancel.raise_if_cancelled("sensitivity measurement")
             logp = torch.log_softmax(model(ids.unsqueeze(0).to(device), use_cache=False).logits[0].float(), dim=-1)
             tokens += int(ids.numel())
             for d in range(draws):
@@ -195,11 +194,11 @@ def fisher_diagonal(model: nn.Module, samples: list[torch.Tensor], draws: int = 
 
 
 def estimate(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str, ...], *,
-             scale_dtype=torch.bfloat16, progress=None, cancel: threading.Event | None = None) -> dict:
+             scale_dtype=torch.bfloat16, progress: Progress | None = None, cancel: CancelToken | None = None) -> dict:
     """As `measure`, with each KL from the Fisher expansion: 1/2 sum F (w - q(w))^2 over the unit's weights."""
     started = time.monotonic()
     if progress is not None:
-        progress("sensitivity: Fisher information", 0.0)
+        progress("sensitivity", 0, 0, "sensitivity: Fisher information")
     fisher, tokens = fisher_diagonal(model, samples, cancel=cancel)
     linears = {n: m for n, m in model.named_modules() if n in fisher}
     by_unit = units({n: (m.out_features, m.in_features) for n, m in linears.items()})

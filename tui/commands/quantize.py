@@ -120,9 +120,9 @@ def run_auto(args, recipe) -> int:
         raise ValueError(f"max_trials must be >= 1, got {args.max_trials}")
     validate = auto_validator(args.model, args.data_dir, args.tasks, args.limit)
 
-    def progress(stage: str, fraction: float | None) -> None:
-        if not stage.startswith(("sensitivity ", "layer ")):
-            print(stage, file=sys.stderr, flush=True)
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        if not (stage in ("sensitivity", "quantize") and total):  # the steps, not the per-unit counts
+            print(message, file=sys.stderr, flush=True)
 
     result = quantize_auto(args.model, recipe, Path(args.out), validate, force=args.force, device=args.device,
                            progress=progress, max_trials=args.max_trials)

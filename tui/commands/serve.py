@@ -37,7 +37,9 @@ def add_parser(sub) -> None:
                    help="auto: the model dtype; fp8: e4m3 with the checkpoint's k/v scales")
     e.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     e.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default=None,
-                   help="weights and activations (default auto: bf16 on CUDA, float32 on CPU)")
+                   help="weights and activations (default auto: the checkpoint's dtype on CUDA; on CPU bf16 where "
+                        "the CPU has native bf16 (AVX512-BF16, AMX, Arm BF16) and the checkpoint is bf16, else "
+                        "float32)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="where to run (default auto: CUDA if visible)")
     e.add_argument("--kernel-arch", default=None,

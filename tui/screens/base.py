@@ -1,4 +1,3 @@
-import threading
 from pathlib import Path
 
 from textual import on
@@ -8,7 +7,8 @@ from textual.widgets import Footer, Header, Input
 from textual.worker import Worker, WorkerState
 
 from kvant.tui.messages import Progress
-from kvant.tui.services import Report, Services
+from kvant.artifact.progress import CancelToken, Progress as ProgressFn, fraction
+from kvant.tui.services import Services
 
 
 class KvantScreen(Screen):
@@ -37,10 +37,10 @@ class KvantScreen(Screen):
         self.query_one(field_id, Input).value = str(artifact)
         return artifact
 
-    def reporter(self, job: str) -> Report:
-        # called from worker threads: post_message is thread-safe
-        def report(stage: str, fraction: float | None) -> None:
-            self.post_message(Progress(job, stage, fraction))
+    def reporter(self, job: str) -> ProgressFn:
+        # the core's progress callback, called from worker threads (post_message is thread-safe)
+        def report(stage: str, done: int, total: int, message: str = "") -> None:
+            self.post_message(Progress(job, message or stage, fraction(done, total)))
         return report
 
     @on(Worker.StateChanged)
@@ -62,7 +62,8 @@ class KvantScreen(Screen):
         pass
 
 
-def cancel_event() -> threading.Event:
+def cancel_token() -> CancelToken:
+    # the running worker's: Worker.cancel() sets the event it wraps
     from textual.worker import get_current_worker
 
-    return get_current_worker().cancelled_event
+    return CancelToken(get_current_worker().cancelled_event)

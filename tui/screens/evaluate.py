@@ -6,7 +6,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Switch
 
 from kvant.tui.messages import JobStopped, Progress
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.services import EvalSummary
 from kvant.tui.widgets.progress_panel import ProgressPanel
 from kvant.tui.widgets.recovery_bars import RecoveryBars
@@ -84,7 +84,7 @@ class EvaluateScreen(KvantScreen):
                  generative: bool) -> EvalSummary:
         try:
             return self.services.evaluate(artifact, tasks, limit, data_dir, generative, self.reporter("eval"),
-                                          cancel_event())
+                                          cancel_token())
         finally:
             self.post_message(JobStopped("eval"))
 

@@ -6,7 +6,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Input, Label
 
 from kvant.tui.messages import ModelChosen, Progress
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.widgets.progress_panel import ProgressPanel
 
 
@@ -49,7 +49,7 @@ class ModelsScreen(KvantScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pull")
     def pull(self) -> Path:
-        return self.services.pull_default(self.reporter("pull"), cancel_event())
+        return self.services.pull_default(self.reporter("pull"), cancel_token())
 
     @on(Progress)
     def _progress(self, event: Progress) -> None:

@@ -7,7 +7,7 @@ from textual.widgets import Button, Input, Label, Switch, TextArea
 
 from kvant.engine.registry import HUB_ID_RE
 from kvant.tui.messages import Progress
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.screens.confirm import ConfirmDialog
 from kvant.tui.services import PushOutcome
 from kvant.tui.widgets.progress_panel import ProgressPanel
@@ -71,7 +71,7 @@ class PushScreen(KvantScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="push")
     def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool) -> PushOutcome:
-        return self.services.push(artifact, repo_id, private, dry_run, force, self.reporter("push"), cancel_event())
+        return self.services.push(artifact, repo_id, private, dry_run, force, self.reporter("push"), cancel_token())
 
     @on(Progress)
     def _progress(self, event: Progress) -> None:

@@ -7,7 +7,7 @@ from textual.widgets import Button, Input, Label
 
 from kvant.artifact.errors import KvantError
 from kvant.tui.messages import ServerChanged
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.services import ServerHandle, ServerStats
 from kvant.tui.widgets.kv_usage_bar import KVUsageBar
 from kvant.tui.widgets.sparkline_panel import SparklinePanel
@@ -74,7 +74,7 @@ class ServeScreen(KvantScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="serve")
     def start(self, target: str, port: int) -> ServerHandle:
         path = self.services.resolve_model(target)
-        return self.services.start_server(Path(path), port, cancel_event())
+        return self.services.start_server(Path(path), port, cancel_token())
 
     @on(Button.Pressed, "#stop")
     def action_stop(self) -> None:
