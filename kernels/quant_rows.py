@@ -6,7 +6,9 @@ import triton.language as tl
 from kvant.kernels.dispatch import interpreted
 from kvant.kernels.formats import FP8_MAX, INT8_MAX, MIN_SCALE
 
-_MIN_SCALE = tl.constexpr(MIN_SCALE)  # readable inside @triton.jit
+# the same bounds, readable inside @triton.jit (the FP8 cache stores of kv_store and rope_store use FP8_MAX_TL)
+FP8_MAX_TL = tl.constexpr(FP8_MAX)
+_MIN_SCALE = tl.constexpr(MIN_SCALE)
 
 
 @triton.jit
