@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kvant.artifact.progress import CancelToken, Progress, eta_message, silent
+from kvant.kernels.formats import FP8_MAX
 from kvant.quantize.awq import awq_layer
 from kvant.quantize.calibration_data import CalibrationSet
 from kvant.quantize.kv_cache import KVObserver, observing
@@ -20,7 +21,6 @@ from kvant.artifact.schemes import Scheme
 from kvant.quantize.smoothquant import smooth_layer
 
 AWQ_TOKENS = 4096  # sampled input rows per Linear for AWQ's searches
-FP8_MAX = 448.0
 
 
 def plan_linears(model: nn.Module, recipe: Recipe, summary: Summary) -> dict[str, Scheme]:
