@@ -3,17 +3,19 @@ from pathlib import Path
 
 from setuptools import setup
 
-ROOTS = ("artifact", "quantize", "engine", "eval", "tui", "kernels")
+# subpackage -> folder, as [tool.setuptools.package-dir] maps them
+ROOTS = {"artifact": "artifact", "quantize": "quantize", "engine": "engine", "eval": "eval", "tui": "tui",
+         "kernels": "kernels", "bench": "bench/harness"}
 DATA = ("*.yaml", "*.tcss", "*.txt", "*.json", "*.jsonl", "*.md", "*.jinja")
 
 
 def _packages():
     here = Path(__file__).parent
     found = []
-    for root in ROOTS:
-        for init in sorted((here / root).rglob("__init__.py")):
-            rel = init.parent.relative_to(here / root)
-            found.append(".".join(("kvant", root, *rel.parts)))
+    for name, folder in ROOTS.items():
+        for init in sorted((here / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(here / folder)
+            found.append(".".join(("kvant", name, *rel.parts)))
     return found
 
 

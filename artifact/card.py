@@ -75,6 +75,20 @@ def _overview(manifest: dict) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
+def _mixed_precision(manifest: dict) -> str:
+    # a mixed-precision artifact: its bits per weight, the auto search's points, the per-layer choice
+    if not manifest.get("layer_schemes"):
+        return ""
+    from kvant.artifact.tables import layer_table, points_table
+
+    text = (f"## Mixed precision\n\nAverage {manifest.get('bits_per_weight', 0):.3f} bits per decoder-layer Linear "
+            "weight, scales included.\n\n")
+    points = (manifest.get("auto") or {}).get("points")
+    if points:
+        text += f"Points validated by `kvant quantize --recipe auto`:\n\n{points_table(points, points[0]['quality_name'])}\n\n"
+    return text + f"Per-layer choice:\n\n{layer_table(manifest['layer_schemes'])}\n\n"
+
+
 def _group_size_rows(manifest: dict) -> list[tuple[str, str]]:
     # INT4 layers whose input size the recipe's group size does not divide
     return [(f"Group size of `{k}`", f"{v} (the recipe's does not divide its input size)")
@@ -173,7 +187,7 @@ Quantized version of `{base_name}` made with kvant: {scheme_info(manifest["schem
 {recipe.rstrip()}
 ```
 
-## Calibration data
+{_mixed_precision(manifest)}## Calibration data
 
 {_calibration(manifest)}{_cost(manifest)}
 

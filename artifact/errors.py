@@ -1,2 +1,7 @@
 class KvantError(Exception):
     """A problem the user can fix; the CLI prints it as one line, without a traceback."""
+
+
+class NetworkError(KvantError):
+    """A host kvant needs (the Hub, PyPI, a server) could not be reached: an environment problem, not bad input."""
+    exit_code = 3  # see the exit-code table in `kvant --help`

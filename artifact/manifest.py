@@ -100,7 +100,7 @@ def update_files(folder: str | Path) -> dict:
 def verify(folder: str | Path, manifest: dict | None = None, *, skip: tuple[str, ...] = (), progress=None) -> None:
     """Raises KvantError naming the first file that is unlisted, missing, or whose sha256 differs from the manifest.
 
-    `skip`: files not checked (push regenerates README.md); progress(stage, fraction) after each file hashed."""
+    `skip`: files not checked (push regenerates README.md); progress("verify", done, total, message) after each file hashed."""
     folder = Path(folder)
     manifest = read(folder) if manifest is None else manifest
     listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
@@ -114,7 +114,7 @@ def verify(folder: str | Path, manifest: dict | None = None, *, skip: tuple[str,
         if sha256_file(folder / rel) != listed[rel]:
             raise KvantError(f"{folder / rel} changed since {MANIFEST} was written (sha256 mismatch)")
         if progress is not None:
-            progress("verify", (i + 1) / len(todo))
+            progress("verify", i + 1, len(todo), f"verified {rel}")
 
 
 def base_reference(manifest: dict) -> str:

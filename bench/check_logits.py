@@ -37,8 +37,9 @@ def dequantized(module) -> torch.Tensor:
     from kvant.quantize.primitives import dequantize_int4
 
     if isinstance(module, QL.W4A16Linear):
-        q = unpack_int4(module.weight_packed, module.in_features)
-        return dequantize_int4(q, module.weight_scale, None, module.group_size)
+        weight_packed, weight_scale, _ = module.checkpoint_tensors()  # the inverse of the repack made at load
+        q = unpack_int4(weight_packed, module.in_features)
+        return dequantize_int4(q, weight_scale, None, module.group_size)
     return module.weight.float() * module.weight_scale.float().reshape(-1, 1)
 
 

@@ -21,7 +21,7 @@ def main() -> None:
     from kvant.engine.config import load_config_file
     from kvant.engine.llm import LLM
     from kvant.engine.loader import dummy_model
-    from kvant.engine.memory import parse_size
+    from kvant.engine.config import parse_size
     from kvant.engine.sampling_params import SamplingParams
     from kvant.quantize.rtn import quantize_model_rtn
 
@@ -38,7 +38,7 @@ def main() -> None:
                          max_model_len=8192, max_num_seqs=64)
     ready = time.perf_counter() - t0
     runner = llm.engine.runner
-    plan = runner.memory_plan
+    plan = llm.engine.memory_plan
     kv_bytes = runner.kv_cache.numel() * runner.kv_cache.element_size()
     llm.generate([[i % 1000 + 1 for i in range(2000)]] * 8, SamplingParams(max_tokens=64, ignore_eos=True))
     peak = torch.cuda.max_memory_allocated()

@@ -17,6 +17,11 @@ Stages (all by default, in order; work whose result is already saved at the same
   (always) quantize-summary.json and a markdown table of every result so far; `--stages table` does only that
 Results: bench/results/quantize-<tool>-<scheme>.json, quantize-weights-check.json, quantize-hf-check.json,
 quantize-summary.json. Write-up: bench/QUANTIZE.md.
+
+Why one file of ~500 lines: the peer's venv (llm-compressor, no kvant) runs this same file (`peer-quantize`), and
+under PYTHONSAFEPATH=1, as this project runs Python, a sibling module is not importable there; both sides must
+share one copy of the schemes, recipes and calibration settings (SCHEMES, WRITTEN_RECIPES, GPTQ) so the comparison
+stays like for like.
 """
 import argparse
 import json

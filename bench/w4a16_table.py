@@ -65,7 +65,7 @@ def int4_weights(k, n, c):
              (torch.rand(n, k // GROUP, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)) for _ in range(c)]
 
 
-def rows_for_shape(kmod, name, k, n, row_counts, hbm):
+def rows_for_shape(kmod, name, k, n, row_counts, hbm, all_variants=False, tune_too=False):
     out = []
     int4_bytes = n * k // 2 + n * (k // GROUP) * 2
     w4 = int4_weights(k, n, copies(int4_bytes))
@@ -81,28 +81,39 @@ def rows_for_shape(kmod, name, k, n, row_counts, hbm):
         out.extend(guarded(f"{name} m={m} {fmt}", run))
 
     w4k = kmod.w4
+    from kvant.kernels import w4a16_fast_gemv, w4a16_layout, w4a16_repacked, w4a16_swapab
     from kvant.kernels.w4a16_tune import tune
+    packs = [w4a16_layout.repack_w4(p, s, GROUP) for p, s in w4]  # the layout the engine makes at load
     for m in row_counts:
         x = xs[m]
-        variants = {"int4 dispatch": w4k.w4a16_gemm}
-        if m == 1:
+        variants = {"int4 dispatch (checkpoint layout)": w4k.w4a16_gemm}
+        if all_variants and m == 1:
             variants["int4 gemv"] = w4k.w4a16_gemv_triton
-        if m > 1:
+        if all_variants and m > 1:
             variants["int4 tile"] = w4k.w4a16_gemm_triton
-        if 1 < m <= 64:
-            variants["int4 planes"] = lambda *a, m=m: w4k.w4a16_gemm_planes_triton(
-                *a, config=w4k.PLANES_CONFIG if m <= 8 else (64 if m > 16 else 16, 128, 128, 4, 3, 2))
-        if m >= 16:
-            variants["int4 dequant+mm"] = w4k.w4a16_dequant_mm_triton
         for fmt, fn in variants.items():
             add(fmt, m, int4_bytes, [lambda p=p, s=s, fn=fn: fn(x, p, s, GROUP) for p, s in w4],
                 check=lambda fn=fn: fn(x, w4[0][0], w4[0][1], GROUP))
-        # the tuner's pick for this (shape, rows), then the dispatch that reads it from the table
-        entry = guarded(f"{name} m={m} tune", lambda: [tune(x, w4[0][0], w4[0][1], GROUP)])
-        if entry:
-            print(f"{name} m={m} tuned: {entry[0]}", flush=True)
-            add("int4 tuned", m, int4_bytes, [lambda p=p, s=s: w4k.w4a16_gemm(x, p, s, GROUP) for p, s in w4],
-                check=lambda: w4k.w4a16_gemm(x, w4[0][0], w4[0][1], GROUP))
+        repacked = {"int4 repacked dispatch": w4a16_repacked.w4a16_repacked_gemm}
+        if m == 1:
+            repacked["int4 fast gemv (planes)"] = w4a16_fast_gemv.w4a16_fast_gemv_triton
+            repacked["int4 fast gemv (pairs)"] = lambda *a: w4a16_fast_gemv.w4a16_fast_gemv_triton(
+                *a, config=w4a16_fast_gemv.FAST_GEMV_CONFIG[:5] + (True,))
+        repacked["int4 swap-AB"] = w4a16_swapab.w4a16_swapab_triton
+        if m >= 64:
+            repacked["int4 repacked dequant+mm"] = w4a16_swapab.w4a16_repacked_dequant_mm
+        for fmt, fn in repacked.items():
+            add(fmt, m, int4_bytes, [lambda q=q, s=s, z=z, fn=fn: fn(x, q, s, GROUP, z) for q, s, z in packs],
+                check=lambda fn=fn: fn(x, *packs[0][:2], GROUP, packs[0][2]))
+        if tune_too:  # the tuner's pick among the repacked kernels, then the dispatch that reads it from the table
+            entry = guarded(f"{name} m={m} tune", lambda: [tune(x, packs[0][0], packs[0][1], GROUP, packs[0][2],
+                                                                repacked=True)])
+            if entry:
+                print(f"{name} m={m} tuned: {entry[0]}", flush=True)
+                add("int4 repacked tuned", m, int4_bytes,
+                    [lambda q=q, s=s, z=z: w4a16_repacked.w4a16_repacked_gemm(x, q, s, GROUP, z) for q, s, z in packs],
+                    check=lambda: w4a16_repacked.w4a16_repacked_gemm(x, *packs[0][:2], GROUP, packs[0][2]))
+    del packs
     # tinygemm: torch's own INT4 layout (uint8 pairs -> int4pack), bf16 scale-and-zero [K / G, N, 2]
     tg = []
     for p, s in w4:
@@ -142,6 +153,9 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT"))
     ap.add_argument("--rows", default="1,4,16,64,256")
     ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--all", action="store_true", help="also the checkpoint-layout GEMV and tile kernels")
+    ap.add_argument("--tune", action="store_true",
+                    help="also tune the repacked kernels per shape and rows ($KVANT_HOME/w4a16_tune.json, copied to --out)")
     a = ap.parse_args()
     kmod = import_kernels()
     row_counts = [int(r) for r in a.rows.split(",")]
@@ -150,15 +164,18 @@ def main() -> None:
     rows = []
     for name in a.shapes.split(","):
         k, n = SHAPES[name]
-        rows += rows_for_shape(kmod, name, k, n, row_counts, hbm)
+        rows += rows_for_shape(kmod, name, k, n, row_counts, hbm, a.all, a.tune)
         torch.cuda.empty_cache()
         for r in rows:
             if r["shape"] == name:
                 base = next(b["us"] for b in rows if b["shape"] == name and b["m"] == r["m"]
                             and b["format"] == "bf16 cuBLAS")
                 r["vs_bf16"] = round(base / r["us"], 2)
-                print(f"{name:8s} m={r['m']:4d} {r['format']:18s} {r['us']:8.2f} us {r['pct_copy']:5.1f}% copy "
+                print(f"{name:8s} m={r['m']:4d} {r['format']:34s} {r['us']:8.2f} us {r['pct_copy']:5.1f}% copy "
                       f"{r['vs_bf16']:5.2f}x bf16 err {r['err']}", flush=True)
+    if a.out and a.tune:
+        from kvant.kernels.w4a16_tune import table_path
+        Path(a.out, "w4a16_tune.json").write_text(table_path().read_text())
     if a.out:
         Path(a.out, "w4a16_table.json").write_text(json.dumps(dict(
             device=torch.cuda.get_device_name(), copy_GBps=hbm, group=GROUP, rows=rows), indent=1))

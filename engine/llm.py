@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from kvant.engine.engine_config import EngineConfig
+from kvant.engine.config import EngineConfig
 from kvant.engine.inputs import parse_prompts
 from kvant.engine.llm_engine import LLMEngine
 from kvant.engine.outputs import EngineStats, RequestOutput

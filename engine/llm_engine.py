@@ -3,7 +3,7 @@ from collections import deque
 
 from kvant.engine.block_manager import BlockManager
 from kvant.engine.detokenizer import IncrementalDetokenizer, find_stop, partial_stop_len
-from kvant.engine.engine_config import EngineConfig
+from kvant.engine.config import EngineConfig
 from kvant.engine.model import CausalLM
 from kvant.engine.model_runner import ModelRunner
 from kvant.engine.outputs import CompletionOutput, EngineStats, RequestOutput
@@ -62,12 +62,14 @@ class LLMEngine:
         self.config = config
         self.kernel_path = kernel_path  # the GEMM/KV path kernel_select chose (None: CPU, torch references)
         self.tokenizer = tokenizer
+        self._token_text: dict[int, str] = {}  # token id -> its decoded text, for Logprob.decoded_token
         self.max_model_len = config.max_model_len or mc.max_model_len
         eos = tuple(mc.eos_token_ids)
         if not eos and tokenizer is not None and tokenizer.eos_token_id is not None:
             eos = (tokenizer.eos_token_id,)
         self.eos_token_ids = eos
         self.runner = ModelRunner(model, config, self.max_model_len)
+        self.memory_plan = self.runner.memory_plan  # on every device; on CPU it reports what was allocated
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.requests: dict[str, RequestState] = {}
@@ -146,7 +148,7 @@ class LLMEngine:
         touched: dict[str, RequestState] = {}
         for seq_id, (first, dicts) in prompt_logprobs.items():
             state, _ = self._seq_by_id[seq_id]
-            state.prompt_logprobs[first:first + len(dicts)] = dicts
+            state.prompt_logprobs[first:first + len(dicts)] = self._decoded(dicts)
         for j, seq in enumerate(sample_seqs):
             state, i = self._seq_by_id[seq.seq_id]
             if seq.num_output_tokens == 0 and state.held_back and seq is state.seqs[0]:
@@ -167,11 +169,23 @@ class LLMEngine:
                 del self.requests[state.request_id]
         return outputs
 
+    def _decoded(self, dicts: list[dict]) -> list[dict]:
+        """Fill each Logprob's decoded_token (vLLM's field) from the tokenizer, one decode per distinct token id."""
+        if self.tokenizer is None:
+            return dicts
+        cache = self._token_text
+        for entry in dicts:
+            for token, lp in entry.items():
+                if token not in cache:
+                    cache[token] = self.tokenizer.decode([token])
+                lp.decoded_token = cache[token]
+        return dicts
+
     def _append(self, state: RequestState, i: int, seq: Sequence, token: int, logprobs, sampled_logprob) -> None:
         p = seq.params
         seq.append_token(token)
         if logprobs is not None:
-            seq.logprobs.append(logprobs)
+            seq.logprobs.append(self._decoded([logprobs])[0])
             seq.cumulative_logprob += sampled_logprob
         n_out = seq.num_output_tokens
         stopped_by_token = False
@@ -198,7 +212,7 @@ class LLMEngine:
 
     def _release(self, seq: Sequence) -> None:
         self.scheduler.finish(seq)
-        self.runner.sampler.release(seq.seq_id)
+        self.runner.release_sequence(seq.seq_id)
         self._seq_by_id.pop(seq.seq_id, None)
 
     def stats(self) -> EngineStats:

@@ -17,11 +17,25 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 KV_SCALE_ALIASES = {"k_proj.output_scale": "k_scale", "v_proj.output_scale": "v_scale"}
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX on x86, the BF16 extension on Arm (Linux /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = {w for line in f if line.lower().startswith(("flags", "features")) for w in line.split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, config: ModelConfig, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        return getattr(torch, config.torch_dtype) if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return getattr(torch, config.torch_dtype)
+        # CPU: a bf16 checkpoint stays bf16 where the CPU multiplies bf16 natively (half the bytes per step; HF
+        # transformers' "auto" keeps it too); elsewhere bf16 GEMMs are emulated and slower than float32
+        return torch.bfloat16 if config.torch_dtype == "bfloat16" and cpu_has_native_bf16() else torch.float32
     if not hasattr(torch, str(dtype)) or not isinstance(getattr(torch, str(dtype)), torch.dtype):
         raise ValueError(f"dtype must be auto, float32, float16 or bfloat16, got {dtype!r}")
     return getattr(torch, str(dtype))

@@ -24,6 +24,8 @@ class MemoryPlan:
     kv_bytes_per_token: int
     block_size: int
     num_blocks: int
+    device: str = "cuda"
+    sized_by: str = "budget"  # "budget": what the card's share leaves; else what fixed the pool ("num_kv_blocks", ...)
 
     @property
     def kv_tokens(self) -> int:
@@ -33,28 +35,12 @@ class MemoryPlan:
         def g(x: int) -> str:
             return f"{x / GiB:.2f} GiB"
 
-        return (f"memory: weights {g(self.weights_bytes)}, activations peak {g(self.activation_bytes)}, "
-                f"CUDA graphs {g(self.cuda_graph_bytes)}, KV cache {g(self.kv_cache_bytes)} = "
-                f"{self.kv_tokens:,} tokens ({self.num_blocks} blocks of {self.block_size}); "
-                f"budget {g(self.budget_bytes)} of {g(self.total_bytes)}")
-
-
-def parse_size(text: str | int | None) -> int | None:
-    """'6GiB', '512MiB', '4G', '1.5GB' or a byte count -> bytes."""
-    if text is None or isinstance(text, int):
-        return text
-    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 10**3, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
-             "g": GiB, "gb": 10**9, "gib": GiB, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
-    s = text.strip().lower().replace(" ", "")
-    num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = s[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        value = -1.0
-    if unit not in units or value <= 0:
-        raise ValueError(f"kv_cache_memory must be a size like 6GiB or 512MiB, got {text!r}")
-    return int(value * units[unit])
+        limit = (f"budget {g(self.budget_bytes)} of {g(self.total_bytes)}" if self.sized_by == "budget" else
+                 f"KV pool set by {self.sized_by}, {g(self.budget_bytes)} of {g(self.total_bytes)} in use")
+        return (f"memory on {self.device}: weights {g(self.weights_bytes)}, activations peak "
+                f"{g(self.activation_bytes)}, CUDA graphs {g(self.cuda_graph_bytes)}, KV cache "
+                f"{g(self.kv_cache_bytes)} = {self.kv_tokens:,} tokens ({self.num_blocks} blocks of "
+                f"{self.block_size}); {limit}")
 
 
 def kv_bytes_per_token(cfg: ModelConfig, kv_dtype_bytes: int) -> int:
@@ -103,3 +89,16 @@ def plan_memory(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weig
             "lower --max-model-len, use --kv-cache-dtype fp8, or raise --gpu-memory-utilization")
     return MemoryPlan(total_bytes, budget, weights_bytes, activations, graphs, num_blocks * block_bytes, per_token,
                       block_size, int(num_blocks))
+
+
+def plan_fixed(cfg: ModelConfig, *, device: str, total_bytes: int, weights_bytes: int, num_blocks: int,
+               block_size: int, kv_dtype_bytes: int, act_bytes: int, max_num_batched_tokens: int, max_num_seqs: int,
+               graph_batch_sizes: int, sized_by: str) -> MemoryPlan:
+    """The plan of a pool whose size was given rather than derived from a card's budget (`num_kv_blocks`, or the
+    CPU's default): it reports what is allocated, and its budget is that sum."""
+    per_token = kv_bytes_per_token(cfg, kv_dtype_bytes)
+    activations = activation_peak_bytes(cfg, max_num_batched_tokens, max_num_seqs, act_bytes)
+    graphs = GRAPH_BYTES_PER_BATCH_SIZE * graph_batch_sizes
+    kv = num_blocks * per_token * block_size
+    return MemoryPlan(total_bytes, weights_bytes + activations + graphs + kv, weights_bytes, activations, graphs, kv,
+                      per_token, block_size, num_blocks, device, sized_by)

@@ -14,6 +14,7 @@ from kvant.kernels.kv_store import store_kvcache
 from kvant.kernels.paged_attention import paged_attention_decode, paged_attention_prefill
 from kvant.kernels.rmsnorm import rms_norm
 from kvant.kernels.rope import apply_rope
+from kvant.kernels.rope_store import rope_store_kv, supported as rope_store_supported
 
 
 class RMSNorm(nn.Module):
@@ -87,6 +88,9 @@ class Attention(nn.Module):
                                                enable_gqa=self.num_heads != self.num_kv_heads)
             return o.squeeze(0).transpose(0, 1)
         store_kvcache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping, self.k_scale, self.v_scale)
+        return self.attend(q, ctx)
+
+    def attend(self, q, ctx):  # the cache already holds this step's k/v
         if ctx.is_decode:
             return paged_attention_decode(q, self.k_cache, self.v_cache, ctx.block_tables, ctx.context_lens,
                                           self.scale, self.k_scale, self.v_scale)
@@ -115,10 +119,20 @@ class SelfAttention(nn.Module):
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)
         v = v.view(t, self.num_kv_heads, self.head_dim)
-        if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary[0](positions, q, k)
-        o = self.attn(q, k, v)  # [T, Hq, D]
+        ctx = get_context()
+        if ctx is not None and q.is_cuda and rope_store_supported(self.head_dim):
+            # one kernel: (q/k norm,) RoPE, k/v into the paged cache; q, k, v stay views of the qkv output
+            a = self.attn
+            norm = dict(q_norm_weight=self.q_norm.weight, k_norm_weight=self.k_norm.weight,
+                        eps=self.q_norm.eps) if hasattr(self, "q_norm") else {}
+            q = rope_store_kv(q, k, v, positions, self.rotary[0].cos_sin, a.k_cache, a.v_cache, ctx.slot_mapping,
+                              a.k_scale, a.v_scale, **norm)
+            o = a.attend(q, ctx)  # [T, Hq, D]
+        else:
+            if hasattr(self, "q_norm"):
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = self.rotary[0](positions, q, k)
+            o = self.attn(q, k, v)  # [T, Hq, D]
         return self.o_proj(o.reshape(t, self.num_heads * self.head_dim))
 
 

@@ -1,9 +1,11 @@
+import os
+
 import torch
 
 from kvant.engine.context import Context, set_context
-from kvant.engine.engine_config import EngineConfig
+from kvant.engine.config import EngineConfig
 from kvant.artifact.errors import KvantError
-from kvant.engine.memory import kv_bytes_per_token, plan_memory
+from kvant.engine.memory import MemoryPlan, kv_bytes_per_token, plan_fixed, plan_memory
 from kvant.engine.model import CausalLM
 from kvant.engine.sampler import Sampler, SamplerOutput, top_logprobs
 from kvant.engine.scheduler import ScheduledBatch
@@ -35,7 +37,8 @@ class ModelRunner:
         self.kv_dtype = FP8 if config.kv_cache_dtype == "fp8" else self.dtype
         self.max_blocks_per_seq = -(-max_model_len // self.block_size)
         self.use_graphs = self.device.type == "cuda" and not config.enforce_eager
-        self.num_blocks = self._num_blocks()
+        self.memory_plan = self._plan_memory()
+        self.num_blocks = self.memory_plan.num_blocks
         if self.num_blocks < self.max_blocks_per_seq:
             raise KvantError(f"the KV cache holds {self.num_blocks * self.block_size} tokens, fewer than one "
                              f"{max_model_len}-token sequence: lower max_model_len or give the cache more memory")
@@ -54,28 +57,39 @@ class ModelRunner:
         if self.use_graphs:
             self.capture_cuda_graphs()
 
-    def _num_blocks(self) -> int:
+    def _plan_memory(self) -> MemoryPlan:
+        """The KV pool's size and the memory around it, on every device: from the card's budget on CUDA, else
+        from what fixed it (num_kv_blocks, kv_cache_memory on CPU, or the CPU default)."""
         cfg, mc = self.config, self.model.config
-        if cfg.num_kv_blocks is not None:
-            return cfg.num_kv_blocks
         kv_bytes = 1 if self.kv_dtype == FP8 else self.kv_dtype.itemsize
         block_bytes = kv_bytes_per_token(mc, kv_bytes) * self.block_size
-        if self.device.type != "cuda":
-            one_seq = self.max_blocks_per_seq * block_bytes
-            budget = cfg.kv_cache_memory or max(one_seq, min(CPU_KV_CACHE_BYTES, cfg.max_num_seqs * one_seq))
-            return budget // block_bytes
-        free, total = torch.cuda.mem_get_info(self.device)
-        ours = torch.cuda.memory_allocated(self.device)
         weights = sum(t.numel() * t.element_size() for t in {id(p): p for p in
                       list(self.model.parameters()) + list(self.model.buffers())}.values())
-        plan = plan_memory(mc, total_bytes=total, used_by_others=max(0, total - free - ours), weights_bytes=weights,
-                           gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_memory=cfg.kv_cache_memory,
-                           max_model_len=self.max_model_len, max_num_batched_tokens=cfg.max_num_batched_tokens,
-                           max_num_seqs=cfg.max_num_seqs, block_size=self.block_size, kv_dtype_bytes=kv_bytes,
-                           act_bytes=self.dtype.itemsize,
-                           graph_batch_sizes=len(graph_batch_sizes(cfg.max_num_seqs)) if self.use_graphs else 0)
-        self.memory_plan = plan
-        return plan.num_blocks
+        sizes = dict(weights_bytes=weights, max_num_batched_tokens=cfg.max_num_batched_tokens,
+                     max_num_seqs=cfg.max_num_seqs, block_size=self.block_size, kv_dtype_bytes=kv_bytes,
+                     act_bytes=self.dtype.itemsize,
+                     graph_batch_sizes=len(graph_batch_sizes(cfg.max_num_seqs)) if self.use_graphs else 0)
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            if cfg.num_kv_blocks is None:
+                ours = torch.cuda.memory_allocated(self.device)
+                return plan_memory(mc, total_bytes=total, used_by_others=max(0, total - free - ours),
+                                   gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                   kv_cache_memory=cfg.kv_cache_memory, max_model_len=self.max_model_len, **sizes)
+        else:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if cfg.num_kv_blocks is not None:
+            num_blocks, sized_by = cfg.num_kv_blocks, "num_kv_blocks"
+        else:
+            one_seq = self.max_blocks_per_seq * block_bytes
+            budget = cfg.kv_cache_memory or max(one_seq, min(CPU_KV_CACHE_BYTES, cfg.max_num_seqs * one_seq))
+            num_blocks, sized_by = budget // block_bytes, "kv_cache_memory" if cfg.kv_cache_memory else "CPU default"
+        return plan_fixed(mc, device=self.device.type, total_bytes=total, num_blocks=num_blocks, sized_by=sized_by,
+                          **sizes)
+
+    def release_sequence(self, seq_id: int) -> None:
+        """Forget a finished or aborted sequence's per-sequence state (its seeded sampling generator)."""
+        self.sampler.release(seq_id)
 
     # inputs
     def _tensor(self, data, dtype) -> torch.Tensor:

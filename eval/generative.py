@@ -92,3 +92,17 @@ def summarize(base_tokens: list[list[int]], quant_tokens: list[list[int]], base_
         "base_ppl_own": ppl_own, "base_ppl_quant": ppl_quant, "ppl_ratio": ratio,
         "max_ppl_ratio": cfg.max_ppl_ratio, "passed": ratio <= cfg.max_ppl_ratio,
     }
+
+
+def quant_answers(llm, tokenizer, cfg: GenerativeConfig) -> tuple[list[list[int]], list[list[int]]]:
+    # the artifact's side, run first so its engine can be released before the base loads: (prompt ids, answers)
+    prompt_ids = chat_prompt_ids(tokenizer, load_prompts())
+    return prompt_ids, greedy(llm, prompt_ids, cfg.max_tokens)
+
+
+def score_against_base(llm, prompt_ids: list[list[int]], quant_tokens: list[list[int]], cfg: GenerativeConfig) -> dict:
+    # the base's side: its own greedy answers, then its log-probabilities of both answer sets; the check's summary
+    base_tokens = greedy(llm, prompt_ids, cfg.max_tokens)
+    own = completion_logprobs(llm, prompt_ids, base_tokens)
+    on_quant = completion_logprobs(llm, prompt_ids, quant_tokens)
+    return summarize(base_tokens, quant_tokens, own, on_quant, cfg)

@@ -2,7 +2,7 @@
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
@@ -18,10 +18,10 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress, silent
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]  # (phase, requests done, requests total)
 DEFAULT_CHUNK = 512  # requests per engine call: big enough for prefix caching, small enough for a live progress bar
 
 
@@ -49,7 +49,7 @@ class KvantLM(TemplateLM):
     def __init__(self, pretrained: str | Path, batch_size: int | str = "auto", max_length: int | None = None,
                  max_gen_toks: int = 256, add_bos_token: bool | None = None, llm: Any = None,
                  progress: Progress | None = None, max_batch_size: int | None = None, device: str | None = None,
-                 **engine_kwargs):
+                 cancel: CancelToken | None = None, **engine_kwargs):
         super().__init__()
         from transformers import AutoTokenizer
 
@@ -75,7 +75,7 @@ class KvantLM(TemplateLM):
         self._max_length = int(max_length) if max_length else None
         self._max_gen_toks = int(max_gen_toks)
         self.add_bos_token = None if add_bos_token is None else _as_bool(add_bos_token)
-        self.progress = progress
+        self.progress, self.cancel = progress or silent, cancel or CancelToken()
 
     # ---- properties lm-eval reads
 
@@ -117,9 +117,10 @@ class KvantLM(TemplateLM):
     # ---- engine calls
 
     def _report(self, phase: str, bar: tqdm, n: int) -> None:
+        # after each chunk of requests: the one place an evaluation can stop, before any result is written
         bar.update(n)
-        if self.progress is not None:
-            self.progress(phase, bar.n, bar.total)
+        self.progress(phase, bar.n, bar.total, f"{phase} {bar.n}/{bar.total}")
+        self.cancel.raise_if_cancelled("evaluation")
 
     def _prompt_logprobs(self, prompts: list[list[int]], starts: list[int], phase: str,
                          disable_tqdm: bool) -> list[list]:

@@ -10,6 +10,7 @@ from typing import Callable
 from kvant.artifact import manifest as M
 from kvant.artifact.errors import KvantError
 from kvant.artifact.gate import gate_for
+from kvant.artifact.progress import CancelToken, Progress
 from kvant.engine.integrity import verify_artifact
 from kvant.eval.artifact import check_same_model
 from kvant.eval.binding import bind_results
@@ -17,7 +18,6 @@ from kvant.eval.data import CONVERTERS, LOCAL_PREFIX, LOCAL_TASKS, prepare_tasks
 from kvant.eval.generative import GenerativeConfig
 from kvant.eval.report import EvalReport, build_report, write_report
 
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
 DEFAULT_LOCAL_TASKS = ("kvant_arc_easy", "kvant_arc_challenge", "kvant_hellaswag", "kvant_piqa", "kvant_winogrande",
                        "kvant_lambada_openai", "kvant_wikitext")
 DEFAULT_HUB_TASKS = tuple(t.removeprefix(LOCAL_PREFIX) for t in DEFAULT_LOCAL_TASKS)
@@ -139,15 +139,16 @@ def _release(lm) -> None:
         torch.cuda.empty_cache()
 
 
-def _progress_for(progress: Progress | None, who: str):
+def _progress_for(progress: Progress | None, who: str) -> Progress | None:
+    # the model's requests counted under its own stage, "artifact" or "base"
     if progress is None:
         return None
-    return lambda phase, done, total: progress(f"{who}: {phase}", done, total)
+    return lambda phase, done, total, message: progress(who, done, total, f"{who}: {message}")
 
 
 def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: EvalOptions = EvalOptions(),
-                      progress: Progress | None = None, llm_factory: Callable[[Path], object] | None = None
-                      ) -> EvalReport:
+                      progress: Progress | None = None, llm_factory: Callable[[Path], object] | None = None,
+                      cancel: CancelToken | None = None) -> EvalReport:
     """llm_factory(model_path) builds the engine for a model (default: kvant.engine.LLM with options.engine_kwargs)."""
     import lm_eval
 
@@ -156,6 +157,7 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     from kvant.eval.lm import KvantLM
 
     # all input checks first: no model is loaded before they pass
+    cancel = cancel or CancelToken()
     artifact_dir = Path(artifact_dir)
     manifest = M.read(artifact_dir)
     if options.verify:
@@ -168,14 +170,13 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
     def make_lm(path: Path, who: str) -> KvantLM:
         llm = llm_factory(path) if llm_factory is not None else None
         return KvantLM(pretrained=path, batch_size=options.batch_size, progress=_progress_for(progress, who),
-                       llm=llm, **options.engine_kwargs)
+                       llm=llm, cancel=cancel, **options.engine_kwargs)
 
     quant_lm = make_lm(artifact_dir, "artifact")
     quant_results = run_tasks(quant_lm, plan, plan.names, options.limit, options)
     prompt_ids, quant_tokens = None, None
     if options.generative is not None:
-        prompt_ids = gen.chat_prompt_ids(quant_lm.tokenizer, gen.load_prompts())
-        quant_tokens = gen.greedy(quant_lm.llm, prompt_ids, options.generative.max_tokens)
+        prompt_ids, quant_tokens = gen.quant_answers(quant_lm.llm, quant_lm.tokenizer, options.generative)
     _release(quant_lm)
 
     base_results, missing = {}, []
@@ -196,12 +197,10 @@ def evaluate_artifact(artifact_dir: Path, base: str | None = None, options: Eval
                 cached.write_text(json.dumps(result, default=str), encoding="utf-8")
             base_results.update(fresh)
         if options.generative is not None:
-            base_tokens = gen.greedy(base_lm.llm, prompt_ids, options.generative.max_tokens)
-            own = gen.completion_logprobs(base_lm.llm, prompt_ids, base_tokens)
-            on_quant = gen.completion_logprobs(base_lm.llm, prompt_ids, quant_tokens)
-            generative = gen.summarize(base_tokens, quant_tokens, own, on_quant, options.generative)
+            generative = gen.score_against_base(base_lm.llm, prompt_ids, quant_tokens, options.generative)
         _release(base_lm)
 
+    cancel.raise_if_cancelled("evaluation")  # before anything is written: the artifact keeps its old report
     report = build_report(base_results, quant_results, gate, base_model=str(base_path), artifact=str(artifact_dir),
                           limit=options.limit, lm_eval_version=lm_eval.__version__, generative=generative)
     write_report(report, artifact_dir)

@@ -11,11 +11,17 @@ import torch
 import triton
 
 from kvant.kernels.w4a16_dequant import w4a16_dequant_mm_triton
+from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
 from kvant.kernels.w4a16_gemv import w4a16_gemv_triton
+from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton
 from kvant.kernels.w4a16_tiles import w4a16_gemm_planes_triton, w4a16_gemm_triton
 
 KERNELS = {"gemv": w4a16_gemv_triton, "planes": w4a16_gemm_planes_triton, "tile": w4a16_gemm_triton,
-           "dequant": w4a16_dequant_mm_triton}
+           "dequant": w4a16_dequant_mm_triton,
+           # the repacked layout's kernels (kvant.kernels.w4a16_layout): what the engine runs after load
+           "fast_gemv": w4a16_fast_gemv_triton, "swapab": w4a16_swapab_triton,
+           "repacked_dequant": w4a16_repacked_dequant_mm}
+REPACKED = ("fast_gemv", "swapab", "repacked_dequant")
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a call with m rows uses the first bucket >= m
 _table: dict[str, list] | None = None
 
@@ -29,8 +35,9 @@ def bucket(m: int) -> int | None:
     return next((b for b in ROW_BUCKETS if m <= b), None)
 
 
-def key(device_name: str, k: int, n: int, group_size: int, asym: bool, m: int) -> str:
-    return f"{device_name}|K{k}|N{n}|g{group_size}|{'asym' if asym else 'sym'}|m{bucket(m)}"
+def key(device_name: str, k: int, n: int, group_size: int, asym: bool, m: int, repacked: bool = False) -> str:
+    layout = "|repacked" if repacked else ""
+    return f"{device_name}{layout}|K{k}|N{n}|g{group_size}|{'asym' if asym else 'sym'}|m{bucket(m)}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,17 +55,33 @@ def _load() -> dict[str, list]:
     return _table
 
 
-def lookup(x, weight_packed, group_size, weight_zero_point):
-    """(kernel function, config) tuned for this call's card, shape and row bucket, or None."""
+def lookup(x, weight_packed, group_size, weight_zero_point, repacked: bool = False):
+    """(kernel function, config) tuned for this call's card, shape, layout and row bucket, or None. `repacked`:
+    weight_packed/weight_zero_point are repack_w4's qweight/zeros."""
     m, k = x.shape
     if bucket(m) is None:
         return None
     name = _device_name(x.device)
-    hit = _load().get(key(name, k, weight_packed.shape[0], group_size, weight_zero_point is not None, m))
+    hit = _load().get(key(name, k, weight_packed.shape[0], group_size, weight_zero_point is not None, m, repacked))
     if hit is None:
         return None
     kernel, config = hit
     return KERNELS[kernel], (tuple(config) if config is not None else None)
+
+
+def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None]]:
+    out: list[tuple[str, tuple | None]] = []
+    if m == 1 and group_size & (group_size - 1) == 0:
+        out += [("fast_gemv", (bn, bk, 4, 3, waves, pairs)) for bn in (16, 32) for bk in (512, 1024)
+                for waves in (2, 4) for pairs in (False, True)]
+    if group_size % 16 == 0:
+        bm = min(128, max(16, triton.next_power_of_2(m)))
+        bk = group_size & -group_size if group_size & -group_size < 128 else 128
+        out += [("swapab", (bm, bn, bk, warps, stages, waves)) for bn in (64, 128) for warps in (4, 8)
+                for stages in (3, 4) for waves in (1, 2)]
+    if m >= 16:
+        out.append(("repacked_dequant", None))
+    return out
 
 
 def candidates(m: int, group_size: int) -> list[tuple[str, tuple | None]]:
@@ -89,11 +112,13 @@ def _time(fn, timer) -> float:
     return time.perf_counter() - start
 
 
-def tune(x, weight_packed, weight_scale, group_size, weight_zero_point=None, timer=None, save: bool = True):
-    """Time every candidate on these operands, keep the fastest in the table (on disk when `save`); returns it."""
+def tune(x, weight_packed, weight_scale, group_size, weight_zero_point=None, timer=None, save: bool = True,
+         repacked: bool = False):
+    """Time every candidate on these operands, keep the fastest in the table (on disk when `save`); returns it.
+    `repacked`: the operands are repack_w4's (qweight, scales, zeros) and the repacked kernels compete."""
     m, k = x.shape
     best = None
-    for kernel, config in candidates(m, group_size):
+    for kernel, config in (repacked_candidates if repacked else candidates)(m, group_size):
         fn = KERNELS[kernel]
         args = (x, weight_packed, weight_scale, group_size, weight_zero_point)
         call = (lambda fn=fn: fn(*args)) if config is None else (lambda fn=fn, c=config: fn(*args, config=c))
@@ -105,7 +130,7 @@ def tune(x, weight_packed, weight_scale, group_size, weight_zero_point=None, tim
             best = (t, kernel, config)
     name = _device_name(x.device)
     entry = [best[1], list(best[2]) if best[2] is not None else None]
-    _load()[key(name, k, weight_packed.shape[0], group_size, weight_zero_point is not None, m)] = entry
+    _load()[key(name, k, weight_packed.shape[0], group_size, weight_zero_point is not None, m, repacked)] = entry
     if save:
         path = table_path()
         path.parent.mkdir(parents=True, exist_ok=True)

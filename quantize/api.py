@@ -1,7 +1,6 @@
 """`quantize(model, recipe, out)`: the whole job, from a model folder/name to a finished artifact."""
 import json
 import resource
-import threading
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from kvant.artifact import manifest
 from kvant.artifact.card import card_text
 from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress, silent
 from kvant.artifact.gate import default_min_recovery
 from kvant.engine.registry import resolve_model
 from kvant.quantize import artifact
@@ -41,13 +41,20 @@ def _pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool = False, progress=None,
-             cancel: threading.Event | None = None, device: str | None = None, model_free: bool | None = None) -> Path:
+def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool = False,
+             progress: Progress | None = None, cancel: CancelToken | None = None, device: str | None = None,
+             model_free: bool | None = None, extra_files: dict[str, str] | None = None,
+             manifest_extra: dict | None = None) -> Path:
     """Quantize `model` with `recipe` into the artifact folder `out`. Data-free recipes read the checkpoint's tensors
     without building the model (`model_free`, default: whenever the recipe needs no calibration data); the
-    layer-by-layer path gives the same tensors for them."""
+    layer-by-layer path gives the same tensors for them. `extra_files` ({relative path: text}) and `manifest_extra`
+    (kvant.json keys) let a caller (the auto search) store its findings with the artifact."""
     started = time.monotonic()
+    progress, cancel = progress or silent, cancel or CancelToken()
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if recipe.is_auto:
+        raise KvantError("an auto recipe chooses each layer's scheme against the eval gate: run it with "
+                         "`kvant quantize MODEL --recipe auto --out DIR` (kvant.eval.auto.quantize_auto)")
     out = Path(out)
     if out.exists() and not force:
         raise KvantError(f"{out} already exists (use --force to overwrite)")
@@ -77,8 +84,7 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
                                                          progress=progress, cancel=cancel)
             writer.add(tensors)
             del tensors
-        if cancel is not None and cancel.is_set():
-            raise KvantError("quantization cancelled")
+        cancel.raise_if_cancelled("quantization")
         writer.finish()
         qconfig = artifact.quantization_config(plan, ignored, actorder=recipe.actorder if recipe.uses_gptq else None,
                                                kv_cache=recipe.kv_cache_scheme == "fp8")
@@ -97,19 +103,34 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
             base_model={"name": info.get("hub_id", model), "path": str(src),
                         "revision": info.get("revision") or info.get("gguf_sha256"), "architecture": arch,
                         "license": info.get("license")},
-            recipe=recipe.to_dict(), calibration=calibration, min_recovery=default_min_recovery(scheme),
+            recipe=recipe.to_dict(), calibration=calibration,
+            min_recovery=recipe.target if recipe.target is not None else default_min_recovery(scheme),
             kvant_version=KVANT_VERSION)
+        # average stored bits per decoder-layer Linear weight, scales included, and each layer's choice when mixed
+        kvant_json["bits_per_weight"] = round(summary.bits_per_weight(), 4)
+        if recipe.layer_schemes:
+            kvant_json["layer_schemes"] = layer_table(summary)
+        kvant_json.update(manifest_extra or {})
         # linear suffix -> the INT4 group size used where the recipe's does not divide the input size
         kvant_json["group_size_fallbacks"] = dict(summary.group_size_fallbacks)
         artifact.write_config(tmp, base_config, qconfig)
         artifact.copy_base_files(src, tmp)
         artifact.write_recipe(tmp, recipe.to_dict())
+        for rel, text in (extra_files or {}).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(text, encoding="utf-8")
         # the same card `kvant push` regenerates, named after the folder until it has a Hub id
         (tmp / "README.md").write_text(card_text(kvant_json, None, out.name), encoding="utf-8")
         manifest.write(tmp, kvant_json)
-    if progress is not None:
-        progress("done", 1.0)
+    progress("done", 1, 1, f"wrote {out}")
     return out
+
+
+def layer_table(summary: Summary) -> dict[str, str]:
+    # {engine unit (model.layers.3.self_attn.qkv): candidate} of a mixed-precision plan
+    from kvant.quantize.candidates import unit_of
+
+    return {unit_of(name): cand for name, (_, _, cand) in summary.linear_bits.items()}
 
 
 def _layer_by_layer(src: Path, base_config: dict, recipe: Recipe, dev: torch.device, summary: Summary, progress,
@@ -124,8 +145,7 @@ def _layer_by_layer(src: Path, base_config: dict, recipe: Recipe, dev: torch.dev
     from kvant.quantize.model_free import model_dtype
     from kvant.quantize.streaming import Checkpoint, skeleton
 
-    if progress is not None:
-        progress("loading model", 0.0)
+    progress("load", 0, 0, "loading model")
     tokenizer = AutoTokenizer.from_pretrained(src)
     ckpt = Checkpoint(src, None)
     embed = ckpt.read(["model.embed_tokens.weight"])["model.embed_tokens.weight"]
@@ -135,8 +155,7 @@ def _layer_by_layer(src: Path, base_config: dict, recipe: Recipe, dev: torch.dev
     plan = plan_linears(hf, recipe, summary)
     calib = None
     if recipe.needs_data:
-        if progress is not None:
-            progress("preparing calibration data", 0.0)
+        progress("calibrate", 0, 0, "preparing calibration data")
         calib = load_calibration(recipe.calibration, tokenizer, _generator(src, recipe))
     tied = bool(getattr(hf.config, "tie_word_embeddings", False))
     outside = [n for n in hf.state_dict() if not n.startswith("model.layers.") and not (tied and n == "lm_head.weight")]

@@ -1,15 +1,14 @@
 """The layer-by-layer loop: capture the first decoder layer's inputs, then for each decoder layer on the accelerator:
 collect statistics, smooth (SmoothQuant/AWQ), quantize (RTN/GPTQ), re-run to feed the next layer the quantized
 layer's outputs."""
-import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress, eta_message, silent
 from kvant.quantize.awq import awq_layer
 from kvant.quantize.calibration_data import CalibrationSet
 from kvant.quantize.kv_cache import KVObserver, observing
@@ -25,10 +24,6 @@ AWQ_TOKENS = 4096  # sampled input rows per Linear for AWQ's searches
 FP8_MAX = 448.0
 ACTIVATION_BYTES_CUDA = 4 << 30  # calibration activations kept on the GPU; beyond this they are spilled to disk
 ACTIVATION_BYTES_CPU = 2 << 30
-
-
-class Cancelled(KvantError):
-    pass
 
 
 def plan_linears(model: nn.Module, recipe: Recipe, summary: Summary) -> dict[str, Scheme]:
@@ -103,16 +98,44 @@ def _relative_error(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
     return num / max(den, 1e-30)
 
 
-def default_activation_budget(device: torch.device) -> int:
+@dataclass(slots=True)
+class _Feed:
+    """What enters the current decoder layer, one entry per calibration sample (model dtype, on the device up to the
+    activation budget, spilled to disk beyond), and what the layer's stats passes observe."""
+    hidden: Activations  # each [1, S, H]
+    kwargs: list[dict]  # the layer's other keyword arguments (position embeddings, mask)
+    kv: KVObserver | None  # FP8 KV-cache scales, observed on the reference pass
+    config: object  # the HF config whose attention implementation `observing` swaps
+    budget: ActivationBudget
+
+    def run(self, layer, device, observers: dict[str, list] | None = None, observe_kv: bool = False,
+            keep: bool = True) -> Activations | None:
+        # every sample through `layer`, with `observers` hooked on its Linears; returns the outputs when `keep`
+        handles = _hooked(dict(layer.named_modules()), observers or {})
+        try:
+            with observing(self.config, self.kv) if observe_kv and self.kv is not None else nullcontext():
+                return _run_layer(layer, self.hidden, self.kwargs, device, self.budget if keep else None)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def advance(self, layer, device, observe_kv: bool = False) -> None:
+        # the layer's outputs become the next layer's inputs; the old inputs' budget is handed back
+        out = self.run(layer, device, observe_kv=observe_kv)
+        self.hidden.free()
+        self.hidden = out
+
+
+def default_activation_budget(device) -> int:
     # bytes of calibration activations kept on the device (an 8B model's 128 x 2048 tokens are 2 GiB per pass)
     return ACTIVATION_BYTES_CUDA if torch.device(device).type == "cuda" else ACTIVATION_BYTES_CPU
 
 
 def quantize_layers(model, recipe: Recipe, plan: dict[str, Scheme], calib: CalibrationSet | None, device,
-                    *, progress=None, cancel: threading.Event | None = None, summary: Summary,
+                    *, progress: Progress | None = None, cancel: CancelToken | None = None, summary: Summary,
                     checkpoint: Checkpoint | None = None, sink=None, activation_budget: int | None = None) -> dict:
     """Returns {checkpoint name: tensor} for every decoder-layer tensor (quantized Linears in compressed-tensors
-    form, the rest in the model dtype) plus the FP8 KV-cache scales.
+    form, the rest in the model dtype) plus the FP8 KV-cache scales. Stops with `Cancelled` between layers.
 
     With `checkpoint`, `model` is a meta skeleton whose embeddings are real: each decoder layer is read from the
     checkpoint just before its turn and freed after it. With `sink`, each finished layer's tensors go to
@@ -121,134 +144,120 @@ def quantize_layers(model, recipe: Recipe, plan: dict[str, Scheme], calib: Calib
     budget = ActivationBudget(device, default_activation_budget(device) if activation_budget is None
                               else activation_budget)
     try:
-        return _quantize_layers(model, recipe, plan, calib, device, progress, cancel, summary, checkpoint,
-                                sink, budget)
+        return _quantize_layers(model, recipe, plan, calib, device, progress or silent, cancel or CancelToken(),
+                                summary, checkpoint, sink, budget)
     finally:
         budget.close()
 
 
 def _quantize_layers(model, recipe, plan, calib, device, progress, cancel, summary, checkpoint, sink, budget):
-    dtype = model.dtype
-    layers = model.model.layers
-    tensors: dict[str, torch.Tensor] = {}
-    emit = tensors.update if sink is None else sink
-    hidden, kwargs_list = ([], [])
+    dtype, layers = model.dtype, model.model.layers
+    kv = KVObserver() if recipe.kv_cache_scheme == "fp8" else None
+    feed = None
     if calib is not None:
-        hidden, kwargs_list = _capture_first_inputs(model, calib.input_ids, budget)
+        feed = _Feed(*_capture_first_inputs(model, calib.input_ids, budget), kv=kv, config=model.config,
+                     budget=budget)
     if checkpoint is not None:
         release(model.model.embed_tokens)  # only the first layer's inputs needed it
-    kv = KVObserver() if recipe.kv_cache_scheme == "fp8" else None
-    start = time.monotonic()
-    bar = tqdm(total=len(layers), desc="quantize", unit="layer", leave=False)
+    tensors: dict[str, torch.Tensor] = {}
+    emit = tensors.update if sink is None else sink
+    started = time.monotonic()
     for i, layer in enumerate(layers):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("quantization cancelled")
+        cancel.raise_if_cancelled("quantization")
         prefix = f"model.layers.{i}."
         if checkpoint is not None:
             checkpoint.materialize(layer, prefix)
-        out, hidden, error = _quantize_layer(layer, prefix, i, model.config, dtype, recipe, plan, calib is not None,
-                                             hidden, kwargs_list, device, kv, budget)
-        summary.layer_errors.append(error)
+        schemes = {n: plan[prefix + n] for n, _ in layer.named_modules() if prefix + n in plan}
+        out: dict[str, torch.Tensor] = {}
+        if schemes:
+            error = _quantize_layer(layer, prefix, schemes, recipe, feed, device, dtype, out)
+        else:
+            error = _pass_layer(layer, prefix, feed, device, dtype, out)
+        if kv is not None:
+            out.update({f"{prefix}self_attn.{k}": t for k, t in kv.scales(i, dtype).items()})
         emit(out)
         if checkpoint is not None:
             release(layer)
-        bar.update(1)
-        elapsed = time.monotonic() - start
-        eta = elapsed / (i + 1) * (len(layers) - i - 1)
-        if progress is not None:
-            progress(f"layer {i + 1}/{len(layers)} (ETA {eta:.0f}s)", (i + 1) / len(layers))
-    bar.close()
+        summary.layer_errors.append(error)
+        progress("quantize", i + 1, len(layers), eta_message("layer", i + 1, len(layers), started))
     return tensors
 
 
-def _propagate(layer, hidden, kwargs_list, device, budget):
-    # the next layer's inputs; the old ones are freed (their budget handed back)
-    out = _run_layer(layer, hidden, kwargs_list, device, budget)
-    hidden.free()
-    return out
+def _pass_layer(layer, prefix: str, feed: _Feed | None, device, dtype, tensors: dict) -> float:
+    # nothing targeted here: the layer's tensors unchanged, and its outputs feed the next layer
+    tensors.update({prefix + n: t.detach().to("cpu", dtype) for n, t in layer.state_dict().items()})
+    if feed is not None:
+        layer.to(device, torch.float32)
+        feed.advance(layer, device, observe_kv=True)
+        layer.to("cpu", dtype)
+    return float("nan")
 
 
-def _quantize_layer(layer, prefix, i, config, dtype, recipe, plan, calibrated, hidden, kwargs_list, device, kv,
-                    budget) -> tuple[dict, object, float]:
-    # one decoder layer: (its checkpoint tensors, the next layer's inputs, relative output error or NaN)
-    tensors: dict[str, torch.Tensor] = {}
-    linears = {n: m for n, m in layer.named_modules() if prefix + n in plan}
-    if not linears:  # nothing targeted here: pass the layer through unchanged
-        tensors.update({prefix + n: t.detach().to("cpu", dtype) for n, t in layer.state_dict().items()})
-        if calibrated:
-            layer.to(device, torch.float32)
-            with observing(config, kv) if kv is not None else nullcontext():
-                hidden = _propagate(layer, hidden, kwargs_list, device, budget)
-            layer.to("cpu", dtype)
-        if kv is not None:
-            tensors.update({f"{prefix}self_attn.{k}": t for k, t in kv.scales(i, dtype).items()})
-        return tensors, hidden, float("nan")
+def _quantize_layer(layer, prefix: str, schemes: dict[str, Scheme], recipe: Recipe, feed: _Feed | None, device,
+                    dtype, tensors: dict) -> float:
+    # smooth, observe, quantize and propagate one decoder layer; returns its output's relative error (nan: no data)
     layer.to(device, torch.float32)
-    schemes = {n: plan[prefix + n] for n in linears}
-    args_of = {id(m): schemes[n].weights for n, m in linears.items()}
-    # statistics for smoothing
-    if calibrated and (recipe.smoothing_strength is not None or recipe.uses_awq):
-        keys = ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
-        per_update = max(1, 2 * AWQ_TOKENS // len(hidden))
-        obs = {k: [ChannelAbsMax() if recipe.smoothing_strength is not None else TokenSample(AWQ_TOKENS, per_update)]
-               for k in keys}
-        handles = _hooked(dict(layer.named_modules()), obs)
-        try:
-            _run_layer(layer, hidden, kwargs_list, device)
-        finally:
-            for h in handles:
-                h.remove()
-        if recipe.smoothing_strength is not None:
-            smooth_layer(layer, {k: o[0].value for k, o in obs.items()}, recipe.smoothing_strength)
-        else:
-            inputs = {k: o[0].value().to(device) for k, o in obs.items()}
-            awq_layer(layer, inputs, lambda m: args_of[id(m)], dtype, n_grid=recipe.n_grid,
-                      duo_scaling=recipe.duo_scaling, clip=recipe.clip_search)
-    # statistics for quantization, and the reference outputs
+    linears = {n: m for n, m in layer.named_modules() if n in schemes}
+    if feed is not None and (recipe.smoothing_strength is not None or recipe.uses_awq):
+        _smooth(layer, linears, schemes, recipe, feed, device, dtype)
     hessians, act_max, ref = {}, {}, None
-    if calibrated:
-        obs = {}
-        for n, m in linears.items():
-            if recipe.uses_gptq:
-                hessians[n] = Hessian(m.in_features, device)
-                obs.setdefault(n, []).append(hessians[n])
-            if schemes[n].needs_activation_stats:
-                act_max[n] = AbsMax()
-                obs.setdefault(n, []).append(act_max[n])
-        handles = _hooked(linears, obs)
-        try:
-            with observing(config, kv) if kv is not None else nullcontext():
-                ref = _run_layer(layer, hidden, kwargs_list, device, budget)
-        finally:
-            for h in handles:
-                h.remove()
-    # quantize
+    if feed is not None:
+        hessians, act_max, observers = _quant_observers(linears, schemes, recipe, device)
+        ref = feed.run(layer, device, observers, observe_kv=True)
     for n, m in linears.items():
-        h = hessians.pop(n).value() if n in hessians else None
-        q, deq, _ = quantize_weight(m.weight.detach().float(), schemes[n], dtype, h,
-                                    dampening_frac=recipe.dampening_frac, block_size=recipe.block_size,
-                                    actorder=recipe.actorder is not None)
-        del h
-        with torch.no_grad():
-            m.weight.copy_(deq.to(m.weight.device))
-        for t, v in q.items():
-            tensors[f"{prefix}{n}.{t}"] = v.cpu()
-        if n in act_max:
-            tensors[f"{prefix}{n}.input_scale"] = torch.tensor([max(act_max[n].value, 1e-6) / FP8_MAX], dtype=dtype)
-        if m.bias is not None:
-            tensors[f"{prefix}{n}.bias"] = m.bias.detach().to("cpu", dtype)
-    for n, t in layer.state_dict().items():
-        owner = n.rsplit(".", 1)[0]
-        if owner not in linears:
-            tensors[prefix + n] = t.detach().to("cpu", dtype)
-    if kv is not None:
-        for name, t in kv.scales(i, dtype).items():
-            tensors[f"{prefix}self_attn.{name}"] = t
-    # propagate with the quantized weights
+        tensors.update(_quantize_linear(prefix + n, m, schemes[n], recipe, dtype, hessians.get(n), act_max.get(n)))
+    tensors.update({prefix + n: t.detach().to("cpu", dtype) for n, t in layer.state_dict().items()
+                    if n.rsplit(".", 1)[0] not in linears})
     error = float("nan")
-    if calibrated:
-        hidden = _propagate(layer, hidden, kwargs_list, device, budget)
-        error = _relative_error(ref, hidden)
+    if feed is not None:  # propagate with the quantized weights
+        feed.advance(layer, device)
+        error = _relative_error(ref, feed.hidden)
         ref.free()
     layer.to("cpu", dtype)
-    return tensors, hidden, error
+    return error
+
+
+def _smooth(layer, linears: dict[str, nn.Linear], schemes: dict[str, Scheme], recipe: Recipe, feed: _Feed, device,
+            dtype) -> None:
+    # SmoothQuant from per-channel input maxima, or AWQ's searches over sampled input rows
+    keys = ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
+    per_update = max(1, 2 * AWQ_TOKENS // len(feed.hidden))
+    obs = {k: [ChannelAbsMax() if recipe.smoothing_strength is not None else TokenSample(AWQ_TOKENS, per_update)]
+           for k in keys}
+    feed.run(layer, device, obs, keep=False)
+    if recipe.smoothing_strength is not None:
+        smooth_layer(layer, {k: o[0].value for k, o in obs.items()}, recipe.smoothing_strength)
+    else:
+        args_of = {id(m): schemes[n].weights for n, m in linears.items()}
+        inputs = {k: o[0].value().to(device) for k, o in obs.items()}
+        awq_layer(layer, inputs, lambda m: args_of[id(m)], dtype, n_grid=recipe.n_grid,
+                  duo_scaling=recipe.duo_scaling, clip=recipe.clip_search)
+
+
+def _quant_observers(linears: dict[str, nn.Linear], schemes: dict[str, Scheme], recipe: Recipe, device):
+    # GPTQ's Hessians and static activation maxima, and the observer lists that feed them
+    hessians, act_max, observers = {}, {}, {}
+    for n, m in linears.items():
+        if recipe.uses_gptq:
+            hessians[n] = Hessian(m.in_features, device)
+            observers.setdefault(n, []).append(hessians[n])
+        if schemes[n].needs_activation_stats:
+            act_max[n] = AbsMax()
+            observers.setdefault(n, []).append(act_max[n])
+    return hessians, act_max, observers
+
+
+def _quantize_linear(name: str, m: nn.Linear, scheme: Scheme, recipe: Recipe, dtype, hessian: Hessian | None,
+                     act_max: AbsMax | None) -> dict[str, torch.Tensor]:
+    # quantizes `m` (its weight becomes the dequantized one, for propagation); returns its checkpoint tensors
+    h = hessian.value() if hessian is not None else None
+    q, deq, _ = quantize_weight(m.weight.detach().float(), scheme, dtype, h, dampening_frac=recipe.dampening_frac,
+                                block_size=recipe.block_size, actorder=recipe.actorder is not None)
+    with torch.no_grad():
+        m.weight.copy_(deq.to(m.weight.device))
+    out = {f"{name}.{t}": v.cpu() for t, v in q.items()}
+    if act_max is not None:
+        out[f"{name}.input_scale"] = torch.tensor([max(act_max.value, 1e-6) / FP8_MAX], dtype=dtype)
+    if m.bias is not None:
+        out[f"{name}.bias"] = m.bias.detach().to("cpu", dtype)
+    return out

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact.errors import KvantError, NetworkError
+from kvant.engine.registry import is_network_error
 from kvant.quantize.recipe import Calibration
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "builtin.jsonl"
@@ -62,6 +63,11 @@ def _read_hf(calib: Calibration) -> list[str]:
     try:
         ds = datasets.load_dataset(calib.dataset, split=calib.split)
     except Exception as exc:  # datasets raises many unrelated types for offline/missing datasets
+        from huggingface_hub import constants
+
+        if is_network_error(exc) or constants.HF_HUB_OFFLINE:
+            raise NetworkError(f"cannot reach the Hugging Face Hub for calibration dataset {calib.dataset!r}, and it "
+                               "is not in the local cache; connect, or use a local file or `dataset: builtin`") from None
         raise KvantError(f"cannot load calibration dataset {calib.dataset!r} (split {calib.split!r}): "
                          f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
     if calib.text_field not in ds.column_names:

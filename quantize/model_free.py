@@ -3,7 +3,6 @@ Linear weight as it comes, pass every other tensor through. Gives the same tenso
 a data-free recipe would only use to walk the layers) in a fraction of the time: no model construction, no
 transformers import, and memory for the output tensors only (the input shards are memory-mapped)."""
 import json
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from safetensors import safe_open
 
 from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress, eta_message, silent
 from kvant.quantize.linear_quant import quantize_weight
 from kvant.quantize.plan import Summary, plan_shapes
 from kvant.quantize.recipe import Recipe
@@ -71,8 +71,9 @@ def _layer_of(module: str) -> int:
 
 
 def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.device, *, summary: Summary,
-                        progress=None, cancel: threading.Event | None = None) -> tuple[dict, dict[str, Scheme], list]:
+                        progress: Progress | None = None, cancel: CancelToken | None = None) -> tuple[dict, dict[str, Scheme], list]:
     """Returns ({checkpoint name: tensor}, plan, ignored Linear names) for a data-free recipe."""
+    progress, cancel = progress or silent, cancel or CancelToken()
     if recipe.needs_data:
         raise KvantError("model-free quantization takes data-free recipes only (round-to-nearest, dynamic "
                          "activations, no smoothing and no KV-cache scales)")
@@ -90,8 +91,7 @@ def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.d
     for shard in shards:
         with safe_open(str(shard), framework="pt") as f:
             for key in f.keys():
-                if cancel is not None and cancel.is_set():
-                    raise KvantError("quantization cancelled")
+                cancel.raise_if_cancelled("quantization")
                 if key.endswith(SKIPPED_SUFFIXES) or (tied and key == "lm_head.weight"):
                     continue
                 t = f.get_tensor(key)
@@ -104,10 +104,8 @@ def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.d
                     left[_layer_of(module)] -= 1
                     if left[_layer_of(module)] == 0:
                         layers_done += 1
-                        elapsed = time.monotonic() - start
-                        eta = elapsed / layers_done * (len(left) - layers_done)
-                        if progress is not None:
-                            progress(f"layer {layers_done}/{len(left)} (ETA {eta:.0f}s)", layers_done / len(left))
+                        progress("quantize", layers_done, len(left),
+                                 eta_message("layer", layers_done, len(left), start))
                 else:
                     tensors[key] = t.to(dtype) if t.is_floating_point() else t
     summary.layer_errors.extend([float("nan")] * config["num_hidden_layers"])  # nothing to measure them against

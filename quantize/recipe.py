@@ -8,6 +8,7 @@ import yaml
 
 from kvant.artifact.errors import KvantError
 from kvant.artifact.schemes import Scheme, get_scheme
+from kvant.quantize.candidates import CANDIDATES, check_candidate
 
 ALGORITHMS = ("rtn", "gptq", "awq", "awq+gptq")
 ACTORDERS = (None, "static", "weight")  # "group"/"dynamic" need g_idx, which compressed-tensors >= 0.19 rejects
@@ -15,6 +16,10 @@ KV_CACHE_SCHEMES = (None, "fp8")
 # keys that only mean something with a given algorithm
 GPTQ_KEYS = ("dampening_frac", "actorder", "block_size")
 AWQ_KEYS = ("n_grid", "duo_scaling", "clip_search")
+# keys of an auto (mixed-precision search) recipe; `layer_schemes` holds the search's answer
+AUTO_KEYS = ("target", "budget", "candidates", "sensitivity_samples", "sensitivity")
+SENSITIVITY_METHODS = ("fisher", "kl")  # kvant.quantize.sensitivity: estimated (Fisher) or measured KL
+DEFAULT_CANDIDATES = ("int4-g128", "int4-g64", "int4-g32", "int8", "bf16")
 
 
 def _find_recipes_dir() -> Path:
@@ -69,6 +74,16 @@ class Recipe:
     duo_scaling: bool = True
     clip_search: bool = True
     kv_cache_scheme: str | None = None
+    # mixed precision: (module name or "re:" pattern, candidate) pairs, first match wins; unmatched Linears take
+    # `scheme`. Written as a mapping in YAML.
+    layer_schemes: tuple[tuple[str, str], ...] = ()
+    # auto: choose layer_schemes among `candidates` so the artifact passes `target` (min recovery; None: the gate of
+    # `scheme`) with the fewest weight bytes, within `budget` (max average bits per Linear weight; None: no cap)
+    candidates: tuple[str, ...] = ()
+    target: float | None = None
+    budget: float | None = None
+    sensitivity_samples: int = 4  # calibration samples the per-layer sensitivity is measured on
+    sensitivity: str = "fisher"
     calibration: Calibration = field(default_factory=Calibration)
 
     def __post_init__(self):
@@ -92,10 +107,33 @@ class Recipe:
             raise ValueError(f"n_grid must be an integer >= 2, got {self.n_grid!r}")
         if self.kv_cache_scheme not in KV_CACHE_SCHEMES:
             raise ValueError(f"kv_cache_scheme must be one of {KV_CACHE_SCHEMES}, got {self.kv_cache_scheme!r}")
+        for pattern, candidate in self.layer_schemes:
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"layer_schemes keys must be module names or 're:' patterns, got {pattern!r}")
+            check_candidate(candidate)
+        for candidate in self.candidates:
+            check_candidate(candidate)
+        if self.candidates and len(set(self.candidates)) < 2:
+            raise ValueError(f"candidates must name at least two of {', '.join(CANDIDATES)}, got {list(self.candidates)}")
+        if self.target is not None and not 0.0 < float(self.target) <= 1.0:
+            raise ValueError(f"target must be a recovery in (0, 1], got {self.target}")
+        if self.budget is not None and not 4.0 <= float(self.budget) <= 16.0:
+            raise ValueError(f"budget must be average bits per weight in [4, 16], got {self.budget}")
+        if not isinstance(self.sensitivity_samples, int) or self.sensitivity_samples < 1:
+            raise ValueError(f"sensitivity_samples must be a positive integer, got {self.sensitivity_samples!r}")
+        if self.sensitivity not in SENSITIVITY_METHODS:
+            raise ValueError(f"sensitivity must be one of {SENSITIVITY_METHODS}, got {self.sensitivity!r}")
+        if not self.candidates and (self.target is not None or self.budget is not None):
+            raise ValueError("target and budget need a candidates list (an auto recipe, such as recipes/auto.yaml)")
 
     @property
     def quant_scheme(self) -> Scheme:
         return get_scheme(self.scheme, self.group_size)
+
+    @property
+    def is_auto(self) -> bool:
+        # a search still to run: candidates given, no per-layer answer yet
+        return bool(self.candidates) and not self.layer_schemes
 
     @property
     def uses_gptq(self) -> bool:
@@ -118,8 +156,15 @@ class Recipe:
         # the recipe as run: keys of algorithms not used are left out, so the dict reloads to an equal Recipe
         data = dataclasses.asdict(self)
         data["targets"], data["ignore"] = list(self.targets), list(self.ignore)
+        data["layer_schemes"] = dict(self.layer_schemes)
+        data["candidates"] = list(self.candidates)
         for key in (() if self.uses_gptq else GPTQ_KEYS) + (() if self.uses_awq else AWQ_KEYS):
             del data[key]
+        if not self.candidates:
+            for key in AUTO_KEYS:
+                del data[key]
+        if not self.layer_schemes:
+            del data["layer_schemes"]
         if not self.needs_data:
             del data["calibration"]
         return data
@@ -150,10 +195,15 @@ def recipe_from_dict(data: dict) -> Recipe:
     if not isinstance(calib, dict):
         raise ValueError("recipe key 'calibration' must be a mapping")
     _reject_unknown(calib, {f.name for f in dataclasses.fields(Calibration)}, "calibration.")
-    for key in ("targets", "ignore"):
+    for key in ("targets", "ignore", "candidates"):
         if key in kwargs:
             value = kwargs[key]
             kwargs[key] = tuple([value] if isinstance(value, str) else value or ())
+    if "layer_schemes" in kwargs:
+        if not isinstance(kwargs["layer_schemes"], dict):
+            raise ValueError("recipe key 'layer_schemes' must be a mapping of module name (or 're:' pattern) to one "
+                             f"of {', '.join(CANDIDATES)}")
+        kwargs["layer_schemes"] = tuple(kwargs["layer_schemes"].items())
     return Recipe(**kwargs, calibration=Calibration(**calib))
 
 

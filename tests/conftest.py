@@ -33,6 +33,15 @@ def default_model() -> Path:
     return pull_default()
 
 
+@pytest.fixture
+def tiny_int4_recipe(tmp_path) -> Path:
+    """INT4 GPTQ of the first two decoder layers on a tiny builtin calibration set: the whole-flow tests' recipe
+    (all 30 layers of the default model take one to two minutes of GPTQ on two CPU cores by themselves)."""
+    recipe = tmp_path / "tiny-int4.yaml"
+    recipe.write_text((REPO / "tests" / "tiny-int4.yaml").read_text())
+    return recipe
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

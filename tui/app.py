@@ -5,7 +5,8 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from kvant.tui.messages import ArtifactReady, ModelChosen, ServerChanged
+from kvant.tui.messages import ArtifactReady, ModelChosen, ServerChanged, TargetChosen
+from kvant.tui.screens.artifacts import ArtifactsScreen
 from kvant.tui.screens.chat import ChatScreen
 from kvant.tui.screens.evaluate import EvaluateScreen
 from kvant.tui.screens.models import ModelsScreen
@@ -22,6 +23,7 @@ AREAS = {
     "serve": (ServeScreen, "f4"),
     "chat": (ChatScreen, "f5"),
     "push": (PushScreen, "f6"),
+    "artifacts": (ArtifactsScreen, "f7"),
 }
 
 
@@ -30,8 +32,12 @@ class KvantApp(App):
     CSS_PATH = "app.tcss"
     MODES = {name: screen for name, (screen, _) in AREAS.items()}
     DEFAULT_MODE = "models"
+    # `q` is not a priority binding: a focused Input takes it as text, everywhere else it quits
     BINDINGS = [Binding(key, f"switch_mode('{name}')", name.capitalize(), priority=True)
-                for name, (_, key) in AREAS.items()]
+                for name, (_, key) in AREAS.items()] + [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("q", "quit", "Quit", show=False),
+    ]
 
     def __init__(self, services: Services) -> None:
         super().__init__()
@@ -53,6 +59,11 @@ class KvantApp(App):
     @on(ArtifactReady)
     def _artifact_ready(self, event: ArtifactReady) -> None:
         self.artifact = event.path
+
+    @on(TargetChosen)
+    def _target_chosen(self, event: TargetChosen) -> None:
+        self.artifact = event.path
+        self.switch_mode(event.area)
 
     @on(ServerChanged)
     def _server_changed(self, event: ServerChanged) -> None:

@@ -47,3 +47,10 @@ class ServerChanged(Message):
 class JobStopped(Message):
     # posted by the worker thread itself as it returns: a cancelled worker's thread may outlive its state change
     job: str
+
+
+@dataclass
+class TargetChosen(Message):
+    # an artifact picked on the artifact list for one area ("evaluate", "serve", "push") to work on
+    path: Path
+    area: str

@@ -6,22 +6,20 @@ them, so the TUI starts without loading torch.
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import httpx
 
 from kvant.engine import registry
 from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Progress
 
-Report = Callable[[str, float | None], None]  # (stage, fraction done in [0, 1] or None when unknown)
 SERVER_START_TIMEOUT_S = 180.0
 EVAL_DATA_ENV = "KVANT_EVAL_DATA"  # the same variable `kvant eval --data-dir` defaults to
 
@@ -95,24 +93,6 @@ class ServerHandle:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _normalize_progress(report: Report, cancel: threading.Event | None = None) -> Callable:
-    """Adapt a core progress callback, (stage, fraction) or (stage, done, total), to the TUI's (stage, fraction).
-
-    For a core API without a `cancel` argument, a set `cancel` raises at its next progress report; those APIs write
-    their output only at the end, so stopping there leaves nothing half-written.
-    """
-    def callback(stage, *args) -> None:
-        if cancel is not None and cancel.is_set():
-            raise KvantError(f"cancelled during {stage}")
-        if len(args) == 1:
-            report(str(stage), None if args[0] is None else float(args[0]))
-        elif len(args) == 2 and args[1]:
-            report(f"{stage} {args[0]}/{args[1]}", float(args[0]) / float(args[1]))
-        else:
-            report(" ".join(str(a) for a in (stage, *args)), None)
-    return callback
-
-
 def memory_mib() -> float:
     """Resident memory of this process in MiB (peak when /proc is unavailable)."""
     try:
@@ -198,28 +178,6 @@ def stats_from_metrics(values: dict[str, float]) -> ServerStats:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sse_deltas(lines: Iterator[str]) -> Iterator[str]:
-    for line in lines:
-        if not line.startswith("data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            return
-        chunk = json.loads(payload)
-        if "error" in chunk:
-            raise KvantError(f"server error: {chunk['error'].get('message', chunk['error'])}")
-        for choice in chunk.get("choices", []):
-            text = (choice.get("delta") or {}).get("content")
-            if text:
-                yield text
-
-
 # ----------------------------------------------------------------------------------------------------------------
 class Services:
     def default_model(self) -> str:
@@ -237,8 +195,15 @@ class Services:
     def list_models(self) -> list[ModelEntry]:
         return [ModelEntry(m.name, m.path, m.size_bytes, m.source) for m in registry.list_cached()]
 
-    def pull_default(self, report: Report, cancel: threading.Event) -> Path:
-        return registry.pull_default(progress=_normalize_progress(report, cancel))
+    def list_artifacts(self) -> list:
+        """The artifacts under artifacts_dir(), as `kvant models list` shows them (hashes every file: call it from a
+        worker)."""
+        from kvant.eval.inventory import list_artifacts
+
+        return list_artifacts(self.artifacts_dir())
+
+    def pull_default(self, progress: Progress, cancel: CancelToken) -> Path:
+        return registry.pull_default(progress=progress, cancel=cancel)
 
     def resolve_model(self, name: str) -> Path:
         return registry.resolve_model(name)
@@ -252,12 +217,12 @@ class Services:
         return [recipe_info(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
 
     def quantize(self, model: str, recipe: RecipeInfo, out: Path, num_samples: int | None, seq_len: int | None,
-                 report: Report, cancel: threading.Event, force: bool = False) -> Path:
+                 progress: Progress, cancel: CancelToken, force: bool = False) -> Path:
         from kvant.quantize import api
         from kvant.quantize import recipe as recipes
 
         chosen = recipes.load_recipe(recipe.path).with_calibration(num_samples=num_samples, seq_len=seq_len)
-        return api.quantize(model, chosen, out, force=force, progress=_normalize_progress(report), cancel=cancel)
+        return api.quantize(model, chosen, out, force=force, progress=progress, cancel=cancel)
 
     def read_eval(self, artifact: Path) -> EvalSummary | None:
         path = artifact / "eval" / "results.json"
@@ -272,19 +237,21 @@ class Services:
         return ["kvant_arc_easy", "kvant_hellaswag"] if data_dir else ["arc_easy", "hellaswag"]
 
     def evaluate(self, artifact: Path, tasks: list[str], limit: int | None, data_dir: Path | None, generative: bool,
-                 report: Report, cancel: threading.Event) -> EvalSummary:
+                 progress: Progress, cancel: CancelToken) -> EvalSummary:
         from kvant.eval import runner
         from kvant.eval.generative import GenerativeConfig
 
         options = runner.EvalOptions(tasks=tuple(tasks), limit=limit, data_dir=data_dir,
                                      generative=GenerativeConfig() if generative else None)
-        runner.evaluate_artifact(artifact, options=options, progress=_normalize_progress(report, cancel))
+        runner.evaluate_artifact(artifact, options=options, progress=progress, cancel=cancel)
         summary = self.read_eval(artifact)
         if summary is None:
             raise KvantError(f"evaluation finished but wrote no {artifact / 'eval' / 'results.json'}")
         return summary
 
-    def start_server(self, artifact: Path, port: int, cancel: threading.Event) -> ServerHandle:
+    def start_server(self, artifact: Path, port: int, cancel: CancelToken) -> ServerHandle:
+        from kvant.engine.server.client import free_port
+
         port = port or free_port()
         log = Path(tempfile.mkstemp(prefix="kvant-serve-", suffix=".log")[1])
         # -P: never the current directory on sys.path, where a checkout's kernels/ would shadow HF's `kernels`
@@ -295,9 +262,9 @@ class Services:
         handle = ServerHandle(f"http://127.0.0.1:{port}", artifact.name, proc, log)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if cancel.is_set():
+            if cancel.cancelled:
                 self.stop_server(handle)
-                raise KvantError("server start cancelled")
+                cancel.raise_if_cancelled("server start")
             if not handle.alive():
                 lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
                 log.unlink(missing_ok=True)
@@ -329,7 +296,9 @@ class Services:
         return stats_from_metrics(parse_metrics(response.text))
 
     def chat_stream(self, handle: ServerHandle, messages: list[dict], temperature: float, max_tokens: int,
-                    cancel: threading.Event) -> Iterator[str]:
+                    cancel: CancelToken) -> Iterator[str]:
+        from kvant.engine.server.client import chat_deltas, sse_chunks
+
         body = {"model": handle.model_name, "messages": messages, "temperature": temperature,
                 "max_tokens": max_tokens, "stream": True}
         try:
@@ -337,18 +306,18 @@ class Services:
                 if r.status_code != 200:
                     r.read()
                     raise KvantError(f"chat request failed ({r.status_code}): {r.text[:200]}")
-                for delta in _sse_deltas(r.iter_lines()):
-                    if cancel.is_set():
+                for delta in chat_deltas(sse_chunks(r.iter_lines())):
+                    if cancel.cancelled:  # the reply so far stands; closing the stream aborts the request
                         return
                     yield delta
         except httpx.HTTPError as exc:
             raise KvantError(f"chat request to {handle.base_url} failed: {exc}") from exc
 
-    def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool, report: Report,
-             cancel: threading.Event) -> PushOutcome:
+    def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool, progress: Progress,
+             cancel: CancelToken) -> PushOutcome:
         from kvant.quantize.hub.push import push
 
         result = push(artifact, repo_id, private=private, dry_run=dry_run, force=force,
-                          progress=_normalize_progress(report))
+                      progress=progress, cancel=cancel)
         url = None if result.dry_run else f"{result.endpoint}/{result.repo_id}"
         return PushOutcome(result.dry_run, url, result.card, tuple(path for path, _ in result.files))

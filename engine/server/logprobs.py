@@ -45,7 +45,7 @@ def merge_completion_logprobs(first: dict, second: dict) -> dict:
 
 
 def _finite(logprob: float) -> float:
-    return max(logprob, -9999.0)  # JSON has no -inf; OpenAI and vLLM report -9999.0
+    return max(float(logprob), -9999.0)  # JSON has no -inf; OpenAI and vLLM report -9999.0
 
 
 def _chat_entry(text: str, logprob: float) -> dict:

@@ -45,7 +45,7 @@ def verify_files(artifact: Path, manifest: dict, skip: tuple[str, ...] = (CARD,)
             raise IntegrityError(f"{artifact / rel} does not match its sha256 in {MANIFEST}: file {got}, "
                                  f"expected {listed[rel]}")
         if progress is not None:
-            progress("verify", (i + 1) / len(todo))
+            progress("verify", i + 1, len(todo), f"verified {rel}")
 
 
 def read_results(artifact: Path) -> dict | None:

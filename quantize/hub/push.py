@@ -1,18 +1,17 @@
 """Upload a verified artifact with a regenerated model card to the Hugging Face Hub, sending only what changed."""
 import glob
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kvant.artifact import manifest as M
 from kvant.artifact.card import card_text
-from kvant.artifact.errors import KvantError
+from kvant.artifact.errors import KvantError, NetworkError
+from kvant.artifact.progress import CancelToken, Progress, silent
 from kvant.engine.integrity import IntegrityError, evaluated_files
 from kvant.quantize.hub import artifact as A
 
 logger = logging.getLogger(__name__)
-Progress = Callable[[str, float], None]  # (stage, fraction of that stage done)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +94,11 @@ def _http_error(exc: Exception, endpoint: str, repo_id: str) -> KvantError:
 
 def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, dry_run: bool = False, force: bool = False, token: str | None = None,
-         endpoint: str | None = None, progress: Progress | None = None) -> PushResult:
+         endpoint: str | None = None, progress: Progress | None = None, cancel: CancelToken | None = None
+         ) -> PushResult:
     from huggingface_hub import HfApi, constants
 
+    progress, cancel = progress or silent, cancel or CancelToken()
     artifact = Path(artifact)
     _check_repo_id(repo_id)
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
@@ -134,8 +135,8 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     try:
-        if progress is not None:
-            progress(f"connecting to {endpoint}", 0.0)
+        cancel.raise_if_cancelled("push")
+        progress("connect", 0, 0, f"connecting to {endpoint}")
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -149,8 +150,8 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
         if not todo:
             logger.info("%s@%s already holds every file of %s: nothing to upload", repo_id, revision, artifact)
             return PushResult(**summary, uploaded=(), commit_oid=None, dry_run=False)
-        if progress is not None:
-            progress(f"uploading {len(todo)} of {len(paths)} files", 0.0)
+        cancel.raise_if_cancelled("push")  # the last point where nothing has reached the Hub
+        progress("upload", 0, len(todo), f"uploading {len(todo)} of {len(paths)} files")
         base_name = manifest["base_model"].get("name")
         message = commit_message or f"Upload {manifest['scheme']} quantization of {base_name} (kvant)"
         info = api.upload_folder(repo_id=repo_id, folder_path=artifact, revision=revision,
@@ -158,7 +159,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     except HfHubHTTPError as exc:  # the server answered with an error status
         raise _http_error(exc, endpoint, repo_id) from None
     except HTTPError as exc:  # no answer: refused, DNS, timeout
-        raise KvantError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
-    except ConnectionError as exc:  # hf_xet's transfer errors
-        raise KvantError(f"upload to {endpoint} failed: {_first_line(exc)}") from None
+        raise NetworkError(f"cannot reach {endpoint}: {_first_line(exc)}") from None
+    except ConnectionError as exc:  # offline mode, hf_xet's transfer errors
+        raise NetworkError(f"upload to {endpoint} failed: {_first_line(exc)}") from None
     return PushResult(**summary, uploaded=tuple(todo), commit_oid=info.oid, dry_run=False)

@@ -1,5 +1,5 @@
-"""`kvant demo` end to end on the default model (with the local data folder, then offline on the same artifact), its
-held-out text, its perplexity, and its argument errors."""
+"""`kvant demo` end to end on the default model (with the local data folder, then offline on the same artifact), and
+its argument errors (the offline check itself: tests/eval/test_offline.py)."""
 import json
 import re
 import socket
@@ -8,22 +8,8 @@ from pathlib import Path
 import pytest
 
 from kvant.tui.cli import main
+from kvant.eval import offline
 from kvant.tui.commands import demo
-
-# INT4 GPTQ of the first two decoder layers only: the whole pipeline stays test-sized (quantizing all 30 layers takes
-# one to two minutes on two CPU cores by itself)
-TINY_RECIPE = """\
-description: INT4 GPTQ, group 64, of the first two decoder layers (test-sized)
-scheme: W4A16
-group_size: 64
-targets: ["re:model\\\\.layers\\\\.[01]\\\\."]
-ignore: [lm_head]
-algorithm: gptq
-calibration:
-  dataset: builtin
-  num_samples: 4
-  seq_len: 64
-"""
 
 
 def summary_rows(stdout: str) -> dict[str, str]:
@@ -61,19 +47,19 @@ def one_thread():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path, capsys, one_thread, monkeypatch):
+def test_demo_with_data_then_offline_reuse(default_model, shared_data, tiny_int4_recipe, tmp_path, capsys, one_thread,
+                                           monkeypatch):
     from kvant.artifact import manifest
 
     monkeypatch.delenv(demo.DATA_ENV, raising=False)
     monkeypatch.setattr(demo, "GENERATIVE_TOKENS", 8)  # the check's shape, not its statistics, is under test here
-    recipe = tmp_path / "tiny-int4.yaml"
-    recipe.write_text(TINY_RECIPE)
+    recipe = tiny_int4_recipe  # INT4 GPTQ of the first two decoder layers: the whole pipeline stays test-sized
     out = tmp_path / "artifact"
     common = ["demo", "--recipe", str(recipe), "--num-samples", "2", "--seq-len", "64", "--out", str(out),
               "--max-tokens", "12"]
 
     # first run: quantizes, validates on two local tasks, serves
-    assert main(common + ["--data-dir", str(shared_data), "--limit", "3"]) == 0
+    rc = main(common + ["--data-dir", str(shared_data), "--limit", "3"])
     captured = capsys.readouterr()
     rows = summary_rows(captured.out)
     manifest.verify(out)  # every file, eval/ included, matches kvant.json
@@ -91,6 +77,9 @@ def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path,
     assert results["generative"]["num_prompts"] == 16
     assert results["generative"]["max_tokens"] == demo.GENERATIVE_TOKENS
     assert rows["gate"].startswith("PASS" if results["passed"] else "FAIL")
+    # a failed gate is the run's exit code, said plainly after the summary
+    assert rc == (0 if results["passed"] else 1)
+    assert ("gate FAILED" in captured.err) == (not results["passed"])
     assert rows["question"] == "What is the capital of France?" and rows["answer"].strip()
     assert re.fullmatch(r"\d+ ms", rows["TTFT"])
     assert "port closed" in rows["server ready"] and not port_accepts(port_of(rows))
@@ -98,17 +87,18 @@ def test_demo_with_data_then_offline_reuse(default_model, shared_data, tmp_path,
     assert f"{size / 2**20:.1f} MiB vs base" in rows["size"]
 
     # second run, no data folder: reuses the artifact and validates with what ships in the package
-    assert main(common) == 0
+    rc = main(common)
     captured = capsys.readouterr()
     rows = summary_rows(captured.out)
+    assert rc == (0 if json.loads((out / "eval" / "results.json").read_text())["passed"] else 1)
     assert f"reusing the artifact in {out}" in captured.err and rows["quantize time"].startswith("reused")
     manifest.verify(out)
     assert manifest.read(out)["created"] == m["created"]  # not quantized again
     results = json.loads((out / "eval" / "results.json").read_text())
-    assert results["tasks"] == [] and results["perplexity"]["task"] == demo.HELDOUT_TASK
+    assert results["tasks"] == [] and results["perplexity"]["task"] == offline.HELDOUT_TASK
     ppl = results["perplexity"]
     assert ppl["base"] > 1 and ppl["quant"] > 1 and ppl["ratio"] == pytest.approx(ppl["quant"] / ppl["base"])
-    assert f"base {ppl['base']:.3f}, quantized {ppl['quant']:.3f}" in rows[demo.HELDOUT_TASK]
+    assert f"base {ppl['base']:.3f}, quantized {ppl['quant']:.3f}" in rows[offline.HELDOUT_TASK]
     assert rows["validation"].startswith("offline") and "generative" in rows
     assert rows["answer"].strip() and not port_accepts(port_of(rows))
 
@@ -122,71 +112,6 @@ def test_an_artifact_of_another_recipe_is_not_reused(default_model, tmp_path):
     (out / "config.json").write_text("{}")
     with pytest.raises(KvantError, match="kvant.json"):
         demo.check_reusable(out, load_recipe("w4a16-gptq-g64"), default_model)
-
-
-def _token_ngrams(ids: list[int], n: int) -> set[tuple[int, ...]]:
-    return {tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)}
-
-
-@pytest.mark.parametrize("num_samples, seq_len", [(8, 128), (32, 512)])
-def test_heldout_paragraphs_share_no_text_with_calibration(default_model, num_samples, seq_len):
-    from transformers import AutoTokenizer
-
-    from kvant.quantize.calibration_data import load_calibration
-    from kvant.quantize.recipe import load_recipe
-
-    tok = AutoTokenizer.from_pretrained(default_model)
-    recipe = load_recipe("w4a16-gptq-g64").with_calibration(num_samples=num_samples, seq_len=seq_len)
-    calib = load_calibration(recipe.calibration, tok)
-    manifest = {"recipe": recipe.to_dict(), "calibration": {"sha256": calib.sha256}}
-    texts = demo.heldout_texts(tok, manifest)
-    assert len(texts) == demo.NUM_HELDOUT == len(set(texts))
-    # independent of how heldout_texts decides: no 8-token run of a held-out paragraph is in any calibration sample
-    seen = set().union(*(_token_ngrams(s.tolist(), 8) for s in calib.input_ids))
-    for t in texts:
-        assert not _token_ngrams(tok.encode(t, add_special_tokens=False), 8) & seen
-    # and the check is not vacuous: the paragraph at the start of each calibration sample is never held out
-    builtin = demo._read_builtin()
-    firsts = {p for p in builtin for s in calib.input_ids
-              if tok.decode(s.tolist(), skip_special_tokens=True).startswith(p[:80])}
-    assert firsts and not firsts & set(texts)
-
-
-def test_heldout_needs_the_artifacts_own_calibration(default_model):
-    from transformers import AutoTokenizer
-
-    from kvant.artifact.errors import KvantError
-    from kvant.quantize.recipe import load_recipe
-
-    tok = AutoTokenizer.from_pretrained(default_model)
-    recipe = load_recipe("w4a16-gptq-g64").with_calibration(num_samples=4, seq_len=64)
-    with pytest.raises(KvantError, match="sha256"):
-        demo.heldout_texts(tok, {"recipe": recipe.to_dict(), "calibration": {"sha256": "0" * 64}})
-
-
-@pytest.mark.slow
-def test_word_perplexity_matches_transformers(default_model):
-    import math
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from kvant.engine import LLM
-
-    texts = demo._read_builtin()[:2]
-    llm = LLM(str(default_model), dtype="float32", device="cpu", max_model_len=1024)
-    ours = demo.word_perplexity(llm, texts)
-    hf = AutoModelForCausalLM.from_pretrained(default_model, dtype=torch.float32).eval()
-    tok = llm.tokenizer
-    total = 0.0
-    for t in texts:
-        ids = torch.tensor([[tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
-                            + tok.encode(t, add_special_tokens=False)])
-        with torch.no_grad():
-            logp = torch.log_softmax(hf(ids).logits[0, :-1].float(), dim=-1)
-        total += float(logp.gather(1, ids[0, 1:, None]).sum())
-    expected = math.exp(-total / sum(len(t.split()) for t in texts))
-    assert ours == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize("argv, needle", [

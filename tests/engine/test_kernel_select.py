@@ -109,8 +109,21 @@ def test_engine_applies_fp8_path_for_the_forced_arch(arch, weight_only):
     else:
         assert not torch.equal(layer(x), expected)
         torch.testing.assert_close(layer(x), expected, rtol=0.15, atol=0.05)
+    # the paged engine on this path decodes what the plain forward of the same layers decodes
     out = llm.generate([[1, 2, 3, 4]], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
-    assert len(out[0].outputs[0].token_ids) == 4
+    assert list(out[0].outputs[0].token_ids) == _greedy_reference(model, [1, 2, 3, 4], 4)
+
+
+def _greedy_reference(model, prompt: list[int], num_tokens: int) -> list[int]:
+    # no attention context set: the model's forward is plain causal attention over the whole sequence
+    import torch
+
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(num_tokens):
+            hidden = model(torch.tensor(ids), torch.arange(len(ids)))
+            ids.append(int(model.compute_logits(hidden[-1:]).argmax(-1)))
+    return ids[len(prompt):]
 
 
 def test_engine_refuses_pre_ampere_with_a_clear_message():
@@ -129,7 +142,19 @@ def test_bad_kernel_arch_is_named():
 
 
 def test_cpu_model_without_forced_arch_runs_references():
-    from kvant.engine.llm import LLM
+    import torch
 
-    llm = LLM.from_model(_fp8_model(), None, num_kv_blocks=16, max_model_len=64)
+    from kvant.engine.llm import LLM
+    from kvant.engine.quant_linear import Fp8Linear
+    from kvant.kernels.fp8_gemm import fp8_gemm_ref, quant_fp8_per_token_ref
+
+    model = _fp8_model()
+    llm = LLM.from_model(model, None, num_kv_blocks=16, max_model_len=64)
     assert llm.engine.kernel_path is None
+    # no path applied: the checkpoint's W8A8 layer as loaded, computing the torch reference at every batch size
+    layer = model.model.layers[0].mlp.gate_up_proj
+    assert isinstance(layer, Fp8Linear) and not layer.weight_only and layer.weight_only_max_m == 0
+    for rows in (1, 5):
+        x = torch.randn(rows, 64)
+        xq, xs = quant_fp8_per_token_ref(x)
+        torch.testing.assert_close(layer(x), fp8_gemm_ref(xq, xs, layer.weight, layer.weight_scale, x.dtype))

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from kvant.engine.config import load_config_file
 from kvant.artifact.errors import KvantError
-from kvant.engine.memory import GiB, kv_bytes_per_token, parse_size, plan_memory
+from kvant.engine.config import load_config_file, parse_size
+from kvant.engine.memory import GiB, kv_bytes_per_token, plan_memory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,3 +65,29 @@ def test_parse_size_rejects(bad):
 def test_bad_utilization():
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         _plan(gpu_memory_utilization=1.5)
+
+
+def test_cpu_engine_has_a_plan_reporting_what_it_allocated():
+    import torch
+
+    from kvant.engine.config import ModelConfig
+    from kvant.engine.llm import LLM
+    from kvant.engine.loader import dummy_model
+
+    cfg = ModelConfig(architecture="LlamaForCausalLM", vocab_size=128, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                      max_position_embeddings=128, max_model_len=64, eos_token_ids=(2,))
+    model = dummy_model(cfg, dtype=torch.float32)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    cases = (({"num_kv_blocks": 6}, "num_kv_blocks"), ({"kv_cache_memory": "64KiB"}, "kv_cache_memory"),
+             ({}, "CPU default"))
+    for kwargs, sized_by in cases:
+        engine = LLM.from_model(model, None, max_model_len=64, max_num_seqs=4, **kwargs).engine
+        plan, runner = engine.memory_plan, engine.runner
+        kv = runner.kv_cache.numel() * runner.kv_cache.element_size()
+        assert (plan.device, plan.sized_by, plan.num_blocks) == ("cpu", sized_by, runner.num_blocks)
+        assert plan.kv_cache_bytes == kv and plan.kv_bytes_per_token == kv_bytes_per_token(cfg, 4)
+        assert plan.weights_bytes >= weights and plan.cuda_graph_bytes == 0
+        assert plan.budget_bytes == plan.weights_bytes + plan.activation_bytes + kv <= plan.total_bytes
+    assert engine.memory_plan.num_blocks == 4 * 4  # CPU default: max_num_seqs full-length sequences of 4 blocks
+    assert "memory on cpu:" in engine.memory_plan.breakdown()

@@ -126,7 +126,7 @@ def test_merged_int4_zero_points_decode_to_every_parts_own():
     model, tensors, dense = _load("w4a16-asym", seed=3)
     for merged in ("model.layers.1.self_attn.qkv_proj", "model.layers.1.mlp.gate_up_proj"):
         m = model.get_submodule(merged)
-        w = dequant_w4_ref(m.weight_packed, m.weight_scale, m.group_size, m.weight_zero_point)
+        w = dequant_w4_ref(*m.checkpoint_tensors()[:2], m.group_size, m.checkpoint_tensors()[2])
         expected = torch.cat([dense[p] for p, _, _ in stacked_parts(model.config, merged)])
         assert torch.equal(w, expected)
         assert m.weight_shape.tolist() == [expected.shape[0], CFG.hidden_size]

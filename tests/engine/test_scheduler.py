@@ -7,21 +7,14 @@ from kvant.engine.sampling_params import SamplingParams
 from kvant.engine.scheduler import Scheduler
 from kvant.engine.sequence import Sequence, SequenceStatus
 
+from .test_block_manager import check_pool
+
 BS = 4
 
 
 def make_seq(seq_id, num_prompt, max_tokens=4, first_token=0):
     tokens = [first_token + (seq_id * 1000 + i) % 997 for i in range(num_prompt)]
     return Sequence(seq_id, f"r{seq_id}", 0, tokens, SamplingParams(max_tokens=max_tokens), BS)
-
-
-def check_pool(bm: BlockManager, live) -> None:
-    refs = [0] * bm.num_blocks
-    for seq in live:
-        for b in seq.block_table:
-            refs[b] += 1
-    assert [blk.ref_count for blk in bm.blocks] == refs
-    assert bm.num_free_blocks + sum(r > 0 for r in refs) == bm.num_blocks
 
 
 def step(sched: Scheduler, finished: list):
@@ -96,25 +89,39 @@ def test_preemption_frees_newest_and_requeues_at_front():
     assert sched.block_manager.num_free_blocks == 6
 
 
+def started(num_blocks: int, *seqs: Sequence) -> Scheduler:
+    # a scheduler with room for every sequence but not for their KV blocks, the sequences queued in order
+    sched = Scheduler(BlockManager(num_blocks, BS), max_num_seqs=8, max_num_batched_tokens=64)
+    for seq in seqs:
+        sched.add(seq)
+    return sched
+
+
 def test_preempted_sequence_recomputes_from_its_cached_blocks():
-    sched = Scheduler(BlockManager(6, BS), max_num_seqs=8, max_num_batched_tokens=64)
     a, b = make_seq(0, 8, max_tokens=10), make_seq(1, 8, max_tokens=10)
-    sched.add(a)
-    sched.add(b)
+    sched = started(6, a, b)
     done = []
+    head = None
     while not sched.num_preemptions:
+        head = b.block_table[0] if b.block_table else head
         step(sched, done)
+    assert b.status is SequenceStatus.WAITING and b.num_output_tokens == 5  # 13 tokens: 3 full blocks were cached
     hits_before = sched.block_manager.num_prefix_hit_tokens
     while b.status is SequenceStatus.WAITING:
         step(sched, done)
-    assert sched.block_manager.num_prefix_hit_tokens > hits_before or b.num_cached_tokens == 0
+    # a's last growth takes one of b's freed blocks; freeing tail first means it takes b's second block, not its
+    # head, so b comes back on its own first block and recomputes the rest
+    assert b.block_table[0] == head and b.num_cached_tokens == BS
+    assert sched.block_manager.num_prefix_hit_tokens - hits_before == BS
+    while not sched.is_finished():
+        step(sched, done)
+    assert sorted(s.seq_id for s in done) == [0, 1] and all(s.num_output_tokens == 10 for s in done)
+    check_pool(sched.block_manager, [])
 
 
 def test_self_preemption_when_alone_it_cannot_grow():
-    sched = Scheduler(BlockManager(3, BS), max_num_seqs=8, max_num_batched_tokens=64)
     a, b = make_seq(0, 4, max_tokens=7), make_seq(1, 4, max_tokens=7)
-    sched.add(a)
-    sched.add(b)
+    sched = started(3, a, b)
     done = []
     while not sched.is_finished():
         step(sched, done)

@@ -31,9 +31,11 @@ outputs += llm.generate({"prompt_token_ids": ids}, greedy, use_tqdm=False)
 rows = []
 for output in outputs:
     completion = output.outputs[0]
+    first = completion.logprobs[0][completion.token_ids[0]]
     rows.append({"prompt": output.prompt, "prompt_token_ids": output.prompt_token_ids, "text": completion.text,
                  "token_ids": list(completion.token_ids), "finish_reason": completion.finish_reason,
-                 "num_logprobs": len(completion.logprobs), "finished": output.finished})
+                 "num_logprobs": len(completion.logprobs), "finished": output.finished,
+                 "first": [first.logprob, first.rank, first.decoded_token]})
 print(json.dumps({"rows": rows, "default": repr(llm.get_default_sampling_params().temperature)}))
 '''
 
@@ -58,6 +60,8 @@ def test_vllm_script_runs_unchanged_but_for_the_import(model_path, tokenizer, hf
         assert row["text"] == tokenizer.decode(expected, skip_special_tokens=True)
         assert row["finish_reason"] == ("stop" if expected[-1] == tokenizer.eos_token_id else "length")
         assert row["num_logprobs"] == len(expected) and row["finished"] is True
+        # greedy: the chosen token is the most likely one; vLLM's Logprob fields
+        assert row["first"][0] <= 0 and row["first"][1] == 1 and row["first"][2] == tokenizer.decode(expected[:1])
     # vLLM: a text prompt keeps its text, a token prompt has none
     assert [r["prompt"] for r in rows] == [text, text, None, text, None]
     assert result["default"] == "1.0"  # SmolLM2's generation_config.json sets no sampling values
@@ -145,3 +149,29 @@ def test_tensor_parallel_hands_over_to_vllm(tmp_path):
                          f"--max-model-len 4096")
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         vo.check_tensor_parallel(0, str(tmp_path))
+
+
+def test_logprobs_are_vllm_logprob_objects_with_vocabulary_ranks(tiny_model):
+    import torch
+
+    from kvant.engine import LLM, Logprob, SamplingParams
+
+    prompt = [3, 17, 42, 8, 5, 60, 11]
+    llm = LLM.from_model(tiny_model, None)
+    # seeded random sampling: some chosen tokens are not in the top 2, so their rank is counted over the vocabulary
+    (o,) = llm.generate([prompt], SamplingParams(temperature=1.0, seed=3, max_tokens=12, logprobs=2, prompt_logprobs=2,
+                                                 ignore_eos=True))
+    full = prompt + o.outputs[0].token_ids
+    with torch.inference_mode():
+        lp = tiny_model.compute_logits(tiny_model(torch.tensor(full), torch.arange(len(full)))).float().log_softmax(-1)
+    entries = [(j - 1, o.prompt_logprobs[j]) for j in range(1, len(prompt))]
+    entries += [(len(prompt) - 1 + k, d) for k, d in enumerate(o.outputs[0].logprobs)]
+    ranks_seen = set()
+    for row, d in entries:
+        for token, value in d.items():
+            assert isinstance(value, Logprob) and value.decoded_token is None  # no tokenizer
+            assert value.logprob == pytest.approx(lp[row, token].item(), abs=1e-4) and value == value.logprob
+            assert value.rank == int((lp[row] > lp[row, token] + 1e-6).sum()) + 1, (row, token)
+            ranks_seen.add(value.rank)
+    assert {1, 2} <= ranks_seen and max(ranks_seen) > 2
+    assert "Logprob(logprob=" in repr(next(iter(o.outputs[0].logprobs[0].values())))

@@ -22,3 +22,10 @@ def engine_factory():
     from kvant.engine import LLM
 
     return lambda path: LLM(str(path), dtype="float32", device="cpu", max_model_len=1024, num_kv_blocks=256)
+
+
+@pytest.fixture
+def kvant_home(tmp_path, monkeypatch) -> Path:
+    # base-model caches and prepared data go here, not into the user's ~/.cache/kvant
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

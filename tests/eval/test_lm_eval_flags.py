@@ -10,12 +10,6 @@ from kvant.eval.runner import EvalOptions, evaluate_artifact
 from .test_runner import _artifact
 
 
-@pytest.fixture
-def kvant_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("KVANT_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def test_output_path_loads_in_lm_evals_result_tools(default_model, shared_data, tmp_path, kvant_home,
                                                     engine_factory):
     from lm_eval.utils import (get_latest_filename, get_results_filenames, get_sample_results_filenames,

@@ -23,12 +23,6 @@ def _artifact(default_model, path, scheme="fp8-dynamic"):
     return path
 
 
-@pytest.fixture
-def kvant_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("KVANT_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def test_identical_weights_recover_fully_and_base_is_cached(default_model, shared_data, tmp_path, kvant_home,
                                                           engine_factory):
     built = []
@@ -42,13 +36,15 @@ def test_identical_weights_recover_fully_and_base_is_cached(default_model, share
                           generative=GenerativeConfig(max_tokens=6))
     first = _artifact(default_model, tmp_path / "a1")
     report = evaluate_artifact(first, options=options, llm_factory=factory,
-                               progress=lambda phase, done, total: events.append((phase, done, total)))
+                               progress=lambda stage, done, total, message: events.append((stage, done, total,
+                                                                                           message)))
     assert built == [first, default_model]
     assert [t.task for t in report.tasks] == ["kvant_arc_easy", "kvant_piqa"]
     assert all(t.recovery == 1.0 and t.passed for t in report.tasks)
     assert report.generative["prefix_agreement"] == 1.0 and report.generative["ppl_ratio"] == pytest.approx(1.0)
     assert report.passed and report.gate.min_recovery == 0.99
-    assert events and events[-1][0].startswith("base: ") and all(done <= total for _, done, total in events)
+    assert events and events[-1][0] == "base" and events[-1][3].startswith("base: ")
+    assert {e[0] for e in events} == {"artifact", "base"} and all(0 < done <= total for _, done, total, _ in events)
 
     results = json.loads((first / "eval" / "results.json").read_text())
     assert results["passed"] is True and results["limit"] == 4
@@ -65,3 +61,24 @@ def test_identical_weights_recover_fully_and_base_is_cached(default_model, share
     assert [(t.base, t.quant) for t in report2.tasks] == [(t.base, t.quant) for t in report.tasks]
     assert report2.gate.min_recovery == 0.96
     assert any((kvant_home / "eval" / "base-cache").iterdir())
+
+
+def test_cancel_stops_before_anything_is_written(default_model, shared_data, tmp_path, kvant_home, engine_factory):
+    from kvant.artifact.progress import CancelToken, Cancelled
+
+    cancel = CancelToken()
+    seen = []
+
+    def progress(stage, done, total, message):
+        seen.append(stage)
+        cancel.cancel()  # at the first chunk of the artifact's requests
+
+    art = _artifact(default_model, tmp_path / "a")
+    before = (art / "kvant.json").read_bytes()
+    with pytest.raises(Cancelled, match="evaluation cancelled"):
+        evaluate_artifact(art, options=EvalOptions(tasks=("kvant_arc_easy",), limit=2, data_dir=shared_data,
+                                                   generative=None),
+                          llm_factory=engine_factory, progress=progress, cancel=cancel)
+    assert seen == ["artifact"]  # stopped after the first chunk: the base never ran
+    assert not (art / "eval").exists() and (art / "kvant.json").read_bytes() == before
+    assert not (kvant_home / "eval" / "base-cache").exists()

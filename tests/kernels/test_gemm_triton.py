@@ -24,14 +24,7 @@ def test_fast_packer_matches_loop_packer():
 def test_w4a16(m, n, k, group, asym):
     g = torch.Generator().manual_seed(m * 1000 + n + asym)
     dtype = torch.bfloat16 if m % 2 else torch.float16
-    q = torch.randint(-8, 8, (n, k), generator=g)
-    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(dtype)
-    zp = None
-    if asym:
-        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)  # rows padded to whole words
-        zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
-    x = torch.randn(m, k, generator=g).to(dtype)
-    packed = pack_rows_fast(q)
+    x, packed, scale, zp = _int4_case(g, m, n, k, group, asym, dtype)
     out = w4a16_gemm.w4a16_gemm_triton(x, packed, scale, group, zp)
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), **TOL[dtype])
 
@@ -43,14 +36,7 @@ def test_w4a16_other_kernels(m, n, k, group, asym, kernel):
     # the tensor-core planes kernel (per-word scales where a tile spans groups) and dequantize + GEMM
     g = torch.Generator().manual_seed(m * 7 + n + asym)
     dtype = torch.bfloat16 if m % 2 else torch.float16
-    q = torch.randint(-8, 8, (n, k), generator=g)
-    scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(dtype)
-    zp = None
-    if asym:
-        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)
-        zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
-    x = torch.randn(m, k, generator=g).to(dtype)
-    packed = pack_rows_fast(q)
+    x, packed, scale, zp = _int4_case(g, m, n, k, group, asym, dtype)
     ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
     out = getattr(w4a16_gemm, kernel)(x, packed, scale, group, zp)
     tol = dict(TOL[dtype])
@@ -172,7 +158,7 @@ def _int4_case(g, m, n, k, group, asym, dtype=torch.bfloat16):
     scale = (torch.rand(n, k // group, generator=g) * 0.02 + 0.001).to(dtype)
     zp = None
     if asym:
-        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)
+        z = torch.randint(-8, 8, (n + (-n) % 8, k // group), generator=g)  # rows padded to whole words
         zp = pack_rows_fast(z.t().contiguous()).t().contiguous()
     return torch.randn(m, k, generator=g).to(dtype), pack_rows_fast(q), scale, zp
 

@@ -73,3 +73,57 @@ def test_decode_dispatch_long_context(cache):
     args = (q, kc, vc, tables, lens, d**-0.5, scale, scale)
     torch.testing.assert_close(paged_attention.paged_attention_decode(*args),
                                paged_attention.paged_attention_decode_ref(*args), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("m", [1, 3, 12, 64, 200, 300])
+@pytest.mark.parametrize("group,asym", [(32, True), (64, False), (128, True)])
+@pytest.mark.parametrize("k,n", [(1024, 2048), (3072, 1024), (1024, 6152)])  # Qwen3-0.6B q, down; N % 128 != 0
+def test_w4a16_repacked_families_in_a_cuda_graph(m, group, asym, k, n, dtype=torch.bfloat16):
+    # the repacked layout's GEMV (1..4 rows), swap-AB tile (5..256) and dequant + GEMM, each compiled and replayed
+    # twice from a CUDA graph on fresh inputs, against the checkpoint-layout torch reference
+    from kvant.kernels.w4a16_layout import repack_w4
+    from kvant.kernels.w4a16_repacked import SWAPAB_MAX_M, w4a16_repacked_gemm
+
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(dtype)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    packed = pack_int4(q)
+    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    w4a16_repacked_gemm(x, qweight, scales, group, zeros)  # compile and size the split-K buffers outside the graph
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = w4a16_repacked_gemm(x, qweight, scales, group, zeros)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        out.fill_(float("nan"))
+        graph.replay()
+        ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
+        # past the swap-AB tile, dequantize + GEMM rounds the weight to 16 bits
+        atol = 3e-2 if m <= SWAPAB_MAX_M else max(3e-2, 1e-2 * ref.abs().max().item())
+        torch.testing.assert_close(out, ref, atol=atol, rtol=2e-2)
+
+
+@pytest.mark.parametrize("m", [1, 12, 300])
+def test_w4a16_repacked_families_in_fp16(m):
+    test_w4a16_repacked_families_in_a_cuda_graph(m, 128, True, 1024, 2048, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+@pytest.mark.parametrize("group,asym", [(32, True), (128, False), (128, True)])
+@pytest.mark.parametrize("k,n", [(1024, 2048), (3072, 1024), (1024, 6152)])
+def test_w4a16_repacked_gemv_compiled(pairs, group, asym, k, n):
+    # the one-row GEMV (off the dispatch until measured faster than swap-AB) in both of its forms
+    from kvant.kernels.w4a16_fast_gemv import FAST_GEMV_CONFIG, w4a16_fast_gemv_triton
+    from kvant.kernels.w4a16_layout import repack_w4
+
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    packed = pack_int4(q)
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
+    out = w4a16_fast_gemv_triton(x, qweight, scales, group, zeros, config=FAST_GEMV_CONFIG[:5] + (pairs,))
+    torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2, rtol=2e-2)

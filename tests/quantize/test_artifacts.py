@@ -229,20 +229,25 @@ def test_shipped_recipe_on_tiny_model(recipe_name, arch, tiny_models, base_logit
 @pytest.mark.parametrize("recipe_name, arch", [("w4a16-gptq", "llama"), ("w8a16-int8", "qwen3")])
 def test_engine_generates_like_transformers_from_the_artifact(recipe_name, arch, make_artifact):
     # kvant's LLM (paged KV cache, scheduler) on the artifact: greedy tokens equal transformers' on the same artifact
+    ours, theirs, _ = greedy_both(make_artifact(recipe_name, arch))
+    assert ours == theirs
+
+
+def greedy_both(art: Path, num_tokens: int = 8):
+    # greedy tokens after PROMPT from kvant's LLM and from transformers on the same artifact, and the HF model
     from transformers import AutoModelForCausalLM
 
     from kvant.engine import LLM, SamplingParams
 
-    art = make_artifact(recipe_name, arch)
     llm = LLM(str(art), device="cpu", dtype="float32", max_model_len=128, num_kv_blocks=16, enforce_eager=True)
-    out = llm.generate([PROMPT], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0].outputs[0]
+    out = llm.generate([PROMPT], SamplingParams(temperature=0, max_tokens=num_tokens, ignore_eos=True))[0].outputs[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hf = AutoModelForCausalLM.from_pretrained(art, dtype=torch.float32).eval()
     ids = torch.tensor([PROMPT])
-    expected = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8,
-                           min_new_tokens=8, pad_token_id=2)[0, len(PROMPT):].tolist()
-    assert list(out.token_ids) == expected
+    expected = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=num_tokens,
+                           min_new_tokens=num_tokens, pad_token_id=2)[0, len(PROMPT):].tolist()
+    return list(out.token_ids), expected, hf
 
 
 # ---- asymmetric INT4 (W4A16_ASYM): not a shipped recipe, but a scheme recipes may name ----

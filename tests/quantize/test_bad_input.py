@@ -2,13 +2,13 @@
 import json
 import logging
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken, Cancelled
 from kvant.artifact import manifest
 from kvant.quantize import artifact
 from kvant.quantize.api import quantize
@@ -134,19 +134,21 @@ def test_missing_model_folder(tmp_path):
         quantize(str(tmp_path), FAST, tmp_path / "out")
 
 
+@pytest.mark.parametrize("model_free", [True, False])
 @pytest.mark.parametrize("at_stage", ["layer 1/2", "layer 2/2"])
-def test_cancel_mid_run_leaves_nothing(tiny_models, tmp_path, at_stage):
-    cancel = threading.Event()
+def test_cancel_mid_run_leaves_nothing(tiny_models, tmp_path, at_stage, model_free):
+    cancel = CancelToken()
     stages = []
 
-    def progress(stage, fraction):
+    def progress(stage, done, total, message):
         stages.append(stage)
-        if stage.startswith(at_stage):
-            cancel.set()
+        if message.startswith(at_stage):
+            cancel.cancel()
 
-    with pytest.raises(KvantError, match="cancelled"):
-        quantize(str(tiny_models["llama"]), FAST, tmp_path / "out", progress=progress, cancel=cancel, device="cpu")
-    assert any(s.startswith(at_stage) for s in stages) and "done" not in stages
+    with pytest.raises(Cancelled, match="quantization cancelled"):
+        quantize(str(tiny_models["llama"]), FAST, tmp_path / "out", progress=progress, cancel=cancel, device="cpu",
+                 model_free=model_free)
+    assert stages.count("quantize") == int(at_stage[-3]) and "done" not in stages
     assert not (tmp_path / "out").exists()
     assert _leftovers(tmp_path) == []
 

@@ -126,14 +126,16 @@ def test_gptq_beats_rtn_on_output_error():
     scheme = get_scheme("W4A16", 16)
     h = 2 * x.t() @ x / x.shape[0]
     _, rtn, _ = quantize_weight(w, scheme, torch.float32)
-    _, gptq, loss = quantize_weight(w, scheme, torch.float32, h, actorder=True)
+    stored, gptq, loss = quantize_weight(w, scheme, torch.float32, h, actorder=True)
     err = lambda wq: float((x @ (wq - w).t()).pow(2).mean())
     assert err(gptq) < 0.8 * err(rtn)
     assert loss is not None and loss > 0
-    # every GPTQ weight lies on its group's grid: re-quantizing changes nothing
-    q, s, _ = P.quantize_int4_groupwise(gptq, 16, scale_dtype=torch.float32)
+    # every GPTQ weight lies on its group's grid (the scales of the original w): re-quantizing changes nothing
     scale = P.int4_qparams(w, 16, True, torch.float32)[0]
     torch.testing.assert_close(P.dequantize_int4(P.quantize_int4_with(gptq, scale, None, 16), scale, None, 16), gptq)
+    # and the checkpoint tensors hold exactly those weights: what the next layer was calibrated on is what loads
+    codes = unpack_int4(stored["weight_packed"], w.shape[1])
+    torch.testing.assert_close(P.dequantize_int4(codes, stored["weight_scale"], None, 16), gptq)
 
 
 def test_gptq_identity_hessian_is_rtn():

@@ -36,9 +36,10 @@ def test_rtn_int4_weights_dequantize_to_the_original_within_half_a_step():
     w = model.model.layers[0].mlp.gate_up_proj.weight.detach().clone()
     quantize_model_rtn(model, "int4")
     layer = model.model.layers[0].mlp.gate_up_proj
-    q = unpack_int4(layer.weight_packed, w.shape[1])
-    deq = dequantize_int4(q, layer.weight_scale, None, layer.group_size)
-    step = layer.weight_scale.float().repeat_interleave(layer.group_size, dim=1)
+    weight_packed, weight_scale, _ = layer.checkpoint_tensors()  # repacked at load; rebuilt exactly
+    q = unpack_int4(weight_packed, w.shape[1])
+    deq = dequantize_int4(q, weight_scale, None, layer.group_size)
+    step = weight_scale.float().repeat_interleave(layer.group_size, dim=1)
     assert ((deq - w).abs() <= step / 2 + 1e-6).all()
 
 

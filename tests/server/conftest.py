@@ -1,19 +1,14 @@
-import socket
 import threading
 import time
 from contextlib import contextmanager
 
 import pytest
 
+from kvant.engine.server.client import free_port
+
 MODEL_NAME = "smollm2-test"
 MAX_MODEL_LEN = 1024
 NUM_KV_BLOCKS = 768  # 200 concurrent short requests need ~600 blocks of 16 tokens
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerThread:

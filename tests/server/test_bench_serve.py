@@ -25,5 +25,5 @@ def test_bench_serve_poisson_with_concurrency_cap(server, tmp_path, capsys):
 
 def test_bench_serve_unreachable_server_is_a_clear_error(capsys):
     rc = main(["bench", "serve", "--base-url", "http://127.0.0.1:9", "--limit", "1"])
-    assert rc == 2
+    assert rc == 3  # environment (README exit-code table): nothing answers there
     assert "cannot reach a server at http://127.0.0.1:9" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import free_port
+from kvant.engine.server.client import free_port
 
 
 def _wait_healthy(url: str, proc, deadline: float) -> None:

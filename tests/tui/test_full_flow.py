@@ -20,20 +20,6 @@ pytestmark = [
                       reason="kvant.quantize.api.quantize is not in this build yet"),
 ]
 TASK = "kvant_arc_easy"
-# INT4 GPTQ of two decoder layers on a tiny calibration set: about 2 minutes on 2 shared cores, where the shipped
-# w4a16-gptq-g64 recipe (all 30 layers) took 40-65 s per layer there
-TINY_RECIPE = """\
-description: INT4 GPTQ, group 64, of the first two decoder layers; 4 builtin samples of 64 tokens (test-sized)
-scheme: W4A16
-group_size: 64
-targets: ["re:model\\\\.layers\\\\.[01]\\\\."]
-ignore: [lm_head]
-algorithm: gptq
-calibration:
-  dataset: builtin
-  num_samples: 4
-  seq_len: 64
-"""
 # KVANT_TUI_SCREENSHOTS=docs/screenshots makes this test export the README's screenshots of each step
 SHOTS = os.environ.get("KVANT_TUI_SCREENSHOTS")
 
@@ -58,7 +44,7 @@ def text_of(widget) -> str:
     return str(widget.render())
 
 
-async def test_full_flow_on_default_model(default_model, shared_data, tmp_path):
+async def test_full_flow_on_default_model(default_model, shared_data, tiny_int4_recipe, tmp_path):
     messages = []
     app = make_app()
     out = tmp_path / "smollm2-int4"
@@ -73,8 +59,7 @@ async def test_full_flow_on_default_model(default_model, shared_data, tmp_path):
         # quantize to int4 with a tiny calibration set
         await pilot.press("f2")
         screen = app.screen
-        recipe = tmp_path / "tiny-int4.yaml"
-        recipe.write_text(TINY_RECIPE)
+        recipe = tiny_int4_recipe  # two decoder layers: about 2 minutes on 2 shared cores (all 30 take far longer)
         screen.query_one("#recipe-file", Input).value = str(recipe)
         screen.query_one("#recipe-file", Input).focus()
         await pilot.press("enter")

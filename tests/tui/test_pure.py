@@ -7,7 +7,8 @@ from kvant.tui.screens.chat import parse_settings
 from kvant.tui.screens.quantize import default_out
 from kvant.tui.screens.serve import tokens_per_s
 from kvant.artifact.errors import KvantError
-from kvant.tui.services import (_normalize_progress, _sse_deltas, parse_metrics, parse_results, recipe_info,
+from kvant.artifact.progress import CancelToken, Cancelled, fraction
+from kvant.tui.services import (parse_metrics, parse_results, recipe_info,
                                 stats_from_metrics)
 from kvant.tui.widgets.kv_usage_bar import usage_bar
 from kvant.tui.widgets.progress_panel import eta_seconds, format_duration
@@ -72,25 +73,6 @@ def test_recipe_info_from_a_recipe_file(tmp_path):
     assert (plain.scheme, plain.calibration_source, plain.num_samples) == ("FP8_DYNAMIC", "none", None)
 
 
-def test_progress_adapter_shapes_and_cancel():
-    seen = []
-    cancel = threading.Event()
-    callback = _normalize_progress(lambda stage, frac: seen.append((stage, frac)), cancel)
-    callback("downloading", 0.25)
-    callback("artifact: loglikelihood", 3, 12)
-    assert seen == [("downloading", 0.25), ("artifact: loglikelihood 3/12", 0.25)]
-    cancel.set()
-    with pytest.raises(KvantError, match="cancelled during base"):
-        callback("base", 1, 2)
-
-
-def test_sse_deltas_stop_at_done():
-    lines = ['data: {"choices":[{"delta":{"role":"assistant"}}]}', "",
-             'data: {"choices":[{"delta":{"content":"Hel"}}]}', 'data: {"choices":[{"delta":{"content":"lo"}}]}',
-             "data: [DONE]", 'data: {"choices":[{"delta":{"content":"after"}}]}']
-    assert list(_sse_deltas(iter(lines))) == ["Hel", "lo"]
-
-
 @pytest.mark.parametrize("recovery,gate,width,filled", [(1.0, 0.96, 20, 20), (0.9, 0.96, 20, 10), (0.7, 0.96, 20, 0)])
 def test_recovery_bar_cells(recovery, gate, width, filled):
     text = recovery_bar(recovery, gate, width).plain
@@ -126,3 +108,17 @@ def test_parse_settings():
 def test_default_out(tmp_path):
     assert default_out(tmp_path, "smollm2-135m", "w4a16-gptq") == tmp_path / "smollm2-135m-w4a16-gptq"
     assert default_out(tmp_path, "/m/My Model", "fp8") == tmp_path / "my-model-fp8"
+
+
+def test_worker_event_backs_the_cancel_token():
+    # a Textual worker's cancelled_event is a threading.Event: cancelling the worker cancels the core job
+    event = threading.Event()
+    token = CancelToken(event)
+    token.raise_if_cancelled("quantization")  # not cancelled: returns
+    assert not token.cancelled and not token.wait(0.01)
+    event.set()
+    assert token.cancelled and token.wait(0.01)
+    with pytest.raises(Cancelled, match="^quantization cancelled$"):
+        token.raise_if_cancelled("quantization")
+    assert issubclass(Cancelled, KvantError)  # the CLI prints it on one line
+    assert (fraction(1, 4), fraction(3, 0)) == (0.25, None)

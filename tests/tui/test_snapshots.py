@@ -24,20 +24,28 @@ async def _settle(pilot) -> None:
     await pilot.wait_for_scheduled_animations()
 
 
-async def _evaluate(pilot):
-    await pilot.press("f3")
-    pilot.app.screen.query_one("#artifact", Input).value = "/home/user/.cache/kvant/artifacts/smollm2-135m-w4a16-gptq"
-    pilot.app.screen.query_one("#limit", Input).value = "50"
+ARTIFACT = "/home/user/.cache/kvant/artifacts/smollm2-135m-w4a16-gptq"
+
+
+async def _run_form(pilot, screen_key: str, fields: dict[str, str]):
+    # open a screen, fill its inputs, run it and wait for its worker
+    await pilot.press(screen_key)
+    for selector, value in fields.items():
+        pilot.app.screen.query_one(selector, Input).value = value
     await pilot.press("ctrl+r")
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def _evaluate(pilot):
+    await _run_form(pilot, "f3", {"#artifact": ARTIFACT, "#limit": "50"})
 
 
 async def _serve(pilot):
     await pilot.press("f4")
     screen = pilot.app.screen
     screen.poll_timer.pause()  # polls come from the loop below only, so the sparkline is deterministic
-    screen.query_one("#artifact", Input).value = "/home/user/.cache/kvant/artifacts/smollm2-135m-w4a16-gptq"
+    screen.query_one("#artifact", Input).value = ARTIFACT
     screen.query_one("#port", Input).value = "8000"
     await pilot.press("ctrl+s")
     await pilot.app.workers.wait_for_complete()
@@ -56,12 +64,14 @@ async def _chat(pilot):
 
 
 async def _push(pilot):
-    await pilot.press("f6")
-    pilot.app.screen.query_one("#artifact", Input).value = "/home/user/.cache/kvant/artifacts/smollm2-135m-w4a16-gptq"
-    pilot.app.screen.query_one("#repo", Input).value = "me/smollm2-135m-w4a16"
-    await pilot.press("ctrl+r")
+    await _run_form(pilot, "f6", {"#artifact": ARTIFACT, "#repo": "me/smollm2-135m-w4a16"})
+
+
+async def _artifacts(pilot):
+    await pilot.press("f7")
     await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    await pilot.press("down")
+    await _settle(pilot)
 
 
 def test_models(snap_compare):
@@ -86,3 +96,8 @@ def test_chat(snap_compare):
 
 def test_push(snap_compare):
     assert snap_compare(APP, terminal_size=SIZE, run_before=_push)
+
+
+def test_artifacts(snap_compare):
+    # the artifact list: base, scheme, size, bits per weight, gate and checksums, with Evaluate / Serve / Push
+    assert snap_compare(APP, terminal_size=SIZE, run_before=_artifacts)

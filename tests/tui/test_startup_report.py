@@ -18,7 +18,7 @@ def test_report_names_kernel_path_kv_tokens_and_time():
     llm = LLM.from_model(model, None, kernel_arch="sm_86", num_kv_blocks=8, max_model_len=64)
     text = startup_report(llm.engine, 1.25)
     assert "kernels: fp8_weight_only GEMM" in text and "sm_86 has no FP8 tensor cores" in text
-    assert "KV cache: 128 tokens on cpu" in text  # 8 blocks of 16
+    assert "memory on cpu:" in text and "= 128 tokens (8 blocks of 16); KV pool set by num_kv_blocks" in text
     assert "ready in 1.2 s" in text or "ready in 1.3 s" in text
 
 

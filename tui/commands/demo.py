@@ -1,7 +1,5 @@
 """`kvant demo`: the default model through the whole pipeline (pull, INT4 quantize, validate against the base, serve,
 one streamed chat request), then a summary table."""
-import json
-import math
 import os
 import socket
 import sys
@@ -25,10 +23,6 @@ DEFAULT_LIMIT = 25
 GENERATIVE_TOKENS = 32
 QUESTION = "What is the capital of France?"
 DEFAULT_MAX_TOKENS = 48
-# without a data folder: word perplexity on this many builtin paragraphs that calibration did not read
-NUM_HELDOUT = 16
-HELDOUT_TASK = "builtin_heldout"
-PREFIX_CHARS = 64  # a paragraph counts as read by calibration if its opening is in a decoded calibration sample
 SERVER_START_TIMEOUT_S = 300
 
 
@@ -136,111 +130,30 @@ def quantize_or_reuse(model: str, recipe, out: Path, base_path: Path, force: boo
         return True, float(m["calibration"].get("time_s") or 0.0)
     started = time.monotonic()
 
-    def progress(stage: str, fraction: float | None) -> None:
-        if stage in ("loading model", "preparing calibration data"):
-            _say(f"  {stage}")
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        if stage in ("load", "calibrate"):
+            _say(f"  {message}")
 
     quantize(model, recipe, out, force=force, progress=progress)
     return False, time.monotonic() - started
 
 
-# ---- step 3 without a data folder: held-out builtin perplexity and the generative check
-
-
-def _read_builtin() -> list[str]:
-    from kvant.quantize.calibration_data import BUILTIN
-
-    return [json.loads(line)["text"] for line in BUILTIN.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _read_by(text: str, sample: str) -> bool:
-    # calibration packs whole paragraphs from their first character, the last one possibly cut short: a paragraph it
-    # read opens inside a sample, or the sample's unfinished tail is the paragraph's opening
-    tail = sample.rsplit("\n", 1)[-1].strip()
-    return text[:PREFIX_CHARS] in sample or bool(tail) and text.startswith(tail)
-
-
-def heldout_texts(tokenizer, manifest: dict, num: int = NUM_HELDOUT) -> list[str]:
-    """`num` builtin paragraphs, spread over the file, none of which the artifact's calibration read."""
-    from kvant.quantize.calibration_data import load_calibration
-    from kvant.quantize.recipe import recipe_from_dict
-
-    texts = _read_builtin()
-    recipe = recipe_from_dict(manifest["recipe"])
-    read = set()
-    if recipe.needs_data and recipe.calibration.dataset == "builtin":
-        # rebuild the calibration set the artifact was made from, checked by its sha256, and look at its text
-        calib = load_calibration(recipe.calibration, tokenizer)
-        if calib.sha256 != manifest["calibration"].get("sha256"):
-            raise KvantError("cannot rebuild the artifact's calibration set (sha256 differs), so no builtin text is "
-                             "known to be held out: pass --data-dir to validate on local tasks")
-        samples = [tokenizer.decode(ids.tolist(), skip_special_tokens=True) for ids in calib.input_ids]
-        read = {i for i, t in enumerate(texts) if any(_read_by(t, s) for s in samples)}
-    unread = [i for i in range(len(texts)) if i not in read]
-    if len(unread) < num:
-        raise KvantError(f"calibration read {len(read)} of {len(texts)} builtin paragraphs: fewer than {num} are left "
-                         "to validate on; pass --data-dir")
-    return [texts[unread[k * len(unread) // num]] for k in range(num)]
-
-
-def word_perplexity(llm, texts: list[str]) -> float:
-    # exp(-sum of token log-likelihoods / number of words), each text scored from a BOS (or EOS) token
-    from kvant.engine import SamplingParams
-
-    tok = llm.tokenizer
-    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    ids = [[start] + tok.encode(t, add_special_tokens=False) for t in texts]
-    outs = llm.generate(ids, SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1))
-    total = sum(float(o.prompt_logprobs[i][t]) for o, x in zip(outs, ids) for i, t in enumerate(x) if i > 0)
-    return math.exp(-total / sum(len(t.split()) for t in texts))
+# ---- step 3 without a data folder: kvant.eval's offline check
 
 
 def validate_offline(artifact: Path, base_path: Path):
-    import gc
+    from kvant.eval.generative import GenerativeConfig
+    from kvant.eval.offline import evaluate_offline
 
-    from kvant.artifact import manifest as M
-    from kvant.artifact.gate import gate_for
-    from kvant.engine import LLM
-    from kvant.eval import generative as gen
-    from kvant.eval.artifact import check_same_model
-    from kvant.eval.binding import bind_results
-    from kvant.eval.report import EvalReport, Perplexity, write_report
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        if stage != "done":
+            _say(f"  {message}")
 
-    manifest = M.read(artifact)
-    check_same_model(base_path, artifact)
-    cfg = gen.GenerativeConfig(max_tokens=GENERATIVE_TOKENS)
-    _say("  artifact: held-out perplexity and greedy answers")
-    quant = LLM(str(artifact))
-    texts = heldout_texts(quant.tokenizer, manifest)
-    prompt_ids = gen.chat_prompt_ids(quant.tokenizer, gen.load_prompts())
-    quant_ppl = word_perplexity(quant, texts)
-    quant_tokens = gen.greedy(quant, prompt_ids, cfg.max_tokens)
-    del quant
-    gc.collect()
-    _say("  base: held-out perplexity, greedy answers, and scoring both answer sets")
-    base = LLM(str(base_path))
-    base_ppl = word_perplexity(base, texts)
-    base_tokens = gen.greedy(base, prompt_ids, cfg.max_tokens)
-    own = gen.completion_logprobs(base, prompt_ids, base_tokens)
-    on_quant = gen.completion_logprobs(base, prompt_ids, quant_tokens)
-    del base
-    gc.collect()
-    report = EvalReport(base_model=str(base_path), artifact=str(artifact), limit=None, gate=gate_for(manifest),
-                        tasks=[], perplexity=Perplexity(HELDOUT_TASK, base_ppl, quant_ppl, quant_ppl / base_ppl),
-                        generative=gen.summarize(base_tokens, quant_tokens, own, on_quant, cfg),
-                        lm_eval_version="not used")
-    write_report(report, artifact)
-    bind_results(artifact)
-    return report
+    return evaluate_offline(artifact, base_path, generative=GenerativeConfig(max_tokens=GENERATIVE_TOKENS),
+                            progress=progress)
 
 
 # ---- step 4: serve in-process, one streamed chat request, shut down
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_is_free(port: int) -> bool:
@@ -262,6 +175,7 @@ def port_is_closed(port: int) -> bool:
 def stream_chat(base_url: str, model_name: str, question: str, max_tokens: int) -> ChatResult:
     import httpx
 
+    from kvant.engine.server.client import chat_deltas, sse_chunks
 
     body = {"model": model_name, "messages": [{"role": "user", "content": question}], "temperature": 0.0,
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
@@ -272,18 +186,11 @@ def stream_chat(base_url: str, model_name: str, question: str, max_tokens: int) 
             if r.status_code != 200:
                 r.read()
                 raise KvantError(f"chat request failed with HTTP {r.status_code}: {r.text[:200]}")
-            for line in r.iter_lines():
-                if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-                    continue
-                chunk = json.loads(line[5:])
-                if "error" in chunk:
-                    raise KvantError(f"chat request failed: {chunk['error'].get('message', chunk['error'])}")
+            for chunk in sse_chunks(r.iter_lines()):
                 usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices", []):
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        first = first or time.perf_counter()
-                        parts.append(text)
+                for text in chat_deltas([chunk]):
+                    first = first or time.perf_counter()
+                    parts.append(text)
     except httpx.HTTPError as exc:
         raise KvantError(f"chat request to {base_url} failed: {exc}") from exc
     ended = time.perf_counter()
@@ -302,6 +209,7 @@ def serve_and_chat(artifact: Path, port: int, question: str, max_tokens: int) ->
 
     from kvant.engine.async_llm import AsyncLLM
     from kvant.engine.server import build_app
+    from kvant.engine.server.client import free_port
 
     port = port or free_port()
     if not port_is_free(port):
@@ -362,6 +270,7 @@ def _quiet_libraries() -> None:
 def run(args) -> int:
     from kvant.engine.registry import DEFAULT_MODEL, pull_default
     from kvant.eval.generative import GenerativeConfig
+    from kvant.eval import offline
     from kvant.eval.runner import EvalOptions, evaluate_artifact, plan_tasks
     from kvant.quantize.recipe import load_recipe
 
@@ -388,7 +297,7 @@ def run(args) -> int:
 
     stage = StageClock()
     _say(f"[1/4] pulling {DEFAULT_MODEL}")
-    base_path = pull_default(progress=lambda stage, _fraction: _say(f"  {stage}"))
+    base_path = pull_default(progress=lambda stage, done, total, message: _say(f"  {message}"))
     stage.done("pull")
     _say(f"[2/4] quantizing with {args.recipe} ({args.num_samples} samples x {args.seq_len} tokens) into {out}")
     reused, quantize_s = quantize_or_reuse(DEFAULT_MODEL, recipe, out, base_path, args.force)
@@ -399,7 +308,7 @@ def run(args) -> int:
         _say(f"[3/4] validating against the base: {validation} and the generative check")
         report = evaluate_artifact(out, options=options)
     else:
-        validation = f"offline: {NUM_HELDOUT} builtin paragraphs held out from calibration"
+        validation = f"offline: {offline.NUM_HELDOUT} builtin paragraphs held out from calibration"
         _say(f"[3/4] validating against the base: {validation}, and the generative check")
         report = validate_offline(out, base_path)
     stage.done("validate")
@@ -409,6 +318,10 @@ def run(args) -> int:
     summary = Summary(DEFAULT_MODEL, base_path, folder_bytes(base_path), out, folder_bytes(out), args.recipe, reused,
                       quantize_s, validation, report, served, time.monotonic() - started)
     print(format_summary(summary))
+    if not report.passed:
+        _say(f"gate FAILED: the artifact in {out} does not meet its quality gate (see {out / 'eval' / 'report.md'}); "
+             "do not ship it")
+        return 1
     return 0
 
 

@@ -106,7 +106,8 @@ def run_offline(artifact, args) -> int:
     from kvant.engine.registry import resolve_model
     from kvant.artifact import manifest as M
     from kvant.eval.report import format_generative
-    from kvant.tui.commands.demo import NUM_HELDOUT, validate_offline
+    from kvant.eval.offline import NUM_HELDOUT
+    from kvant.tui.commands.demo import validate_offline
 
     manifest = M.read(artifact)  # input and integrity checks first
     check_or_warn(artifact, not args.no_verify)

@@ -23,12 +23,14 @@ def run(args) -> int:
 
         bar = tqdm(total=100, desc="pull", bar_format="{desc}: {percentage:3.0f}% {postfix}")
 
-        def progress(stage: str, frac: float) -> None:
-            bar.n = int(frac * 100)
-            bar.set_postfix_str(stage)
+        def progress(stage: str, done: int, total: int, message: str) -> None:
+            bar.n = int(100 * done / total) if total else bar.n
+            bar.set_postfix_str(message)
 
-        path = registry.pull_default(progress=progress, force=args.force)
-        bar.close()
+        try:
+            path = registry.pull_default(progress=progress, force=args.force)
+        finally:
+            bar.close()  # before any error line, which then starts a line of its own
         print(path)
         return 0
     if args.action == "list":

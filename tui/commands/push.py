@@ -33,19 +33,19 @@ def run(args) -> int:
 
     bar, stages = None, set()
 
-    def progress(stage: str, frac: float) -> None:
+    def progress(stage: str, done: int, total: int, message: str) -> None:
         nonlocal bar
         if stage == "verify":  # per-file sha256 check; the upload itself shows huggingface_hub's byte bars
             if bar is None:
                 bar = tqdm(total=100, desc="verify sha256", bar_format="{desc}: {percentage:3.0f}%", file=sys.stderr)
-            bar.n = int(frac * 100)
+            bar.n = int(100 * done / total) if total else 0
             bar.refresh()
         elif stage not in stages:
             stages.add(stage)
             if bar is not None:
                 bar.close()
                 bar = None
-            print(f"{stage}...", file=sys.stderr)
+            print(f"{message}...", file=sys.stderr)
 
     try:
         result = push(args.artifact, args.repo_id, private=args.private, revision=args.revision,

@@ -1,3 +1,8 @@
+import os
+
+from kvant.tui.commands.eval import DATA_ENV
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "quantize", help="quantize a model to a compressed-tensors artifact",
@@ -15,6 +20,17 @@ def add_parser(sub) -> None:
                                      "or a Hugging Face dataset id (overrides the recipe)")
     p.add_argument("--device", default="auto", help="where each decoder layer is calibrated: auto (CUDA if "
                                                     "present), cpu, cuda, cuda:N")
+    g = p.add_argument_group("auto recipes (--recipe auto): per-layer schemes chosen to pass the eval gate")
+    g.add_argument("--target", type=float, help="minimum recovery every gated task must reach (overrides the "
+                                                "recipe; default: the gate of its scheme)")
+    g.add_argument("--budget", type=float, help="largest average bits per weight, scales included (overrides the "
+                                                "recipe)")
+    g.add_argument("--data-dir", default=os.environ.get(DATA_ENV),
+                   help=f"evaluation data for the gate (default: ${DATA_ENV}; none: kvant's offline checks)")
+    g.add_argument("--tasks", help="comma-separated tasks of the gate with --data-dir (default: "
+                                   "kvant_arc_easy,kvant_lambada_openai)")
+    g.add_argument("--limit", type=int, default=25, help="items per gated task (default: 25)")
+    g.add_argument("--max-trials", type=int, default=5, help="most points quantized and validated (default: 5)")
     p.set_defaults(func=run)
 
 
@@ -27,15 +43,34 @@ def run(args) -> int:
 
     recipe = load_recipe(args.recipe).with_calibration(num_samples=args.num_samples, seq_len=args.seq_len,
                                                        dataset=args.dataset)
+    if recipe.is_auto:
+        return run_auto(args, recipe)
+    if args.target is not None or args.budget is not None:
+        raise ValueError("--target and --budget apply to auto recipes (--recipe auto) only")
 
-    def progress(stage: str, fraction: float | None) -> None:
-        if stage in ("loading model", "preparing calibration data", "done"):
-            print(stage, file=sys.stderr, flush=True)
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        nonlocal bar
+        if stage == "quantize":  # one bar over the decoder layers
+            if bar is None:
+                bar = tqdm(total=total, desc="quantize", unit="layer", leave=False)
+            bar.update(done - bar.n)
+        elif stage in ("load", "calibrate"):
+            print(message, file=sys.stderr, flush=True)
+        elif stage == "done":
+            print("done", file=sys.stderr, flush=True)
 
     import time
 
     started = time.monotonic()
-    out = quantize(args.model, recipe, Path(args.out), force=args.force, progress=progress, device=args.device)
+    try:
+        out = quantize(args.model, recipe, Path(args.out), force=args.force, progress=progress, device=args.device)
+    finally:
+        if bar is not None:
+            bar.close()
     elapsed = time.monotonic() - started  # load, calibrate, quantize and write: the whole run after start-up
     from kvant.artifact.manifest import read
 
@@ -47,4 +82,54 @@ def run(args) -> int:
     fallbacks = written.get("group_size_fallbacks") or {}
     if fallbacks:
         print("group size fallbacks: " + ", ".join(f"{k} {v}" for k, v in sorted(fallbacks.items())))
+    return 0
+
+
+def auto_validator(model: str, data_dir, tasks: str | None, limit: int):
+    """The gate an auto search validates each point with: lm-eval tasks on a data folder, else kvant's offline
+    checks (what `kvant eval` and `kvant demo` run without data)."""
+    from pathlib import Path
+
+    if data_dir:
+        from kvant.eval.generative import GenerativeConfig
+        from kvant.eval.runner import EvalOptions, evaluate_artifact, plan_tasks
+        from kvant.tui.commands.demo import DATA_TASKS, GENERATIVE_TOKENS
+
+        names = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else DATA_TASKS
+        options = EvalOptions(tasks=names, limit=limit, data_dir=Path(data_dir),
+                              generative=GenerativeConfig(max_tokens=GENERATIVE_TOKENS))
+        plan_tasks(options.tasks, options.data_dir)  # bad task names fail before any work
+        return lambda folder: evaluate_artifact(folder, options=options)
+    from kvant.engine.registry import resolve_model
+    from kvant.tui.commands.demo import validate_offline
+
+    base = resolve_model(model)
+    return lambda folder: validate_offline(folder, base)
+
+
+def run_auto(args, recipe) -> int:
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    from kvant.eval.auto import quantize_auto
+
+    changes = {k: v for k, v in (("target", args.target), ("budget", args.budget)) if v is not None}
+    recipe = dataclasses.replace(recipe, **changes)  # the recipe's own checks name a bad value
+    if args.max_trials < 1:
+        raise ValueError(f"max_trials must be >= 1, got {args.max_trials}")
+    validate = auto_validator(args.model, args.data_dir, args.tasks, args.limit)
+
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        if not (stage in ("sensitivity", "quantize") and total):  # the steps, not the per-unit counts
+            print(message, file=sys.stderr, flush=True)
+
+    result = quantize_auto(args.model, recipe, Path(args.out), validate, force=args.force, device=args.device,
+                           progress=progress, max_trials=args.max_trials)
+    for t in result.trials:
+        print(f"  {t['bits_per_weight']:.3f} bits/weight: {t['quality_name']} {t['quality']} "
+              f"(gate {t['gate']}) {'pass' if t['passed'] else 'FAIL'}{' <- chosen' if t.get('chosen') else ''}")
+    print(f"wrote {result.out}: {result.chosen['bits_per_weight']:.3f} bits per weight, gate PASS "
+          f"(sensitivity {'reused' if result.sensitivity_reused else 'measured'}; report in "
+          f"{result.out / 'eval' / 'report.md'})")
     return 0

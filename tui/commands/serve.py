@@ -37,7 +37,9 @@ def add_parser(sub) -> None:
                    help="auto: the model dtype; fp8: e4m3 with the checkpoint's k/v scales")
     e.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
     e.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default=None,
-                   help="weights and activations (default auto: bf16 on CUDA, float32 on CPU)")
+                   help="weights and activations (default auto: the checkpoint's dtype on CUDA; on CPU bf16 where "
+                        "the CPU has native bf16 (AVX512-BF16, AMX, Arm BF16) and the checkpoint is bf16, else "
+                        "float32)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="where to run (default auto: CUDA if visible)")
     e.add_argument("--kernel-arch", default=None,
@@ -136,7 +138,7 @@ def run(args) -> int:
 
 
 def body_size(text: str) -> int:
-    from kvant.engine.memory import parse_size
+    from kvant.engine.config import parse_size
 
     try:
         return parse_size(text)
@@ -147,17 +149,11 @@ def body_size(text: str) -> int:
 def startup_report(engine, seconds: float) -> str:
     """What `kvant serve` prints once the engine is ready: kernels chosen, memory plan, time to ready."""
     lines = []
-    path = getattr(engine, "kernel_path", None)
+    path = engine.kernel_path
     if path is not None:
         lines.append(f"kernels: {path.gemm} GEMM, KV cache {path.kv_cache} ({path.reason})")
     runner = engine.runner
-    dtype = str(getattr(runner, "dtype", "")).removeprefix("torch.")
-    if dtype:
-        lines.append(f"dtype: {dtype} on {runner.device} (--dtype to change)")
-    plan = getattr(runner, "memory_plan", None)
-    if plan is not None:
-        lines.append(plan.breakdown())
-    else:
-        lines.append(f"KV cache: {runner.num_blocks * runner.block_size:,} tokens on {runner.device}")
+    lines.append(f"dtype: {str(runner.dtype).removeprefix('torch.')} on {runner.device} (--dtype to change)")
+    lines.append(engine.memory_plan.breakdown())
     lines.append(f"ready in {seconds:.1f} s (load, KV cache, {len(runner.graphs)} CUDA graphs)")
     return "\n".join(lines)

@@ -1,13 +1,14 @@
-import threading
+from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Footer, Header, Input
 from textual.worker import Worker, WorkerState
 
 from kvant.tui.messages import Progress
-from kvant.tui.services import Report, Services
+from kvant.artifact.progress import CancelToken, Progress as ProgressFn, fraction
+from kvant.tui.services import Services
 
 
 class KvantScreen(Screen):
@@ -20,15 +21,26 @@ class KvantScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield from self.body()
-        yield Footer()
+        # compact and without the palette entry (ctrl+p still opens it): every area key and ^q fit in 100 columns
+        yield Footer(compact=True, show_command_palette=False)
 
     def body(self) -> ComposeResult:
         raise NotImplementedError(f"{type(self).__name__} must define body()")
 
-    def reporter(self, job: str) -> Report:
-        # called from worker threads: post_message is thread-safe
-        def report(stage: str, fraction: float | None) -> None:
-            self.post_message(Progress(job, stage, fraction))
+    def take_artifact(self, field_id: str = "#artifact") -> Path | None:
+        """Put the app's artifact into the screen's target field when it changed since this screen last took it (a
+        new one from Quantize, or one picked on the artifact list); a value the user typed stays otherwise."""
+        artifact: Path | None = self.app.artifact
+        if artifact is None or artifact == getattr(self, "_taken", None):
+            return None
+        self._taken = artifact
+        self.query_one(field_id, Input).value = str(artifact)
+        return artifact
+
+    def reporter(self, job: str) -> ProgressFn:
+        # the core's progress callback, called from worker threads (post_message is thread-safe)
+        def report(stage: str, done: int, total: int, message: str = "") -> None:
+            self.post_message(Progress(job, message or stage, fraction(done, total)))
         return report
 
     @on(Worker.StateChanged)
@@ -50,7 +62,8 @@ class KvantScreen(Screen):
         pass
 
 
-def cancel_event() -> threading.Event:
+def cancel_token() -> CancelToken:
+    # the running worker's: Worker.cancel() sets the event it wraps
     from textual.worker import get_current_worker
 
-    return get_current_worker().cancelled_event
+    return CancelToken(get_current_worker().cancelled_event)

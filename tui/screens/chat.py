@@ -4,7 +4,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label
 
 from kvant.tui.messages import ChatDelta
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.services import ServerHandle
 from kvant.tui.widgets.chat_log import ChatLog, ChatMessage
 
@@ -73,7 +73,7 @@ class ChatScreen(KvantScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="chat")
     def stream(self, handle: ServerHandle, messages: list[dict], temperature: float, max_tokens: int) -> None:
-        for delta in self.services.chat_stream(handle, messages, temperature, max_tokens, cancel_event()):
+        for delta in self.services.chat_stream(handle, messages, temperature, max_tokens, cancel_token()):
             self.post_message(ChatDelta(delta))
 
     @on(ChatDelta)

@@ -6,7 +6,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Switch
 
 from kvant.tui.messages import JobStopped, Progress
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.services import EvalSummary
 from kvant.tui.widgets.progress_panel import ProgressPanel
 from kvant.tui.widgets.recovery_bars import RecoveryBars
@@ -45,10 +45,9 @@ class EvaluateScreen(KvantScreen):
         self.on_screen_resume()
 
     def on_screen_resume(self) -> None:
-        field = self.query_one("#artifact", Input)
-        if self.app.artifact is not None and not field.value:
-            field.value = str(self.app.artifact)
-            self._show(self.services.read_eval(self.app.artifact))
+        artifact = self.take_artifact()
+        if artifact is not None:
+            self._show(self.services.read_eval(artifact))
 
     def _show(self, summary: EvalSummary | None) -> None:
         self.query_one("#table", RecoveryTable).show(summary)
@@ -85,7 +84,7 @@ class EvaluateScreen(KvantScreen):
                  generative: bool) -> EvalSummary:
         try:
             return self.services.evaluate(artifact, tasks, limit, data_dir, generative, self.reporter("eval"),
-                                          cancel_event())
+                                          cancel_token())
         finally:
             self.post_message(JobStopped("eval"))
 

@@ -6,13 +6,13 @@ from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Input, Label
 
 from kvant.tui.messages import ModelChosen, Progress
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.widgets.progress_panel import ProgressPanel
 
 
 class ModelsScreen(KvantScreen):
     TITLE = "Models"
-    BINDINGS = [("p", "pull", "Pull default"), ("r", "refresh", "Refresh")]
+    BINDINGS = [("p", "pull", "Pull"), ("r", "refresh", "Refresh")]
 
     def body(self) -> ComposeResult:
         yield Label("", id="selected", classes="banner")
@@ -49,7 +49,7 @@ class ModelsScreen(KvantScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="pull")
     def pull(self) -> Path:
-        return self.services.pull_default(self.reporter("pull"), cancel_event())
+        return self.services.pull_default(self.reporter("pull"), cancel_token())
 
     @on(Progress)
     def _progress(self, event: Progress) -> None:

@@ -7,7 +7,7 @@ from textual.widgets import Button, Input, Label, Switch, TextArea
 
 from kvant.engine.registry import HUB_ID_RE
 from kvant.tui.messages import Progress
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.screens.confirm import ConfirmDialog
 from kvant.tui.services import PushOutcome
 from kvant.tui.widgets.progress_panel import ProgressPanel
@@ -37,9 +37,7 @@ class PushScreen(KvantScreen):
         self.on_screen_resume()
 
     def on_screen_resume(self) -> None:
-        field = self.query_one("#artifact", Input)
-        if self.app.artifact is not None and not field.value:
-            field.value = str(self.app.artifact)
+        self.take_artifact()
 
     @on(Switch.Changed, "#dry-run")
     def _dry_run_changed(self, event: Switch.Changed) -> None:
@@ -73,7 +71,7 @@ class PushScreen(KvantScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="push")
     def push(self, artifact: Path, repo_id: str, private: bool, dry_run: bool, force: bool) -> PushOutcome:
-        return self.services.push(artifact, repo_id, private, dry_run, force, self.reporter("push"), cancel_event())
+        return self.services.push(artifact, repo_id, private, dry_run, force, self.reporter("push"), cancel_token())
 
     @on(Progress)
     def _progress(self, event: Progress) -> None:

@@ -8,7 +8,7 @@ from textual.widgets import Button, Input, Label, Log, Select
 
 from kvant.artifact.errors import KvantError
 from kvant.tui.messages import ArtifactReady, JobStopped, LogLine, Progress
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.services import RecipeInfo
 from kvant.tui.widgets.progress_panel import ProgressPanel
 
@@ -115,7 +115,7 @@ class QuantizeScreen(KvantScreen):
         self.post_message(LogLine("quantize", f"recipe {recipe.path}, output {out}"))
         try:
             return self.services.quantize(model, recipe, out, num_samples, seq_len, self.reporter("quantize"),
-                                          cancel_event())
+                                          cancel_token())
         finally:
             self.post_message(JobStopped("quantize"))
 

@@ -7,7 +7,7 @@ from textual.widgets import Button, Input, Label
 
 from kvant.artifact.errors import KvantError
 from kvant.tui.messages import ServerChanged
-from kvant.tui.screens.base import KvantScreen, cancel_event
+from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.services import ServerHandle, ServerStats
 from kvant.tui.widgets.kv_usage_bar import KVUsageBar
 from kvant.tui.widgets.sparkline_panel import SparklinePanel
@@ -54,8 +54,8 @@ class ServeScreen(KvantScreen):
 
     def on_screen_resume(self) -> None:
         field = self.query_one("#artifact", Input)
-        if not field.value:
-            field.value = str(self.app.artifact) if self.app.artifact is not None else self.app.model
+        if self.take_artifact() is None and not field.value:
+            field.value = self.app.model
 
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
@@ -74,7 +74,7 @@ class ServeScreen(KvantScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="serve")
     def start(self, target: str, port: int) -> ServerHandle:
         path = self.services.resolve_model(target)
-        return self.services.start_server(Path(path), port, cancel_event())
+        return self.services.start_server(Path(path), port, cancel_token())
 
     @on(Button.Pressed, "#stop")
     def action_stop(self) -> None:

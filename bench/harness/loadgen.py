@@ -9,8 +9,8 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from kvant.engine.benchmarks import Request
-from kvant.artifact.errors import KvantError
+from kvant.bench.workloads import Request
+from kvant.artifact.errors import KvantError, NetworkError
 
 
 @dataclass(slots=True)
@@ -94,7 +94,7 @@ async def run_load(base_url: str, reqs: list[Request], *, model: str | None = No
         try:
             listed = (await client.get(f"{base}/v1/models", headers=headers)).json()
         except httpx.HTTPError as exc:
-            raise KvantError(f"cannot reach a server at {base_url}: {exc}") from None
+            raise NetworkError(f"cannot reach a server at {base_url}: {exc}") from None
         if model is None:
             if not listed.get("data"):
                 raise KvantError(f"{base_url}/v1/models lists no model")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from kvant.engine.benchmarks import Request
+from kvant.bench.workloads import Request
 from kvant.artifact.errors import KvantError
 
 

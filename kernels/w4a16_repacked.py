@@ -1,0 +1,40 @@
+"""W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the CUDA-core GEMV at one
+row, the swap-AB tensor-core tile up to SWAPAB_MAX_M rows, dequantize + vendor GEMM beyond, unless
+kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket
+(`tune(..., repacked=True)` fills it)."""
+import torch
+
+from kvant.kernels.dispatch import on_cuda
+from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
+from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, w4a16_repacked_gemm_ref
+from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton
+from kvant.kernels.w4a16_tune import lookup
+
+# H200 table of 2026-12-05 (bench/RESULTS.md), Llama-3.1-8B shapes: swap-AB beat the checkpoint-layout kernels at
+# 4-64 rows (4 rows 0.93-1.29x bf16 against 0.85-1.02x); at 256 rows dequantize + cuBLAS beat it (0.51-0.67x against
+# 0.42-0.50x); 65..255 rows were not measured, so the bound sits between. One row: the GEMV in its planes form, whose
+# SASS under the GPU's Triton 3.6 matches the checkpoint-layout GEMV measured at 1.21-1.54x bf16 in that table
+# (72 registers, 1,104 vs 1,112 instructions, same op mix); not yet timed itself.
+GEMV_MAX_M = 1
+SWAPAB_MAX_M = 128
+
+
+def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Tensor:
+    # x [M, K] 16-bit -> [M, N]; the torch reference where any operand is off the GPU
+    check_repacked(x, qweight, scales, group_size, zeros)
+    if not on_cuda(x, qweight, scales, zeros):
+        return w4a16_repacked_gemm_ref(x, qweight, scales, group_size, zeros)
+    m = x.shape[0]
+    tuned = lookup(x, qweight, group_size, zeros, repacked=True) if x.dtype in MAGIC16 else None
+    if tuned is not None:  # measured on this card for this shape and row bucket (kvant.kernels.w4a16_tune)
+        kernel, config = tuned
+        if config is None:
+            return kernel(x, qweight, scales, group_size, zeros)
+        return kernel(x, qweight, scales, group_size, zeros, config=config)
+    if x.dtype not in MAGIC16:  # fp32 activations: dequantize (exactly, in fp32) + GEMM
+        return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
+    if m <= GEMV_MAX_M and group_size & (group_size - 1) == 0:
+        return w4a16_fast_gemv_triton(x, qweight, scales, group_size, zeros)
+    if m <= SWAPAB_MAX_M and group_size % 16 == 0:
+        return w4a16_swapab_triton(x, qweight, scales, group_size, zeros)
+    return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)

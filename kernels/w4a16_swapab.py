@@ -1,0 +1,128 @@
+"""W4A16 on the tensor cores for 5..256 rows, on the repacked layout (kvant.kernels.w4a16_layout): swap-AB (the
+weight tile is the MMA's wide operand, fed from registers where it is dequantized; the few tokens are the narrow one),
+the group scale applied to each tile's fp32 partial sum, split-K reduced in-kernel (kvant.kernels.splitk). Also the
+dequantize + vendor GEMM path for prefill-sized inputs."""
+import torch
+import triton
+import triton.language as tl
+
+from kvant.kernels.dispatch import interpreted, num_sms
+from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
+from kvant.kernels.w4a16_args import largest_pow2_divisor
+from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, dequant_words
+
+
+@triton.jit
+def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_xm, stride_wn, stride_om,
+                   TILES_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
+                   UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # acc [BLOCK_N, BLOCK_M] = W tile [BLOCK_N, BLOCK_K] @ x tile^T [BLOCK_K, BLOCK_M]; BLOCK_K divides G, so each
+    # tile has one scale (and zero) per weight row
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < M, offs_n < N
+    w_rows = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn
+    acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    first = pid_k * TILES_PER_SPLIT
+    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)):
+        words = tl.load(w_rows + t * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)[None, :], mask=mask_n[:, None],
+                        other=0)  # [BLOCK_N, BLOCK_K / 8] int32
+        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+        group = (t * BLOCK_K) // G
+        scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        if HAS_ZP:
+            zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
+        else:
+            zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
+        w = dequant_words(words, zero, BF16, UPCAST)  # [BLOCK_N, BLOCK_K], exact small integers
+        if UPCAST:
+            part = tl.dot(w.to(tl.float32), tl.trans(x.to(tl.float32)))
+        else:
+            part = tl.dot(w, tl.trans(x))
+        acc += part * scale[:, None]
+    out = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
+    tile_id = pid_m * tl.num_programs(0) + pid_n
+    store_or_reduce(acc, out, mask_n[:, None] & mask_m[None, :], ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_N,
+                    BLOCK_M)
+
+
+@triton.jit
+def _dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, HAS_ZP: tl.constexpr, BF16: tl.constexpr,
+                    UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
+    # repacked [N, K / 8] -> 16-bit [N, K]; 8 BLOCK_W divides G: one scale per row per program
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    pid_n, pid_w = tl.program_id(0), tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    offs_w = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
+    words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_w[None, :], mask=mask_n[:, None], other=0)
+    group = (pid_w * BLOCK_W * 8) // G
+    scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+    if HAS_ZP:
+        zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
+    else:
+        zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
+    w = dequant_words(words, zero, BF16, UPCAST).to(tl.float32) * scale  # [BLOCK_N, 8 BLOCK_W]
+    offs_k = pid_w * BLOCK_W * 8 + tl.arange(0, BLOCK_W * 8)
+    tl.store(out_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], w.to(out_ptr.dtype.element_ty),
+             mask=mask_n[:, None])
+
+
+def swapab_config(m: int, group_size: int) -> tuple[int, int, int, int, int, int]:
+    # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves): the token side padded to the next power of two
+    # (>= 16, the MMA's narrow side), 64 weight rows (one warpgroup's MMA) while the token side is small
+    bk = largest_pow2_divisor(group_size, 128)
+    if m <= 16:
+        return 16, 64, bk, 4, 4, 2
+    if m <= 32:
+        return 32, 64, bk, 4, 4, 2
+    if m <= 64:
+        return 64, 128, bk, 4, 3, 1
+    return 128, 128, bk, 8, 3, 1
+
+
+def w4a16_swapab_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
+    """x [M, K] -> [M, N]; qweight/scales/zeros as repack_w4 makes them; group_size a multiple of 16."""
+    check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
+    if group_size % 16:
+        raise ValueError(f"the tensor-core W4A16 kernel needs a group size that is a multiple of 16, got {group_size}")
+    m, k = x.shape
+    n = qweight.shape[0]
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    bm, bn, bk, warps, stages, waves = config or swapab_config(m, group_size)
+    if group_size % bk:
+        raise ValueError(f"BLOCK_K={bk} must divide group_size={group_size}")
+    grid_mn = (triton.cdiv(n, bn), triton.cdiv(m, bm))
+    split, per_split = split_count(k // bk, grid_mn[0] * grid_mn[1], num_sms(x.device), waves)
+    ws, cnt = splitk_buffers(x.device, grid_mn[0] * grid_mn[1], split, bm * bn)
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    zp = zeros if zeros is not None else scales
+    _swapab_kernel[(*grid_mn, split)](
+        x, qweight, scales, zp, out, ws, cnt, m, n, k, group_size, x.stride(0), qweight.stride(0), out.stride(0),
+        per_split, HAS_ZP=zeros is not None, SPLIT=split, BF16=x.dtype == torch.bfloat16,
+        UPCAST=interpreted(_swapab_kernel), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    return out
+
+
+def dequant_repacked_triton(qweight, scales, group_size, zeros=None, dtype=torch.bfloat16) -> torch.Tensor:
+    # fp32 output (exact: tests) builds the values through the bf16 bit trick
+    if dtype not in (*MAGIC16, torch.float32):
+        raise ValueError(f"dtype must be bfloat16, float16 or float32, got {dtype}")
+    n, k = qweight.shape[0], qweight.shape[1] * 8
+    out = torch.empty(n, k, dtype=dtype, device=qweight.device)
+    bw = largest_pow2_divisor(group_size // 8, 32)
+    bn = 32
+    _dequant_kernel[(triton.cdiv(n, bn), k // 8 // bw)](
+        qweight, scales, zeros if zeros is not None else scales, out, n, k, group_size, qweight.stride(0),
+        HAS_ZP=zeros is not None, BF16=dtype != torch.float16, UPCAST=interpreted(_dequant_kernel), BLOCK_N=bn,
+        BLOCK_W=bw, num_warps=4)
+    return out
+
+
+def w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros=None) -> torch.Tensor:
+    # prefill: compute-bound, so dequantizing the weight once per call costs little next to the GEMM
+    check_repacked(x, qweight, scales, group_size, zeros)
+    return x @ dequant_repacked_triton(qweight, scales, group_size, zeros, x.dtype).t()
