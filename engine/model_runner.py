@@ -10,11 +10,11 @@ from kvant.engine.model import CausalLM
 from kvant.engine.sampler import Sampler, SamplerOutput, top_logprobs
 from kvant.engine.scheduler import ScheduledBatch
 from kvant.engine.sequence import Sequence
+from kvant.kernels.formats import FP8
 
 # default KV pool on CPU: room for max_num_seqs full-length sequences, at most 1 GiB, at least one sequence
 CPU_KV_CACHE_BYTES = 1 << 30
 PROMPT_LOGPROB_ROWS = 1024  # rows of [rows, vocab] fp32 logits materialized at once for prompt logprobs
-FP8 = torch.float8_e4m3fn
 
 
 def graph_batch_sizes(max_num_seqs: int) -> list[int]:

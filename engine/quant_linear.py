@@ -6,6 +6,7 @@ from torch import nn
 from kvant.artifact.errors import KvantError
 from kvant.artifact.targets import group_for
 from kvant.engine.model import stacked_output_sizes, stacked_parts
+from kvant.kernels.formats import FP8
 from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
 from kvant.kernels.int8_gemm import int8_gemm, quant_int8_per_token
 from kvant.kernels.w4a16_cpu import CpuW4, prepare_w4_cpu, w4a16_cpu_gemm
@@ -13,8 +14,6 @@ from kvant.kernels.w4a16_gemm import w4a16_gemm
 from kvant.kernels.w4a16_layout import repack_w4, unrepack_w4
 from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
 from kvant.kernels.w8a16_gemm import w8a16_gemm
-
-FP8 = torch.float8_e4m3fn
 
 
 class _QuantLinear(nn.Module):

@@ -106,7 +106,8 @@ def quantize_auto(model: str, recipe: Recipe, out: Path, validate: Callable[[Pat
         while lo <= hi and len(trials) < max_trials:
             k = (lo + hi) // 2
             trials[k] = _trial(model, recipe, todo[k], work / f"level-{k}", validate, sens, device, cancel, progress)
-            log.info("auto: level %d/%d, %.3f bits per weight: %s", k + 1, len(todo), todo[k].bits_per_weight,
+            log.info("auto: level %d/%d, %.3f bits per weight, predicted KL %.4f: %s %s, %s", k + 1, len(todo),
+                     todo[k].bits_per_weight, todo[k].predicted_kl, trials[k]["quality_name"], trials[k]["quality"],
                      "pass" if trials[k]["passed"] else "fail")
             if trials[k]["passed"]:
                 best, hi = k, k - 1
@@ -117,7 +118,7 @@ def quantize_auto(model: str, recipe: Recipe, out: Path, validate: Callable[[Pat
             raise GateNotReached(_unreached(recipe, records))
         trials[best]["chosen"] = True
         chosen_dir = work / f"level-{best}"
-        _finish(chosen_dir, records, trials[best], out.name)
+        _finish(chosen_dir, records, trials[best], out)
         _move_into_place(chosen_dir, out, force)
         return AutoResult(out, records, trials[best], reused)
     finally:
@@ -140,7 +141,7 @@ def _trial(model, recipe: Recipe, point: Point, folder: Path, validate, sens: di
     q, gate, name = quality(report)
     return {"bits_per_weight": round(point.bits_per_weight, 4), "predicted_kl": round(point.predicted_kl, 6),
             "quality": None if q is None else round(q, 4), "gate": round(gate, 4), "quality_name": name,
-            "passed": bool(report.passed), "results": json.loads((folder / "eval" / "results.json").read_text())}
+            "passed": bool(report.passed), "folder": folder.name, "report": report}
 
 
 def _unreached(recipe: Recipe, records: list[dict]) -> str:
@@ -152,12 +153,17 @@ def _unreached(recipe: Recipe, records: list[dict]) -> str:
             "no artifact written")
 
 
-def _finish(folder: Path, records: list[dict], chosen: dict, name: str) -> None:
-    # the report (eval/auto.md, eval/pareto.svg), the search in kvant.json, the card with both tables
+def _finish(folder: Path, records: list[dict], chosen: dict, out: Path) -> None:
+    # the report (eval/auto.md, eval/pareto.svg), the search in kvant.json, the card with both tables; the results
+    # name the folder the artifact is about to be renamed to
     from kvant.eval import pareto
 
+    results_path = folder / "eval" / "results.json"
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    results["artifact"] = str(out)
+    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     m = M.read(folder)
-    slim = [{k: v for k, v in t.items() if k != "results"} for t in records]
+    slim = [{k: v for k, v in t.items() if k not in ("report", "folder")} for t in records]
     (folder / "eval" / "pareto.svg").write_text(pareto.svg(slim, chosen["gate"], chosen["quality_name"]),
                                                 encoding="utf-8")
     section = pareto.markdown(slim, chosen["gate"], chosen["quality_name"], m.get("layer_schemes") or {})
@@ -166,7 +172,7 @@ def _finish(folder: Path, records: list[dict], chosen: dict, name: str) -> None:
     report.write_text(report.read_text(encoding="utf-8").rstrip() + "\n\n" + section, encoding="utf-8")
     m["auto"] = {"points": slim}
     M.write(folder, m)
-    (folder / "README.md").write_text(card_text(m, chosen["results"], name), encoding="utf-8")
+    (folder / "README.md").write_text(card_text(m, results, out.name), encoding="utf-8")
     M.update_files(folder)
 
 

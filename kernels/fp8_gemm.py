@@ -1,11 +1,9 @@
 import torch
 from kvant.kernels.dispatch import on_cuda, per_row
+from kvant.kernels.formats import FP8, FP8_MAX, MIN_SCALE
 from kvant.kernels.quant_rows import quant_rows_triton
 from kvant.kernels.scaled_gemm import scaled_gemm_triton
 
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0
-MIN_SCALE = 1e-12  # an all-zero row still gets a finite scale
 # "scaled_mm" (cuBLASLt via torch._scaled_mm) or "triton"; bench/KERNELS.md has the measurement behind the choice
 FP8_GEMM_BACKEND = "scaled_mm"
 

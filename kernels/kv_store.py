@@ -3,10 +3,8 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, on_cuda, scale_float, scale_value
-from kvant.kernels.quant_rows import round_to_e4m3
-
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0
+from kvant.kernels.formats import FP8, FP8_MAX
+from kvant.kernels.quant_rows import FP8_MAX_TL, round_to_e4m3
 
 
 def quant_kv_ref(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -39,8 +37,8 @@ def _store_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr, k_scale, v_scale, stri
     k = tl.load(k_ptr + t.to(tl.int64) * stride_k + offs, mask=mask)
     v = tl.load(v_ptr + t.to(tl.int64) * stride_v + offs, mask=mask)
     if IS_FP8:
-        k = tl.clamp(k.to(tl.float32) / k_scale, -448.0, 448.0)
-        v = tl.clamp(v.to(tl.float32) / v_scale, -448.0, 448.0)
+        k = tl.clamp(k.to(tl.float32) / k_scale, -FP8_MAX_TL, FP8_MAX_TL)
+        v = tl.clamp(v.to(tl.float32) / v_scale, -FP8_MAX_TL, FP8_MAX_TL)
         if EXACT_ROUND:
             k, v = round_to_e4m3(k), round_to_e4m3(v)
         # fp8 caches travel as uint8 bits

@@ -4,8 +4,8 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, num_sms, on_cuda, scale_float, scale_value
+from kvant.kernels.formats import FP8
 
-FP8 = torch.float8_e4m3fn
 LOG2E = 1.4426950408889634
 
 

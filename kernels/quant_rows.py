@@ -4,8 +4,11 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted
+from kvant.kernels.formats import FP8_MAX, INT8_MAX, MIN_SCALE
 
-MIN_SCALE = 1e-12  # an all-zero row still gets a finite scale
+# the same bounds, readable inside @triton.jit (the FP8 cache stores of kv_store and rope_store use FP8_MAX_TL)
+FP8_MAX_TL = tl.constexpr(FP8_MAX)
+_MIN_SCALE = tl.constexpr(MIN_SCALE)
 
 
 @triton.jit
@@ -17,7 +20,7 @@ def _round_half_even(y):
 
 @triton.jit
 def round_to_e4m3(y):
-    # y (fp32, within +-448) rounded half-to-even onto the e4m3 grid: 3 mantissa bits, subnormal step 2^-9. The
+    # y (fp32, within +-FP8_MAX) rounded half-to-even onto the e4m3 grid: 3 mantissa bits, subnormal step 2^-9. The
     # interpreter's fp32 -> fp8 cast truncates and drops mantissa carries; GPUs round right and skip this.
     a = tl.abs(y)
     e = tl.maximum(tl.floor(tl.log2(tl.maximum(a, 1e-30))), -6.0)
@@ -38,13 +41,13 @@ def _quant_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_x, stride_q, QMAX: tl.cons
             offs = k0 + tl.arange(0, BLOCK)
             x = tl.load(x_ptr + row * stride_x + offs, mask=offs < K, other=0.0).to(tl.float32)
             amax = tl.maximum(amax, tl.abs(x))
-        scale = tl.maximum(tl.max(amax, axis=0) / QMAX, 1e-12)
+        scale = tl.maximum(tl.max(amax, axis=0) / QMAX, _MIN_SCALE)
         tl.store(s_ptr + row, scale)
     for k0 in range(0, K, BLOCK):
         offs = k0 + tl.arange(0, BLOCK)
         y = tl.load(x_ptr + row * stride_x + offs, mask=offs < K, other=0.0).to(tl.float32) / scale
         if IS_INT:
-            y = tl.clamp(_round_half_even(y), -128.0, 127.0)
+            y = tl.clamp(_round_half_even(y), -QMAX - 1.0, QMAX)  # int8: [-128, 127]
         else:
             y = tl.clamp(y, -QMAX, QMAX)
             if EXACT_ROUND:
@@ -59,7 +62,7 @@ def quant_rows_triton(x: torch.Tensor, qdtype: torch.dtype, static_scale: torch.
     x = x if x.stride(-1) == 1 else x.contiguous()
     q = torch.empty(m, k, dtype=qdtype, device=x.device)
     is_int = qdtype == torch.int8
-    qmax = 127.0 if is_int else torch.finfo(qdtype).max
+    qmax = float(INT8_MAX if is_int else FP8_MAX)
     if static_scale is not None:
         scale = static_scale.detach().float().reshape(1, 1).to(x.device)
     else:

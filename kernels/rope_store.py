@@ -10,8 +10,9 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, on_cuda, scale_float
-from kvant.kernels.kv_store import FP8, store_kvcache_ref
-from kvant.kernels.quant_rows import round_to_e4m3
+from kvant.kernels.formats import FP8
+from kvant.kernels.kv_store import store_kvcache_ref
+from kvant.kernels.quant_rows import FP8_MAX_TL, round_to_e4m3
 from kvant.kernels.rmsnorm import rms_norm_ref
 from kvant.kernels.rope import apply_rope_ref
 
@@ -57,7 +58,7 @@ def _to_cache(x, scale, IS_FP8: tl.constexpr, EXACT_ROUND: tl.constexpr):
     # x already rounded to the model dtype, as the unfused path stores it (a bf16 cache takes it as is); fp8 caches
     # travel as uint8 bits
     if IS_FP8:
-        y = tl.clamp(x.to(tl.float32) / scale, -448.0, 448.0)
+        y = tl.clamp(x.to(tl.float32) / scale, -FP8_MAX_TL, FP8_MAX_TL)
         if EXACT_ROUND:
             y = round_to_e4m3(y)
         return y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kvant.artifact.progress import CancelToken, Progress, eta_message, silent
+from kvant.kernels.formats import FP8_MAX
 from kvant.quantize.awq import awq_layer
 from kvant.quantize.calibration_data import CalibrationSet
 from kvant.quantize.kv_cache import KVObserver, observing
@@ -21,7 +22,6 @@ from kvant.quantize.smoothquant import smooth_layer
 from kvant.quantize.streaming import Activations, ActivationBudget, Checkpoint, release
 
 AWQ_TOKENS = 4096  # sampled input rows per Linear for AWQ's searches
-FP8_MAX = 448.0
 ACTIVATION_BYTES_CUDA = 4 << 30  # calibration activations kept on the GPU; beyond this they are spilled to disk
 ACTIVATION_BYTES_CPU = 2 << 30
 

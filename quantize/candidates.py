@@ -1,7 +1,7 @@
 """The per-layer choices of a mixed-precision artifact: candidate names -> schemes, their weight bytes (scales
 included), and the units the engine quantizes as one (q/k/v and gate/up are merged into one kernel, so they share a
 scheme)."""
-from kvant.artifact.schemes import Scheme, get_scheme
+from kvant.artifact.schemes import Scheme, fallback_group_size, get_scheme
 
 BF16 = "bf16"
 # candidate name -> (scheme preset, group size); None: left in the checkpoint dtype (the config's `ignore` list)
@@ -34,9 +34,10 @@ def bits_per_weight(name: str, in_features: int) -> float:
     spec = CANDIDATES[check_candidate(name)]
     if spec is None:
         return 16.0
-    group = spec[1] or in_features  # per-channel: one scale per row
-    bits = 4 if spec[1] else 8
-    return bits + SCALE_BITS / group
+    if spec[1] is None:  # per channel: one scale per row
+        return 8 + SCALE_BITS / in_features
+    group = fallback_group_size(in_features, spec[1]) or spec[1]  # the group size the plan will use
+    return 4 + SCALE_BITS / group
 
 
 def weight_bytes(name: str, shape: tuple[int, int]) -> float:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kvant.kernels.formats import FP8, FP8_MAX, INT4_MAX, INT4_MIN
+
 log = logging.getLogger(__name__)
 
 
@@ -29,12 +31,12 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor | None:
 
 def _round_to_grid(col, s, z, qmin: int, qmax: int, fp8: bool) -> torch.Tensor:
     if fp8:
-        return (col / s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float() * s
+        return (col / s).clamp(-FP8_MAX, FP8_MAX).to(FP8).float() * s
     return (torch.round(col / s + z).clamp(qmin, qmax) - z) * s
 
 
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None,
-                  *, qmin: int = -8, qmax: int = 7, fp8: bool = False, dampening_frac: float = 0.01,
+                  *, qmin: int = INT4_MIN, qmax: int = INT4_MAX, fp8: bool = False, dampening_frac: float = 0.01,
                   block_size: int = 128, actorder: bool = True) -> GPTQResult:
     # w fp32 [N, K]; hessian fp32 [K, K] = 2 X^T X / n; scale / zero_point: fp32 [N, K], the qparams of every column
     # in the original order (group qparams repeated over the group's columns)

@@ -6,9 +6,9 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from kvant.kernels.formats import FP8_MAX
 from kvant.quantize.observers import AbsMax
 
-FP8_MAX = 448.0
 IMPLEMENTATION = "kvant_kv_observe"
 
 

@@ -2,6 +2,7 @@
 loop propagates with."""
 import torch
 
+from kvant.kernels.formats import FP8, FP8_MAX, INT4_MAX, INT4_MIN, INT8_MAX, INT8_MIN
 from kvant.kernels.int4_pack import pack_int4
 from kvant.quantize import primitives as P
 from kvant.quantize.gptq import gptq_quantize
@@ -32,10 +33,10 @@ def _rtn_codes(w: torch.Tensor, scheme: Scheme, scale: torch.Tensor, zp, dtype: 
     if a.num_bits == 4:
         if zp is not None:
             ratio = ratio + zp.to(dtype).reshape(n, k // cols, 1)
-        return torch.round(ratio.float()).clamp_(-8, 7).to(torch.int8).reshape(n, k)
+        return torch.round(ratio.float()).clamp_(INT4_MIN, INT4_MAX).to(torch.int8).reshape(n, k)
     if a.type == "float":
-        return ratio.float().clamp_(-P.FP8_MAX, P.FP8_MAX).to(P.FP8).reshape(n, k)
-    return torch.round(ratio.float()).clamp_(-128, 127).to(torch.int8).reshape(n, k)
+        return ratio.float().clamp_(-FP8_MAX, FP8_MAX).to(FP8).reshape(n, k)
+    return torch.round(ratio.float()).clamp_(INT8_MIN, INT8_MAX).to(torch.int8).reshape(n, k)
 
 
 def _dequant_codes(codes: torch.Tensor, scheme: Scheme, scale: torch.Tensor, zp) -> torch.Tensor:
@@ -65,8 +66,8 @@ def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, h
     else:
         cols = a.group_size if a.num_bits == 4 else w.shape[1]  # columns sharing one qparam column
         expand = lambda t: t.float().expand(w.shape[0], -1).repeat_interleave(cols, dim=1)[:, : w.shape[1]]
-        qmax = 7 if a.num_bits == 4 else 127
-        result = gptq_quantize(w, hessian, expand(scale), None if zp is None else expand(zp), qmin=-qmax - 1,
+        qmin, qmax = (INT4_MIN, INT4_MAX) if a.num_bits == 4 else (INT8_MIN, INT8_MAX)
+        result = gptq_quantize(w, hessian, expand(scale), None if zp is None else expand(zp), qmin=qmin,
                                qmax=qmax, fp8=a.type == "float", dampening_frac=dampening_frac,
                                block_size=block_size, actorder=actorder)
         deq, loss = result.weight, result.loss
@@ -78,10 +79,10 @@ def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, h
         if zp is not None:
             tensors["weight_zero_point"] = pack_int4(zp.t().contiguous()).t().contiguous()  # [N // 8, G], dim-0 packed
     elif a.type == "float":
-        q = codes if codes is not None else (deq / scale).clamp(-P.FP8_MAX, P.FP8_MAX).to(P.FP8)
+        q = codes if codes is not None else (deq / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
         shape = (1,) if a.strategy == "tensor" else (w.shape[0], 1)
         tensors = {"weight": q, "weight_scale": scale.reshape(shape).to(scale_dtype)}
     else:
-        q = codes if codes is not None else torch.round(deq / scale).clamp(-128, 127).to(torch.int8)
+        q = codes if codes is not None else torch.round(deq / scale).clamp(INT8_MIN, INT8_MAX).to(torch.int8)
         tensors = {"weight": q, "weight_scale": scale.to(scale_dtype)}
     return tensors, deq, loss

@@ -1,14 +1,14 @@
 """Pure tensor quantizers (compressed-tensors qparam formulas); each returns (q, scale[, zero_point])."""
 import torch
 
-FP8 = torch.float8_e4m3fn
-FP8_MAX = 448.0
-MIN_SCALE = torch.finfo(torch.float16).tiny  # an all-zero row still gets a finite, representable scale
+from kvant.kernels.formats import FP8, FP8_MAX, INT4_MAX, INT4_MIN, INT8_MAX, INT8_MIN
+
+MIN_STORED_SCALE = torch.finfo(torch.float16).tiny  # an all-zero row still gets a finite, storable scale
 
 
 def _round_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # the scale is stored in `dtype`; quantize against the stored value so dequantization is exact
-    return scale.clamp(min=MIN_SCALE).to(dtype).float().clamp(min=MIN_SCALE)
+    return scale.clamp(min=MIN_STORED_SCALE).to(dtype).float().clamp(min=MIN_STORED_SCALE)
 
 
 def fp8_channel_scale(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -18,9 +18,9 @@ def fp8_channel_scale(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16
 
 
 def int8_channel_scale(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    # w [N, K] -> fp32 scale [N, 1]; symmetric: absmax / 127.5 as compressed-tensors computes it
+    # w [N, K] -> fp32 scale [N, 1]; symmetric: absmax / 127.5 (half the code range) as compressed-tensors computes it
     assert w.dim() == 2
-    return _round_scale(w.float().abs().amax(dim=1, keepdim=True) / 127.5, scale_dtype)
+    return _round_scale(w.float().abs().amax(dim=1, keepdim=True) / ((INT8_MAX - INT8_MIN) / 2), scale_dtype)
 
 
 def quantize_fp8_per_channel(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16):
@@ -41,14 +41,8 @@ def quantize_fp8_per_tensor(w: torch.Tensor, scale_dtype: torch.dtype = torch.bf
 def quantize_int8_per_channel(w: torch.Tensor, scale_dtype: torch.dtype = torch.bfloat16):
     # w [N, K] -> (q int8 [N, K], scale [N, 1]); symmetric: scale = absmax / 127.5 as compressed-tensors computes it
     scale = int8_channel_scale(w, scale_dtype)
-    q = torch.round(w.float() / scale).clamp(-128, 127).to(torch.int8)
+    q = torch.round(w.float() / scale).clamp(INT8_MIN, INT8_MAX).to(torch.int8)
     return q, scale.to(scale_dtype)
-
-
-def quantize_int8_per_token(x: torch.Tensor):
-    # x [M, K] -> (q int8 [M, K], scale fp32 [M, 1]); dynamic activations, scale = absmax / 127 (kernel convention)
-    scale = (x.float().abs().amax(dim=-1, keepdim=True) / 127.0).clamp(min=MIN_SCALE)
-    return torch.round(x.float() / scale).clamp(-128, 127).to(torch.int8), scale
 
 
 def int4_qparams(w: torch.Tensor, group_size: int, symmetric: bool = True, scale_dtype: torch.dtype = torch.bfloat16):
@@ -57,9 +51,9 @@ def int4_qparams(w: torch.Tensor, group_size: int, symmetric: bool = True, scale
     g = w.float().reshape(n, k // group_size, group_size)
     lo, hi = g.amin(dim=-1).clamp(max=0), g.amax(dim=-1).clamp(min=0)
     if symmetric:
-        return _round_scale(torch.maximum(-lo, hi) / 7.5, scale_dtype), None
-    scale = _round_scale((hi - lo) / 15.0, scale_dtype)
-    zp = torch.round(-8 - lo / scale).clamp(-8, 7).to(torch.int8)
+        return _round_scale(torch.maximum(-lo, hi) / ((INT4_MAX - INT4_MIN) / 2), scale_dtype), None
+    scale = _round_scale((hi - lo) / (INT4_MAX - INT4_MIN), scale_dtype)
+    zp = torch.round(INT4_MIN - lo / scale).clamp(INT4_MIN, INT4_MAX).to(torch.int8)
     return scale, zp
 
 
@@ -69,7 +63,7 @@ def quantize_int4_with(w: torch.Tensor, scale: torch.Tensor, zero_point: torch.T
     q = torch.round(w.float() / s)
     if zero_point is not None:
         q = q + zero_point.float().repeat_interleave(group_size, dim=1)
-    return q.clamp(-8, 7).to(torch.int8)
+    return q.clamp(INT4_MIN, INT4_MAX).to(torch.int8)
 
 
 def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, group_size: int):

@@ -73,7 +73,7 @@ def test_unknown_layer_scheme_is_one_line_error():
         recipe_from_dict(dict(MIXED, layer_schemes={"model.layers.0.mlp.down_proj": "int3"}))
 
 
-@pytest.mark.parametrize("name,in_features,bits", [("int4-g128", 576, 4.125), ("int4-g32", 576, 4.5),
+@pytest.mark.parametrize("name,in_features,bits", [("int4-g128", 1536, 4.125), ("int4-g128", 576, 4.25), ("int4-g32", 576, 4.5),
                                                    ("int8", 512, 8 + 16 / 512), ("bf16", 576, 16.0)])
 def test_bits_per_weight_count_the_scales(name, in_features, bits):
     assert bits_per_weight(name, in_features) == pytest.approx(bits)

@@ -1,4 +1,4 @@
-"""`kvant bench throughput | latency`: seeded workloads against the roofline measured on the same card."""
+"""`kvant bench throughput | latency | profile`: seeded workloads against the roofline measured on the same card."""
 import json
 from pathlib import Path
 
@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
                        description="Benchmark kvant's engine on seeded workloads; prints % of the roofline.")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     for name, text in (("throughput", "offline throughput on a workload (W1..W5)"),
-                       ("latency", "decode TPOT and TTFT at batch sizes 1..64")):
+                       ("latency", "decode TPOT and TTFT at batch sizes 1..64"),
+                       ("profile", "one decode step: kernels, GPU time, host time, top kernels")):
         k = kinds.add_parser(name, help=text)
         k.add_argument("--model", required=True,
                        help="a config .json (random weights, e.g. bench/configs/llama-3.1-8b.json) or a model/artifact")
@@ -28,10 +29,15 @@ def add_parser(sub) -> None:
             k.add_argument("--peer", choices=("hf",), default=None,
                            help="then run HF transformers' continuous batching on the same config and workload "
                                 "(random weights; slow) and print kvant's ratio to it")
-        else:
+        elif name == "latency":
             k.add_argument("--batch-sizes", default="1,4,16,64")
             k.add_argument("--input-len", type=int, default=128)
             k.add_argument("--output-len", type=int, default=128)
+        else:
+            k.add_argument("--batch-sizes", default="1,64")
+            k.add_argument("--input-len", type=int, default=128)
+            k.add_argument("--steps", type=int, default=20, help="timed decode steps (median kept)")
+            k.add_argument("--top", type=int, default=10, help="kernels listed, most time first")
     s = kinds.add_parser("serve", help="drive a running `kvant serve` over HTTP (vLLM's serving metrics)")
     s.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server, without /v1")
     s.add_argument("--served-model", default=None, help="model name in requests (default: the first /v1/models)")
@@ -59,7 +65,7 @@ def build_llm(args):
     engine_kwargs = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                          enforce_eager=args.enforce_eager, kv_cache_dtype=args.kv_cache_dtype,
                          kernel_arch=args.kernel_arch)
-    if args.kind == "latency":
+    if args.kind in ("latency", "profile"):
         engine_kwargs["enable_prefix_caching"] = False
     model_arg = Path(args.model)
     if model_arg.suffix == ".json":
@@ -114,6 +120,8 @@ def run(args) -> int:
 
     if args.kind == "serve":
         return run_serve(args)
+    if args.kind == "profile":
+        return run_profile(args)
 
     import torch
 
@@ -189,6 +197,19 @@ def run(args) -> int:
               f"bf16 {ceil.bf16_flops / 1e12:,.0f} TFLOP/s, fp8 {(ceil.fp8_flops or 0) / 1e12:,.0f} TFLOP/s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def run_profile(args) -> int:
+    from kvant.tui.commands.bench_profile import print_profile, profile_decode
+
+    llm, _ = build_llm(args)
+    rows = []
+    for bs in [int(x) for x in args.batch_sizes.split(",")]:
+        rows.append(profile_decode(llm.engine, bs, args.input_len, args.steps, args.top))
+        print_profile(rows[-1])
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(args.model), "quant": args.quant, "rows": rows}, indent=2) + "\n")
     return 0
 
 

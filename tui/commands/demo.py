@@ -11,7 +11,8 @@ from pathlib import Path
 from kvant.artifact.errors import KvantError
 from kvant.tui.commands.eval import DATA_ENV
 
-DEFAULT_RECIPE = "w4a16-gptq-g64"
+# mixed precision chosen per layer to pass the gate (recipes/auto.yaml); a single-scheme recipe is quantized as is
+DEFAULT_RECIPE = "auto"
 # 8 builtin samples x 128 tokens: one to two minutes of GPTQ on two CPU cores (the recipe's 128 x 512 takes far longer)
 DEFAULT_NUM_SAMPLES = 8
 DEFAULT_SEQ_LEN = 128
@@ -28,9 +29,11 @@ SERVER_START_TIMEOUT_S = 300
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "demo", help="pull, quantize to INT4, validate, serve and query the default model in one go",
-        description="Run the whole pipeline on the default model: pull it, quantize it to INT4 (GPTQ, group 64) on "
-                    "a small builtin calibration set, validate the artifact against the base model, serve it on "
+        "demo", help="pull, quantize (auto mixed precision), validate, serve and query the default model in one go",
+        description="Run the whole pipeline on the default model: pull it, quantize it with the auto recipe (INT4 "
+                    "where the layers allow, more bits where they need them, each point tried validated against the "
+                    "gate; GPTQ on a small builtin calibration set), validate the artifact against the base model, "
+                    "serve it on "
                     "127.0.0.1, stream one chat answer, shut the server down and print a summary. With a data "
                     f"folder (--data-dir or ${DATA_ENV}) validation runs local lm-eval tasks; without one it uses "
                     "only what ships with kvant: perplexity on builtin text held out from calibration and the "
@@ -114,7 +117,10 @@ def check_reusable(out: Path, recipe, base_path: Path) -> dict:
     manifest.verify(out)
     m = manifest.read(out)
     hint = "pass --force to quantize again, or --out for another folder"
-    if m.get("recipe") != recipe.to_dict():
+    stored = dict(m.get("recipe") or {})
+    if recipe.is_auto:  # the search's answer is part of the stored recipe, not of the one asked for
+        stored.pop("layer_schemes", None)
+    if stored != recipe.to_dict():
         raise KvantError(f"{out} holds an artifact from another recipe or calibration size: {hint}")
     if Path(m.get("base_model", {}).get("path", "")).resolve() != Path(base_path).resolve():
         raise KvantError(f"{out} holds an artifact of another base model: {hint}")
@@ -136,6 +142,36 @@ def quantize_or_reuse(model: str, recipe, out: Path, base_path: Path, force: boo
 
     quantize(model, recipe, out, force=force, progress=progress)
     return False, time.monotonic() - started
+
+
+def quantize_auto_validated(recipe, out: Path, base_path: Path, options, force: bool):
+    """The auto search, each point validated as step 3 validates: (the chosen point's EvalReport, seconds)."""
+    from kvant.engine.registry import DEFAULT_MODEL
+    from kvant.eval.auto import quantize_auto
+    from kvant.eval.runner import evaluate_artifact
+
+    reports = {}
+
+    def validate(folder: Path):
+        _say(f"  validating a point ({_bits(folder):.2f} bits per weight)")
+        report = evaluate_artifact(folder, options=options) if options else validate_offline(folder, base_path)
+        reports[folder.name] = report
+        _say(f"  gate {'PASS' if report.passed else 'FAIL'}")
+        return report
+
+    def progress(stage: str, fraction: float | None) -> None:
+        if stage in ("loading model", "preparing calibration data", "measuring per-layer sensitivity"):
+            _say(f"  {stage}")
+
+    started = time.monotonic()
+    result = quantize_auto(DEFAULT_MODEL, recipe, out, validate, force=force, progress=progress)
+    return reports[result.chosen["folder"]], time.monotonic() - started
+
+
+def _bits(folder: Path) -> float:
+    from kvant.artifact import manifest
+
+    return float(manifest.read(folder).get("bits_per_weight") or 0.0)
 
 
 # ---- step 3 without a data folder: kvant.eval's offline check
@@ -300,9 +336,18 @@ def run(args) -> int:
     base_path = pull_default(progress=lambda stage, done, total, message: _say(f"  {message}"))
     stage.done("pull")
     _say(f"[2/4] quantizing with {args.recipe} ({args.num_samples} samples x {args.seq_len} tokens) into {out}")
-    reused, quantize_s = quantize_or_reuse(DEFAULT_MODEL, recipe, out, base_path, args.force)
+    report = None
+    if recipe.is_auto and (args.force or not out.exists()):
+        report, quantize_s = quantize_auto_validated(recipe, out, base_path, options, args.force)
+        reused = False
+    else:
+        reused, quantize_s = quantize_or_reuse(DEFAULT_MODEL, recipe, out, base_path, args.force)
     stage.done("quantize")
-    if options is not None:
+    if report is not None:
+        validation = ("lm-eval tasks " + ", ".join(options.tasks) + f" (first {options.limit} items)" if options
+                      else f"offline: {offline.NUM_HELDOUT} builtin paragraphs held out from calibration")
+        _say("[3/4] validated during the search (the chosen point's report)")
+    elif options is not None:
         validation = f"lm-eval tasks {', '.join(options.tasks)} (first {options.limit} items"
         validation += f", data {data_dir})" if data_dir else ")"
         _say(f"[3/4] validating against the base: {validation} and the generative check")
