@@ -3,6 +3,7 @@ import os
 import torch
 
 from kvant.engine.context import Context, set_context
+from kvant.engine.decode_inputs import DecodeInputs
 from kvant.engine.config import EngineConfig
 from kvant.artifact.errors import KvantError
 from kvant.engine.memory import MemoryPlan, kv_bytes_per_token, plan_fixed, plan_memory
@@ -117,9 +118,6 @@ class ModelRunner:
     # forward
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: Context) -> torch.Tensor:
-        b = ctx.cu_seqlens_q.shape[0] - 1
-        if ctx.is_decode and self.graphs and b <= max(self.graphs):
-            return self._replay(input_ids, positions, ctx)
         set_context(ctx)
         try:
             return self.model(input_ids, positions)
@@ -131,6 +129,11 @@ class ModelRunner:
                                                   dict[int, tuple[int, list[dict[int, float]]]]]:
         """One step. Returns the seqs that sampled a token (their prompt is fully computed), the sampler's output
         for them, and per seq_id with prompt logprobs: (first prompt position covered, logprob dicts)."""
+        if batch.is_decode and self.graphs and len(batch.seqs) <= max(self.graphs):
+            # every sequence samples; none has prompt logprobs left (its prompt is computed)
+            seqs = list(batch.seqs)
+            hidden = self._replay(seqs)  # [B, H]
+            return seqs, self.sampler(self.model.compute_logits(hidden), seqs, self.model.config.eos_token_ids), {}
         input_ids, positions, ctx = self.prepare(batch)
         hidden = self.forward(input_ids, positions, ctx)  # [T, H]
         sample_seqs, sample_rows, plp_spans = [], [], []
@@ -189,6 +192,7 @@ class ModelRunner:
             block_tables=torch.zeros(max_bs, self.max_blocks_per_seq, dtype=torch.int32, device=dev),
             hidden=torch.zeros(max_bs, self.model.config.hidden_size, dtype=self.dtype, device=dev),
         )
+        self.decode_inputs = DecodeInputs(max_bs, self.max_blocks_per_seq, self.block_size, pin=True)
         pool = None
         for bs in reversed(sizes):
             ctx = Context(g["cu_seqlens_q"][:bs + 1], g["context_lens"][:bs], g["slot_mapping"][:bs],
@@ -205,18 +209,10 @@ class ModelRunner:
             self.graphs[bs] = graph
             torch.cuda.synchronize()
 
-    def _replay(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: Context) -> torch.Tensor:
-        b = input_ids.shape[0]
+    def _replay(self, seqs: list[Sequence]) -> torch.Tensor:
+        b = len(seqs)
         bs = next(s for s in sorted(self.graphs) if s >= b)
-        g = self.graph_vars
-        g["input_ids"][:b] = input_ids
-        g["positions"][:b] = positions
-        g["slot_mapping"].fill_(-1)
-        g["slot_mapping"][:b] = ctx.slot_mapping
-        # padded rows attend to one slot of block 0 and store nothing
-        g["context_lens"].fill_(1)
-        g["context_lens"][:b] = ctx.context_lens
-        g["block_tables"].zero_()
-        g["block_tables"][:b, :ctx.block_tables.shape[1]] = ctx.block_tables
+        width = self.decode_inputs.fill(seqs, bs)
+        self.decode_inputs.copy_to(self.graph_vars, bs, width)
         self.graphs[bs].replay()
-        return g["hidden"][:b]
+        return self.graph_vars["hidden"][:b]

@@ -159,9 +159,9 @@ def quantize_auto_validated(recipe, out: Path, base_path: Path, options, force: 
         _say(f"  gate {'PASS' if report.passed else 'FAIL'}")
         return report
 
-    def progress(stage: str, fraction: float | None) -> None:
-        if stage in ("loading model", "preparing calibration data", "measuring per-layer sensitivity"):
-            _say(f"  {stage}")
+    def progress(stage: str, done: int, total: int, message: str) -> None:
+        if total == 0 and stage in ("load", "calibrate", "sensitivity", "trial"):
+            _say(f"  {message}")
 
     started = time.monotonic()
     result = quantize_auto(DEFAULT_MODEL, recipe, out, validate, force=force, progress=progress)
