@@ -31,6 +31,8 @@ def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kw
         device = torch.device(pick_device(config.device))
         model_config = ModelConfig.from_pretrained(path)
         dtype = resolve_dtype(config.dtype, model_config, device)
+        if device.type == "cuda" and config.num_kv_blocks is None and config.kv_cache_memory is None:
+            refuse_if_too_big(model_config, config, dtype, device)  # before a byte of the weights is allocated
         model = load_model(path, dtype=dtype, device=device, config=model_config)
         if isinstance(tokenizer, (str, Path)):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
@@ -40,6 +42,27 @@ def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kw
 
     kernel_path = apply_kernel_paths(model, config.kv_cache_dtype, config.kernel_arch)
     return LLMEngine(model, tokenizer, config, kernel_path)
+
+
+def refuse_if_too_big(model_config, config: EngineConfig, dtype: torch.dtype, device: torch.device) -> None:
+    """The memory plan's fixed part (weights sized on the meta device, activation peak, CUDA graphs) against the
+    card's budget or the --gpu-memory cap: a model that cannot fit is refused in one line before loading."""
+    from kvant.engine.loader import build_model
+    from kvant.engine.memory import GRAPH_BYTES_PER_BATCH_SIZE, activation_peak_bytes, capped_total, check_fits
+    from kvant.engine.model_runner import graph_batch_sizes
+
+    meta = build_model(model_config, dtype, "meta")
+    tensors = {id(t): t for t in list(meta.parameters()) + list(meta.buffers())}.values()
+    weights = sum(t.numel() * t.element_size() for t in tensors)
+    free, total = torch.cuda.mem_get_info(device)
+    ours = torch.cuda.memory_allocated(device)
+    graphs = 0 if config.enforce_eager else GRAPH_BYTES_PER_BATCH_SIZE * len(graph_batch_sizes(config.max_num_seqs))
+    activations = activation_peak_bytes(model_config, config.max_num_batched_tokens, config.max_num_seqs,
+                                        dtype.itemsize)
+    check_fits(model_config, total_bytes=capped_total(total, config.gpu_memory),
+               used_by_others=max(0, total - free - ours), weights_bytes=weights,
+               gpu_memory_utilization=config.gpu_memory_utilization, activation_bytes=activations,
+               graph_bytes=graphs, capped=config.gpu_memory is not None)
 
 
 def pick_device(device: str) -> str:
