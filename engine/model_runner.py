@@ -1,4 +1,5 @@
 import os
+import time
 
 import torch
 
@@ -55,8 +56,11 @@ class ModelRunner:
                 attn.k_scale = attn.v_scale = None
         self.sampler = Sampler(self.device, config.seed)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graph_capture_s = 0.0
         if self.use_graphs:
+            started = time.perf_counter()
             self.capture_cuda_graphs()
+            self.graph_capture_s = time.perf_counter() - started
 
     def _plan_memory(self) -> MemoryPlan:
         """The KV pool's size and the memory around it, on every device: from the card's budget on CUDA, else

@@ -157,5 +157,7 @@ def startup_report(engine, seconds: float) -> str:
     runner = engine.runner
     lines.append(f"dtype: {str(runner.dtype).removeprefix('torch.')} on {runner.device} (--dtype to change)")
     lines.append(engine.memory_plan.breakdown())
-    lines.append(f"ready in {seconds:.1f} s (load, KV cache, {len(runner.graphs)} CUDA graphs)")
+    times = getattr(engine, "startup_times", None) or {}
+    stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in times.items())
+    lines.append(f"ready in {seconds:.1f} s ({stages or 'load, KV cache'}; {len(runner.graphs)} CUDA graphs)")
     return "\n".join(lines)
