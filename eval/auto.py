@@ -139,7 +139,9 @@ def _trial(model, recipe: Recipe, point: Point, folder: Path, validate, sens: di
         progress("trial", 0, 0, "validating it against the gate")
     report = validate(folder)
     q, gate, name = quality(report)
-    return {"bits_per_weight": round(point.bits_per_weight, 4), "predicted_kl": round(point.predicted_kl, 6),
+    # the plan's figure (every group-size fallback counted), not the path's estimate
+    bits = float(M.read(folder).get("bits_per_weight") or point.bits_per_weight)
+    return {"bits_per_weight": round(bits, 4), "predicted_kl": round(point.predicted_kl, 6),
             "quality": None if q is None else round(q, 4), "gate": round(gate, 4), "quality_name": name,
             "passed": bool(report.passed), "folder": folder.name, "report": report}
 
