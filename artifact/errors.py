@@ -5,3 +5,8 @@ class KvantError(Exception):
 class NetworkError(KvantError):
     """A host kvant needs (the Hub, PyPI, a server) could not be reached: an environment problem, not bad input."""
     exit_code = 3  # see the exit-code table in `kvant --help`
+
+
+class IntegrityError(KvantError):
+    """An artifact's files do not match its kvant.json (tampered, truncated, missing or unlisted)."""
+    exit_code = 4  # see the exit-code table in `kvant --help`

@@ -8,10 +8,13 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact.errors import IntegrityError, KvantError
 from kvant.artifact.schemes import SCHEME_NAMES
 
 MANIFEST = "kvant.json"
+EVAL_DIR = "eval"  # written by `kvant eval` after verification
+RESULTS = f"{EVAL_DIR}/results.json"
+CARD = "README.md"  # the model card; push rewrites it
 FORMAT = 1
 KV_CACHE_DTYPES = ("auto", "fp8")
 # field -> type that `read` insists on (the rest are informative)
@@ -97,24 +100,36 @@ def update_files(folder: str | Path) -> dict:
     return write(folder, read(folder))
 
 
-def verify(folder: str | Path, manifest: dict | None = None, *, skip: tuple[str, ...] = (), progress=None) -> None:
-    """Raises KvantError naming the first file that is unlisted, missing, or whose sha256 differs from the manifest.
+def verify(folder: str | Path, manifest: dict | None = None, *, skip: tuple[str, ...] = (), unlisted_ok: bool = False,
+           digest=sha256_file, progress=None) -> None:
+    """The one check of an artifact's files against its manifest. Raises IntegrityError (exit 4) naming the first
+    file that is unlisted (unless `unlisted_ok`), missing, or whose sha256 differs, with both hashes.
 
-    `skip`: files not checked (push regenerates README.md); progress("verify", done, total, message) after each file hashed."""
+    `skip`: files not checked (push regenerates README.md); `digest(path)`: the file's sha256 (the engine passes one
+    that remembers verified files); progress("verify", done, total, message) after each file hashed."""
     folder = Path(folder)
     manifest = read(folder) if manifest is None else manifest
-    listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
-    on_disk = set(listed_files(folder))
-    for rel in sorted(on_disk - set(listed) - set(skip)):
-        raise KvantError(f"{folder / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
+    listed = {rel: expected for rel, expected in manifest["files"].items() if not is_hidden(rel)}
+    if not unlisted_ok:
+        for rel in sorted(set(listed_files(folder)) - set(listed) - set(skip)):
+            raise IntegrityError(f"{folder / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
     todo = sorted(set(listed) - set(skip))
     for i, rel in enumerate(todo):
-        if rel not in on_disk:
-            raise KvantError(f"{folder / rel} is listed in {MANIFEST} but missing")
-        if sha256_file(folder / rel) != listed[rel]:
-            raise KvantError(f"{folder / rel} changed since {MANIFEST} was written (sha256 mismatch)")
+        path = folder / rel
+        if not path.is_file():
+            raise IntegrityError(f"{path} is listed in {MANIFEST} but missing")
+        got = digest(path)
+        if got != listed[rel]:
+            raise IntegrityError(f"{path} does not match its sha256 in {MANIFEST}: file {got}, expected {listed[rel]}")
         if progress is not None:
             progress("verify", i + 1, len(todo), f"verified {rel}")
+
+
+def evaluated_files(manifest: dict) -> dict[str, str]:
+    """The hashes an evaluation is bound to: every listed file but eval's own output and the card (push rewrites
+    it)."""
+    return {rel: digest for rel, digest in sorted(manifest.get("files", {}).items())
+            if not rel.startswith(EVAL_DIR + "/") and rel != CARD}
 
 
 def base_reference(manifest: dict) -> str:

@@ -199,6 +199,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9  # share of the card kvant may use (weights + activations + KV cache)
     kv_cache_memory: int | str | None = None  # bytes for the KV cache ("6GiB" accepted); overrides the share above
     num_kv_blocks: int | None = None  # explicit pool size (tests); overrides both sizes above
+    gpu_memory: int | str | None = None  # plan as if the card had this much memory ("24GiB"): simulates a smaller card
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # no CUDA graphs
     dtype: str = "auto"  # the checkpoint's on CUDA; on CPU a bf16 checkpoint stays bf16 if bf16 is native, else fp32
@@ -221,6 +222,12 @@ class EngineConfig:
             if size < 1:
                 raise ValueError(f"kv_cache_memory must be > 0 bytes, got {self.kv_cache_memory!r}")
             object.__setattr__(self, "kv_cache_memory", size)
+        if self.gpu_memory is not None:
+            try:
+                size = parse_size(self.gpu_memory)
+            except ValueError:
+                raise ValueError(f"gpu_memory must be a size like 24GiB or 8GB, got {self.gpu_memory!r}") from None
+            object.__setattr__(self, "gpu_memory", size)
         if self.num_kv_blocks is not None and (not isinstance(self.num_kv_blocks, int) or self.num_kv_blocks < 1):
             raise ValueError(f"num_kv_blocks must be an integer >= 1 or None, got {self.num_kv_blocks!r}")
         if self.dtype not in DTYPES:

@@ -3,21 +3,16 @@
 A verified-once record under $KVANT_HOME maps (path, size, mtime_ns, inode) to the sha256 seen, so a warm start
 re-hashes nothing; any change to a file's size, mtime or inode (a rewrite, a copy, `touch`) hashes it again.
 """
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact import manifest as M
+from kvant.artifact.errors import IntegrityError, KvantError
 from kvant.artifact.manifest import MANIFEST, sha256_file
 
 RECORD = "verified.json"
-EVAL_DIR = "eval"  # written by `kvant eval` after verification
-
-
-class IntegrityError(KvantError):
-    exit_code = 4  # see the exit-code table in `kvant --help`
 
 
 def _record_path() -> Path:
@@ -60,42 +55,23 @@ def file_sha256(path: Path, record: dict[str, str]) -> str:
 
 
 def verify_artifact(folder: str | Path, skip: tuple[str, ...] = ()) -> bool:
-    """Raises IntegrityError naming the first listed file that is missing or whose sha256 differs from kvant.json.
+    """kvant.artifact.manifest.verify with the verified-once record; files the manifest does not list are left alone.
     Returns False for a folder without kvant.json (a plain HF model: nothing to check), True once verified."""
     folder = Path(folder)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
+    if not (folder / MANIFEST).is_file():
         return False
     try:
-        files = json.loads(manifest_path.read_text(encoding="utf-8")).get("files")
-    except (ValueError, AttributeError):
-        raise IntegrityError(f"{manifest_path} is not a valid manifest (JSON object with 'files')") from None
-    if not isinstance(files, dict):
-        raise IntegrityError(f"{manifest_path} has no 'files' table: cannot verify the artifact")
+        manifest = M.read(folder)
+    except KvantError as exc:
+        raise IntegrityError(f"cannot verify the artifact: {exc}") from None
     record = _load_record()
     before = len(record)
     try:
-        for rel, expected in sorted(files.items()):
-            if rel in skip:
-                continue
-            path = folder / rel
-            if not path.is_file():
-                raise IntegrityError(f"{path} is listed in {MANIFEST} but missing")
-            got = file_sha256(path, record)
-            if got != expected:
-                raise IntegrityError(f"{path} does not match its sha256 in {MANIFEST}: file {got}, "
-                                     f"expected {expected}")
+        M.verify(folder, manifest, skip=skip, unlisted_ok=True, digest=lambda path: file_sha256(path, record))
     finally:
         if len(record) != before:
             _save_record(record)
     return True
-
-
-def evaluated_files(manifest: dict) -> dict[str, str]:
-    """The hashes an evaluation is bound to: every listed file but eval's own output and the card (push rewrites
-    it)."""
-    return {rel: digest for rel, digest in sorted(manifest.get("files", {}).items())
-            if not rel.startswith(EVAL_DIR + "/") and rel != "README.md"}
 
 
 def check_or_warn(folder: str | Path, verify: bool) -> None:

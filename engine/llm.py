@@ -1,4 +1,6 @@
 import itertools
+import os
+import time
 from pathlib import Path
 
 import torch
@@ -18,6 +20,16 @@ def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kw
     `verify=False` (the CLI's --no-verify) skips checking a kvant artifact's files against kvant.json, with a warning."""
     verify = engine_kwargs.pop("verify", True)
     config = EngineConfig(**engine_kwargs)
+    times: dict[str, float] = {}  # start-up stage -> seconds, for serve's report
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        times[stage] = times.get(stage, 0.0) + now - clock
+        clock = now
+
+    use_persistent_triton_cache()
     if isinstance(model, (str, Path)):
         from transformers import AutoTokenizer
 
@@ -28,10 +40,15 @@ def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kw
 
         path = resolve_model(str(model))
         check_or_warn(path, verify)  # before a byte of the weights is read
+        lap("verify")
         device = torch.device(pick_device(config.device))
         model_config = ModelConfig.from_pretrained(path)
         dtype = resolve_dtype(config.dtype, model_config, device)
+        if device.type == "cuda" and config.num_kv_blocks is None and config.kv_cache_memory is None:
+            refuse_if_too_big(model_config, config, dtype, device)  # before a byte of the weights is allocated
+        lap("plan")
         model = load_model(path, dtype=dtype, device=device, config=model_config)
+        lap("load")
         if isinstance(tokenizer, (str, Path)):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
         elif tokenizer is None and load_tokenizer:
@@ -39,7 +56,43 @@ def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kw
     from kvant.engine.kernel_select import apply_kernel_paths
 
     kernel_path = apply_kernel_paths(model, config.kv_cache_dtype, config.kernel_arch)
-    return LLMEngine(model, tokenizer, config, kernel_path)
+    lap("tune")
+    engine = LLMEngine(model, tokenizer, config, kernel_path)
+    lap("plan")  # the KV pool's plan and allocation; the CUDA graphs' share is moved out below
+    graphs = engine.runner.graph_capture_s
+    times["plan"] -= graphs
+    times["graphs"] = graphs
+    engine.startup_times = times
+    return engine
+
+
+def use_persistent_triton_cache() -> None:
+    """Triton's compiled kernels live under $KVANT_HOME/triton (beside the tuned-kernel table), so a second start
+    reuses them; an explicit TRITON_CACHE_DIR wins."""
+    from kvant.engine.registry import kvant_home
+
+    os.environ.setdefault("TRITON_CACHE_DIR", str(kvant_home() / "triton"))
+
+
+def refuse_if_too_big(model_config, config: EngineConfig, dtype: torch.dtype, device: torch.device) -> None:
+    """The memory plan's fixed part (weights sized on the meta device, activation peak, CUDA graphs) against the
+    card's budget or the --gpu-memory cap: a model that cannot fit is refused in one line before loading."""
+    from kvant.engine.loader import build_model
+    from kvant.engine.memory import GRAPH_BYTES_PER_BATCH_SIZE, activation_peak_bytes, capped_total, check_fits
+    from kvant.engine.model_runner import graph_batch_sizes
+
+    meta = build_model(model_config, dtype, "meta")
+    tensors = {id(t): t for t in list(meta.parameters()) + list(meta.buffers())}.values()
+    weights = sum(t.numel() * t.element_size() for t in tensors)
+    free, total = torch.cuda.mem_get_info(device)
+    ours = torch.cuda.memory_allocated(device)
+    graphs = 0 if config.enforce_eager else GRAPH_BYTES_PER_BATCH_SIZE * len(graph_batch_sizes(config.max_num_seqs))
+    activations = activation_peak_bytes(model_config, config.max_num_batched_tokens, config.max_num_seqs,
+                                        dtype.itemsize)
+    check_fits(model_config, total_bytes=capped_total(total, config.gpu_memory),
+               used_by_others=max(0, total - free - ours), weights_bytes=weights,
+               gpu_memory_utilization=config.gpu_memory_utilization, activation_bytes=activations,
+               graph_bytes=graphs, capped=config.gpu_memory is not None)
 
 
 def pick_device(device: str) -> str:
@@ -50,7 +103,25 @@ def pick_device(device: str) -> str:
     return device
 
 
-class LLM:
+class EngineFront:
+    """What LLM and AsyncLLM both show of the engine they drive (`self.engine`, an LLMEngine)."""
+
+    engine: LLMEngine
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def model_config(self):
+        return self.engine.model_config
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+
+class LLM(EngineFront):
     """Offline batch generation: every prompt becomes a request, all run together with continuous batching.
     The constructor takes vLLM's arguments where they mean something on one GPU (see kvant.engine.vllm_options)."""
 
@@ -83,18 +154,6 @@ class LLM:
     def get_default_sampling_params(self) -> SamplingParams:
         """SamplingParams from the model's generation_config.json (vLLM's generation_config="auto")."""
         return SamplingParams(**self._default_sampling)
-
-    @property
-    def tokenizer(self):
-        return self.engine.tokenizer
-
-    @property
-    def model_config(self):
-        return self.engine.model_config
-
-    @property
-    def max_model_len(self) -> int:
-        return self.engine.max_model_len
 
     def stats(self) -> EngineStats:
         return self.engine.stats()

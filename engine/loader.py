@@ -13,6 +13,7 @@ from kvant.kernels.int4_pack import pack_int4, unpack_int4
 
 # checkpoint tensors with no kvant counterpart (precomputed rotary tables of old exports)
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+REOPEN_BYTES = 1 << 30  # bytes read through one mapping of a weight file before it is closed and reopened
 # older FP8-KV checkpoints put the cache scales on the projections (vLLM remaps them the same way)
 KV_SCALE_ALIASES = {"k_proj.output_scale": "k_scale", "v_proj.output_scale": "v_scale"}
 
@@ -72,14 +73,27 @@ def _weight_files(path: Path) -> list[Path]:
     return files
 
 
-def iter_safetensors(files: Iterable[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_safetensors(files: Iterable[Path], device: str | torch.device = "cpu") -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of the files, read straight onto `device` one tensor at a time. Each file is
+    reopened every REOPEN_BYTES so that no more than that of it stays mapped (and counted in host RSS) at once."""
+    device = torch.device(device)
+    where = f"cuda:{device.index or 0}" if device.type == "cuda" else str(device)
     for file in files:
         if not file.exists():
             raise KvantError(f"weight file {file} is missing")
         try:
             with safe_open(str(file), framework="pt") as f:
-                for name in f.keys():
-                    yield name, f.get_tensor(name)
+                keys = list(f.keys())
+            i = 0
+            while i < len(keys):
+                mapped = 0
+                with safe_open(str(file), framework="pt", device=where) as f:
+                    while i < len(keys) and mapped < REOPEN_BYTES:
+                        name = keys[i]
+                        t = f.get_tensor(name)
+                        mapped += t.numel() * t.element_size()
+                        i += 1
+                        yield name, t
         except SafetensorError as exc:
             raise KvantError(f"cannot read {file}: corrupted or truncated safetensors ({exc})") from None
 
@@ -228,7 +242,7 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = "auto", devic
     config = config or ModelConfig.from_pretrained(path)
     device = torch.device(device)
     model = build_model(config, resolve_dtype(dtype, config, device), device)
-    load_weights(model, iter_safetensors(_weight_files(path)))
+    load_weights(model, iter_safetensors(_weight_files(path), device))
     return model
 
 

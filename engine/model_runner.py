@@ -1,4 +1,5 @@
 import os
+import time
 
 import torch
 
@@ -6,7 +7,8 @@ from kvant.engine.context import Context, set_context
 from kvant.engine.decode_inputs import DecodeInputs
 from kvant.engine.config import EngineConfig
 from kvant.artifact.errors import KvantError
-from kvant.engine.memory import MemoryPlan, kv_bytes_per_token, plan_fixed, plan_memory
+from kvant.engine.memory import (PROMPT_LOGPROB_ROWS, MemoryPlan, capped_total, kv_bytes_per_token, plan_fixed,
+                                 plan_memory)
 from kvant.engine.model import CausalLM
 from kvant.engine.sampler import Sampler, SamplerOutput, top_logprobs
 from kvant.engine.scheduler import ScheduledBatch
@@ -15,7 +17,6 @@ from kvant.kernels.formats import FP8
 
 # default KV pool on CPU: room for max_num_seqs full-length sequences, at most 1 GiB, at least one sequence
 CPU_KV_CACHE_BYTES = 1 << 30
-PROMPT_LOGPROB_ROWS = 1024  # rows of [rows, vocab] fp32 logits materialized at once for prompt logprobs
 
 
 def graph_batch_sizes(max_num_seqs: int) -> list[int]:
@@ -55,8 +56,11 @@ class ModelRunner:
                 attn.k_scale = attn.v_scale = None
         self.sampler = Sampler(self.device, config.seed)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graph_capture_s = 0.0
         if self.use_graphs:
+            started = time.perf_counter()
             self.capture_cuda_graphs()
+            self.graph_capture_s = time.perf_counter() - started
 
     def _plan_memory(self) -> MemoryPlan:
         """The KV pool's size and the memory around it, on every device: from the card's budget on CUDA, else
@@ -74,7 +78,8 @@ class ModelRunner:
             free, total = torch.cuda.mem_get_info(self.device)
             if cfg.num_kv_blocks is None:
                 ours = torch.cuda.memory_allocated(self.device)
-                return plan_memory(mc, total_bytes=total, used_by_others=max(0, total - free - ours),
+                return plan_memory(mc, total_bytes=capped_total(total, cfg.gpu_memory),
+                                   capped=cfg.gpu_memory is not None, used_by_others=max(0, total - free - ours),
                                    gpu_memory_utilization=cfg.gpu_memory_utilization,
                                    kv_cache_memory=cfg.kv_cache_memory, max_model_len=self.max_model_len, **sizes)
         else:

@@ -63,7 +63,11 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
     tokenizer = AutoTokenizer.from_pretrained(src)
     calib_cfg = dataclasses.replace(recipe.calibration, num_samples=min(recipe.sensitivity_samples,
                                                                         recipe.calibration.num_samples))
-    hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    def fp32_model():
+        return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+
+    # the model is read only when the samples come from it or the cache misses
+    hf = fp32_model() if calib_cfg.dataset == "synthetic" else None
     samples = list(load_calibration(calib_cfg, tokenizer, hf).input_ids)
     key = S.cache_key(src, samples, recipe.candidates, recipe.sensitivity)
     cached_at = S.cache_path(kvant_home(), key)
@@ -74,7 +78,7 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
     if progress is not None:
         progress("sensitivity", 0, 0, "measuring per-layer sensitivity")
     run = S.estimate if recipe.sensitivity == "fisher" else S.measure
-    data = run(hf, samples, recipe.candidates, progress=progress, cancel=cancel) | {"key": key}
+    data = run(hf or fp32_model(), samples, recipe.candidates, progress=progress, cancel=cancel) | {"key": key}
     S.save(cached_at, data)
     return data, False
 

@@ -3,9 +3,7 @@ sha256 of the files eval wrote, and of nothing else (eval never re-blesses a fil
 import json
 from pathlib import Path
 
-from kvant.engine.integrity import EVAL_DIR, MANIFEST, evaluated_files, sha256_file
-
-RESULTS = "eval/results.json"
+from kvant.artifact.manifest import EVAL_DIR, MANIFEST, RESULTS, evaluated_files, sha256_file
 
 
 def bind_results(artifact: Path) -> None:

@@ -72,42 +72,47 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
     summary = Summary()
     if model_free is None:
         model_free = not recipe.needs_data
-    if not model_free:
-        tensors, plan, ignored, calib = _layer_by_layer(src, recipe, dev, summary, progress, cancel)
-    else:  # nothing to observe: the checkpoint's tensors are enough, the model is never built
-        calib = None
-        tensors, plan, ignored = quantize_checkpoint(src, base_config, recipe, dev, summary=summary,
-                                                     progress=progress, cancel=cancel)
-    qconfig = artifact.quantization_config(plan, ignored, actorder=recipe.actorder if recipe.uses_gptq else None,
-                                           kv_cache=recipe.kv_cache_scheme == "fp8")
-    summary.time_s = time.monotonic() - started
-    summary.peak_memory_mib = _peak_memory_mib(dev)
-    scheme = recipe.quant_scheme.name
-    calibration = {"source": recipe.calibration.dataset if calib else None,
-                   "num_samples": len(calib.input_ids) if calib else 0,
-                   "seq_len": recipe.calibration.seq_len if calib else 0,
-                   "sha256": calib.sha256 if calib else None,
-                   "time_s": round(summary.time_s, 2), "peak_memory_mib": round(summary.peak_memory_mib, 1),
-                   "layer_errors": [None if e != e else round(e, 8) for e in summary.layer_errors]}
-    info = _source_info(src)
-    kvant_json = manifest.build(
-        scheme=scheme, kv_cache_dtype="fp8" if recipe.kv_cache_scheme == "fp8" else "auto",
-        base_model={"name": info.get("hub_id", model), "path": str(src),
-                    "revision": info.get("revision") or info.get("gguf_sha256"), "architecture": arch,
-                    "license": info.get("license")},
-        recipe=recipe.to_dict(), calibration=calibration,
-        min_recovery=recipe.target if recipe.target is not None else default_min_recovery(scheme),
-        kvant_version=KVANT_VERSION)
-    # average stored bits per decoder-layer Linear weight, scales included, and each layer's choice when mixed
-    kvant_json["bits_per_weight"] = round(summary.bits_per_weight(), 4)
-    if recipe.layer_schemes:
-        kvant_json["layer_schemes"] = layer_table(summary)
-    kvant_json.update(manifest_extra or {})
-    # linear suffix -> the INT4 group size used where the recipe's does not divide the input size
-    kvant_json["group_size_fallbacks"] = dict(summary.group_size_fallbacks)
-    cancel.raise_if_cancelled("quantization")
+    # weights go into the staging folder as they are produced; any failure or cancel removes it, `out` untouched
     with artifact.staging(out, force) as tmp:
-        artifact.write_weights(tmp, tensors)
+        writer = artifact.ShardWriter(tmp)
+        if not model_free:
+            plan, ignored, calib = _layer_by_layer(src, base_config, recipe, dev, summary, progress, cancel,
+                                                   writer.add)
+        else:  # nothing to observe: the checkpoint's tensors are enough, the model is never built
+            calib = None
+            tensors, plan, ignored = quantize_checkpoint(src, base_config, recipe, dev, summary=summary,
+                                                         progress=progress, cancel=cancel)
+            writer.add(tensors)
+            del tensors
+        cancel.raise_if_cancelled("quantization")
+        writer.finish()
+        qconfig = artifact.quantization_config(plan, ignored, actorder=recipe.actorder if recipe.uses_gptq else None,
+                                               kv_cache=recipe.kv_cache_scheme == "fp8")
+        summary.time_s = time.monotonic() - started
+        summary.peak_memory_mib = _peak_memory_mib(dev)
+        scheme = recipe.quant_scheme.name
+        calibration = {"source": recipe.calibration.dataset if calib else None,
+                       "num_samples": len(calib.input_ids) if calib else 0,
+                       "seq_len": recipe.calibration.seq_len if calib else 0,
+                       "sha256": calib.sha256 if calib else None,
+                       "time_s": round(summary.time_s, 2), "peak_memory_mib": round(summary.peak_memory_mib, 1),
+                       "layer_errors": [None if e != e else round(e, 8) for e in summary.layer_errors]}
+        info = _source_info(src)
+        kvant_json = manifest.build(
+            scheme=scheme, kv_cache_dtype="fp8" if recipe.kv_cache_scheme == "fp8" else "auto",
+            base_model={"name": info.get("hub_id", model), "path": str(src),
+                        "revision": info.get("revision") or info.get("gguf_sha256"), "architecture": arch,
+                        "license": info.get("license")},
+            recipe=recipe.to_dict(), calibration=calibration,
+            min_recovery=recipe.target if recipe.target is not None else default_min_recovery(scheme),
+            kvant_version=KVANT_VERSION)
+        # average stored bits per decoder-layer Linear weight, scales included, and each layer's choice when mixed
+        kvant_json["bits_per_weight"] = round(summary.bits_per_weight(), 4)
+        if recipe.layer_schemes:
+            kvant_json["layer_schemes"] = layer_table(summary)
+        kvant_json.update(manifest_extra or {})
+        # linear suffix -> the INT4 group size used where the recipe's does not divide the input size
+        kvant_json["group_size_fallbacks"] = dict(summary.group_size_fallbacks)
         artifact.write_config(tmp, base_config, qconfig)
         artifact.copy_base_files(src, tmp)
         artifact.write_recipe(tmp, recipe.to_dict())
@@ -128,30 +133,48 @@ def layer_table(summary: Summary) -> dict[str, str]:
     return {unit_of(name): cand for name, (_, _, cand) in summary.linear_bits.items()}
 
 
-def _layer_by_layer(src: Path, recipe: Recipe, dev: torch.device, summary: Summary, progress, cancel):
-    # builds the model and walks its decoder layers: (tensors, plan, ignored Linear names, calibration set or None)
+def _layer_by_layer(src: Path, base_config: dict, recipe: Recipe, dev: torch.device, summary: Summary, progress,
+                    cancel, sink):
+    """Streams the checkpoint through a meta skeleton of the model, one decoder layer in memory at a time; every
+    finished tensor goes to `sink`. Returns (plan, ignored Linear names, calibration set or None)."""
     from torch import nn
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from kvant.quantize.calibrate import plan_linears, quantize_layers
     from kvant.quantize.calibration_data import load_calibration
+    from kvant.quantize.model_free import model_dtype
+    from kvant.quantize.streaming import Checkpoint, skeleton
 
     progress("load", 0, 0, "loading model")
     tokenizer = AutoTokenizer.from_pretrained(src)
-    hf = AutoModelForCausalLM.from_pretrained(src, dtype="auto").eval()
-    dtype = hf.dtype
+    ckpt = Checkpoint(src, None)
+    embed = ckpt.read(["model.embed_tokens.weight"])["model.embed_tokens.weight"]
+    ckpt.dtype = dtype = model_dtype(base_config, embed.dtype)
+    del embed
+    hf = skeleton(src, dtype)
     plan = plan_linears(hf, recipe, summary)
     calib = None
     if recipe.needs_data:
         progress("calibrate", 0, 0, "preparing calibration data")
-        calib = load_calibration(recipe.calibration, tokenizer, hf)
-    tensors = quantize_layers(hf, recipe, plan, calib, dev, progress=progress, cancel=cancel, summary=summary)
+        calib = load_calibration(recipe.calibration, tokenizer, _generator(src, recipe))
     tied = bool(getattr(hf.config, "tie_word_embeddings", False))
-    for name, t in hf.state_dict().items():
-        if not name.startswith("model.layers.") and not (tied and name == "lm_head.weight"):
-            tensors[name] = t.detach().to("cpu", dtype)
+    outside = [n for n in hf.state_dict() if not n.startswith("model.layers.") and not (tied and n == "lm_head.weight")]
+    sink(ckpt.read(outside))
+    if calib is not None:
+        ckpt.materialize(hf.model.embed_tokens, "model.embed_tokens.")
+    quantize_layers(hf, recipe, plan, calib, dev, progress=progress, cancel=cancel, summary=summary,
+                    checkpoint=ckpt, sink=sink)
     ignored = [n for n, m in hf.named_modules() if isinstance(m, nn.Linear) and n not in plan]
-    return tensors, plan, ignored, calib
+    return plan, ignored, calib
+
+
+def _generator(src: Path, recipe: Recipe):
+    # self-generated ("synthetic") calibration text needs the whole model once, to sample from
+    if recipe.calibration.dataset != "synthetic":
+        return None
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(src, dtype="auto").eval()
 
 
 def _source_info(src: Path) -> dict:

@@ -18,6 +18,8 @@ from kvant.artifact.schemes import Scheme, kv_cache_config
 # files copied from the base model folder when present
 COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
           "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
+# weights per output file: bounds the host memory held for tensors not yet written (transformers' limit is 5 GB)
+MAX_SHARD_BYTES = 2 << 30
 CT_VERSION = "0.20.0"  # the compressed-tensors schema written (and tested with transformers 5.23)
 
 
@@ -111,10 +113,56 @@ def staging(out: Path, force: bool):
         raise
 
 
-def write_weights(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
-    path = folder / "model.safetensors"
+def write_weights(folder: Path, tensors: dict[str, torch.Tensor], name: str = "model.safetensors") -> None:
+    path = folder / name
     save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(path), metadata={"format": "pt"})
     apply_umask(path)
+
+
+class ShardWriter:
+    """Weights written as they are produced: tensors collect until they pass `max_shard_bytes`, then go to a shard
+    file and are freed. One shard at the end is `model.safetensors`, byte for byte what `write_weights` writes;
+    more become `model-0000k-of-0000n.safetensors` with transformers' `model.safetensors.index.json`."""
+
+    def __init__(self, folder: Path, max_shard_bytes: int | None = None):
+        self.folder = Path(folder)
+        self.max_shard_bytes = MAX_SHARD_BYTES if max_shard_bytes is None else max_shard_bytes
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_bytes = 0
+        self.shards: list[dict[str, int]] = []  # per written shard: tensor name -> bytes
+
+    def add(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, t in tensors.items():
+            if name in self.pending or any(name in s for s in self.shards):
+                raise KvantError(f"tensor {name!r} written twice")
+            self.pending[name] = t
+            self.pending_bytes += t.numel() * t.element_size()
+        if self.pending_bytes >= self.max_shard_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        write_weights(self.folder, self.pending, f"shard-{len(self.shards) + 1}.tmp")
+        self.shards.append({k: v.numel() * v.element_size() for k, v in self.pending.items()})
+        self.pending, self.pending_bytes = {}, 0
+
+    def finish(self) -> None:
+        if not self.shards:
+            write_weights(self.folder, self.pending)
+            self.pending, self.pending_bytes = {}, 0
+            return
+        self._flush()
+        n = len(self.shards)
+        weight_map = {}
+        for k, sizes in enumerate(self.shards, 1):
+            name = f"model-{k:05d}-of-{n:05d}.safetensors"
+            (self.folder / f"shard-{k}.tmp").rename(self.folder / name)
+            weight_map.update({t: name for t in sizes})
+        index = {"metadata": {"total_size": sum(sum(s.values()) for s in self.shards)},
+                 "weight_map": dict(sorted(weight_map.items()))}
+        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n",
+                                                                  encoding="utf-8")
 
 
 def apply_umask(path: Path) -> None:

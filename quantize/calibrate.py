@@ -19,8 +19,11 @@ from kvant.quantize.plan import Summary, plan_shapes
 from kvant.quantize.recipe import Recipe
 from kvant.artifact.schemes import Scheme
 from kvant.quantize.smoothquant import smooth_layer
+from kvant.quantize.streaming import Activations, ActivationBudget, Checkpoint, release
 
 AWQ_TOKENS = 4096  # sampled input rows per Linear for AWQ's searches
+ACTIVATION_BYTES_CUDA = 4 << 30  # calibration activations kept on the GPU; beyond this they are spilled to disk
+ACTIVATION_BYTES_CPU = 2 << 30
 
 
 def plan_linears(model: nn.Module, recipe: Recipe, summary: Summary) -> dict[str, Scheme]:
@@ -29,16 +32,16 @@ def plan_linears(model: nn.Module, recipe: Recipe, summary: Summary) -> dict[str
     return plan_shapes(shapes, recipe, summary)
 
 
-def _capture_first_inputs(model, samples, device: str) -> tuple[list[torch.Tensor], list[dict]]:
-    # hidden states entering layer 0 (model dtype, CPU) and the layer's other keyword arguments per sample
-    hidden, kwargs_list = [], []
+def _capture_first_inputs(model, samples, budget: ActivationBudget) -> tuple[Activations, list[dict]]:
+    # hidden states entering layer 0 (model dtype, kept per the budget) and the layer's other keyword arguments
+    hidden, kwargs_list = Activations(budget), []
 
     class Stop(Exception):
         pass
 
     def hook(_module, args, kwargs):
         h = args[0] if args else kwargs.pop("hidden_states")
-        hidden.append(h.detach().cpu())
+        hidden.append(h.detach())
         kwargs_list.append({k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values")})
         raise Stop
 
@@ -47,7 +50,7 @@ def _capture_first_inputs(model, samples, device: str) -> tuple[list[torch.Tenso
         for ids in samples:
             try:
                 with torch.no_grad():
-                    model(ids.unsqueeze(0).to(device), use_cache=False)
+                    model(ids.unsqueeze(0), use_cache=False)
             except Stop:
                 pass
     finally:
@@ -65,14 +68,16 @@ def _to(value, device, dtype):
     return value
 
 
-def _run_layer(layer, hidden, kwargs_list, device, hooks=()) -> list[torch.Tensor]:
-    # every sample through one layer in fp32 on `device`; outputs back on CPU in the stored dtype
-    outs = []
+def _run_layer(layer, hidden, kwargs_list, device, budget: ActivationBudget | None = None) -> Activations | None:
+    # every sample through one layer in fp32 on `device`; the outputs, in the stored dtype, in a new store (None
+    # when no budget is given: a statistics-only pass)
+    outs = None if budget is None else Activations(budget)
     with torch.no_grad():
         for h, kw in zip(hidden, kwargs_list):
             out = layer(h.to(device, torch.float32), **_to(kw, device, torch.float32))
             out = out[0] if isinstance(out, tuple) else out
-            outs.append(out.to("cpu", h.dtype))
+            if outs is not None:
+                outs.append(out.to(h.dtype))
     return outs
 
 
@@ -95,46 +100,84 @@ def _relative_error(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
 
 @dataclass(slots=True)
 class _Feed:
-    """What enters the current decoder layer, one entry per calibration sample (CPU, model dtype), and what the
-    layer's stats passes observe."""
-    hidden: list[torch.Tensor]  # each [1, S, H]
+    """What enters the current decoder layer, one entry per calibration sample (model dtype, on the device up to the
+    activation budget, spilled to disk beyond), and what the layer's stats passes observe."""
+    hidden: Activations  # each [1, S, H]
     kwargs: list[dict]  # the layer's other keyword arguments (position embeddings, mask)
     kv: KVObserver | None  # FP8 KV-cache scales, observed on the reference pass
     config: object  # the HF config whose attention implementation `observing` swaps
+    budget: ActivationBudget
 
-    def run(self, layer, device, observers: dict[str, list] | None = None, observe_kv: bool = False):
-        # every sample through `layer`, with `observers` hooked on its Linears; returns the outputs (CPU)
+    def run(self, layer, device, observers: dict[str, list] | None = None, observe_kv: bool = False,
+            keep: bool = True) -> Activations | None:
+        # every sample through `layer`, with `observers` hooked on its Linears; returns the outputs when `keep`
         handles = _hooked(dict(layer.named_modules()), observers or {})
         try:
             with observing(self.config, self.kv) if observe_kv and self.kv is not None else nullcontext():
-                return _run_layer(layer, self.hidden, self.kwargs, device)
+                return _run_layer(layer, self.hidden, self.kwargs, device, self.budget if keep else None)
         finally:
             for h in handles:
                 h.remove()
 
+    def advance(self, layer, device, observe_kv: bool = False) -> None:
+        # the layer's outputs become the next layer's inputs; the old inputs' budget is handed back
+        out = self.run(layer, device, observe_kv=observe_kv)
+        self.hidden.free()
+        self.hidden = out
+
+
+def default_activation_budget(device) -> int:
+    # bytes of calibration activations kept on the device (an 8B model's 128 x 2048 tokens are 2 GiB per pass)
+    return ACTIVATION_BYTES_CUDA if torch.device(device).type == "cuda" else ACTIVATION_BYTES_CPU
+
 
 def quantize_layers(model, recipe: Recipe, plan: dict[str, Scheme], calib: CalibrationSet | None, device,
-                    *, progress: Progress | None = None, cancel: CancelToken | None = None, summary: Summary) -> dict:
+                    *, progress: Progress | None = None, cancel: CancelToken | None = None, summary: Summary,
+                    checkpoint: Checkpoint | None = None, sink=None, activation_budget: int | None = None) -> dict:
     """Returns {checkpoint name: tensor} for every decoder-layer tensor (quantized Linears in compressed-tensors
-    form, the rest in the model dtype) plus the FP8 KV-cache scales. Stops with `Cancelled` between layers."""
-    progress, cancel = progress or silent, cancel or CancelToken()
+    form, the rest in the model dtype) plus the FP8 KV-cache scales. Stops with `Cancelled` between layers.
+
+    With `checkpoint`, `model` is a meta skeleton whose embeddings are real: each decoder layer is read from the
+    checkpoint just before its turn and freed after it. With `sink`, each finished layer's tensors go to
+    `sink(tensors)` at once and the returned dict stays empty. Calibration activations stay on `device` up to
+    `activation_budget` bytes and are spilled to disk beyond."""
+    budget = ActivationBudget(device, default_activation_budget(device) if activation_budget is None
+                              else activation_budget)
+    try:
+        return _quantize_layers(model, recipe, plan, calib, device, progress or silent, cancel or CancelToken(),
+                                summary, checkpoint, sink, budget)
+    finally:
+        budget.close()
+
+
+def _quantize_layers(model, recipe, plan, calib, device, progress, cancel, summary, checkpoint, sink, budget):
     dtype, layers = model.dtype, model.model.layers
     kv = KVObserver() if recipe.kv_cache_scheme == "fp8" else None
     feed = None
     if calib is not None:
-        feed = _Feed(*_capture_first_inputs(model, calib.input_ids, "cpu"), kv=kv, config=model.config)
+        feed = _Feed(*_capture_first_inputs(model, calib.input_ids, budget), kv=kv, config=model.config,
+                     budget=budget)
+    if checkpoint is not None:
+        release(model.model.embed_tokens)  # only the first layer's inputs needed it
     tensors: dict[str, torch.Tensor] = {}
+    emit = tensors.update if sink is None else sink
     started = time.monotonic()
     for i, layer in enumerate(layers):
         cancel.raise_if_cancelled("quantization")
         prefix = f"model.layers.{i}."
+        if checkpoint is not None:
+            checkpoint.materialize(layer, prefix)
         schemes = {n: plan[prefix + n] for n, _ in layer.named_modules() if prefix + n in plan}
+        out: dict[str, torch.Tensor] = {}
         if schemes:
-            error = _quantize_layer(layer, prefix, schemes, recipe, feed, device, dtype, tensors)
+            error = _quantize_layer(layer, prefix, schemes, recipe, feed, device, dtype, out)
         else:
-            error = _pass_layer(layer, prefix, feed, device, dtype, tensors)
+            error = _pass_layer(layer, prefix, feed, device, dtype, out)
         if kv is not None:
-            tensors.update({f"{prefix}self_attn.{k}": t for k, t in kv.scales(i, dtype).items()})
+            out.update({f"{prefix}self_attn.{k}": t for k, t in kv.scales(i, dtype).items()})
+        emit(out)
+        if checkpoint is not None:
+            release(layer)
         summary.layer_errors.append(error)
         progress("quantize", i + 1, len(layers), eta_message("layer", i + 1, len(layers), started))
     return tensors
@@ -145,7 +188,7 @@ def _pass_layer(layer, prefix: str, feed: _Feed | None, device, dtype, tensors: 
     tensors.update({prefix + n: t.detach().to("cpu", dtype) for n, t in layer.state_dict().items()})
     if feed is not None:
         layer.to(device, torch.float32)
-        feed.hidden = feed.run(layer, device, observe_kv=True)
+        feed.advance(layer, device, observe_kv=True)
         layer.to("cpu", dtype)
     return float("nan")
 
@@ -167,8 +210,9 @@ def _quantize_layer(layer, prefix: str, schemes: dict[str, Scheme], recipe: Reci
                     if n.rsplit(".", 1)[0] not in linears})
     error = float("nan")
     if feed is not None:  # propagate with the quantized weights
-        feed.hidden = feed.run(layer, device)
+        feed.advance(layer, device)
         error = _relative_error(ref, feed.hidden)
+        ref.free()
     layer.to("cpu", dtype)
     return error
 
@@ -180,7 +224,7 @@ def _smooth(layer, linears: dict[str, nn.Linear], schemes: dict[str, Scheme], re
     per_update = max(1, 2 * AWQ_TOKENS // len(feed.hidden))
     obs = {k: [ChannelAbsMax() if recipe.smoothing_strength is not None else TokenSample(AWQ_TOKENS, per_update)]
            for k in keys}
-    feed.run(layer, device, obs)
+    feed.run(layer, device, obs, keep=False)
     if recipe.smoothing_strength is not None:
         smooth_layer(layer, {k: o[0].value for k, o in obs.items()}, recipe.smoothing_strength)
     else:

@@ -9,7 +9,7 @@ from kvant.engine.server.generation import Job, stream_outputs
 from kvant.engine.server.logprobs import TokenText, chat_logprobs
 from kvant.engine.server.prompts import Prompt, check_stop_token_ids, output_budget, render_chat
 from kvant.engine.server.protocol import ChatCompletionRequest, chat_params, default_max_tokens
-from kvant.engine.server.state import ServerState, new_id, now_s, usage
+from kvant.engine.server.state import ServerState, new_id, now_s, stream_chunk, usage
 from kvant.engine.server.streaming import sse_response
 
 
@@ -64,17 +64,10 @@ def _usage(prompt: Prompt, out: RequestOutput | None) -> dict:
 
 async def _stream(state: ServerState, req: ChatCompletionRequest, request_id: str, prompt: Prompt, job: Job,
                   token_text: TokenText) -> AsyncIterator[dict]:
-    created = now_s()
+    chunk = stream_chunk(request_id, "chat.completion.chunk", state.model_name, req.include_usage)
     sent_text: dict[int, int] = {}
     sent_tokens: dict[int, int] = {}
     final = None
-
-    def chunk(choices: list[dict], usage_value=None) -> dict:
-        body = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": state.model_name,
-                "choices": choices}
-        if req.include_usage:
-            body["usage"] = usage_value
-        return body
 
     # OpenAI's first chunk per choice carries only the role
     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}

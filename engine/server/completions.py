@@ -9,7 +9,7 @@ from kvant.engine.server.generation import Job, stream_outputs
 from kvant.engine.server.logprobs import TokenText, completion_logprobs, merge_completion_logprobs
 from kvant.engine.server.prompts import Prompt, check_stop_token_ids, output_budget, tokenize_prompt
 from kvant.engine.server.protocol import CompletionRequest, completion_params, default_max_tokens
-from kvant.engine.server.state import ServerState, new_id, now_s, usage
+from kvant.engine.server.state import ServerState, new_id, now_s, stream_chunk, usage
 from kvant.engine.server.streaming import sse_response
 
 
@@ -100,17 +100,10 @@ class _ChoiceView:
 
 async def _stream(state: ServerState, req: CompletionRequest, request_id: str, jobs: list[Job],
                   view: _ChoiceView) -> AsyncIterator[dict]:
-    created = now_s()
+    chunk = stream_chunk(request_id, "text_completion", state.model_name, req.include_usage)
     sent_text: dict[int, int] = {}  # choice index -> characters sent
     sent_tokens: dict[int, int] = {}  # choice index -> tokens sent
     finals: dict[int, RequestOutput] = {}
-
-    def chunk(choices: list[dict], usage_value=None) -> dict:
-        body = {"id": request_id, "object": "text_completion", "created": created, "model": state.model_name,
-                "choices": choices}
-        if req.include_usage:
-            body["usage"] = usage_value
-        return body
 
     async for prompt_index, out in stream_outputs(state.engine, jobs, state.admission, state.metrics):
         finals[prompt_index] = out

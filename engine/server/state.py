@@ -32,6 +32,20 @@ def now_s() -> int:
     return int(time.time())
 
 
+def stream_chunk(request_id: str, kind: str, model_name: str, include_usage: bool):
+    """The chunk builder of one streamed response: every chunk has the same id, object kind and creation time, and a
+    `usage` field only when the client asked for it (stream_options.include_usage)."""
+    created = now_s()
+
+    def chunk(choices: list[dict], usage_value: dict | None = None) -> dict:
+        body = {"id": request_id, "object": kind, "created": created, "model": model_name, "choices": choices}
+        if include_usage:
+            body["usage"] = usage_value
+        return body
+
+    return chunk
+
+
 def usage(num_prompt_tokens: int, num_completion_tokens: int, num_cached_tokens: int) -> dict:
     return {"prompt_tokens": num_prompt_tokens, "completion_tokens": num_completion_tokens,
             "total_tokens": num_prompt_tokens + num_completion_tokens,

@@ -7,45 +7,12 @@ from pathlib import Path
 
 from kvant.artifact import manifest as M
 from kvant.artifact.errors import KvantError
-from kvant.artifact.manifest import MANIFEST, sha256_file
-from kvant.engine.integrity import IntegrityError
-
-CARD = "README.md"
-RESULTS = "eval/results.json"
+from kvant.artifact.manifest import CARD, RESULTS
 
 
 def git_blob_sha1(path: Path) -> str:
     # the oid the Hub reports for a regular (non-LFS) file
     return M.hash_file(hashlib.sha1(b"blob %d\0" % path.stat().st_size), path)
-
-
-def is_hidden(rel: str) -> bool:
-    # dot-files/folders (download caches, editor state, temp files) are never pushed
-    return any(part.startswith(".") for part in rel.split("/"))
-
-
-def local_files(artifact: Path) -> list[str]:
-    """Every file under the artifact as relative posix paths, hidden ones left out."""
-    rels = (p.relative_to(artifact).as_posix() for p in sorted(artifact.rglob("*")) if p.is_file())
-    return [rel for rel in rels if not is_hidden(rel)]
-
-
-def verify_files(artifact: Path, manifest: dict, skip: tuple[str, ...] = (CARD,), progress=None) -> None:
-    """Raises KvantError naming the first file whose sha256 differs from the manifest, or that is missing/unlisted."""
-    listed = {rel: digest for rel, digest in manifest["files"].items() if not is_hidden(rel)}
-    on_disk = set(local_files(artifact)) - {MANIFEST}
-    for rel in sorted(on_disk - set(listed) - set(skip)):
-        raise IntegrityError(f"{artifact / rel} is not listed in {MANIFEST}: refresh the manifest or remove the file")
-    todo = sorted(set(listed) - set(skip))
-    for i, rel in enumerate(todo):
-        if rel not in on_disk:
-            raise IntegrityError(f"{artifact / rel} is listed in {MANIFEST} but missing")
-        got = sha256_file(artifact / rel)
-        if got != listed[rel]:
-            raise IntegrityError(f"{artifact / rel} does not match its sha256 in {MANIFEST}: file {got}, "
-                                 f"expected {listed[rel]}")
-        if progress is not None:
-            progress("verify", i + 1, len(todo), f"verified {rel}")
 
 
 def read_results(artifact: Path) -> dict | None:
@@ -79,7 +46,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def write_card(artifact: Path, manifest: dict, text: str) -> bool:
     """Writes README.md and records its sha256 in the manifest; returns whether anything changed on disk.
 
-    Call only after verify_files: the manifest helper re-hashes every file, so it would also absorb other changes.
+    Call only after kvant.artifact.manifest.verify: the manifest helper re-hashes every file, so it would also absorb other changes.
     """
     data = text.encode("utf-8")
     card = artifact / CARD

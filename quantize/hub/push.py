@@ -6,9 +6,8 @@ from pathlib import Path
 
 from kvant.artifact import manifest as M
 from kvant.artifact.card import card_text
-from kvant.artifact.errors import KvantError, NetworkError
+from kvant.artifact.errors import IntegrityError, KvantError, NetworkError
 from kvant.artifact.progress import CancelToken, Progress, silent
-from kvant.engine.integrity import IntegrityError, evaluated_files
 from kvant.quantize.hub import artifact as A
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def _changed(remote: dict, artifact: Path, paths: list[str], manifest: dict) -> 
 
 
 def _sizes(artifact: Path, paths: list[str], card: str) -> tuple[tuple[str, int], ...]:
-    return tuple((p, len(card.encode()) if p == A.CARD else (artifact / p).stat().st_size) for p in paths)
+    return tuple((p, len(card.encode()) if p == M.CARD else (artifact / p).stat().st_size) for p in paths)
 
 
 def _first_line(exc: Exception) -> str:
@@ -104,14 +103,14 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     revision = revision or "main"
     manifest = M.read(artifact)
-    A.verify_files(artifact, manifest, progress=progress)
+    M.verify(artifact, manifest, skip=(M.CARD,), progress=progress)
     results = A.read_results(artifact)
     if results is None:
         logger.warning("%s has no %s: the card will say 'not evaluated'", artifact, A.RESULTS)
     elif "evaluated_files" not in results:
         logger.warning("%s predates kvant's weights binding: re-run `kvant eval` to bind it", A.RESULTS)
-    elif results["evaluated_files"] != evaluated_files(manifest):
-        changed = sorted(set(results["evaluated_files"].items()) ^ set(evaluated_files(manifest).items()))
+    elif results["evaluated_files"] != M.evaluated_files(manifest):
+        changed = sorted(set(results["evaluated_files"].items()) ^ set(M.evaluated_files(manifest).items()))
         raise IntegrityError(f"{artifact / A.RESULTS} was computed on other files than kvant.json lists now "
                              f"(first: {changed[0][0]}): re-run `kvant eval` before pushing")
     if results is not None and not results["passed"] and not force:
@@ -120,7 +119,7 @@ def push(artifact: Path, repo_id: str, *, private: bool = False, revision: str |
     recipe_path = artifact / "recipe.yaml"
     recipe = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None  # the recipe as run
     card = card_text(manifest, results, repo_id, recipe)
-    paths = sorted(p for p in set(manifest["files"]) | {A.CARD, M.MANIFEST} if not M.is_hidden(p))
+    paths = sorted(p for p in set(manifest["files"]) | {M.CARD, M.MANIFEST} if not M.is_hidden(p))
     summary = dict(repo_id=repo_id, revision=revision, endpoint=endpoint, card=card,
                    files=_sizes(artifact, paths, card), evaluated=results is not None,
                    gate_passed=None if results is None else results["passed"])

@@ -68,6 +68,27 @@ def test_flipped_bytes_are_refused_naming_the_file_and_both_hashes(tmp_path):
     assert "\n" not in message and info.value.exit_code == 4
 
 
+def test_one_check_for_every_caller_same_message_and_exit_code(tmp_path):
+    """manifest.verify is the check push and the loaders share: unlisted files are refused unless the caller leaves
+    them alone (the loaders), and a mismatch names the file and both hashes in one line, exit 4."""
+    art = make_artifact(tmp_path)
+    (art / "notes.txt").write_text("mine\n")
+    with pytest.raises(M.IntegrityError, match="notes.txt is not listed in kvant.json") as info:
+        M.verify(art)
+    assert info.value.exit_code == 4
+    M.verify(art, unlisted_ok=True)
+    assert integrity.verify_artifact(art) is True
+    expected = M.read(art)["files"]["config.json"]
+    (art / "config.json").write_bytes(b"{}")
+    messages = []
+    for check in (lambda: M.verify(art, unlisted_ok=True), lambda: integrity.verify_artifact(art)):
+        with pytest.raises(M.IntegrityError) as info:
+            check()
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] == (f"{art / 'config.json'} does not match its sha256 in kvant.json: "
+                                          f"file {_sha(b'{}')}, expected {expected}")
+
+
 def test_missing_listed_file_is_refused(tmp_path):
     art = make_artifact(tmp_path)
     (art / "tokenizer.json").unlink()
@@ -122,7 +143,6 @@ def test_cli_refuses_a_tampered_artifact_with_exit_4(tmp_path, home, command):
 
 def test_binding_after_eval_keeps_the_weights_hashes_and_push_checks_it(tmp_path):
     from kvant.eval.binding import bind_results
-    from kvant.quantize.hub import artifact as A
     from kvant.quantize.hub.push import push
 
     art = make_artifact(tmp_path)
@@ -135,7 +155,7 @@ def test_binding_after_eval_keeps_the_weights_hashes_and_push_checks_it(tmp_path
     assert files["eval/results.json"] == _sha((art / "eval" / "results.json").read_bytes())
     results = json.loads((art / "eval" / "results.json").read_text())
     assert results["evaluated_files"] == {k: v for k, v in original.items() if k != "README.md"}
-    A.verify_files(art, M.read(art))  # the manifest matches the files on disk
+    M.verify(art, skip=(M.CARD,))  # the manifest matches the files on disk (the card as push checks it)
     # weights swapped and the manifest re-blessed by hand: the gate result no longer belongs to them
     flip(art / "model.safetensors")
     manifest = json.loads((art / "kvant.json").read_text())

@@ -25,4 +25,19 @@ def test_report_names_kernel_path_kv_tokens_and_time():
 def test_report_without_forced_arch_on_cpu_has_no_kernel_line():
     llm = LLM.from_model(dummy_model(CFG, dtype=torch.float32), None, num_kv_blocks=8, max_model_len=64)
     text = startup_report(llm.engine, 0.5)
-    assert not text.startswith("kernels:") and "ready in 0.5 s (load, KV cache, 0 CUDA graphs)" in text
+    assert not text.startswith("kernels:") and "ready in 0.5 s (tune " in text and "; 0 CUDA graphs)" in text
+
+
+def test_report_says_where_start_up_time_went_and_triton_caches_under_kvant_home(default_model, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path / "home"))
+    llm = LLM(str(default_model), skip_tokenizer_init=True, num_kv_blocks=8, max_model_len=64, device="cpu")
+    times = llm.engine.startup_times
+    assert list(times) == ["verify", "plan", "load", "tune", "graphs"] and all(s >= 0 for s in times.values())
+    assert times["load"] > 0
+    text = startup_report(llm.engine, sum(times.values()))
+    assert f"(verify {times['verify']:.1f} s, plan {times['plan']:.1f} s, load {times['load']:.1f} s" in text
+    import os
+
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "home" / "triton")

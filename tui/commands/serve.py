@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     e.add_argument("--gpu-memory-utilization", type=float, default=None,
                    help="share of the GPU kvant may use, in (0, 1] (default: 0.9)")
     e.add_argument("--kv-cache-memory", default=None, help='bytes for the KV cache, e.g. "6GiB"')
+    e.add_argument("--gpu-memory", default=None,
+                   help='plan as if the card had this much memory, e.g. "24GiB" (a 24 GB card on a larger one)')
     e.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default=None,
                    help="auto: the model dtype; fp8: e4m3 with the checkpoint's k/v scales")
     e.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
@@ -90,7 +92,7 @@ def vllm_checks(args) -> tuple[str | None, dict] | None:
     return template, vo.sampling_defaults(args.generation_config, path)
 
 
-ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization",
+ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization", "gpu_memory",
                 "kv_cache_memory", "kv_cache_dtype", "dtype", "device", "kernel_arch", "seed",
                 "enable_prefix_caching")
 
@@ -155,5 +157,7 @@ def startup_report(engine, seconds: float) -> str:
     runner = engine.runner
     lines.append(f"dtype: {str(runner.dtype).removeprefix('torch.')} on {runner.device} (--dtype to change)")
     lines.append(engine.memory_plan.breakdown())
-    lines.append(f"ready in {seconds:.1f} s (load, KV cache, {len(runner.graphs)} CUDA graphs)")
+    times = getattr(engine, "startup_times", None) or {}
+    stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in times.items())
+    lines.append(f"ready in {seconds:.1f} s ({stages or 'load, KV cache'}; {len(runner.graphs)} CUDA graphs)")
     return "\n".join(lines)
