@@ -98,7 +98,8 @@ def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.d
                 dtype = dtype or model_dtype(config, t.dtype)
                 module = key.removesuffix(".weight")
                 if key.endswith(".weight") and module in plan:
-                    q, _, _ = quantize_weight(t.to(device, torch.float32), plan[module], dtype, dequantize=False)
+                    q, _, _ = quantize_weight(t.to(device, torch.float32), plan[module], dtype, dequantize=False,
+                                              observer=recipe.observer)
                     tensors.update({f"{module}.{n}": v.cpu() for n, v in q.items()})
                     done += 1
                     left[_layer_of(module)] -= 1
