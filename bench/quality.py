@@ -38,7 +38,7 @@ MODEL = "smollm2-135m"
 TOOLS = ("kvant", "llmcompressor")
 # kvant's shipped recipe per scheme; the peer's modifiers below mirror it field by field
 KVANT_RECIPES = {"w4a16": "w4a16-gptq-g64", "w8a8": "w8a8-int8", "fp8": "fp8-dynamic"}  # others: WRITTEN_RECIPES
-SCHEMES = ("w4a16", "w4a16-awq", "w8a8", "w4a16-rtn", "fp8", "w4a16-mse", "w4a16-asym", "w4a16-asym-mse",
+SCHEMES = ("w4a16", "w4a16-awq", "w8a8", "w4a16-rtn", "fp8", "w4a16-minmax", "w4a16-mse", "w4a16-asym", "w4a16-asym-mse",
            "w4a16-awq-gptq", "w4a16-awq-gptq-mse", "w4a16-awq-gptq-asym-mse")
 DATA_FREE = ("w4a16-rtn", "fp8")
 # kvant ships no data-free INT4 recipe at group size 64; this one is written into --work and used as is
@@ -72,6 +72,7 @@ actorder: static
 observer: {observer}
 """
 GPTQ_VARIANTS = {  # scheme name -> (what, preset, algorithm, observer)
+    "w4a16-minmax": ("symmetric, full-range scales (the recipe before issue 19)", "W4A16", "gptq", "minmax"),
     "w4a16-mse": ("MSE range search", "W4A16", "gptq", "mse"),
     "w4a16-asym": ("asymmetric zero points", "W4A16_ASYM", "gptq", "minmax"),
     "w4a16-asym-mse": ("asymmetric zero points, MSE range search", "W4A16_ASYM", "gptq", "mse"),
