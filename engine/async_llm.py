@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from kvant.artifact.errors import KvantError
-from kvant.engine.llm import build_engine
+from kvant.engine.llm import EngineFront, build_engine
 from kvant.engine.llm_engine import LLMEngine
 from kvant.engine.outputs import EngineStats, RequestOutput
 from kvant.engine.sampling_params import SamplingParams
@@ -32,7 +32,7 @@ class _Stream:
         self.loop.call_soon_threadsafe(_set)
 
 
-class AsyncLLM:
+class AsyncLLM(EngineFront):
     def __init__(self, model, **engine_kwargs):
         self._start(build_engine(model, **engine_kwargs))
 
@@ -51,18 +51,6 @@ class AsyncLLM:
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="kvant-engine", daemon=True)
         self._thread.start()
-
-    @property
-    def tokenizer(self):
-        return self.engine.tokenizer
-
-    @property
-    def max_model_len(self) -> int:
-        return self.engine.max_model_len
-
-    @property
-    def model_config(self):
-        return self.engine.model_config
 
     @property
     def is_running(self) -> bool:

@@ -103,7 +103,25 @@ def pick_device(device: str) -> str:
     return device
 
 
-class LLM:
+class EngineFront:
+    """What LLM and AsyncLLM both show of the engine they drive (`self.engine`, an LLMEngine)."""
+
+    engine: LLMEngine
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def model_config(self):
+        return self.engine.model_config
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+
+class LLM(EngineFront):
     """Offline batch generation: every prompt becomes a request, all run together with continuous batching.
     The constructor takes vLLM's arguments where they mean something on one GPU (see kvant.engine.vllm_options)."""
 
@@ -136,18 +154,6 @@ class LLM:
     def get_default_sampling_params(self) -> SamplingParams:
         """SamplingParams from the model's generation_config.json (vLLM's generation_config="auto")."""
         return SamplingParams(**self._default_sampling)
-
-    @property
-    def tokenizer(self):
-        return self.engine.tokenizer
-
-    @property
-    def model_config(self):
-        return self.engine.model_config
-
-    @property
-    def max_model_len(self) -> int:
-        return self.engine.max_model_len
 
     def stats(self) -> EngineStats:
         return self.engine.stats()

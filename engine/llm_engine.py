@@ -69,7 +69,6 @@ class LLMEngine:
             eos = (tokenizer.eos_token_id,)
         self.eos_token_ids = eos
         self.runner = ModelRunner(model, config, self.max_model_len)
-        self.memory_plan = self.runner.memory_plan  # on every device; on CPU it reports what was allocated
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.requests: dict[str, RequestState] = {}
@@ -168,6 +167,11 @@ class LLMEngine:
             if state.finished:
                 del self.requests[state.request_id]
         return outputs
+
+    @property
+    def memory_plan(self):
+        """The runner's plan, on every device (on CPU and fixed pools it reports what was allocated)."""
+        return self.runner.memory_plan
 
     def _decoded(self, dicts: list[dict]) -> list[dict]:
         """Fill each Logprob's decoded_token (vLLM's field) from the tokenizer, one decode per distinct token id."""

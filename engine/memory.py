@@ -114,10 +114,6 @@ def plan_memory(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weig
     graphs = GRAPH_BYTES_PER_BATCH_SIZE * graph_batch_sizes
     budget = int(total_bytes * gpu_memory_utilization) - used_by_others
     fixed = weights_bytes + activations + graphs
-    if kv_cache_memory is None:
-        check_fits(cfg, total_bytes=total_bytes, used_by_others=used_by_others, weights_bytes=weights_bytes,
-                   gpu_memory_utilization=gpu_memory_utilization, activation_bytes=activations, graph_bytes=graphs,
-                   capped=capped)
     if kv_cache_memory is not None:
         kv = kv_cache_memory
         if fixed + kv > total_bytes - used_by_others:
@@ -126,6 +122,9 @@ def plan_memory(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weig
                 f"activations {activations / GiB:.2f} GiB + graphs {graphs / GiB:.2f} GiB leave "
                 f"{max(0, total_bytes - used_by_others - fixed) / GiB:.2f} GiB free on this card")
     else:
+        check_fits(cfg, total_bytes=total_bytes, used_by_others=used_by_others, weights_bytes=weights_bytes,
+                   gpu_memory_utilization=gpu_memory_utilization, activation_bytes=activations, graph_bytes=graphs,
+                   capped=capped)
         kv = budget - fixed
     num_blocks = max(0, kv // block_bytes)
     need_blocks = -(-max_model_len // block_size)

@@ -76,7 +76,7 @@ class W4A16Linear(_QuantLinear):
                            self.weight_zero_point)
         else:
             y = w4a16_repacked_gemm(self._flat(x), self.qweight, self.scales, self.group_size, self.zeros)
-        return self._out(y if self.bias is None else y + self.bias, x)
+        return self._out(self._bias(y), x)
 
 
 class W8A16Linear(_QuantLinear):
@@ -88,7 +88,7 @@ class W8A16Linear(_QuantLinear):
 
     def forward(self, x):
         y = w8a16_gemm(self._flat(x), self.weight, self.weight_scale)
-        return self._out(y if self.bias is None else y + self.bias, x)
+        return self._out(self._bias(y), x)
 
 
 class Int8Linear(_QuantLinear):
@@ -127,7 +127,7 @@ class Fp8Linear(_QuantLinear):
         flat = self._flat(x)
         if self.weight_only or flat.shape[0] <= self.weight_only_max_m:
             y = w8a16_gemm(flat, self.weight, self.weight_scale)
-            return self._out(y if self.bias is None else y + self.bias, x)
+            return self._out(self._bias(y), x)
         xq, xs = quant_fp8_per_tensor(flat, self.input_scale) if self.input_scale is not None else quant_fp8_per_token(flat)
         return self._out(fp8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
 

@@ -63,7 +63,11 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
     tokenizer = AutoTokenizer.from_pretrained(src)
     calib_cfg = dataclasses.replace(recipe.calibration, num_samples=min(recipe.sensitivity_samples,
                                                                         recipe.calibration.num_samples))
-    hf = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    def fp32_model():
+        return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+
+    # the model is read only when the samples come from it or the cache misses
+    hf = fp32_model() if calib_cfg.dataset == "synthetic" else None
     samples = list(load_calibration(calib_cfg, tokenizer, hf).input_ids)
     key = S.cache_key(src, samples, recipe.candidates, recipe.sensitivity)
     cached_at = S.cache_path(kvant_home(), key)
@@ -74,7 +78,7 @@ def _sensitivity(src: Path, recipe: Recipe, out: Path, progress, cancel) -> tupl
     if progress is not None:
         progress("sensitivity", 0, 0, "measuring per-layer sensitivity")
     run = S.estimate if recipe.sensitivity == "fisher" else S.measure
-    data = run(hf, samples, recipe.candidates, progress=progress, cancel=cancel) | {"key": key}
+    data = run(hf or fp32_model(), samples, recipe.candidates, progress=progress, cancel=cancel) | {"key": key}
     S.save(cached_at, data)
     return data, False
 
@@ -139,7 +143,9 @@ def _trial(model, recipe: Recipe, point: Point, folder: Path, validate, sens: di
         progress("trial", 0, 0, "validating it against the gate")
     report = validate(folder)
     q, gate, name = quality(report)
-    return {"bits_per_weight": round(point.bits_per_weight, 4), "predicted_kl": round(point.predicted_kl, 6),
+    # the plan's figure (every group-size fallback counted), not the path's estimate
+    bits = float(M.read(folder).get("bits_per_weight") or point.bits_per_weight)
+    return {"bits_per_weight": round(bits, 4), "predicted_kl": round(point.predicted_kl, 6),
             "quality": None if q is None else round(q, 4), "gate": round(gate, 4), "quality_name": name,
             "passed": bool(report.passed), "folder": folder.name, "report": report}
 

@@ -54,15 +54,28 @@ def _rotate(x1, x2, cos, sin):
 
 
 @triton.jit
+def _rotated_heads(ptr, t, stride_t, heads, d, mask, w_ptr, eps, cos, sin, QK_NORM: tl.constexpr,
+                   HALF: tl.constexpr):
+    # q or k of one token: load the halves, (per-head RMSNorm,) rotate; fp32 out
+    x1, x2 = _load_heads(ptr, t, stride_t, heads, d, mask, HALF)
+    if QK_NORM:
+        x1, x2 = _norm_heads(x1, x2, w_ptr, d, eps, HALF)
+    return _rotate(x1, x2, cos, sin)
+
+
+@triton.jit
 def _to_cache(x, scale, IS_FP8: tl.constexpr, EXACT_ROUND: tl.constexpr):
     # x already rounded to the model dtype, as the unfused path stores it (a bf16 cache takes it as is); fp8 caches
     # travel as uint8 bits
+    # one return: the compiler checks every return statement's type, even in a branch that IS_FP8 removes
     if IS_FP8:
         y = tl.clamp(x.to(tl.float32) / scale, -FP8_MAX_TL, FP8_MAX_TL)
         if EXACT_ROUND:
             y = round_to_e4m3(y)
-        return y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
-    return x
+        out = y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
+    else:
+        out = x
+    return out
 
 
 @triton.jit
@@ -79,10 +92,7 @@ def _rope_store_kernel(q_ptr, k_ptr, v_ptr, qo_ptr, kc_ptr, vc_ptr, pos_ptr, cs_
     # q: [BLOCK_HQ, HALF] halves -> rotated q
     hq = tl.arange(0, BLOCK_HQ)[:, None]
     qmask = hq < HQ
-    q1, q2 = _load_heads(q_ptr, t, stride_q, hq, d, qmask, HALF)
-    if QK_NORM:
-        q1, q2 = _norm_heads(q1, q2, qw_ptr, d, eps, HALF)
-    r1, r2 = _rotate(q1, q2, cos, sin)
+    r1, r2 = _rotated_heads(q_ptr, t, stride_q, hq, d, qmask, qw_ptr, eps, cos, sin, QK_NORM, HALF)
     dst = qo_ptr + t * HQ * 2 * HALF + hq * 2 * HALF + d[None, :]
     tl.store(dst, r1.to(dtype), mask=qmask)
     tl.store(dst + HALF, r2.to(dtype), mask=qmask)
@@ -90,14 +100,12 @@ def _rope_store_kernel(q_ptr, k_ptr, v_ptr, qo_ptr, kc_ptr, vc_ptr, pos_ptr, cs_
     if slot >= 0:
         hk = tl.arange(0, BLOCK_HKV)[:, None]
         kmask = hk < HKV
-        k1, k2 = _load_heads(k_ptr, t, stride_k, hk, d, kmask, HALF)
-        if QK_NORM:
-            k1, k2 = _norm_heads(k1, k2, kw_ptr, d, eps, HALF)
-        r1, r2 = _rotate(k1, k2, cos, sin)
+        # new names: Triton refuses a branch that rebinds q's [BLOCK_HQ, HALF] values with k's [BLOCK_HKV, HALF]
+        kr1, kr2 = _rotated_heads(k_ptr, t, stride_k, hk, d, kmask, kw_ptr, eps, cos, sin, QK_NORM, HALF)
         v1, v2 = _load_heads(v_ptr, t, stride_v, hk, d, kmask, HALF)
         cache = slot * HKV * 2 * HALF + hk * 2 * HALF + d[None, :]
-        tl.store(kc_ptr + cache, _to_cache(r1.to(dtype), k_scale, IS_FP8, EXACT_ROUND), mask=kmask)
-        tl.store(kc_ptr + cache + HALF, _to_cache(r2.to(dtype), k_scale, IS_FP8, EXACT_ROUND), mask=kmask)
+        tl.store(kc_ptr + cache, _to_cache(kr1.to(dtype), k_scale, IS_FP8, EXACT_ROUND), mask=kmask)
+        tl.store(kc_ptr + cache + HALF, _to_cache(kr2.to(dtype), k_scale, IS_FP8, EXACT_ROUND), mask=kmask)
         tl.store(vc_ptr + cache, _to_cache(v1, v_scale, IS_FP8, EXACT_ROUND), mask=kmask)
         tl.store(vc_ptr + cache + HALF, _to_cache(v2, v_scale, IS_FP8, EXACT_ROUND), mask=kmask)
 

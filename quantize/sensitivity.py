@@ -89,13 +89,15 @@ def measure(model: nn.Module, samples: list[torch.Tensor], candidates: tuple[str
     Returns {"metric": "kl", "units": {unit: {candidate: mean KL per token}}, "shapes": {unit: [[out, in], ...]},
     "tokens", "time_s"}; bf16 is 0 by definition. A candidate whose group size divides no fallback is left out."""
     from kvant.quantize.calibrate import _capture_first_inputs, _to
+    from kvant.quantize.streaming import ActivationBudget
 
     started = time.monotonic()
     device = next(model.parameters()).device
     layers = model.model.layers
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in n}
     by_unit = units({n: (m.out_features, m.in_features) for n, m in linears.items()})
-    hidden, kwargs_list = _capture_first_inputs(model, samples, device)
+    # no activation budget: this measurement keeps every layer's inputs in memory anyway (inputs[i] below)
+    hidden, kwargs_list = _capture_first_inputs(model, samples, ActivationBudget(device, budget_bytes=1 << 62))
     kwargs_list = [_to(kw, device, torch.float32) for kw in kwargs_list]
     inputs = []  # inputs[i][s]: sample s entering layer i
     with torch.no_grad():

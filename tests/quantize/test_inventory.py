@@ -62,7 +62,7 @@ def test_artifact_rows(tiny_models, tmp_path, capsys):
         f.write(bytes([last[0] ^ 1]))
     assert describe(w8).gate == "pass" and describe(w8).checksums == "ok"
     bad = describe(w4)
-    assert bad.gate == "fail" and "model.safetensors changed" in bad.checksums
+    assert bad.gate == "fail" and "model.safetensors does not match its sha256" in bad.checksums
 
     assert cli.main(["models", "list", "--artifacts-dir", str(root)]) == 0
     out = capsys.readouterr().out

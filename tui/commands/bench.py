@@ -201,7 +201,7 @@ def run(args) -> int:
 
 
 def run_profile(args) -> int:
-    from kvant.tui.commands.bench_profile import print_profile, profile_decode
+    from kvant.bench.profile import print_profile, profile_decode
 
     llm, _ = build_llm(args)
     rows = []

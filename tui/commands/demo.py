@@ -1,5 +1,5 @@
-"""`kvant demo`: the default model through the whole pipeline (pull, INT4 quantize, validate against the base, serve,
-one streamed chat request), then a summary table."""
+"""`kvant demo`: the default model through the whole pipeline (pull, quantize with the auto recipe, validate against
+the base, serve, one streamed chat request), then a summary table."""
 import os
 import socket
 import sys

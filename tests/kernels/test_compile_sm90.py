@@ -1,0 +1,42 @@
+"""The GPU compiler checks what the Triton interpreter does not (branch-local shapes, return types): compile the
+fused RoPE + KV-store kernel for sm_90 on the CPU (PTX through the ptxas that ships with Triton), no GPU needed.
+It runs in a subprocess because this folder's tests run with TRITON_INTERPRET=1, which replaces @triton.jit."""
+import os
+import subprocess
+import sys
+
+CASES = [
+    (32, 8, False, False, "bf16"),  # Llama-3.1-8B
+    (16, 8, True, False, "bf16"),  # Qwen3-0.6B (q/k norm)
+    (16, 8, True, True, "bf16"),  # Qwen3 with an FP8 KV cache
+    (32, 8, False, True, "bf16"),
+    (14, 2, False, False, "fp16"),  # head counts that are not powers of two
+]
+
+SCRIPT = """
+import sys, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from kvant.kernels import rope_store
+names = ["q_ptr", "k_ptr", "v_ptr", "qo_ptr", "kc_ptr", "vc_ptr", "pos_ptr", "cs_ptr", "slot_ptr", "qw_ptr", "kw_ptr",
+         "stride_q", "stride_k", "stride_v", "eps", "k_scale", "v_scale", "HQ", "HKV",
+         "HALF", "BLOCK_HQ", "BLOCK_HKV", "QK_NORM", "IS_FP8", "EXACT_ROUND"]
+for hq, hkv, qk_norm, fp8, dtype in %r:
+    cache = "*u8" if fp8 else f"*{dtype}"
+    types = [f"*{dtype}"] * 4 + [cache, cache, "*i64", "*fp32", "*i64", f"*{dtype}", f"*{dtype}",
+                                 "i64", "i64", "i64", "fp32", "fp32", "fp32", "i32", "i32"] + ["constexpr"] * 6
+    constexprs = dict(HALF=64, BLOCK_HQ=triton.next_power_of_2(hq), BLOCK_HKV=triton.next_power_of_2(hkv),
+                      QK_NORM=qk_norm, IS_FP8=fp8, EXACT_ROUND=False)
+    src = ASTSource(fn=rope_store._rope_store_kernel, signature=dict(zip(names, types)), constexprs=constexprs)
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)).asm["ptx"]
+    assert ".target sm_90" in ptx and "st.global" in ptx, (hq, hkv, qk_norm, fp8, dtype)
+    print("compiled", hq, hkv, qk_norm, fp8, dtype)
+"""
+
+
+def test_rope_store_compiles_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-P", "-c", SCRIPT % (CASES,)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("compiled") == len(CASES)
