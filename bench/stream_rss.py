@@ -22,7 +22,7 @@ def make(args) -> None:
     from check_logits import hf_model
 
     shutil.rmtree(args.base, ignore_errors=True)
-    model = hf_model(args.config, 0, "cpu")
+    model = hf_model(args.config, 0, args.device)
     model.save_pretrained(args.base)
     for name in TOKENIZER_FILES:
         if (args.tokenizer / name).is_file():
@@ -58,6 +58,7 @@ def main() -> None:
     m.add_argument("--config", type=Path, required=True)
     m.add_argument("--tokenizer", type=Path, required=True)
     m.add_argument("--base", type=Path, required=True)
+    m.add_argument("--device", default="cpu")
     q = sub.add_parser("quantize")
     q.add_argument("--base", type=Path, required=True)
     q.add_argument("--out", type=Path, required=True)
