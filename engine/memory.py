@@ -112,6 +112,8 @@ def plan_memory(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weig
     block_bytes = per_token * block_size
     activations = activation_peak_bytes(cfg, max_num_batched_tokens, max_num_seqs, act_bytes)
     graphs = GRAPH_BYTES_PER_BATCH_SIZE * graph_batch_sizes
+    if graph_batch_sizes:  # the decode graphs sample in-graph: the largest one's LM-head logits live in their pool
+        graphs += max_num_seqs * cfg.vocab_size * act_bytes
     budget = int(total_bytes * gpu_memory_utilization) - used_by_others
     fixed = weights_bytes + activations + graphs
     if kv_cache_memory is not None:
