@@ -51,11 +51,14 @@ def main() -> None:
     ready = time.perf_counter() - t0
     engine = llm.engine
     plan = engine.memory_plan
-    out = llm.generate([[1000, 2000, 3000, 4000] * 8], SamplingParams(max_tokens=1, temperature=0.0))
+    llm.generate([[1000, 2000, 3000, 4000] * 8], SamplingParams(max_tokens=1, temperature=0.0))
     first = time.perf_counter() - t0
+    import psutil  # the process's own start: python, torch and kvant imports count toward a start too
+
+    process_first = time.time() - psutil.Process().create_time()
     r = {"device": torch.cuda.get_device_name() if cuda else "cpu", "gpu_memory": args.gpu_memory,
          "ready_s": round(ready, 2),
-         "first_token_s": round(first, 2), "startup_times": {k: round(v, 2) for k, v in engine.startup_times.items()},
+         "first_token_s": round(first, 2), "process_first_token_s": round(process_first, 2), "startup_times": {k: round(v, 2) for k, v in engine.startup_times.items()},
          "plan": plan.breakdown(), "weights_gib": round(plan.weights_bytes / 2**30, 2),
          "activation_gib": round(plan.activation_bytes / 2**30, 3), "kv_tokens": plan.kv_tokens,
          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -84,8 +87,10 @@ def main() -> None:
         r.update(w1_output_tokens=n, w1_expected=sum(q.max_tokens for q in reqs), w1_s=round(wall, 1),
                  w1_tok_s=round(n / wall, 1), preemptions=llm.stats().num_preemptions)
         if cuda:
+            free, total = torch.cuda.mem_get_info()  # the card's use after W1, CUDA context and graphs included
             r.update(w1_peak_allocated_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                     w1_peak_reserved_gib=round(torch.cuda.max_memory_reserved() / 2**30, 2))
+                     w1_peak_reserved_gib=round(torch.cuda.max_memory_reserved() / 2**30, 2),
+                     card_used_after_gib=round((total - free) / 2**30, 2))
         print(json.dumps(r), flush=True)
     if args.json:
         args.json.write_text(json.dumps(r, indent=1))

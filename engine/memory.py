@@ -95,7 +95,7 @@ def check_fits(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weigh
     if weights_bytes + activation_bytes + graph_bytes <= budget:
         return
     cap = f"{total_bytes / GiB:.1f} GiB ({'--gpu-memory' if capped else 'the card'})"
-    others = f", {used_by_others / GiB:.1f} GiB used by other processes" if used_by_others > 256 << 20 else ""
+    others = f", {used_by_others / GiB:.1f} GiB in use outside kvant's tensors (CUDA context, other processes)" if used_by_others > 256 << 20 else ""
     raise KvantError(
         f"needs {weights_bytes / GiB:.1f} GiB for weights + {activation_bytes / GiB:.1f} GiB activations + "
         f"{graph_bytes / GiB:.2f} GiB CUDA graphs; cap is {budget / GiB:.1f} GiB "

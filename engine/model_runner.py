@@ -76,6 +76,10 @@ class ModelRunner:
                      act_bytes=self.dtype.itemsize,
                      graph_batch_sizes=len(graph_batch_sizes(cfg.max_num_seqs)) if self.use_graphs else 0)
         if self.device.type == "cuda":
+            # blocks freed during load (staging, repacking) go back to the card first: left cached by the allocator
+            # they count as other processes' use (8B INT4 under --gpu-memory 24GiB was planned a 16.3 GiB budget
+            # where 0.9 x 24 GiB less the CUDA context is 21.1)
+            torch.cuda.empty_cache()
             free, total = torch.cuda.mem_get_info(self.device)
             if cfg.num_kv_blocks is None:
                 ours = torch.cuda.memory_allocated(self.device)

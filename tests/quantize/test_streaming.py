@@ -106,6 +106,39 @@ def test_model_free_path_writes_shards_as_it_goes(tiny_models, tmp_path, monkeyp
     assert len(got) == len(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_model_free_path_maps_no_file_while_it_quantizes(tiny_models, tmp_path, monkeypatch):
+    # a mapping held across the loop counts every page read so far in host RSS (17 GiB for 8B on one file): each
+    # tensor is read through its own short-lived mapping, and none is open while a weight is quantized
+    import contextlib
+
+    from kvant.quantize import model_free
+
+    real_open, real_quantize = model_free.safe_open, model_free.quantize_weight
+    state = {"open": 0, "opens": 0, "quantized_while_open": 0, "quantized": 0}
+
+    @contextlib.contextmanager
+    def tracked(*args, **kwargs):
+        with real_open(*args, **kwargs) as f:
+            state["open"] += 1
+            state["opens"] += 1
+            try:
+                yield f
+            finally:
+                state["open"] -= 1
+
+    def quantize_weight(*args, **kwargs):
+        state["quantized"] += 1
+        state["quantized_while_open"] += state["open"] > 0
+        return real_quantize(*args, **kwargs)
+
+    monkeypatch.setattr(model_free, "safe_open", tracked)
+    monkeypatch.setattr(model_free, "quantize_weight", quantize_weight)
+    recipe = recipe_from_dict({"scheme": "W4A16", "group_size": 128, "algorithm": "rtn"})
+    quantize(str(tiny_models["llama"]), recipe, tmp_path / "art", device="cpu")
+    assert state["quantized"] == 2 * 7 and state["quantized_while_open"] == 0 and state["open"] == 0
+    assert state["opens"] > state["quantized"]
+
+
 def test_activations_spill_past_the_budget_and_round_trip(tmp_path):
     budget = ActivationBudget(torch.device("cpu"), 3 * 64 * 2)  # room for three [8, 8] bf16 tensors
     store = Activations(budget)
