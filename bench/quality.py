@@ -37,9 +37,9 @@ RESULTS = HERE.parent / "results"
 MODEL = "smollm2-135m"
 TOOLS = ("kvant", "llmcompressor")
 # kvant's shipped recipe per scheme; the peer's modifiers below mirror it field by field
-KVANT_RECIPES = {"w4a16": "w4a16-gptq-g64", "w8a8": "w8a8-int8", "fp8": "fp8-dynamic", "w4a16-rtn": None,
-                 "w4a16-awq": None}
-SCHEMES = ("w4a16", "w4a16-awq", "w8a8", "w4a16-rtn", "fp8")
+KVANT_RECIPES = {"w4a16": "w4a16-gptq-g64", "w8a8": "w8a8-int8", "fp8": "fp8-dynamic"}  # others: WRITTEN_RECIPES
+SCHEMES = ("w4a16", "w4a16-awq", "w8a8", "w4a16-rtn", "fp8", "w4a16-minmax", "w4a16-mse", "w4a16-asym", "w4a16-asym-mse",
+           "w4a16-awq-gptq", "w4a16-awq-gptq-mse", "w4a16-awq-gptq-asym-mse")
 DATA_FREE = ("w4a16-rtn", "fp8")
 # kvant ships no data-free INT4 recipe at group size 64; this one is written into --work and used as is
 W4A16_RTN_RECIPE = """description: INT4 weight-only round-to-nearest, group size 64 (data-free)
@@ -60,7 +60,29 @@ n_grid: 20
 duo_scaling: true
 clip_search: true
 """
-WRITTEN_RECIPES = {"w4a16-rtn": W4A16_RTN_RECIPE, "w4a16-awq": W4A16_AWQ_RECIPE}
+# issue #19's INT4 options, kvant only (no peer run): each is kvant's GPTQ g64 recipe with one or more changes
+W4A16_GPTQ = """description: INT4 weight-only GPTQ g64, {what}
+scheme: {scheme}
+group_size: 64
+targets: [Linear]
+ignore: [lm_head]
+algorithm: {algorithm}
+dampening_frac: 0.01
+actorder: static
+observer: {observer}
+"""
+GPTQ_VARIANTS = {  # scheme name -> (what, preset, algorithm, observer)
+    "w4a16-minmax": ("symmetric, full-range scales (the recipe before issue 19)", "W4A16", "gptq", "minmax"),
+    "w4a16-mse": ("MSE range search", "W4A16", "gptq", "mse"),
+    "w4a16-asym": ("asymmetric zero points", "W4A16_ASYM", "gptq", "minmax"),
+    "w4a16-asym-mse": ("asymmetric zero points, MSE range search", "W4A16_ASYM", "gptq", "mse"),
+    "w4a16-awq-gptq": ("AWQ scaling and clipping before GPTQ", "W4A16", "awq+gptq", "minmax"),
+    "w4a16-awq-gptq-mse": ("AWQ before GPTQ, MSE range search", "W4A16", "awq+gptq", "mse"),
+    "w4a16-awq-gptq-asym-mse": ("AWQ before GPTQ, asymmetric, MSE range search", "W4A16_ASYM", "awq+gptq", "mse"),
+}
+WRITTEN_RECIPES = {"w4a16-rtn": W4A16_RTN_RECIPE, "w4a16-awq": W4A16_AWQ_RECIPE,
+                   **{name: W4A16_GPTQ.format(what=what, scheme=preset, algorithm=algorithm, observer=observer)
+                      for name, (what, preset, algorithm, observer) in GPTQ_VARIANTS.items()}}
 GPTQ = {"dampening_frac": 0.01, "block_size": 128, "actorder": "static"}  # kvant's recipe defaults
 MC_TASKS = ("kvant_arc_easy", "kvant_hellaswag")
 PPL_TASK = "kvant_wikitext"
@@ -181,7 +203,7 @@ def quantize_one(tool: str, scheme: str, args, calib_path: Path) -> dict:
     out = args.work / f"{tool}-{scheme}"
     log = args.work / f"{tool}-{scheme}.log"
     if tool == "kvant":
-        recipe = KVANT_RECIPES[scheme]
+        recipe = KVANT_RECIPES.get(scheme)
         if scheme in WRITTEN_RECIPES:
             recipe = str(args.work / f"{scheme}-g64.yaml")
             Path(recipe).write_text(WRITTEN_RECIPES[scheme], encoding="utf-8")
@@ -438,6 +460,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    global RESULTS
     if len(sys.argv) > 1 and sys.argv[1] == "peer-quantize":
         p = argparse.ArgumentParser()
         for flag in ("--scheme", "--out", "--model-path", "--calib"):
@@ -460,7 +483,9 @@ def main() -> None:
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--redo", action="store_true", help="recompute results that already exist")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results")
     args = p.parse_args()
+    RESULTS = args.results
     import torch
 
     torch.set_num_threads(args.threads)

@@ -13,12 +13,16 @@ class DecodeInputs:
             mk(max_bs, torch.int64)
         self.context_lens = mk(max_bs, torch.int32)
         self.block_tables = mk(max_bs * max_blocks_per_seq, torch.int32)  # [bs, width] packed at the front
-        self._np = {n: getattr(self, n).numpy() for n in ("input_ids", "positions", "slot_mapping", "context_lens",
-                                                           "block_tables")}
+        # sampling inside the graph: temperature (0 = greedy) and the race's noise seed per row
+        self.temperature, self.seeds = mk(max_bs, torch.float32), mk(max_bs, torch.int64)
+        self._np = {n: getattr(self, n).numpy() for n in self.ROW_INPUTS + ("block_tables",)}
 
-    def fill(self, seqs: list[Sequence], bs: int) -> int:
-        """Rows 0..len(seqs)-1 from the sequences (each decodes its last token), rows up to bs padding: slot -1
-        (stores nothing), context 1 on block 0. Returns the block-table width."""
+    ROW_INPUTS = ("input_ids", "positions", "slot_mapping", "context_lens", "temperature", "seeds")
+
+    def fill(self, seqs: list[Sequence], bs: int, temperature: list[float], seeds: list[int]) -> int:
+        """Rows 0..len(seqs)-1 from the sequences (each decodes its last token, sampled with its temperature and
+        seed), rows up to bs padding: slot -1 (stores nothing), context 1 on block 0, greedy. Returns the
+        block-table width."""
         n, bsz, a = len(seqs), self.block_size, self._np
         width = max(len(s.block_table) for s in seqs)
         tables = a["block_tables"][:bs * width].reshape(bs, width)
@@ -29,6 +33,9 @@ class DecodeInputs:
             a["slot_mapping"][i] = seq.block_table[p // bsz] * bsz + p % bsz
             a["context_lens"][i] = p + 1
             tables[i, :len(seq.block_table)] = seq.block_table
+        a["temperature"][:n] = temperature
+        a["seeds"][:n] = seeds
+        a["temperature"][n:bs] = 0.0
         a["input_ids"][n:bs] = 0
         a["positions"][n:bs] = 0
         a["slot_mapping"][n:bs] = -1
@@ -38,7 +45,7 @@ class DecodeInputs:
 
     def copy_to(self, g: dict[str, torch.Tensor], bs: int, width: int) -> None:
         # the previous step's copies are done: it ended on a device->host sync of its sampled tokens
-        for name in ("input_ids", "positions", "slot_mapping", "context_lens"):
+        for name in self.ROW_INPUTS:
             g[name][:bs].copy_(getattr(self, name)[:bs], non_blocking=True)
         g["block_tables"][:bs, :width].copy_(self.block_tables[:bs * width].view(bs, width), non_blocking=True)
 

@@ -38,6 +38,7 @@ def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kw
         from kvant.engine.integrity import check_or_warn
         from kvant.engine.registry import resolve_model
 
+        lap("imports")  # transformers and the kernels (Triton): part of every start, not of verification
         path = resolve_model(str(model))
         check_or_warn(path, verify)  # before a byte of the weights is read
         lap("verify")

@@ -95,7 +95,7 @@ def check_fits(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weigh
     if weights_bytes + activation_bytes + graph_bytes <= budget:
         return
     cap = f"{total_bytes / GiB:.1f} GiB ({'--gpu-memory' if capped else 'the card'})"
-    others = f", {used_by_others / GiB:.1f} GiB used by other processes" if used_by_others > 256 << 20 else ""
+    others = f", {used_by_others / GiB:.1f} GiB in use outside kvant's tensors (CUDA context, other processes)" if used_by_others > 256 << 20 else ""
     raise KvantError(
         f"needs {weights_bytes / GiB:.1f} GiB for weights + {activation_bytes / GiB:.1f} GiB activations + "
         f"{graph_bytes / GiB:.2f} GiB CUDA graphs; cap is {budget / GiB:.1f} GiB "
@@ -112,6 +112,8 @@ def plan_memory(cfg: ModelConfig, *, total_bytes: int, used_by_others: int, weig
     block_bytes = per_token * block_size
     activations = activation_peak_bytes(cfg, max_num_batched_tokens, max_num_seqs, act_bytes)
     graphs = GRAPH_BYTES_PER_BATCH_SIZE * graph_batch_sizes
+    if graph_batch_sizes:  # the decode graphs sample in-graph: the largest one's LM-head logits live in their pool
+        graphs += max_num_seqs * cfg.vocab_size * act_bytes
     budget = int(total_bytes * gpu_memory_utilization) - used_by_others
     fixed = weights_bytes + activations + graphs
     if kv_cache_memory is not None:

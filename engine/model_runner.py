@@ -10,10 +10,11 @@ from kvant.artifact.errors import KvantError
 from kvant.engine.memory import (PROMPT_LOGPROB_ROWS, MemoryPlan, capped_total, kv_bytes_per_token, plan_fixed,
                                  plan_memory)
 from kvant.engine.model import CausalLM
-from kvant.engine.sampler import Sampler, SamplerOutput, top_logprobs
+from kvant.engine.sampler import Sampler, SamplerOutput, graph_samplable, top_logprobs
 from kvant.engine.scheduler import ScheduledBatch
 from kvant.engine.sequence import Sequence
 from kvant.kernels.formats import FP8
+from kvant.kernels.sampling import sample_tokens
 
 # default KV pool on CPU: room for max_num_seqs full-length sequences, at most 1 GiB, at least one sequence
 CPU_KV_CACHE_BYTES = 1 << 30
@@ -75,6 +76,10 @@ class ModelRunner:
                      act_bytes=self.dtype.itemsize,
                      graph_batch_sizes=len(graph_batch_sizes(cfg.max_num_seqs)) if self.use_graphs else 0)
         if self.device.type == "cuda":
+            # blocks freed during load (staging, repacking) go back to the card first: left cached by the allocator
+            # they count as other processes' use (8B INT4 under --gpu-memory 24GiB was planned a 16.3 GiB budget
+            # where 0.9 x 24 GiB less the CUDA context is 21.1)
+            torch.cuda.empty_cache()
             free, total = torch.cuda.mem_get_info(self.device)
             if cfg.num_kv_blocks is None:
                 ours = torch.cuda.memory_allocated(self.device)
@@ -136,9 +141,7 @@ class ModelRunner:
         for them, and per seq_id with prompt logprobs: (first prompt position covered, logprob dicts)."""
         if batch.is_decode and self.graphs and len(batch.seqs) <= max(self.graphs):
             # every sequence samples; none has prompt logprobs left (its prompt is computed)
-            seqs = list(batch.seqs)
-            hidden = self._replay(seqs)  # [B, H]
-            return seqs, self.sampler(self.model.compute_logits(hidden), seqs, self.model.config.eos_token_ids), {}
+            return list(batch.seqs), self._decode_graph(list(batch.seqs)), {}
         input_ids, positions, ctx = self.prepare(batch)
         hidden = self.forward(input_ids, positions, ctx)  # [T, H]
         sample_seqs, sample_rows, plp_spans = [], [], []
@@ -196,6 +199,9 @@ class ModelRunner:
             cu_seqlens_q=torch.arange(max_bs + 1, dtype=torch.int32, device=dev),
             block_tables=torch.zeros(max_bs, self.max_blocks_per_seq, dtype=torch.int32, device=dev),
             hidden=torch.zeros(max_bs, self.model.config.hidden_size, dtype=self.dtype, device=dev),
+            temperature=torch.zeros(max_bs, dtype=torch.float32, device=dev),
+            seeds=torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            tokens=torch.zeros(max_bs, dtype=torch.int64, device=dev),
         )
         self.decode_inputs = DecodeInputs(max_bs, self.max_blocks_per_seq, self.block_size, pin=True)
         pool = None
@@ -204,20 +210,44 @@ class ModelRunner:
                           g["block_tables"][:bs], True, 1)
             set_context(ctx)
             try:
-                g["hidden"][:bs] = self.model(g["input_ids"][:bs], g["positions"][:bs])  # warmup
+                self._decode_step(bs)  # warmup
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool):
-                    g["hidden"][:bs] = self.model(g["input_ids"][:bs], g["positions"][:bs])
+                    self._decode_step(bs)
             finally:
                 set_context(None)
             pool = pool or graph.pool()
             self.graphs[bs] = graph
             torch.cuda.synchronize()
 
-    def _replay(self, seqs: list[Sequence]) -> torch.Tensor:
+    def _decode_step(self, bs: int) -> None:
+        # what a decode graph holds: the model, the LM head (bf16 logits, no fp32 copy) and one token per row
+        g = self.graph_vars
+        g["hidden"][:bs] = self.model(g["input_ids"][:bs], g["positions"][:bs])
+        sample_tokens(self.model.lm_head(g["hidden"][:bs]), g["temperature"][:bs], g["seeds"][:bs],
+                      out=g["tokens"][:bs])
+
+    def _decode_graph(self, seqs: list[Sequence]) -> SamplerOutput:
+        """One decode step in its graph, LM head and sampling included; one device->host sync (the token ids).
+        Rows that need more than temperature (penalties, top-k/p, min_p, logprobs, min_tokens) are sampled again
+        outside the graph, from their hidden state, by the full sampler."""
         b = len(seqs)
         bs = next(s for s in sorted(self.graphs) if s >= b)
-        width = self.decode_inputs.fill(seqs, bs)
+        full = [i for i, seq in enumerate(seqs) if not graph_samplable(seq)]
+        skip = set(full)
+        seeds = iter(self.sampler.row_seeds([seq for i, seq in enumerate(seqs) if i not in skip]))
+        temps = [0.0 if i in skip else float(seq.params.temperature) for i, seq in enumerate(seqs)]
+        row_seeds = [0 if i in skip else next(seeds) for i in range(b)]
+        width = self.decode_inputs.fill(seqs, bs, temps, row_seeds)
         self.decode_inputs.copy_to(self.graph_vars, bs, width)
         self.graphs[bs].replay()
-        return self.graph_vars["hidden"][:b]
+        token_ids = self.graph_vars["tokens"][:b].tolist()
+        out = SamplerOutput(token_ids, [None] * b, [None] * b)
+        if full:
+            hidden = self.graph_vars["hidden"][full]
+            rest = self.sampler(self.model.compute_logits(hidden), [seqs[i] for i in full],
+                                self.model.config.eos_token_ids)
+            for j, i in enumerate(full):
+                out.token_ids[i], out.logprobs[i] = rest.token_ids[j], rest.logprobs[j]
+                out.sampled_logprobs[i] = rest.sampled_logprobs[j]
+        return out

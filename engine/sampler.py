@@ -1,8 +1,11 @@
 """Token sampling with vLLM's semantics, on a [B, V] float32 logits batch (one row per sampled sequence).
 
 Order (as in vLLM V1): min_tokens mask → repetition/presence/frequency penalties → greedy argmax for temperature 0;
-otherwise temperature → min_p → top_k → top_p → one exponential race per row. Logprobs come from the raw logits.
-A request with a seed draws from its own generator, so its tokens do not depend on what else is in the batch.
+otherwise temperature → min_p → top_k → top_p → one exponential race per row (kernels/sampling.py, greedy and
+sampled rows in one call). Logprobs come from the raw logits. A row's race noise comes from one 64-bit seed: a
+request with a seed derives it from (seed, sample index, draw count), so its tokens do not depend on what else is in
+the batch; the others draw it from the sampler's generator. Rows that need nothing but temperature
+(`graph_samplable`) can be sampled inside the decode CUDA graph with the same kernel and seeds.
 """
 from dataclasses import dataclass
 
@@ -10,6 +13,9 @@ import torch
 
 from kvant.engine.outputs import Logprob
 from kvant.engine.sequence import Sequence
+from kvant.kernels.sampling import sample_tokens
+
+_U64 = (1 << 64) - 1
 
 
 @dataclass(slots=True)
@@ -100,24 +106,47 @@ def top_logprobs(logprobs: torch.Tensor, token_ids: torch.Tensor, ks: list[int])
     return out
 
 
+def graph_samplable(seq: Sequence) -> bool:
+    """True when this step's token needs only temperature (or greedy): no penalties, no min_tokens mask, no min_p,
+    top_k or top_p, no logprobs. Such rows are sampled inside the decode graph."""
+    p = seq.params
+    return (p.logprobs is None and seq.num_output_tokens >= p.min_tokens and p.repetition_penalty == 1.0
+            and p.presence_penalty == 0.0 and p.frequency_penalty == 0.0
+            and (p.greedy or (p.min_p == 0 and not p.top_k_enabled and p.top_p >= 1)))
+
+
+def _seeded(seed: int, index: int, draw: int) -> int:
+    # (request seed, sample index, draw count) -> a signed 64-bit noise seed; the kernel hashes it further
+    x = ((seed & _U64) * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + draw * 0x94D049BB133111EB) & _U64
+    return x - (1 << 64) if x >> 63 else x
+
+
 class Sampler:
     def __init__(self, device: torch.device | str, seed: int = 0):
         self.device = torch.device(device)
-        self.generator = torch.Generator(self.device).manual_seed(seed)  # for requests without a seed
-        self.seq_generators: dict[int, torch.Generator] = {}
+        self.generator = torch.Generator().manual_seed(seed)  # noise seeds of requests without a seed (on the host)
+        self.seq_draws: dict[int, int] = {}  # seq_id -> draws made so far by a seeded sequence
 
     def release(self, seq_id: int) -> None:
-        self.seq_generators.pop(seq_id, None)
+        self.seq_draws.pop(seq_id, None)
 
-    def _generator(self, seq: Sequence) -> torch.Generator:
-        if seq.params.seed is None:
-            return self.generator
-        g = self.seq_generators.get(seq.seq_id)
-        if g is None:
-            # the n samples of one seeded request differ from each other, and each is reproducible
-            g = torch.Generator(self.device).manual_seed((seq.params.seed + seq.index) % 2**63)
-            self.seq_generators[seq.seq_id] = g
-        return g
+    def row_seeds(self, seqs: list[Sequence]) -> list[int]:
+        """This step's noise seed per row (0 for greedy rows); advances each seeded sequence's draw count."""
+        free = None
+        out = []
+        for i, seq in enumerate(seqs):
+            p = seq.params
+            if p.greedy:
+                out.append(0)
+            elif p.seed is None:
+                if free is None:
+                    free = torch.randint(-2**63, 2**63 - 1, (len(seqs),), generator=self.generator).tolist()
+                out.append(free[i])
+            else:
+                draw = self.seq_draws.get(seq.seq_id, 0)
+                self.seq_draws[seq.seq_id] = draw + 1
+                out.append(_seeded(p.seed, seq.index, draw))
+        return out
 
     @torch.inference_mode()
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence], eos_token_ids: tuple[int, ...] = ()
@@ -127,10 +156,16 @@ class Sampler:
         logits = logits.clone()
         apply_min_tokens(logits, seqs, eos_token_ids)
         apply_penalties(logits, seqs)
-        tokens = logits.argmax(dim=-1)
-        random_rows = [i for i, s in enumerate(seqs) if not s.params.greedy]
-        if random_rows:
-            tokens[random_rows] = self._sample([seqs[i] for i in random_rows], logits[random_rows])
+        temps = [0.0 if s.params.greedy else float(s.params.temperature) for s in seqs]
+        filtered = [i for i, s in enumerate(seqs) if not s.params.greedy and (
+            s.params.min_p > 0 or s.params.top_k_enabled or s.params.top_p < 1)]
+        if filtered:
+            logits[filtered] = self._filter([seqs[i] for i in filtered], logits[filtered])
+            for i in filtered:
+                temps[i] = 1.0  # _filter applied the temperature
+        dev = logits.device
+        tokens = sample_tokens(logits, torch.tensor(temps, dtype=torch.float32, device=dev),
+                               torch.tensor(self.row_seeds(seqs), dtype=torch.int64, device=dev))
         want = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
         logprob_dicts: list[dict[int, float] | None] = [None] * len(seqs)
         sampled: list[float | None] = [None] * len(seqs)
@@ -141,7 +176,9 @@ class Sampler:
                 logprob_dicts[i], sampled[i] = d, d[t]
         return SamplerOutput(tokens.tolist(), logprob_dicts, sampled)
 
-    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _filter(seqs: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
+        """temperature → min_p → top_k → top_p; masked entries become -inf."""
         dev, vocab = logits.device, logits.shape[1]
         temps = torch.tensor([s.params.temperature for s in seqs], dtype=logits.dtype, device=dev)
         logits = logits / temps[:, None]
@@ -152,9 +189,4 @@ class Sampler:
             top_p = torch.tensor([s.params.top_p if s.params.top_p < 1 else 2.0 for s in seqs], dtype=logits.dtype,
                                  device=dev)
             logits = apply_top_k_top_p(logits, top_k, top_p)
-        probs = logits.softmax(dim=-1)
-        # exponential race: argmax(p / q), q ~ Exp(1), samples from p (Gumbel-max in another form)
-        q = torch.empty_like(probs)
-        for i, seq in enumerate(seqs):
-            q[i].exponential_(generator=self._generator(seq))
-        return (probs / q).argmax(dim=-1)
+        return logits

@@ -80,10 +80,8 @@ def quantize(model: str, recipe: str | Path | Recipe, out: Path, *, force: bool 
                                                    writer.add)
         else:  # nothing to observe: the checkpoint's tensors are enough, the model is never built
             calib = None
-            tensors, plan, ignored = quantize_checkpoint(src, base_config, recipe, dev, summary=summary,
-                                                         progress=progress, cancel=cancel)
-            writer.add(tensors)
-            del tensors
+            plan, ignored = quantize_checkpoint(src, base_config, recipe, dev, writer.add, summary=summary,
+                                                progress=progress, cancel=cancel)
         cancel.raise_if_cancelled("quantization")
         writer.finish()
         qconfig = artifact.quantization_config(plan, ignored, actorder=recipe.actorder if recipe.uses_gptq else None,

@@ -252,7 +252,8 @@ def _quantize_linear(name: str, m: nn.Linear, scheme: Scheme, recipe: Recipe, dt
     # quantizes `m` (its weight becomes the dequantized one, for propagation); returns its checkpoint tensors
     h = hessian.value() if hessian is not None else None
     q, deq, _ = quantize_weight(m.weight.detach().float(), scheme, dtype, h, dampening_frac=recipe.dampening_frac,
-                                block_size=recipe.block_size, actorder=recipe.actorder is not None)
+                                block_size=recipe.block_size, actorder=recipe.actorder is not None,
+                                observer=recipe.observer)
     with torch.no_grad():
         m.weight.copy_(deq.to(m.weight.device))
     out = {f"{name}.{t}": v.cpu() for t, v in q.items()}

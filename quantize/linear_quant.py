@@ -9,11 +9,12 @@ from kvant.quantize.gptq import gptq_quantize
 from kvant.artifact.schemes import Scheme
 
 
-def _qparams(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype):
-    # fp32 scale [N, G] / [N, 1] / [1, 1] (already rounded to scale_dtype) and int zero point [N, G] or None
+def _qparams(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, observer: str = "minmax"):
+    # fp32 scale [N, G] / [N, 1] / [1, 1] (already rounded to scale_dtype) and int zero point [N, G] or None;
+    # the observer chooses INT4 group ranges (8-bit formats keep the full range: their rounding error is small)
     a = scheme.weights
     if a.num_bits == 4:
-        return P.int4_qparams(w, a.group_size, a.symmetric, scale_dtype)
+        return P.int4_qparams(w, a.group_size, a.symmetric, scale_dtype, observer)
     if a.type == "float" and a.strategy == "tensor":
         _, s = P.quantize_fp8_per_tensor(w, scale_dtype)
     else:  # per channel: the scale alone (the codes are rounded once, by the caller)
@@ -52,12 +53,12 @@ def _dequant_codes(codes: torch.Tensor, scheme: Scheme, scale: torch.Tensor, zp)
 
 def quantize_weight(w: torch.Tensor, scheme: Scheme, scale_dtype: torch.dtype, hessian: torch.Tensor | None = None,
                     *, dampening_frac: float = 0.01, block_size: int = 128, actorder: bool = True,
-                    dequantize: bool = True):
+                    dequantize: bool = True, observer: str = "minmax"):
     # w fp32 [N, K] -> (compressed-tensors tensors {name: tensor} for this Linear, dequantized fp32 [N, K] (None when
     # round-to-nearest without `dequantize`), gptq loss)
     w = w.float()
     a = scheme.weights
-    scale, zp = _qparams(w, scheme, scale_dtype)
+    scale, zp = _qparams(w, scheme, scale_dtype, observer)
     loss = None
     codes = None
     if hessian is None:

@@ -1,10 +1,12 @@
 """Data-free schemes without building the model: read the checkpoint's tensors shard by shard, quantize each targeted
 Linear weight as it comes, pass every other tensor through. Gives the same tensors as the layer-by-layer loop (which
 a data-free recipe would only use to walk the layers) in a fraction of the time: no model construction, no
-transformers import, and memory for the output tensors only (the input shards are memory-mapped)."""
+transformers import. Every finished tensor goes straight to a sink (the artifact's shard writer), so the host holds
+at most one output shard, not the whole model, and maps an input file only while one tensor is read."""
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -70,9 +72,27 @@ def _layer_of(module: str) -> int:
     return int(module.split(".", 3)[2])  # model.layers.<i>.<rest>
 
 
-def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.device, *, summary: Summary,
-                        progress: Progress | None = None, cancel: CancelToken | None = None) -> tuple[dict, dict[str, Scheme], list]:
-    """Returns ({checkpoint name: tensor}, plan, ignored Linear names) for a data-free recipe."""
+def _tensor_names(shards: list[Path]) -> list[tuple[Path, str]]:
+    names = []
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            names.extend((shard, key) for key in f.keys())
+    return names
+
+
+def _read(shard: Path, key: str) -> torch.Tensor:
+    # the file is mapped only while this one tensor is copied out: one mapping held across the loop keeps every page
+    # read so far resident in this process (8B single-file checkpoint: 17 GiB peak RSS for a 5.3 GiB output)
+    with safe_open(str(shard), framework="pt") as f:
+        return f.get_tensor(key)
+
+
+def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.device,
+                        sink: Callable[[dict[str, torch.Tensor]], None], *, summary: Summary,
+                        progress: Progress | None = None,
+                        cancel: CancelToken | None = None) -> tuple[dict[str, Scheme], list]:
+    """Hands every output tensor ({checkpoint name: tensor}, on the CPU) to `sink` as it is produced; returns (plan,
+    ignored Linear names) for a data-free recipe."""
     progress, cancel = progress or silent, cancel or CancelToken()
     if recipe.needs_data:
         raise KvantError("model-free quantization takes data-free recipes only (round-to-nearest, dynamic "
@@ -80,7 +100,6 @@ def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.d
     shapes = linear_shapes(src, config)
     plan = plan_shapes(shapes, recipe, summary)
     tied = bool(config.get("tie_word_embeddings", False))
-    tensors: dict[str, torch.Tensor] = {}
     shards = _shards(src)
     done, total = 0, len(plan)
     # progress per decoder layer, as the layer-by-layer loop reports it: a layer counts once its last planned weight
@@ -88,28 +107,27 @@ def quantize_checkpoint(src: Path, config: dict, recipe: Recipe, device: torch.d
     left = Counter(_layer_of(name) for name in plan)
     layers_done, start = 0, time.monotonic()
     dtype = None
-    for shard in shards:
-        with safe_open(str(shard), framework="pt") as f:
-            for key in f.keys():
-                cancel.raise_if_cancelled("quantization")
-                if key.endswith(SKIPPED_SUFFIXES) or (tied and key == "lm_head.weight"):
-                    continue
-                t = f.get_tensor(key)
-                dtype = dtype or model_dtype(config, t.dtype)
-                module = key.removesuffix(".weight")
-                if key.endswith(".weight") and module in plan:
-                    q, _, _ = quantize_weight(t.to(device, torch.float32), plan[module], dtype, dequantize=False)
-                    tensors.update({f"{module}.{n}": v.cpu() for n, v in q.items()})
-                    done += 1
-                    left[_layer_of(module)] -= 1
-                    if left[_layer_of(module)] == 0:
-                        layers_done += 1
-                        progress("quantize", layers_done, len(left),
-                                 eta_message("layer", layers_done, len(left), start))
-                else:
-                    tensors[key] = t.to(dtype) if t.is_floating_point() else t
+    for shard, key in _tensor_names(shards):
+        cancel.raise_if_cancelled("quantization")
+        if key.endswith(SKIPPED_SUFFIXES) or (tied and key == "lm_head.weight"):
+            continue
+        t = _read(shard, key)
+        dtype = dtype or model_dtype(config, t.dtype)
+        module = key.removesuffix(".weight")
+        if key.endswith(".weight") and module in plan:
+            q, _, _ = quantize_weight(t.to(device, torch.float32), plan[module], dtype, dequantize=False,
+                                      observer=recipe.observer)
+            sink({f"{module}.{n}": v.cpu() for n, v in q.items()})
+            done += 1
+            left[_layer_of(module)] -= 1
+            if left[_layer_of(module)] == 0:
+                layers_done += 1
+                progress("quantize", layers_done, len(left),
+                         eta_message("layer", layers_done, len(left), start))
+        else:
+            sink({key: t.to(dtype) if t.is_floating_point() else t})
     summary.layer_errors.extend([float("nan")] * config["num_hidden_layers"])  # nothing to measure them against
     if done != total:
         raise KvantError(f"{src}: {total - done} planned Linear weights were not found in the checkpoint")
     ignored = [n for n in shapes if n not in plan]
-    return tensors, plan, ignored
+    return plan, ignored

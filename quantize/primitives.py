@@ -45,16 +45,50 @@ def quantize_int8_per_channel(w: torch.Tensor, scale_dtype: torch.dtype = torch.
     return q, scale.to(scale_dtype)
 
 
-def int4_qparams(w: torch.Tensor, group_size: int, symmetric: bool = True, scale_dtype: torch.dtype = torch.bfloat16):
-    # w [N, K] -> scale fp32 [N, K // G] (already rounded to scale_dtype), zero_point int8 [N, K // G] or None
-    n, k = w.shape
-    g = w.float().reshape(n, k // group_size, group_size)
-    lo, hi = g.amin(dim=-1).clamp(max=0), g.amax(dim=-1).clamp(min=0)
+# the "mse" observer's grid (llm-compressor's MSE observer defaults): each group's range is shrunk by 1 - i / GRID for
+# i < MAX_SHRINK * GRID, keeping the shrink with the least sum |w - dequant(quant(w))| ** NORM over the group
+MSE_GRID, MSE_MAX_SHRINK, MSE_NORM = 100, 0.2, 2.4
+OBSERVERS = ("minmax", "mse")
+
+
+def _int4_range_qparams(lo: torch.Tensor, hi: torch.Tensor, symmetric: bool, scale_dtype: torch.dtype):
+    # per-group range (lo <= 0 <= hi) -> scale fp32 (rounded to scale_dtype), zero point int8 or None
     if symmetric:
         return _round_scale(torch.maximum(-lo, hi) / ((INT4_MAX - INT4_MIN) / 2), scale_dtype), None
     scale = _round_scale((hi - lo) / (INT4_MAX - INT4_MIN), scale_dtype)
     zp = torch.round(INT4_MIN - lo / scale).clamp(INT4_MIN, INT4_MAX).to(torch.int8)
     return scale, zp
+
+
+def _mse_range(g: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, symmetric: bool, scale_dtype: torch.dtype):
+    # g [N, G, g] -> the shrunk (lo, hi) [N, G] per group with the least round-trip error ** MSE_NORM
+    best_err = torch.full_like(lo, float("inf"))
+    best_lo, best_hi = lo.clone(), hi.clone()
+    for i in range(int(MSE_MAX_SHRINK * MSE_GRID)):
+        p = 1 - i / MSE_GRID
+        scale, zp = _int4_range_qparams(lo * p, hi * p, symmetric, scale_dtype)
+        s = scale.unsqueeze(-1)
+        z = 0.0 if zp is None else zp.float().unsqueeze(-1)
+        deq = (torch.round(g / s + z).clamp(INT4_MIN, INT4_MAX) - z) * s
+        err = (deq - g).abs().pow(MSE_NORM).sum(dim=-1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo, best_hi = torch.where(better, lo * p, best_lo), torch.where(better, hi * p, best_hi)
+    return best_lo, best_hi
+
+
+def int4_qparams(w: torch.Tensor, group_size: int, symmetric: bool = True, scale_dtype: torch.dtype = torch.bfloat16,
+                 observer: str = "minmax"):
+    # w [N, K] -> scale fp32 [N, K // G] (already rounded to scale_dtype), zero_point int8 [N, K // G] or None.
+    # observer "minmax": each group's full range; "mse": the range shrink with the least round-trip error
+    if observer not in OBSERVERS:
+        raise ValueError(f"observer must be one of {OBSERVERS}, got {observer!r}")
+    n, k = w.shape
+    g = w.float().reshape(n, k // group_size, group_size)
+    lo, hi = g.amin(dim=-1).clamp(max=0), g.amax(dim=-1).clamp(min=0)
+    if observer == "mse":
+        lo, hi = _mse_range(g, lo, hi, symmetric, scale_dtype)
+    return _int4_range_qparams(lo, hi, symmetric, scale_dtype)
 
 
 def quantize_int4_with(w: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, group_size: int):

@@ -9,6 +9,7 @@ import yaml
 from kvant.artifact.errors import KvantError
 from kvant.artifact.schemes import Scheme, get_scheme
 from kvant.quantize.candidates import CANDIDATES, check_candidate
+from kvant.quantize.primitives import OBSERVERS
 
 ALGORITHMS = ("rtn", "gptq", "awq", "awq+gptq")
 ACTORDERS = (None, "static", "weight")  # "group"/"dynamic" need g_idx, which compressed-tensors >= 0.19 rejects
@@ -73,6 +74,7 @@ class Recipe:
     n_grid: int = 20
     duo_scaling: bool = True
     clip_search: bool = True
+    observer: str = "minmax"  # INT4 group ranges: the full range, or the shrink with the least error ("mse")
     kv_cache_scheme: str | None = None
     # mixed precision: (module name or "re:" pattern, candidate) pairs, first match wins; unmatched Linears take
     # `scheme`. Written as a mapping in YAML.
@@ -105,6 +107,8 @@ class Recipe:
             raise ValueError(f"block_size must be a positive integer, got {self.block_size!r}")
         if not isinstance(self.n_grid, int) or self.n_grid < 2:
             raise ValueError(f"n_grid must be an integer >= 2, got {self.n_grid!r}")
+        if self.observer not in OBSERVERS:
+            raise ValueError(f"observer must be one of {OBSERVERS}, got {self.observer!r}")
         if self.kv_cache_scheme not in KV_CACHE_SCHEMES:
             raise ValueError(f"kv_cache_scheme must be one of {KV_CACHE_SCHEMES}, got {self.kv_cache_scheme!r}")
         for pattern, candidate in self.layer_schemes:

@@ -63,6 +63,31 @@ class EvalSummary:
 
 
 @dataclass(slots=True, frozen=True)
+class ParetoPoint:
+    bits_per_weight: float  # average over the Linear weights, scales included
+    quality: float | None  # the gate's measure (higher is better); None: not measured
+    passed: bool
+    chosen: bool
+
+
+@dataclass(slots=True, frozen=True)
+class ParetoSummary:
+    """The points an auto (mixed-precision) search validated, from the artifact's kvant.json."""
+    points: tuple[ParetoPoint, ...]
+    gate: float
+    quality_name: str
+
+
+def parse_pareto(manifest: dict) -> ParetoSummary | None:
+    points = ((manifest.get("auto") or {}).get("points")) or []
+    if not points:
+        return None
+    return ParetoSummary(tuple(ParetoPoint(float(p["bits_per_weight"]), p.get("quality"), bool(p.get("passed")),
+                                           bool(p.get("chosen"))) for p in points),
+                         float(points[0]["gate"]), str(points[0]["quality_name"]))
+
+
+@dataclass(slots=True, frozen=True)
 class ServerStats:
     num_running: int
     num_waiting: int
@@ -227,6 +252,11 @@ class Services:
     def read_eval(self, artifact: Path) -> EvalSummary | None:
         path = artifact / "eval" / "results.json"
         return parse_results(json.loads(path.read_text())) if path.exists() else None
+
+    def read_pareto(self, artifact: Path) -> ParetoSummary | None:
+        # the auto search's validated points; None for an artifact of one scheme
+        path = artifact / "kvant.json"
+        return parse_pareto(json.loads(path.read_text())) if path.exists() else None
 
     def eval_data_dir(self) -> Path | None:
         value = os.environ.get(EVAL_DATA_ENV)

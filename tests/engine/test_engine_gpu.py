@@ -39,3 +39,24 @@ def test_cuda_greedy_matches_reference_forward(cuda_tiny, cfg):
     assert bm.num_free_blocks == bm.num_blocks
     if "num_kv_blocks" in cfg:
         assert llm.stats().num_preemptions > 0
+
+
+def test_mixed_batch_samples_in_the_graph(cuda_tiny):
+    """Greedy, seeded and top-k rows in one graph batch: greedy rows equal the reference, top_k=1 rows (sampled
+    outside the graph) too, seeded rows reproduce across runs and do sample."""
+    ps = prompts(12)
+    expected = [reference_greedy(cuda_tiny, p, 24) for p in ps]
+    llm = LLM.from_model(cuda_tiny, None, gpu_memory_utilization=0.3, max_num_seqs=16)
+    params = [GREEDY if i % 3 == 0 else
+              SamplingParams(temperature=1.0, top_k=1, max_tokens=24, ignore_eos=True) if i % 3 == 1 else
+              SamplingParams(temperature=1.5, seed=i, max_tokens=24, ignore_eos=True) for i in range(12)]
+    first = [o.outputs[0].token_ids for o in llm.generate(ps, params)]
+    again = [o.outputs[0].token_ids for o in llm.generate(ps, params)]
+    for i in range(12):
+        if i % 3 < 2:
+            assert first[i] == expected[i], i
+        else:
+            assert first[i] == again[i], i
+    assert any(first[i] != expected[i] for i in range(2, 12, 3))  # temperature 1.5 does sample
+    bm = llm.engine.block_manager
+    assert bm.num_free_blocks == bm.num_blocks

@@ -41,6 +41,26 @@ def naive_int4_asym(w, g):
     return q, scale, zp
 
 
+def naive_mse_range(block, symmetric):
+    # one group's (lo, hi) by brute force over llm-compressor's MSE grid: 20 shrinks 1 - i / 100, error sum |e| ** 2.4
+    lo0, hi0 = min(min(block), 0.0), max(max(block), 0.0)
+    best = None
+    for i in range(20):
+        p = 1 - i / 100
+        lo, hi = lo0 * p, hi0 * p
+        if symmetric:
+            s, z = max(-lo, hi) / 7.5, 0
+        else:
+            s = (hi - lo) / 15
+        s = max(float(torch.tensor(s).to(torch.bfloat16).float()), P.MIN_STORED_SCALE)
+        if not symmetric:
+            z = int(min(max(round(-8 - lo / s), -8), 7))
+        err = sum(abs((min(max(round(v / s + z), -8), 7) - z) * s - v) ** 2.4 for v in block)
+        if best is None or err < best[0]:
+            best = (err, s, z)
+    return best[1], best[2]
+
+
 def naive_pack(q):
     # bit layout from the research note: column 8w+j of a row in bits [4j, 4j+4) of word w, value + 8
     n, k = q.shape
@@ -78,6 +98,29 @@ def test_int4_asymmetric_matches_naive(w):
     deq = P.dequantize_int4(q, scale, zp, 32)
     # each value is within half a step of its group's grid (clamping only at the range ends, which hold 0 inside)
     assert float(((deq - (w + 0.5)).abs() / scale.float().repeat_interleave(32, 1)).max()) <= 0.5 + 1e-4
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int4_mse_observer_matches_naive_grid_search(w, symmetric):
+    x = w + 0.3 * (not symmetric)
+    x[0, 3] = 9.0  # an outlier: clipping it lowers the rest of its group's error
+    scale, zp = P.int4_qparams(x, 16, symmetric, observer="mse")
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1] // 16):
+            s, z = naive_mse_range([float(v) for v in x[r, j * 16:(j + 1) * 16]], symmetric)
+            assert float(scale[r, j]) == pytest.approx(s, rel=1e-6)
+            assert zp is None if symmetric else int(zp[r, j]) == z
+    # never worse than the full range on the error it minimises, and strictly better somewhere
+    full_scale, full_zp = P.int4_qparams(x, 16, symmetric)
+    err = lambda s, z: ((P.dequantize_int4(P.quantize_int4_with(x, s, z, 16), s, z, 16) - x).abs() ** 2.4
+                        ).reshape(x.shape[0], -1, 16).sum(-1)
+    assert bool((err(scale, zp) <= err(full_scale, full_zp) + 1e-6).all())
+    assert bool((err(scale, zp) < err(full_scale, full_zp) - 1e-6).any())
+
+
+def test_unknown_observer_is_refused(w):
+    with pytest.raises(ValueError, match="observer"):
+        P.int4_qparams(w, 16, observer="percentile")
 
 
 def test_fp8_per_channel_round_trip(w):

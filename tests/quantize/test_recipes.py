@@ -41,6 +41,7 @@ def test_w8a8_recipe_uses_smoothquant_and_gptq():
     ({"scheme": "W8A8_INT8", "smoothing_strength": 1.5}, "smoothing_strength"),
     ({"scheme": "W4A16", "algorithm": "gptq", "actorder": "group"}, "actorder"),
     ({"scheme": "W4A16", "kv_cache_scheme": "int8"}, "kv_cache_scheme"),
+    ({"scheme": "W4A16", "observer": "percentile"}, "observer"),
     ({"scheme": "W4A16", "calibration": {"num_samples": 0}}, "num_samples"),
     ({"group_size": 64}, "scheme"),
 ])

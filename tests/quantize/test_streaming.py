@@ -14,7 +14,7 @@ from kvant.quantize import artifact, calibrate
 from kvant.quantize.api import quantize
 from kvant.quantize.calibrate import plan_linears, quantize_layers
 from kvant.quantize.plan import Summary
-from kvant.quantize.recipe import load_recipe
+from kvant.quantize.recipe import load_recipe, recipe_from_dict
 from kvant.quantize.streaming import ActivationBudget, Activations, Checkpoint
 
 
@@ -79,6 +79,64 @@ def test_sharded_artifact_loads_with_the_same_tensors(tiny_models, tmp_path, mon
     a, b = load_model(whole, torch.float32), load_model(sharded, torch.float32)
     with torch.no_grad():
         assert torch.equal(a(ids, torch.arange(4)), b(ids, torch.arange(4)))
+
+
+def test_model_free_path_writes_shards_as_it_goes(tiny_models, tmp_path, monkeypatch):
+    # the data-free path hands each tensor to the shard writer as it is produced: shard files are on disk before the
+    # last weight is quantized, and the sharded artifact holds the same tensors as the one-file one
+    from kvant.quantize import model_free
+
+    recipe = {"scheme": "W4A16", "group_size": 128, "algorithm": "rtn"}
+    whole = quantize(str(tiny_models["llama"]), recipe_from_dict(recipe), tmp_path / "whole", device="cpu")
+    monkeypatch.setattr(artifact, "MAX_SHARD_BYTES", 64 << 10)
+    shards_seen = []
+    real = model_free.quantize_weight
+
+    def counting(*args, **kwargs):
+        shards_seen.append(len(list(tmp_path.glob(".sharded.kvant-tmp-*/shard-*.tmp"))))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_free, "quantize_weight", counting)
+    sharded = quantize(str(tiny_models["llama"]), recipe_from_dict(recipe), tmp_path / "sharded", device="cpu")
+    files = sorted(set(json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    assert shards_seen[-1] >= 2 and len(files) > shards_seen[-1]
+    with safe_open(str(whole / "model.safetensors"), "pt") as f:
+        want = {k: f.get_tensor(k) for k in f.keys()}
+    got = Checkpoint(sharded, None).read(list(want))
+    assert len(got) == len(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_model_free_path_maps_no_file_while_it_quantizes(tiny_models, tmp_path, monkeypatch):
+    # a mapping held across the loop counts every page read so far in host RSS (17 GiB for 8B on one file): each
+    # tensor is read through its own short-lived mapping, and none is open while a weight is quantized
+    import contextlib
+
+    from kvant.quantize import model_free
+
+    real_open, real_quantize = model_free.safe_open, model_free.quantize_weight
+    state = {"open": 0, "opens": 0, "quantized_while_open": 0, "quantized": 0}
+
+    @contextlib.contextmanager
+    def tracked(*args, **kwargs):
+        with real_open(*args, **kwargs) as f:
+            state["open"] += 1
+            state["opens"] += 1
+            try:
+                yield f
+            finally:
+                state["open"] -= 1
+
+    def quantize_weight(*args, **kwargs):
+        state["quantized"] += 1
+        state["quantized_while_open"] += state["open"] > 0
+        return real_quantize(*args, **kwargs)
+
+    monkeypatch.setattr(model_free, "safe_open", tracked)
+    monkeypatch.setattr(model_free, "quantize_weight", quantize_weight)
+    recipe = recipe_from_dict({"scheme": "W4A16", "group_size": 128, "algorithm": "rtn"})
+    quantize(str(tiny_models["llama"]), recipe, tmp_path / "art", device="cpu")
+    assert state["quantized"] == 2 * 7 and state["quantized_while_open"] == 0 and state["open"] == 0
+    assert state["opens"] > state["quantized"]
 
 
 def test_activations_spill_past_the_budget_and_round_trip(tmp_path):

@@ -122,3 +122,21 @@ def test_worker_event_backs_the_cancel_token():
         token.raise_if_cancelled("quantization")
     assert issubclass(Cancelled, KvantError)  # the CLI prints it on one line
     assert (fraction(1, 4), fraction(3, 0)) == (0.25, None)
+
+
+def test_pareto_plot_from_an_auto_manifest():
+    from kvant.tui.services import parse_pareto
+    from kvant.tui.widgets.pareto_plot import CHOSEN, FAIL, GATE, PASS, pareto_text
+
+    assert parse_pareto({"scheme": "w4a16"}) is None  # one scheme, no search: no plot
+    points = [{"bits_per_weight": b, "quality": q, "passed": q >= 0.8, "gate": 0.8,
+               "quality_name": "generative perplexity base / quantized"} for b, q in ((4.5, 0.6), (6.0, 0.9), (8.0, 1.0))]
+    points[1]["chosen"] = True
+    pareto = parse_pareto({"auto": {"points": points}})
+    assert [p.chosen for p in pareto.points] == [False, True, False] and pareto.gate == 0.8
+    rows = str(pareto_text(pareto, width=8, height=5)).splitlines()[1:6]  # the plot's rows, top (quality 1.0) first
+    cells = [r.split("┤", 1)[1] for r in rows]
+    # y spans 0.6..1.0 over 5 rows (0.1 per row), x 4.5..8.0 over 8 columns (0.5 bits per column)
+    assert cells[0][7] == PASS and cells[1][3] == CHOSEN and cells[4][0] == FAIL
+    assert cells[2] == GATE * 8 and rows[2].lstrip().startswith("0.800")
+    assert rows[0].lstrip().startswith("1.000") and rows[4].lstrip().startswith("0.600")

@@ -144,6 +144,9 @@ async def test_evaluate_shows_table_bars_and_verdict(fake):
         assert "gate FAILED" in text_of(verdict) and verdict.has_class("fail")
         bars = text_of(screen.query_one("#bars"))
         assert "hellaswag" in bars and f"{QUANT['hellaswag'] / BASE['hellaswag']:6.1%}" in bars
+        plot = text_of(screen.query_one("#pareto"))  # the fake's auto points: one failed, one chosen, one passed
+        assert plot.count("✗") == 2 and plot.count("◉") == 2 and plot.count("●") == 2  # legend + point each
+        assert "chosen: 6.41 bits per weight" in plot and "5.29" in plot and "7.65" in plot
 
 
 async def test_evaluate_error_is_shown_not_raised(tmp_path):

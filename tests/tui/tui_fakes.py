@@ -6,7 +6,7 @@ from pathlib import Path
 from kvant.artifact.errors import KvantError
 from kvant.artifact.progress import CancelToken
 from kvant.eval.inventory import ArtifactRow
-from kvant.tui.services import (EvalRow, EvalSummary, ModelEntry, PushOutcome, RecipeInfo, ServerHandle,
+from kvant.tui.services import (EvalRow, EvalSummary, ModelEntry, ParetoPoint, ParetoSummary, PushOutcome, RecipeInfo, ServerHandle,
                                 ServerStats)
 
 NUM_LAYERS = 4
@@ -121,6 +121,11 @@ class FakeServices:
 
     def read_eval(self, artifact: Path) -> EvalSummary | None:
         return None
+
+    def read_pareto(self, artifact: Path) -> ParetoSummary | None:
+        # an auto artifact's three validated points (the demo's 2026-12-05 search), the middle one chosen
+        return ParetoSummary((ParetoPoint(5.29, 0.753, False, False), ParetoPoint(6.41, 0.887, True, True),
+                              ParetoPoint(7.65, 0.978, True, False)), 0.8, "generative perplexity base / quantized")
 
     def eval_data_dir(self) -> Path | None:
         return None

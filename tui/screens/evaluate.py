@@ -8,6 +8,7 @@ from textual.widgets import Button, Input, Label, Switch
 from kvant.tui.messages import JobStopped, Progress
 from kvant.tui.screens.base import KvantScreen, cancel_token
 from kvant.tui.services import EvalSummary
+from kvant.tui.widgets.pareto_plot import ParetoPlot
 from kvant.tui.widgets.progress_panel import ProgressPanel
 from kvant.tui.widgets.recovery_bars import RecoveryBars
 from kvant.tui.widgets.recovery_table import RecoveryTable
@@ -37,6 +38,7 @@ class EvaluateScreen(KvantScreen):
         yield Label("", id="verdict", classes="banner")
         yield RecoveryTable(id="table")
         yield RecoveryBars(id="bars")
+        yield ParetoPlot(id="pareto")
 
     def on_mount(self) -> None:
         data_dir = self.services.eval_data_dir()
@@ -47,9 +49,10 @@ class EvaluateScreen(KvantScreen):
     def on_screen_resume(self) -> None:
         artifact = self.take_artifact()
         if artifact is not None:
-            self._show(self.services.read_eval(artifact))
+            self._show(self.services.read_eval(artifact), artifact)
 
-    def _show(self, summary: EvalSummary | None) -> None:
+    def _show(self, summary: EvalSummary | None, artifact: Path | None) -> None:
+        self.query_one("#pareto", ParetoPlot).show(None if artifact is None else self.services.read_pareto(artifact))
         self.query_one("#table", RecoveryTable).show(summary)
         self.query_one("#bars", RecoveryBars).show(summary)
         verdict = self.query_one("#verdict", Label)
@@ -98,7 +101,7 @@ class EvaluateScreen(KvantScreen):
 
     def job_done(self, group: str, result: object) -> None:
         self.query_one("#progress", ProgressPanel).finish("evaluation finished")
-        self._show(result)
+        self._show(result, Path(self.query_one("#artifact", Input).value.strip()).expanduser())
 
     def job_failed(self, group: str, message: str) -> None:
         self.query_one("#progress", ProgressPanel).finish(f"evaluation {message}")
