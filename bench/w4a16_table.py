@@ -86,7 +86,7 @@ def rows_for_shape(kmod, name, k, n, row_counts, hbm, all_variants=False, tune_t
     packs = [w4a16_layout.repack_w4(p, s, GROUP) for p, s in w4]  # the layout the engine makes at load
     for m in row_counts:
         x = xs[m]
-        variants = {"int4 dispatch (checkpoint layout)": w4k.w4a16_gemm}
+        variants = {"int4 dispatch (checkpoint layout)": w4k.w4a16_gemm} if all_variants else {}
         if all_variants and m == 1:
             variants["int4 gemv"] = w4k.w4a16_gemv_triton
         if all_variants and m > 1:
@@ -96,7 +96,8 @@ def rows_for_shape(kmod, name, k, n, row_counts, hbm, all_variants=False, tune_t
                 check=lambda fn=fn: fn(x, w4[0][0], w4[0][1], GROUP))
         repacked = {"int4 repacked dispatch": w4a16_repacked.w4a16_repacked_gemm}
         if m == 1:
-            repacked["int4 fast gemv (planes)"] = w4a16_fast_gemv.w4a16_fast_gemv_triton
+            repacked["int4 fast gemv (planes)"] = lambda *a: w4a16_fast_gemv.w4a16_fast_gemv_triton(
+                *a, config=w4a16_fast_gemv.FAST_GEMV_CONFIG[:5] + (False,))
             repacked["int4 fast gemv (pairs)"] = lambda *a: w4a16_fast_gemv.w4a16_fast_gemv_triton(
                 *a, config=w4a16_fast_gemv.FAST_GEMV_CONFIG[:5] + (True,))
         repacked["int4 swap-AB"] = w4a16_swapab.w4a16_swapab_triton
@@ -153,7 +154,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT"))
     ap.add_argument("--rows", default="1,4,16,64,256")
     ap.add_argument("--shapes", default=",".join(SHAPES))
-    ap.add_argument("--all", action="store_true", help="also the checkpoint-layout GEMV and tile kernels")
+    ap.add_argument("--all", action="store_true", help="also the checkpoint-layout kernels (dispatch, GEMV, tile)")
     ap.add_argument("--tune", action="store_true",
                     help="also tune the repacked kernels per shape and rows ($KVANT_HOME/w4a16_tune.json, copied to --out)")
     a = ap.parse_args()
@@ -173,12 +174,12 @@ def main() -> None:
                 r["vs_bf16"] = round(base / r["us"], 2)
                 print(f"{name:8s} m={r['m']:4d} {r['format']:34s} {r['us']:8.2f} us {r['pct_copy']:5.1f}% copy "
                       f"{r['vs_bf16']:5.2f}x bf16 err {r['err']}", flush=True)
+        if a.out:  # after each shape: a step stopped at its time limit keeps what it measured
+            Path(a.out, "w4a16_table.json").write_text(json.dumps(dict(
+                device=torch.cuda.get_device_name(), copy_GBps=hbm, group=GROUP, rows=rows), indent=1))
     if a.out and a.tune:
         from kvant.kernels.w4a16_tune import table_path
         Path(a.out, "w4a16_tune.json").write_text(table_path().read_text())
-    if a.out:
-        Path(a.out, "w4a16_table.json").write_text(json.dumps(dict(
-            device=torch.cuda.get_device_name(), copy_GBps=hbm, group=GROUP, rows=rows), indent=1))
 
 
 if __name__ == "__main__":

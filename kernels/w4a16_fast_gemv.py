@@ -14,9 +14,9 @@ from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_args import MAGIC, largest_pow2_divisor
 from kvant.kernels.w4a16_layout import check_repacked
 
-# (BLOCK_N, BLOCK_K, num_warps, num_stages, waves, pairs): the checkpoint-layout GEMV's H200 best (bench/RESULTS.md);
-# the pairs variant measured slower there at 1 row in its first (4-D, multi-row) form: bench/RESULTS.md, 2026-12-05
-FAST_GEMV_CONFIG = (16, 1024, 4, 3, 2, False)
+# (BLOCK_N, BLOCK_K, num_warps, num_stages, waves, pairs): H100 2026-12-05 (bench/RESULTS.md), this one-row form:
+# pairs 12.74 us against planes 13.67 us on qkv 4096x6144 g128, and the tuner's pick on qkv and o
+FAST_GEMV_CONFIG = (16, 1024, 4, 3, 2, True)
 F128 = tl.constexpr(0x43000000)  # fp32 128.0; a nibble u in bits 16..19 of its mantissa makes 128 + u
 
 

@@ -12,9 +12,8 @@ from kvant.kernels.w4a16_tune import lookup
 
 # H200 table of 2026-12-05 (bench/RESULTS.md), Llama-3.1-8B shapes: swap-AB beat the checkpoint-layout kernels at
 # 4-64 rows (4 rows 0.93-1.29x bf16 against 0.85-1.02x); at 256 rows dequantize + cuBLAS beat it (0.51-0.67x against
-# 0.42-0.50x); 65..255 rows were not measured, so the bound sits between. One row: the GEMV in its planes form, whose
-# SASS under the GPU's Triton 3.6 matches the checkpoint-layout GEMV measured at 1.21-1.54x bf16 in that table
-# (72 registers, 1,104 vs 1,112 instructions, same op mix); not yet timed itself.
+# 0.42-0.50x); 65..255 rows were not measured, so the bound sits between. One row: the one-row GEMV, 1.62x (planes)
+# and 1.74x (pairs, the default) bf16 cuBLAS on qkv in the H100 table of 2026-12-05 (bench/RESULTS.md).
 GEMV_MAX_M = 1
 SWAPAB_MAX_M = 128
 

@@ -1,0 +1,38 @@
+"""The repacked W4A16 kernels (one-row GEMV in both forms, swap-AB tile with and without split-K) compiled for sm_90 on
+the CPU, as tests/kernels/test_compile_sm90.py does for RoPE + KV store: the interpreter this folder runs under does
+not lower tl.dot to wgmma nor check register-level types. Subprocess: TRITON_INTERPRET=1 replaces @triton.jit."""
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from kvant.kernels import w4a16_fast_gemv as g, w4a16_swapab as s
+
+def compile90(fn, names, types, constexprs, warps, stages):
+    sig = dict(zip(names, types), **{k: "constexpr" for k in constexprs})
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages)).asm["ptx"]
+    assert ".target sm_90" in ptx and "st.global" in ptx, (fn.__name__, constexprs)
+    print("compiled", fn.__name__, constexprs)
+
+ptrs = ["*bf16", "*i32", "*bf16", "*bf16", "*bf16", "*fp32", "*i32"]
+names = ["x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "ws_ptr", "cnt_ptr", "N", "K", "stride_wn", "TILES_PER_SPLIT"]
+for hz, split, pairs, group in [(False, 1, False, 128), (True, 4, False, 32), (False, 4, True, 64), (True, 1, True, 128)]:
+    compile90(g._fast_gemv_kernel, names, ptrs + ["i32"] * 4,
+              dict(HAS_ZP=hz, SPLIT=split, PAIRS=pairs, GROUP=group, NG=1024 // group, BLOCK_N=16), 4, 3)
+names = ["x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "ws_ptr", "cnt_ptr", "M", "N", "K", "G", "stride_xm",
+         "stride_wn", "stride_om", "TILES_PER_SPLIT"]
+for hz, split, bm, bn in [(False, 4, 16, 64), (True, 2, 64, 64), (False, 1, 128, 128)]:
+    compile90(s._swapab_kernel, names, ptrs + ["i32"] * 8,
+              dict(HAS_ZP=hz, SPLIT=split, BF16=True, UPCAST=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128), 4, 3)
+"""
+
+
+def test_repacked_w4a16_kernels_compile_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-P", "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("compiled") == 7
