@@ -62,8 +62,8 @@ def block_m(m: int) -> int:
 
 def candidates(m: int) -> list[tuple[int, int, int, int, int]]:
     """(BLOCK_N, BLOCK_K, num_warps, num_stages, waves) worth timing at m rows."""
-    return [(bn, bk, 4, stages, waves) for bn in (64, 128) for bk in (128, 256) for stages in (3, 4)
-            for waves in (1, 2) if not (bn == 128 and bk == 256 and m > 16)]
+    return [(bn, bk, 4, 4, waves) for bn in (64, 128) for bk in (128, 256) for waves in (1, 2)
+            if not (bn == 128 and bk == 256 and m > 16)]
 
 
 def skinny_gemm_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
