@@ -5,7 +5,6 @@ import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, num_sms, on_cuda, scale_float, scale_value
 from kvant.kernels.formats import FP8
-from kvant.kernels.splitk import splitk_buffers
 
 LOG2E = 1.4426950408889634
 
@@ -152,8 +151,8 @@ def _dot(a, b, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, cnt_ptr, qk_scale,
-                   k_scale, v_scale, stride_qb, stride_qh, stride_ob, stride_oh, stride_bt, CHUNK,
+def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, qk_scale, k_scale,
+                   v_scale, stride_qb, stride_qh, stride_ob, stride_oh, stride_bt, CHUNK,
                    HKV: tl.constexpr, GROUP: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
                    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
                    IS_FP8: tl.constexpr, UPCAST: tl.constexpr):
@@ -195,29 +194,21 @@ def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, 
         row = (b * (HKV * GROUP) + heads) * NUM_SPLITS + sp  # mid tensors are [B, Hq, NUM_SPLITS(, D)]
         tl.store(mid_o_ptr + row[:, None] * D + d[None, :], o, mask=hmask[:, None])
         tl.store(mid_lse_ptr + row, lse, mask=hmask)
-        # the last split of this (sequence, kv head) to finish merges all splits: no separate combine launch
-        tl.debug_barrier()  # every thread's partial is issued before the release below
-        arrived = tl.atomic_add(cnt_ptr + b * HKV + kvh, 1, sem="acq_rel", scope="gpu")
-        if arrived == NUM_SPLITS - 1:
-            first = (b * (HKV * GROUP) + heads) * NUM_SPLITS  # [BLOCK_H]
-            m_all = tl.full((BLOCK_H,), float("-inf"), tl.float32)
-            for s_i in range(NUM_SPLITS):
-                m_all = tl.maximum(m_all, tl.load(mid_lse_ptr + first + s_i, mask=hmask, other=float("-inf"),
-                                                  cache_modifier=".cg"))
-            m_all = tl.where(m_all == float("-inf"), 0.0, m_all)  # rows of padding heads
-            total = tl.zeros((BLOCK_H, D), tl.float32)
-            w_sum = tl.zeros((BLOCK_H,), tl.float32)
-            for s_i in range(NUM_SPLITS):
-                w = tl.exp2(tl.load(mid_lse_ptr + first + s_i, mask=hmask, other=float("-inf"),
-                                    cache_modifier=".cg") - m_all)
-                part = tl.load(mid_o_ptr + (first + s_i)[:, None] * D + d[None, :], mask=hmask[:, None], other=0.0,
-                               cache_modifier=".cg")
-                total += part * w[:, None]
-                w_sum += w
-            o = total / tl.where(w_sum == 0.0, 1.0, w_sum)[:, None]
-            tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :],
-                     o.to(out_ptr.dtype.element_ty), mask=hmask[:, None])
-            tl.atomic_xchg(cnt_ptr + b * HKV + kvh, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def _combine_kernel(mid_o_ptr, mid_lse_ptr, out_ptr, stride_ob, stride_oh, HQ: tl.constexpr, D: tl.constexpr,
+                    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr):
+    b, h = tl.program_id(0), tl.program_id(1)
+    sp = tl.arange(0, BLOCK_S)
+    smask = sp < NUM_SPLITS
+    row = (b * HQ + h) * NUM_SPLITS + sp
+    lse = tl.load(mid_lse_ptr + row, mask=smask, other=float("-inf"))
+    w = tl.exp2(lse - tl.max(lse, axis=0))
+    d = tl.arange(0, D)
+    o = tl.load(mid_o_ptr + row[:, None] * D + d[None, :], mask=smask[:, None], other=0.0)
+    o = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
+    tl.store(out_ptr + b * stride_ob + h * stride_oh + d, o.to(out_ptr.dtype.element_ty))
 
 
 def _check_cache(q, k_cache, v_cache):
@@ -252,13 +243,15 @@ def paged_attention_decode_triton(q, k_cache, v_cache, block_tables, context_len
     splits = triton.cdiv(max_ctx, chunk)
     mid_o = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device) if splits > 1 else out
     mid_lse = torch.empty(b, hq, splits, dtype=torch.float32, device=q.device) if splits > 1 else out
-    cnt = splitk_buffers(q.device, b * hkv, 1, 1)[1]  # one arrival counter per (sequence, kv head), kept zeroed
     upcast = interpreted(_decode_kernel) and q.dtype == torch.bfloat16
     _decode_kernel[(b, hkv, splits)](
-        q, kc, vc, block_tables, context_lens, out, mid_o, mid_lse, cnt, scale * LOG2E, scale_float(k_scale),
+        q, kc, vc, block_tables, context_lens, out, mid_o, mid_lse, scale * LOG2E, scale_float(k_scale),
         scale_float(v_scale), q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0), chunk,
         HKV=hkv, GROUP=hq // hkv, BLOCK_H=max(16, triton.next_power_of_2(hq // hkv)), D=d, BLOCK_SIZE=bs,
         BLOCK_N=block_n, NUM_SPLITS=splits, IS_FP8=k_cache.dtype == FP8, UPCAST=upcast, num_warps=4, num_stages=2)
+    if splits > 1:
+        _combine_kernel[(b, hq)](mid_o, mid_lse, out, out.stride(0), out.stride(1), HQ=hq, D=d, NUM_SPLITS=splits,
+                                 BLOCK_S=triton.next_power_of_2(splits), num_warps=4)
     return out
 
 

@@ -18,6 +18,7 @@ from kvant.kernels.dispatch import interpreted, num_sms
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 
 MAX_M = 64  # the largest row count this kernel is offered for
+SMEM_BUDGET = 200 * 1024  # bytes of pipelined tiles a candidate may hold (Hopper has 227 KiB per block)
 
 
 def skinny_gemm_ref(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,8 +63,9 @@ def block_m(m: int) -> int:
 
 def candidates(m: int) -> list[tuple[int, int, int, int, int]]:
     """(BLOCK_N, BLOCK_K, num_warps, num_stages, waves) worth timing at m rows."""
-    return [(bn, bk, 4, 4, waves) for bn in (64, 128) for bk in (128, 256) for waves in (1, 2)
-            if not (bn == 128 and bk == 256 and m > 16)]
+    stages = 4
+    return [(bn, bk, 4, stages, waves) for bn in (64, 128) for bk in (128, 256) for waves in (1, 2)
+            if (bn + block_m(m)) * bk * 2 * stages <= SMEM_BUDGET]
 
 
 def skinny_gemm_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,

@@ -78,9 +78,8 @@ def test_store_kvcache(cache):
     torch.testing.assert_close(caches[1].float(), caches[3].float(), atol=0, rtol=0)
 
 
-def test_decode_merges_splits_in_kernel_call_after_call():
-    # the last split to arrive merges the others (no combine launch); its arrival counters must be left at zero for
-    # the next call, also when the batch and the split count change between calls
+def test_decode_call_after_call_with_changing_splits():
+    # the split count follows the batch and the block table's width: calls in a row with different ones stay right
     g = torch.Generator().manual_seed(7)
     for lens, hkv in (([600, 300], 2), ([900], 1), ([600, 300], 2)):
         kc, vc, _, _ = _paged_cache(len(lens) * 60, 16, hkv, 32, torch.float16, g)
