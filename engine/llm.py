@@ -180,8 +180,8 @@ class LLM(EngineFront):
             results: dict[str, RequestOutput] = {}
             bar = _progress(len(prompts)) if use_tqdm else None
             while len(results) < len(prompts):
-                for out in engine.step():
-                    if out.finished and out.request_id in wanted:
+                for out in engine.step(finished_only=True):
+                    if out.request_id in wanted:
                         results[out.request_id] = out
                         if bar is not None:
                             bar.update(1)
