@@ -15,9 +15,10 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, num_sms
-from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
+from kvant.kernels.splitk import split_count, splitk_buffers
 
 MAX_M = 64  # the largest row count this kernel is offered for
+KERNEL_VERSION = 2  # in the on-disk table's keys: a changed kernel is measured again, never trusted from an old table
 SMEM_BUDGET = 200 * 1024  # bytes of pipelined tiles a candidate may hold (Hopper has 227 KiB per block)
 
 
@@ -29,7 +30,7 @@ def skinny_gemm_ref(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None 
 
 @triton.jit
 def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xm, stride_wn, stride_om,
-                   TILES_PER_SPLIT, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, UPCAST: tl.constexpr,
+                   TILES_PER_SPLIT, SPLIT, HAS_BIAS: tl.constexpr, REDUCE: tl.constexpr, UPCAST: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # acc [BLOCK_N, BLOCK_M] = w tile [BLOCK_N, BLOCK_K] @ x tile^T [BLOCK_K, BLOCK_M], over this split's K tiles
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -53,8 +54,21 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, strid
         if pid_k == 0:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
     out = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
-    store_or_reduce(acc, out, mask_n[:, None] & mask_m[None, :], ws_ptr, cnt_ptr, pid_m * tl.num_programs(0) + pid_n,
-                    pid_k, SPLIT, BLOCK_N, BLOCK_M)
+    mask = mask_n[:, None] & mask_m[None, :]
+    if REDUCE:  # as kvant.kernels.splitk.store_or_reduce, with the split count a run-time value (fewer compiles)
+        tile = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+        tile_id = pid_m * tl.num_programs(0) + pid_n
+        base = ws_ptr + tile_id.to(tl.int64) * (SPLIT * BLOCK_N * BLOCK_M)
+        tl.store(base + pid_k * (BLOCK_N * BLOCK_M) + tile, acc)
+        tl.debug_barrier()  # every thread's partial is issued before the release below
+        if tl.atomic_add(cnt_ptr + tile_id, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
+            total = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            for s in range(SPLIT):  # in split order: deterministic
+                total += tl.load(base + s * (BLOCK_N * BLOCK_M) + tile, cache_modifier=".cg")
+            tl.store(out, total.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
+    else:
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def block_m(m: int) -> int:
@@ -62,9 +76,11 @@ def block_m(m: int) -> int:
 
 
 def candidates(m: int) -> list[tuple[int, int, int, int, int]]:
-    """(BLOCK_N, BLOCK_K, num_warps, num_stages, waves) worth timing at m rows."""
+    """(BLOCK_N, BLOCK_K, num_warps, num_stages, waves) worth timing at m rows: the three tiles that won somewhere on
+    the H200 (bench/RESULTS.md, 2026-12-06; 64x128/128x256 never did), each at one and two waves of programs (a
+    run-time value: no extra compile)."""
     stages = 4
-    return [(bn, bk, 4, stages, waves) for bn in (64, 128) for bk in (128, 256) for waves in (1, 2)
+    return [(bn, bk, 4, stages, waves) for bn, bk in ((64, 128), (64, 256), (128, 128)) for waves in (1, 2)
             if (bn + block_m(m)) * bk * 2 * stages <= SMEM_BUDGET]
 
 
@@ -88,7 +104,7 @@ def skinny_gemm_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | No
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _skinny_kernel[(*grid_mn, split)](
         x, w, bias if bias is not None else w, out, ws, cnt, m, n, k, x.stride(0), w.stride(0), out.stride(0),
-        per_split, HAS_BIAS=bias is not None, SPLIT=split, UPCAST=interpreted(_skinny_kernel), BLOCK_M=bm,
+        per_split, split, HAS_BIAS=bias is not None, REDUCE=split > 1, UPCAST=interpreted(_skinny_kernel), BLOCK_M=bm,
         BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return out
 
@@ -119,7 +135,8 @@ def pick(w: torch.Tensor, m: int, has_bias: bool, timer=None) -> tuple[int, ...]
     """The config of this kernel that beat cuBLAS (torch.nn.functional.linear) on this card for w's shape and dtype
     at m rows, or None where cuBLAS was as fast or faster. Measured once per card and kept on disk."""
     n, k = w.shape
-    key = f"{torch.cuda.get_device_name(w.device)}|{str(w.dtype)[6:]}|K{k}|N{n}|m{m}|{'bias' if has_bias else ''}"
+    key = (f"v{KERNEL_VERSION}|{torch.cuda.get_device_name(w.device)}|{str(w.dtype)[6:]}|K{k}|N{n}|m{m}|"
+           f"{'bias' if has_bias else ''}")
     table = _table()
     if key not in table:
         table[key] = _measure(w, m, has_bias, timer)
@@ -129,7 +146,7 @@ def pick(w: torch.Tensor, m: int, has_bias: bool, timer=None) -> tuple[int, ...]
 
 
 def _measure(w: torch.Tensor, m: int, has_bias: bool, timer=None):
-    timer = timer or (lambda fn: triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median"))
+    timer = timer or (lambda fn: triton.testing.do_bench(fn, warmup=3, rep=10, return_mode="median"))
     gen = torch.Generator(device=w.device).manual_seed(0)
     x = torch.randn(m, w.shape[1], device=w.device, dtype=w.dtype, generator=gen)
     bias = torch.randn(w.shape[0], device=w.device, dtype=w.dtype, generator=gen) if has_bias else None
