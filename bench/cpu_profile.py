@@ -1,0 +1,56 @@
+"""Where a CPU decode step's time goes, kvant against HF transformers: torch.profiler over N greedy decode tokens.
+
+    OMP_NUM_THREADS=2 python -P bench/cpu_profile.py --dtype float32 --tokens 32 [--model PATH] [--json out.json]
+
+Both sides generate `--tokens` new tokens after a warm-up call; the profile covers the whole call (prefill included)
+and lists, per side, the ops by self CPU time with call counts per decode token, so the ops kvant runs that HF does
+not (and the reverse) stand out.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from cpu_vs_hf import PROMPT, hf_runner, kvant_runner
+
+
+def table(run, n: int, top: int) -> list[dict]:
+    run(n)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(n)
+    rows = []
+    for e in prof.key_averages():
+        rows.append({"op": e.key, "calls_per_token": e.count / n, "self_ms_per_token": e.self_cpu_time_total / 1e3 / n})
+    rows.sort(key=lambda r: -r["self_ms_per_token"])
+    return rows[:top]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto (an INT4 artifact)")
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from kvant.engine.registry import resolve_model
+
+    path = resolve_model(args.model)
+    out = {"prompt": PROMPT, "dtype": args.dtype, "tokens": args.tokens, "threads": args.threads}
+    out["kvant"] = table(kvant_runner(path, args.dtype), args.tokens, args.top)
+    out["hf"] = table(hf_runner(path, args.dtype)[0], args.tokens, args.top)
+    for side in ("kvant", "hf"):
+        total = sum(r["self_ms_per_token"] for r in out[side])
+        print(f"== {side} ({args.dtype}): top {args.top} ops, {total:.2f} ms/token of self CPU time")
+        for r in out[side]:
+            print(f"  {r['self_ms_per_token']:8.3f} ms  {r['calls_per_token']:8.1f} calls  {r['op']}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
