@@ -8,12 +8,14 @@ not (and the reverse) stand out.
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from cpu_vs_hf import PROMPT, hf_runner, kvant_runner
+sys.path.insert(0, str(Path(__file__).parent))  # python -P leaves the script's folder off the path
+from cpu_vs_hf import PROMPT, hf_runner, kvant_runner  # noqa: E402
 
 
 def table(run, n: int, top: int) -> list[dict]:

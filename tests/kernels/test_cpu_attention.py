@@ -1,8 +1,8 @@
-"""The CPU step path (kernels.cpu_attention, rms_norm_torch) against the torch references it stands in for."""
+"""The CPU step path (kernels.cpu_attention, rms_norm_torch, silu_and_mul_torch) against the torch references it stands in for."""
 import pytest
 import torch
 
-from kvant.kernels import cpu_attention, kv_store, paged_attention, rmsnorm, rope
+from kvant.kernels import activation, cpu_attention, kv_store, paged_attention, rmsnorm, rope
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
 
@@ -94,3 +94,13 @@ def test_decode_gathers_scattered_blocks_and_masks_shorter_sequences(dtype, ctx_
 def test_other_steps_take_the_paged_path(q_lens, ctx_lens, tables):
     step = _run(q_lens, ctx_lens, tables, 16, 4, 2, 8, torch.float32, torch.Generator().manual_seed(5))
     assert step.mode == "paged"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_silu_and_mul_torch_is_transformers_act_in_fp32(dtype):
+    x = torch.randn(3, 2, 20, generator=torch.Generator().manual_seed(6)).mul(4).to(dtype)
+    g, u = x[..., :10].float(), x[..., 10:].float()
+    got = activation.silu_and_mul_torch(x)
+    assert got.dtype == dtype and got.shape == (3, 2, 10)
+    assert torch.equal(got, (torch.nn.SiLU()(g) * u).to(dtype))
+    torch.testing.assert_close(got, activation.silu_and_mul_ref(x), **TOL[dtype])
