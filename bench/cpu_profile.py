@@ -2,9 +2,9 @@
 
     OMP_NUM_THREADS=2 python -P bench/cpu_profile.py --dtype float32 --tokens 32 [--model PATH] [--json out.json]
 
-Both sides generate `--tokens` new tokens after a warm-up call; the profile covers the whole call (prefill included)
-and lists, per side, the ops by self CPU time with call counts per decode token, so the ops kvant runs that HF does
-not (and the reverse) stand out.
+Both sides generate after a warm-up call; a call making `--tokens` + 1 new tokens is profiled against one making 1,
+and the difference over `--tokens` lists, per side, the ops of one decode step by self CPU time with their call
+counts, so the ops kvant runs that HF does not (and the reverse) stand out.
 """
 import argparse
 import json
@@ -18,14 +18,22 @@ sys.path.insert(0, str(Path(__file__).parent))  # python -P leaves the script's 
 from cpu_vs_hf import PROMPT, hf_runner, kvant_runner  # noqa: E402
 
 
-def table(run, n: int, top: int) -> list[dict]:
-    run(n)
+def _ops(run, n: int) -> dict[str, tuple[int, float]]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run(n)
+    return {e.key: (e.count, e.self_cpu_time_total / 1e3) for e in prof.key_averages()}
+
+
+def table(run, n: int, top: int) -> list[dict]:
+    """Per decode step: the profile of a call making n + 1 tokens less that of a call making 1 (prefill and the
+    first token), divided by n."""
+    run(n + 1)
+    one, full = _ops(run, 1), _ops(run, n + 1)
     rows = []
-    for e in prof.key_averages():
-        rows.append({"op": e.key, "calls_per_token": e.count / n, "self_ms_per_token": e.self_cpu_time_total / 1e3 / n})
-    rows.sort(key=lambda r: -r["self_ms_per_token"])
+    for op, (count, ms) in full.items():
+        c0, ms0 = one.get(op, (0, 0.0))
+        rows.append({"op": op, "calls_per_step": (count - c0) / n, "self_ms_per_step": (ms - ms0) / n})
+    rows.sort(key=lambda r: -r["self_ms_per_step"])
     return rows[:top]
 
 
@@ -46,10 +54,10 @@ def main() -> None:
     out["kvant"] = table(kvant_runner(path, args.dtype), args.tokens, args.top)
     out["hf"] = table(hf_runner(path, args.dtype)[0], args.tokens, args.top)
     for side in ("kvant", "hf"):
-        total = sum(r["self_ms_per_token"] for r in out[side])
-        print(f"== {side} ({args.dtype}): top {args.top} ops, {total:.2f} ms/token of self CPU time")
+        total = sum(r["self_ms_per_step"] for r in out[side])
+        print(f"== {side} ({args.dtype}): top {args.top} ops of a decode step, {total:.2f} ms of self CPU time")
         for r in out[side]:
-            print(f"  {r['self_ms_per_token']:8.3f} ms  {r['calls_per_token']:8.1f} calls  {r['op']}")
+            print(f"  {r['self_ms_per_step']:8.3f} ms  {r['calls_per_step']:8.1f} calls  {r['op']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
 
