@@ -5,6 +5,7 @@ theirs, and everyone reads it through `read`, which validates the fields the oth
 """
 import hashlib
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def hash_file(h, path: Path) -> str:
 
 def sha256_file(path: Path) -> str:
     return hash_file(hashlib.sha256(), path)
+
+
+def apply_umask(path: Path) -> None:
+    """Give a file the mode any new file of the user's gets (0666 less the umask): safetensors, mkstemp and copies of
+    owner-only files make 0600 ones."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def is_hidden(rel: str) -> bool:

@@ -5,7 +5,8 @@
 One greedy request (a short chat prompt, EOS ignored) per run; tok/s = new tokens / wall time of the whole call
 (prefill included, for both). Cases: the base model in fp32 and bf16, and an INT4 (W4A16) artifact, which HF loads
 through compressed-tensors. Each round runs every case's kvant then HF, so a neighbour's load on a shared machine
-hits both sides of a pair alike; the figure kept per side is the best round.
+hits both sides of a pair alike; the figure kept per side is the best round. Both decode greedily, so each case also
+reports the first new token where their continuations differ (None: all equal).
 """
 import argparse
 import gc
@@ -25,9 +26,9 @@ def kvant_runner(path: Path, dtype: str):
     text = llm.tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
     ids = llm.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def run(n: int) -> int:
+    def run(n: int) -> list[int]:
         out = llm.generate([ids], SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True))
-        return len(out[0].outputs[0].token_ids)
+        return list(out[0].outputs[0].token_ids)
 
     return run
 
@@ -41,21 +42,26 @@ def hf_runner(path: Path, dtype: str):
     text = tok.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
     ids = tok(text, add_special_tokens=False, return_tensors="pt")  # the same ids kvant gets
 
-    def run(n: int) -> int:
+    def run(n: int) -> list[int]:
         with torch.inference_mode():
             out = model.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-        return out.shape[1] - ids["input_ids"].shape[1]
+        return out[0, ids["input_ids"].shape[1]:].tolist()
 
     return run, str(next(model.parameters()).dtype)
 
 
-def timed(run, n: int) -> float:
+def timed(run, n: int, tokens: dict, side: str) -> float:
     t0 = time.perf_counter()
     got = run(n)
     seconds = time.perf_counter() - t0
-    if got != n:
-        raise RuntimeError(f"asked for {n} new tokens, got {got}")
+    if len(got) != n:
+        raise RuntimeError(f"asked for {n} new tokens, got {len(got)}")
+    tokens[side] = got
     return n / seconds
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
 
 
 def main() -> None:
@@ -83,13 +89,17 @@ def main() -> None:
         kvant = kvant_runner(path, kvant_dtype)
         hf, hf_dtype_used = hf_runner(path, hf_dtype)
         kvant(8), hf(8)  # warm-up: first-call allocations and lazy inits on both sides
-        rows = []
+        rows, tokens = [], {}
         for _ in range(args.rounds):
-            rows.append((timed(kvant, args.new_tokens), timed(hf, args.new_tokens)))
+            rows.append((timed(kvant, args.new_tokens, tokens, "kvant"), timed(hf, args.new_tokens, tokens, "hf")))
             print(f"{case}: kvant {rows[-1][0]:.1f} tok/s, HF {rows[-1][1]:.1f} tok/s", flush=True)
         k, h = max(r[0] for r in rows), max(r[1] for r in rows)
-        results[case] = {"kvant_tok_s": k, "hf_tok_s": h, "ratio": k / h, "rounds": rows, "hf_dtype": hf_dtype_used}
-        print(f"{case}: best kvant {k:.1f}, HF {h:.1f}, ratio {k / h:.2f}", flush=True)
+        # greedy on both sides: the index of the first new token where they differ (None: all equal)
+        diff = first_difference(tokens["kvant"], tokens["hf"])
+        results[case] = {"kvant_tok_s": k, "hf_tok_s": h, "ratio": k / h, "rounds": rows, "hf_dtype": hf_dtype_used,
+                         "first_token_difference": diff}
+        print(f"{case}: best kvant {k:.1f}, HF {h:.1f}, ratio {k / h:.2f}, first token difference {diff}",
+              flush=True)
         del kvant, hf
         gc.collect()
     meta = {"threads": args.threads, "new_tokens": args.new_tokens, "rounds": args.rounds, "torch": torch.__version__,

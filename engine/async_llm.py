@@ -110,13 +110,15 @@ class AsyncLLM(EngineFront):
                 except queue.Empty:
                     pass
                 if engine.has_unfinished_requests():
-                    for out in engine.step():
+                    outs = engine.step()
+                    # the snapshot first: a caller that sees its request finish also sees its blocks freed
+                    self._stats = engine.stats()
+                    for out in outs:
                         stream = self._streams.get(out.request_id)
                         if stream is not None:
                             stream.put(out)
                             if out.finished:
                                 del self._streams[out.request_id]
-                    self._stats = engine.stats()
         except Exception as exc:  # noqa: BLE001 (the engine thread must report every failure to its callers)
             self._error = exc
             self._fail_all(KvantError(f"the engine stopped after an error: {exc}"))
@@ -136,10 +138,10 @@ class AsyncLLM(EngineFront):
             stream.resolve(None)
         elif kind == "abort":
             out = engine.abort_request(request_id)
+            self._stats = engine.stats()
             stream = self._streams.pop(request_id, None)
             if out is not None and stream is not None:
                 stream.put(out)
-            self._stats = engine.stats()
 
     def _fail_all(self, error: BaseException) -> None:
         for stream in self._streams.values():

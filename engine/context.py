@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kvant.kernels.cpu_attention import CpuStep
+
 
 @dataclass(slots=True)
 class Context:
@@ -15,6 +17,7 @@ class Context:
     block_tables: torch.Tensor  # [B, max_blocks] int32, -1 padded
     is_decode: bool  # every sequence has exactly one query token
     max_seqlen_q: int
+    cpu: CpuStep | None = None  # the CPU path's per-step rope rows, cache rows and masks (16-bit KV caches)
 
 
 _CONTEXT: Context | None = None

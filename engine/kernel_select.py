@@ -67,10 +67,13 @@ def log_choice(scheme: str, path: KernelPath) -> None:
     log.info("kernels: %s artifact -> %s GEMM, KV cache %s (%s)", scheme, path.gemm, path.kv_cache, path.reason)
 
 
-def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | None = None) -> KernelPath | None:
+def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | None = None,
+                       decode_rows: tuple[int, ...] = ()) -> KernelPath | None:
     """Pick the GEMM path of every quantized layer of a built model for the card it runs on (or for `kernel_arch`,
-    which forces a smaller card's paths), swap each FP8 layer for one built for that path and log it once. None where no choice is made: a CPU
-    model without a forced arch runs the torch references."""
+    which forces a smaller card's paths), swap each FP8 layer for one built for that path and log it once. On CUDA,
+    the 16-bit linears of the decoder layers run kvant's decode GEMM at those of `decode_rows` (the decode graphs'
+    batch sizes) where it measured faster than cuBLAS (`use_skinny_gemm`). None where no choice is made: a CPU model
+    without a forced arch runs the torch references."""
     import torch
 
     from kvant.engine.quant_linear import Fp8Linear
@@ -89,5 +92,36 @@ def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | N
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, module.on_path(
                 path.gemm == "fp8_weight_only", FP8_WEIGHT_ONLY_MAX_M if device.type == "cuda" else 0))
+    if device.type == "cuda" and decode_rows:
+        use_skinny_gemm(model, decode_rows)
     log_choice(scheme, path)
     return path
+
+
+def use_skinny_gemm(model, decode_rows: tuple[int, ...]) -> int:
+    """Swap each 16-bit nn.Linear of the decoder layers (the LM head and embeddings stay) for a SkinnyLinear whose
+    picks come from kvant.kernels.skinny_gemm.pick, measured once per card, shape and row count and kept on disk.
+    KVANT_SKINNY_GEMM=0 keeps cuBLAS everywhere (for A/B runs). Returns how many layers got at least one pick."""
+    import os
+
+    import torch
+    from torch import nn
+
+    from kvant.engine.quant_linear import SkinnyLinear
+    from kvant.kernels.skinny_gemm import MAX_M, pick
+
+    if os.environ.get("KVANT_SKINNY_GEMM", "1") == "0":
+        return 0
+    rows = sorted({m for m in decode_rows if 1 <= m <= MAX_M})
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        if type(module) is not nn.Linear or ".layers." not in f".{name}." or module.weight.dtype not in (
+                torch.bfloat16, torch.float16):
+            continue
+        picks = {m: c for m in rows if (c := pick(module.weight, m, module.bias is not None)) is not None}
+        if picks:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, SkinnyLinear.from_linear(module, picks))
+            swapped += 1
+    log.info("kernels: kvant's decode GEMM replaces cuBLAS in %d 16-bit layers at some batch sizes", swapped)
+    return swapped

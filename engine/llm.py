@@ -55,8 +55,10 @@ def build_engine(model, tokenizer=None, load_tokenizer: bool = True, **engine_kw
         elif tokenizer is None and load_tokenizer:
             tokenizer = AutoTokenizer.from_pretrained(path)
     from kvant.engine.kernel_select import apply_kernel_paths
+    from kvant.engine.model_runner import graph_batch_sizes
 
-    kernel_path = apply_kernel_paths(model, config.kv_cache_dtype, config.kernel_arch)
+    rows = () if config.enforce_eager else tuple(graph_batch_sizes(config.max_num_seqs))
+    kernel_path = apply_kernel_paths(model, config.kv_cache_dtype, config.kernel_arch, rows)
     lap("tune")
     engine = LLMEngine(model, tokenizer, config, kernel_path)
     lap("plan")  # the KV pool's plan and allocation; the CUDA graphs' share is moved out below
@@ -178,8 +180,8 @@ class LLM(EngineFront):
             results: dict[str, RequestOutput] = {}
             bar = _progress(len(prompts)) if use_tqdm else None
             while len(results) < len(prompts):
-                for out in engine.step():
-                    if out.finished and out.request_id in wanted:
+                for out in engine.step(finished_only=True):
+                    if out.request_id in wanted:
                         results[out.request_id] = out
                         if bar is not None:
                             bar.update(1)

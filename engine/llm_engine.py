@@ -21,7 +21,7 @@ class RequestState:
                  seqs: list[Sequence], tokenizer):
         self.request_id = request_id
         self.prompt = prompt
-        self.prompt_token_ids = prompt_token_ids
+        self.prompt_token_ids = list(prompt_token_ids)  # our own copy, shared by every output of the request
         self.params = params
         self.seqs = seqs
         # the other samples start once the first has its prompt in the cache, so they share its blocks
@@ -46,7 +46,7 @@ class RequestState:
                 cumulative_logprob=seq.cumulative_logprob if seq.logprobs is not None else None,
                 logprobs=list(seq.logprobs) if seq.logprobs is not None else None,
                 finish_reason=seq.finish_reason, stop_reason=seq.stop_reason))
-        return RequestOutput(self.request_id, self.prompt, list(self.prompt_token_ids),
+        return RequestOutput(self.request_id, self.prompt, self.prompt_token_ids,  # one list, shared by every output
                              list(self.prompt_logprobs) if self.prompt_logprobs is not None else None,
                              outs, self.finished, num_cached_tokens=self.seqs[0].num_cached_tokens)
 
@@ -133,8 +133,9 @@ class LLMEngine:
         return bool(self.requests)
 
     # stepping
-    def step(self) -> list[RequestOutput]:
-        """One scheduling step; returns the cumulative output of every request that gained tokens or finished."""
+    def step(self, finished_only: bool = False) -> list[RequestOutput]:
+        """One scheduling step; returns the cumulative output of every request that gained tokens or finished
+        (`finished_only`: of those that finished, for callers that do not stream and so skip building the rest)."""
         batch = self.scheduler.schedule()
         if not batch.seqs:
             if self.requests:
@@ -163,8 +164,10 @@ class LLMEngine:
             self._recent.popleft()
         outputs = []
         for state in touched.values():
-            outputs.append(state.output())
-            if state.finished:
+            finished = state.finished
+            if finished or not finished_only:
+                outputs.append(state.output())
+            if finished:
                 del self.requests[state.request_id]
         return outputs
 

@@ -10,6 +10,7 @@ from torch import nn
 from kvant.engine.config import ModelConfig, rope_inv_freq
 from kvant.engine.context import get_context
 from kvant.kernels.activation import silu_and_mul
+from kvant.kernels.cpu_attention import attention_cpu, rope_cpu
 from kvant.kernels.kv_store import store_kvcache
 from kvant.kernels.paged_attention import paged_attention_decode, paged_attention_prefill
 from kvant.kernels.rmsnorm import rms_norm
@@ -90,6 +91,10 @@ class Attention(nn.Module):
         store_kvcache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping, self.k_scale, self.v_scale)
         return self.attend(q, ctx)
 
+    def forward_cpu(self, q, k, v, ctx):  # q, k after RoPE; ctx.cpu holds the step's cache rows and masks
+        return attention_cpu(q, k, v, self.k_cache, self.v_cache, ctx.cpu, self.scale, lambda: paged_attention_prefill(
+            q, self.k_cache, self.v_cache, ctx.cu_seqlens_q, ctx.context_lens, ctx.block_tables, self.scale))
+
     def attend(self, q, ctx):  # the cache already holds this step's k/v
         if ctx.is_decode:
             return paged_attention_decode(q, self.k_cache, self.v_cache, ctx.block_tables, ctx.context_lens,
@@ -115,12 +120,15 @@ class SelfAttention(nn.Module):
 
     def forward(self, positions, x):  # x [T, H]
         t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)  # views, no copy
+        qkv = self.qkv_proj(x)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)  # views, no copy
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)
         v = v.view(t, self.num_kv_heads, self.head_dim)
         ctx = get_context()
-        if ctx is not None and q.is_cuda and rope_store_supported(self.head_dim):
+        if ctx is not None and ctx.cpu is not None:
+            o = self._attend_cpu(qkv, q, k, v, ctx)
+        elif ctx is not None and q.is_cuda and rope_store_supported(self.head_dim):
             # one kernel: (q/k norm,) RoPE, k/v into the paged cache; q, k, v stay views of the qkv output
             a = self.attn
             norm = dict(q_norm_weight=self.q_norm.weight, k_norm_weight=self.k_norm.weight,
@@ -134,6 +142,17 @@ class SelfAttention(nn.Module):
             q, k = self.rotary[0](positions, q, k)
             o = self.attn(q, k, v)  # [T, Hq, D]
         return self.o_proj(o.reshape(t, self.num_heads * self.head_dim))
+
+    def _attend_cpu(self, qkv, q, k, v, ctx):  # qkv [T, q_size + 2 kv_size]; q/k/v its [T, heads, D] views
+        step = ctx.cpu
+        if hasattr(self, "q_norm"):
+            q, k = rope_cpu(self.q_norm(q), step), rope_cpu(self.k_norm(k), step)
+        else:
+            # q and k are adjacent columns of the qkv output: one RoPE over [T, Hq + Hkv, D]
+            qk = qkv[:, :self.q_size + self.kv_size].view(qkv.shape[0], self.num_heads + self.num_kv_heads, -1)
+            qk = rope_cpu(qk, step)
+            q, k = qk[:, :self.num_heads], qk[:, self.num_heads:]
+        return self.attn.forward_cpu(q, k, v, ctx)  # [T, Hq, D]
 
 
 class MLP(nn.Module):

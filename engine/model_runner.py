@@ -13,6 +13,7 @@ from kvant.engine.model import CausalLM
 from kvant.engine.sampler import Sampler, SamplerOutput, graph_samplable, top_logprobs
 from kvant.engine.scheduler import ScheduledBatch
 from kvant.engine.sequence import Sequence
+from kvant.kernels.cpu_attention import plan_cpu_step
 from kvant.kernels.formats import FP8
 from kvant.kernels.sampling import sample_tokens
 
@@ -40,6 +41,9 @@ class ModelRunner:
         self.kv_dtype = FP8 if config.kv_cache_dtype == "fp8" else self.dtype
         self.max_blocks_per_seq = -(-max_model_len // self.block_size)
         self.use_graphs = self.device.type == "cuda" and not config.enforce_eager
+        # CPU: rope rows, cache rows and masks once per step (kernels.cpu_attention); an fp8 cache takes the
+        # general torch path
+        self.cpu_steps = self.device.type == "cpu" and self.kv_dtype != FP8
         self.memory_plan = self._plan_memory()
         self.num_blocks = self.memory_plan.num_blocks
         if self.num_blocks < self.max_blocks_per_seq:
@@ -120,9 +124,14 @@ class ModelRunner:
             context_lens.append(end)
         width = max(len(s.block_table) for s in batch.seqs)
         tables = [s.block_table + [-1] * (width - len(s.block_table)) for s in batch.seqs]
+        cpu = None
+        if self.cpu_steps:
+            cpu = plan_cpu_step(self.model.model.rotary_emb.cos_sin, positions, slots, batch.num_new_tokens,
+                                context_lens, [s.block_table for s in batch.seqs], bs)
         ctx = Context(cu_seqlens_q=self._tensor(cu, torch.int32), context_lens=self._tensor(context_lens, torch.int32),
-                      slot_mapping=self._tensor(slots, torch.int64), block_tables=self._tensor(tables, torch.int32),
-                      is_decode=batch.is_decode, max_seqlen_q=max(batch.num_new_tokens))
+                      slot_mapping=cpu.slot_mapping if cpu else self._tensor(slots, torch.int64),
+                      block_tables=self._tensor(tables, torch.int32), is_decode=batch.is_decode,
+                      max_seqlen_q=max(batch.num_new_tokens), cpu=cpu)
         return self._tensor(input_ids, torch.int64), self._tensor(positions, torch.int64), ctx
 
     # forward
@@ -160,7 +169,9 @@ class ModelRunner:
             offset += n
         sampled = None
         if sample_seqs:
-            logits = self.model.compute_logits(hidden[sample_rows])
+            a = sample_rows[0]
+            rows = hidden[a:a + len(sample_rows)] if sample_rows[-1] - a == len(sample_rows) - 1 else hidden[sample_rows]
+            logits = self.model.compute_logits(rows)
             sampled = self.sampler(logits, sample_seqs, self.model.config.eos_token_ids)
         return sample_seqs, sampled, self._prompt_logprobs(hidden, plp_spans)
 

@@ -9,6 +9,7 @@ from kvant.engine.model import stacked_output_sizes, stacked_parts
 from kvant.kernels.formats import FP8
 from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
 from kvant.kernels.int8_gemm import int8_gemm, quant_int8_per_token
+from kvant.kernels.skinny_gemm import skinny_gemm_triton
 from kvant.kernels.w4a16_cpu import CpuW4, prepare_w4_cpu, w4a16_cpu_gemm
 from kvant.kernels.w4a16_gemm import w4a16_gemm
 from kvant.kernels.w4a16_layout import repack_w4, unrepack_w4
@@ -130,6 +131,27 @@ class Fp8Linear(_QuantLinear):
             return self._out(self._bias(y), x)
         xq, xs = quant_fp8_per_tensor(flat, self.input_scale) if self.input_scale is not None else quant_fp8_per_token(flat)
         return self._out(fp8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
+
+
+class SkinnyLinear(nn.Linear):
+    """A 16-bit nn.Linear (same weight and bias tensors) that runs kvant.kernels.skinny_gemm at the row counts where
+    it measured faster than cuBLAS on this card (`picks`: rows -> config), and cuBLAS everywhere else."""
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, picks: dict[int, tuple]) -> "SkinnyLinear":
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new.weight, new.bias = linear.weight, linear.bias
+        new.picks = picks
+        return new
+
+    def forward(self, x):
+        config = self.picks.get(x.numel() // self.in_features) if x.is_cuda else None
+        if config is None:
+            return super().forward(x)
+        y = skinny_gemm_triton(x.reshape(-1, self.in_features), self.weight, self.bias, config)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
 
 def module_for(linear: nn.Linear, scheme: dict, merged: bool = False) -> nn.Module:

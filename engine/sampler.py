@@ -152,6 +152,9 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence], eos_token_ids: tuple[int, ...] = ()
                  ) -> SamplerOutput:
         """logits [B, V] float32, raw from the LM head; one row per sequence in `seqs`."""
+        if logits.device.type == "cpu" and all(s.params.greedy and graph_samplable(s) for s in seqs):
+            # greedy and nothing else to apply: sample_tokens_ref's greedy rows are this argmax; no copy of the logits
+            return SamplerOutput(logits.argmax(dim=-1).tolist(), [None] * len(seqs), [None] * len(seqs))
         raw = logits
         logits = logits.clone()
         apply_min_tokens(logits, seqs, eos_token_ids)

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
-from kvant.artifact.errors import KvantError
+from kvant.artifact.errors import DataMissing, KvantError
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 UTILS_MODULE = "kvant_task_utils.py"
@@ -148,7 +148,7 @@ def prepare_tasks(data_dir: Path, cache_dir: Path, names: tuple[str, ...] = tupl
     """Convert the named datasets of data_dir and render their task YAMLs; returns the folder for include_path."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise KvantError(f"evaluation data folder {data_dir} does not exist")
+        raise DataMissing(f"evaluation data folder {data_dir} does not exist")
     unknown = [n for n in names if n not in CONVERTERS]
     if unknown:
         raise KvantError(f"no local data converter for {', '.join(unknown)}; known: {', '.join(CONVERTERS)}")
@@ -162,7 +162,7 @@ def prepare_tasks(data_dir: Path, cache_dir: Path, names: tuple[str, ...] = tupl
             try:
                 _write_jsonl(CONVERTERS[name](data_dir), target)
             except FileNotFoundError as exc:
-                raise KvantError(f"local data for {name} is missing: {exc.filename}") from exc
+                raise DataMissing(f"local data for {name} is missing: {exc.filename}") from exc
         text = (TASKS_DIR / f"{LOCAL_PREFIX}{name}.yaml").read_text(encoding="utf-8")
         text = _PLACEHOLDER.sub(lambda m: str(out / "data" / f"{m.group(1)}.jsonl"), text)
         (out / "tasks" / f"{LOCAL_PREFIX}{name}.yaml").write_text(text, encoding="utf-8")

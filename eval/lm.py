@@ -77,6 +77,16 @@ class KvantLM(TemplateLM):
         self.add_bos_token = None if add_bos_token is None else _as_bool(add_bos_token)
         self.progress, self.cancel = progress or silent, cancel or CancelToken()
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "KvantLM":
+        # lm-eval's CLI passes its own --device/--batch_size beside --model_args; a key set in --model_args wins
+        # (lm-eval's version raises "got multiple values for keyword argument" when both carry one)
+        from lm_eval.utils import simple_parse_args_string
+
+        args = simple_parse_args_string(arg_string)
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**args, **extra)
+
     # ---- properties lm-eval reads
 
     @property

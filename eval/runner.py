@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from kvant.artifact import manifest as M
-from kvant.artifact.errors import KvantError
+from kvant.artifact.errors import DataMissing, KvantError
 from kvant.artifact.gate import gate_for
 from kvant.artifact.progress import CancelToken, Progress
 from kvant.engine.integrity import verify_artifact
@@ -77,7 +77,7 @@ def plan_tasks(tasks: tuple[str, ...] | None, data_dir: Path | None) -> TaskPlan
         if data_dir and LOCAL_PREFIX + name in LOCAL_TASKS:
             name = LOCAL_PREFIX + name
         if name in LOCAL_TASKS and not data_dir:
-            raise KvantError(f"task {name} reads local data: pass --data-dir (a folder laid out like shared/data)")
+            raise DataMissing(f"task {name} reads local data: pass --data-dir (a folder laid out like shared/data)")
         names.append(name)
     local = tuple(n.removeprefix(LOCAL_PREFIX) for n in names if n in LOCAL_TASKS)
     include = prepare_tasks(Path(data_dir), eval_home() / "data", local) if local else None

@@ -53,7 +53,19 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, residual:
     return out.reshape(shape), summed.reshape(shape)
 
 
+def rms_norm_torch(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
+    """rms_norm_ref's values in fewer ops (the CPU path): a 16-bit add or multiply of two same-dtype tensors rounds
+    its fp32 result once, as the reference's upcast, op, downcast does."""
+    if x.dtype != weight.dtype or (residual is not None and residual.dtype != x.dtype):
+        return rms_norm_ref(x, weight, eps, residual)
+    if residual is not None:
+        x = x + residual
+    h = x.float()
+    out = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+    return out if residual is None else (out, x)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
     if on_cuda(x, weight, residual):
         return rms_norm_triton(x, weight, eps, residual)
-    return rms_norm_ref(x, weight, eps, residual)
+    return rms_norm_torch(x, weight, eps, residual)

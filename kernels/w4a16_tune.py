@@ -79,6 +79,9 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
         bk = group_size & -group_size if group_size & -group_size < 128 else 128
         out += [("swapab", (bm, bn, bk, warps, stages, waves)) for bn in (64, 128) for warps in (4, 8)
                 for stages in (3, 4) for waves in (1, 2)]
+        if m > 64:  # prefill-like row counts: wider weight tiles, fewer stages (registers hold the dequantized tile)
+            out += [("swapab", (bm2, bn, bk, warps, stages, 1)) for bm2 in (64, 128) for bn in (128, 256)
+                    for warps in (4, 8) for stages in (2, 3) if (bm2, bn) != (bm, 128) or stages == 2]
     if m >= 16:
         out.append(("repacked_dequant", None))
     return out

@@ -1,7 +1,6 @@
 """The compressed-tensors artifact: `quantization_config`, safetensors, tokenizer files, recipe, card, manifest,
 written into a temp folder beside the output and renamed into place only when complete."""
 import json
-import os
 import re
 import shutil
 import uuid
@@ -13,6 +12,7 @@ import yaml
 from safetensors.torch import save_file
 
 from kvant.artifact.errors import KvantError
+from kvant.artifact.manifest import apply_umask
 from kvant.artifact.schemes import Scheme, kv_cache_config
 
 # files copied from the base model folder when present
@@ -165,13 +165,6 @@ class ShardWriter:
                                                                   encoding="utf-8")
 
 
-def apply_umask(path: Path) -> None:
-    # safetensors (and mkstemp) create 0600 files: give them the mode any other file of the user's gets
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def write_config(folder: Path, base_config: dict, qconfig: dict) -> None:
     config = dict(base_config, quantization_config=qconfig)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -180,7 +173,7 @@ def write_config(folder: Path, base_config: dict, qconfig: dict) -> None:
 def copy_base_files(src: Path, folder: Path) -> None:
     for name in COPIED:
         if (src / name).is_file():
-            shutil.copy2(src / name, folder / name)
+            shutil.copyfile(src / name, folder / name)  # a new file: the user's umask, not the base's mode
 
 
 def write_recipe(folder: Path, recipe: dict) -> None:

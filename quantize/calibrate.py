@@ -13,7 +13,8 @@ from kvant.kernels.formats import FP8_MAX
 from kvant.quantize.awq import awq_layer
 from kvant.quantize.calibration_data import CalibrationSet
 from kvant.quantize.kv_cache import KVObserver, observing
-from kvant.quantize.linear_quant import quantize_weight
+from kvant.quantize.candidates import unit_of
+from kvant.quantize.linear_quant import can_stack, quantize_stacked, quantize_weight
 from kvant.quantize.observers import AbsMax, ChannelAbsMax, Hessian, TokenSample
 from kvant.quantize.plan import Summary, plan_shapes
 from kvant.quantize.recipe import Recipe
@@ -201,11 +202,22 @@ def _quantize_layer(layer, prefix: str, schemes: dict[str, Scheme], recipe: Reci
     if feed is not None and (recipe.smoothing_strength is not None or recipe.uses_awq):
         _smooth(layer, linears, schemes, recipe, feed, device, dtype)
     hessians, act_max, ref = {}, {}, None
+    groups = _stack_groups(linears, schemes) if feed is not None and recipe.uses_gptq else [[n] for n in linears]
     if feed is not None:
-        hessians, act_max, observers = _quant_observers(linears, schemes, recipe, device)
+        hessians, act_max, observers = _quant_observers(linears, schemes, recipe, device, groups)
         ref = feed.run(layer, device, observers, observe_kv=True)
-    for n, m in linears.items():
-        tensors.update(_quantize_linear(prefix + n, m, schemes[n], recipe, dtype, hessians.get(n), act_max.get(n)))
+    for group in groups:
+        if len(group) == 1:
+            n = group[0]
+            tensors.update(_quantize_linear(prefix + n, linears[n], schemes[n], recipe, dtype, hessians.get(n),
+                                            act_max.get(n)))
+            continue
+        stacked = quantize_stacked([linears[n].weight.detach().float() for n in group], schemes[group[0]], dtype,
+                                   hessians[group[0]].value(), dampening_frac=recipe.dampening_frac,
+                                   block_size=recipe.block_size, actorder=recipe.actorder is not None,
+                                   observer=recipe.observer)
+        for n, (q, deq) in zip(group, stacked):
+            tensors.update(_store(prefix + n, linears[n], q, deq, dtype, act_max.get(n)))
     tensors.update({prefix + n: t.detach().to("cpu", dtype) for n, t in layer.state_dict().items()
                     if n.rsplit(".", 1)[0] not in linears})
     error = float("nan")
@@ -234,13 +246,30 @@ def _smooth(layer, linears: dict[str, nn.Linear], schemes: dict[str, Scheme], re
                   duo_scaling=recipe.duo_scaling, clip=recipe.clip_search)
 
 
-def _quant_observers(linears: dict[str, nn.Linear], schemes: dict[str, Scheme], recipe: Recipe, device):
-    # GPTQ's Hessians and static activation maxima, and the observer lists that feed them
+def _stack_groups(linears: dict[str, nn.Linear], schemes: dict[str, Scheme]) -> list[list[str]]:
+    # Linears GPTQ quantizes as one matrix: same input (the engine's merged unit: q/k/v, gate/up) and same per-row
+    # scheme; every other Linear alone
+    groups: list[list[str]] = []
+    for n in linears:
+        for g in groups:
+            if unit_of(g[0]) == unit_of(n) != g[0] and schemes[g[0]] == schemes[n] and can_stack(schemes[n]):
+                g.append(n)
+                break
+        else:
+            groups.append([n])
+    return groups
+
+
+def _quant_observers(linears: dict[str, nn.Linear], schemes: dict[str, Scheme], recipe: Recipe, device,
+                     groups: list[list[str]]):
+    # GPTQ's Hessians (one per group: its Linears read the same input) and static activation maxima, and the
+    # observer lists that feed them
     hessians, act_max, observers = {}, {}, {}
-    for n, m in linears.items():
+    for g in groups:
         if recipe.uses_gptq:
-            hessians[n] = Hessian(m.in_features, device)
-            observers.setdefault(n, []).append(hessians[n])
+            hessians[g[0]] = Hessian(linears[g[0]].in_features, device)
+            observers.setdefault(g[0], []).append(hessians[g[0]])
+    for n in linears:
         if schemes[n].needs_activation_stats:
             act_max[n] = AbsMax()
             observers.setdefault(n, []).append(act_max[n])
@@ -254,6 +283,12 @@ def _quantize_linear(name: str, m: nn.Linear, scheme: Scheme, recipe: Recipe, dt
     q, deq, _ = quantize_weight(m.weight.detach().float(), scheme, dtype, h, dampening_frac=recipe.dampening_frac,
                                 block_size=recipe.block_size, actorder=recipe.actorder is not None,
                                 observer=recipe.observer)
+    return _store(name, m, q, deq, dtype, act_max)
+
+
+def _store(name: str, m: nn.Linear, q: dict[str, torch.Tensor], deq: torch.Tensor, dtype,
+           act_max: AbsMax | None) -> dict[str, torch.Tensor]:
+    # `m` takes the dequantized weight (for propagation); returns its checkpoint tensors
     with torch.no_grad():
         m.weight.copy_(deq.to(m.weight.device))
     out = {f"{name}.{t}": v.cpu() for t, v in q.items()}

@@ -60,7 +60,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, z
         q = _round_to_grid(w, scale, zp, qmin, qmax, fp8)
         return GPTQResult(q[:, torch.argsort(perm)], 0.0, True)
     q = torch.zeros_like(w)
-    losses = torch.zeros_like(w)
+    loss = 0.0
     for i1 in range(0, n_cols, block_size):
         i2 = min(i1 + block_size, n_cols)
         w1 = w[:, i1:i2].clone()  # [N, B]
@@ -68,12 +68,12 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, z
         hinv1 = hinv[i1:i2, i1:i2]
         s1, z1 = scale[:, i1:i2], zp[:, i1:i2]
         for i in range(i2 - i1):
-            col, d = w1[:, i], hinv1[i, i]
+            col = w1[:, i]
             qcol = _round_to_grid(col, s1[:, i], z1[:, i], qmin, qmax, fp8)
             q[:, i1 + i] = qcol
-            err = (col - qcol) / d
-            losses[:, i1 + i] = err * err / 2
+            err = (col - qcol) / hinv1[i, i]
             w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
             err1[:, i] = err
+        loss += float(err1.pow(2).sum()) / 2  # per block: the loop above runs once per column, this once per B
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return GPTQResult(q[:, torch.argsort(perm)], float(losses.sum()), False)
+    return GPTQResult(q[:, torch.argsort(perm)], loss, False)

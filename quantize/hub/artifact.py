@@ -34,9 +34,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the card gets the user's usual mode
+        M.apply_umask(Path(tmp))  # mkstemp makes 0600; the card gets the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

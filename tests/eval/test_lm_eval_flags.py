@@ -57,3 +57,14 @@ def test_bad_seed_is_one_line(text):
 def test_log_samples_needs_output_path():
     with pytest.raises(ValueError, match="log_samples needs output_path"):
         EvalOptions(log_samples=True)
+
+
+def test_model_args_win_over_lm_evals_own_flags(monkeypatch):
+    # `kvant lm-eval run --model kvant --model_args pretrained=M,device=cpu` while lm-eval passes its --device too
+    from kvant.eval.lm import KvantLM
+
+    seen = {}
+    monkeypatch.setattr(KvantLM, "__init__", lambda self, **kwargs: seen.update(kwargs))
+    KvantLM.create_from_arg_string("pretrained=/m,device=cpu,max_length=64",
+                                   {"device": "cuda", "batch_size": 8, "max_batch_size": None})
+    assert seen == {"pretrained": "/m", "device": "cpu", "max_length": 64, "batch_size": 8}

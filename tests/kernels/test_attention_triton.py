@@ -76,3 +76,15 @@ def test_store_kvcache(cache):
     kv_store.store_kvcache_ref(k, v, caches[2], caches[3], slots, 0.01, 0.02)
     torch.testing.assert_close(caches[0].float(), caches[2].float(), atol=0, rtol=0)
     torch.testing.assert_close(caches[1].float(), caches[3].float(), atol=0, rtol=0)
+
+
+def test_decode_call_after_call_with_changing_splits():
+    # the split count follows the batch and the block table's width: calls in a row with different ones stay right
+    g = torch.Generator().manual_seed(7)
+    for lens, hkv in (([600, 300], 2), ([900], 1), ([600, 300], 2)):
+        kc, vc, _, _ = _paged_cache(len(lens) * 60, 16, hkv, 32, torch.float16, g)
+        tables = _tables(lens, 16, len(lens) * 60, g)
+        q = torch.randn(len(lens), 2 * hkv, 32, generator=g).to(torch.float16)
+        args = (q, kc, vc, tables, torch.tensor(lens, dtype=torch.int32), 32**-0.5, None, None)
+        torch.testing.assert_close(paged_attention.paged_attention_decode_triton(*args),
+                                   paged_attention.paged_attention_decode_ref(*args), **TOL[torch.float16])

@@ -127,3 +127,25 @@ def test_w4a16_repacked_gemv_compiled(pairs, group, asym, k, n):
     qweight, scales, zeros = repack_w4(packed, scale, group, zp)
     out = w4a16_fast_gemv_triton(x, qweight, scales, group, zeros, config=FAST_GEMV_CONFIG[:5] + (pairs,))
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("m", [1, 48])
+@pytest.mark.parametrize("k,n,bias", [(14336, 4096, False), (1024, 1000, True)])
+def test_skinny_gemm_every_candidate_in_a_cuda_graph(m, k, n, bias):
+    # every config the start-up measurement may pick, compiled, replayed twice from a CUDA graph on fresh inputs
+    from kvant.kernels import skinny_gemm
+
+    w = (torch.randn(n, k, device="cuda") / k**0.5).to(torch.bfloat16)
+    b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    for config in skinny_gemm.candidates(m):
+        skinny_gemm.skinny_gemm_triton(x, w, b, config)  # compile, size the split-K buffers outside the graph
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = skinny_gemm.skinny_gemm_triton(x, w, b, config)
+        for _ in range(2):
+            x.copy_(torch.randn_like(x))
+            out.fill_(float("nan"))
+            graph.replay()
+            torch.testing.assert_close(out.float(), skinny_gemm.skinny_gemm_ref(x, w, b).float(), atol=2e-2,
+                                       rtol=2e-2)

