@@ -118,6 +118,8 @@ def quantize_auto(model: str, recipe: Recipe, out: Path, validate: Callable[[Pat
             else:
                 lo = k + 1
         records = [trials[k] for k in sorted(trials)]
+        if cancel is not None:  # a cancel during the last validation: nothing reaches `out`
+            cancel.raise_if_cancelled("auto quantization")
         if best is None:
             raise GateNotReached(_unreached(recipe, records))
         trials[best]["chosen"] = True
@@ -143,11 +145,17 @@ def _trial(model, recipe: Recipe, point: Point, folder: Path, validate, sens: di
         progress("trial", 0, 0, "validating it against the gate")
     report = validate(folder)
     q, gate, name = quality(report)
+    passed = bool(report.passed)
+    if recipe.target is not None:
+        # the gate a validator applies may be looser than the target asked for (the offline check has its own
+        # thresholds): the point must reach the target on the quality it is ranked by as well
+        gate = max(gate, float(recipe.target))
+        passed = passed and q is not None and q >= recipe.target
     # the plan's figure (every group-size fallback counted), not the path's estimate
     bits = float(M.read(folder).get("bits_per_weight") or point.bits_per_weight)
     return {"bits_per_weight": round(bits, 4), "predicted_kl": round(point.predicted_kl, 6),
             "quality": None if q is None else round(q, 4), "gate": round(gate, 4), "quality_name": name,
-            "passed": bool(report.passed), "folder": folder.name, "report": report}
+            "passed": passed, "folder": folder.name, "report": report}
 
 
 def _unreached(recipe: Recipe, records: list[dict]) -> str:

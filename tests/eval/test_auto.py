@@ -143,21 +143,82 @@ def test_auto_writes_the_smallest_passing_point_and_reuses_sensitivity(tiny, hom
 
 
 def test_an_unreachable_target_writes_nothing_and_names_the_best_point(tiny, home, tmp_path):
+    calls = []
     out = tmp_path / "outs" / "art"
     with pytest.raises(GateNotReached, match=r"not reached within 5.0 bits per weight: best point [\d.]+ bits") as e:
-        quantize_auto(str(tiny), recipe(budget=5.0, target=1.0), out, gate_from(99, []), device="cpu")
+        quantize_auto(str(tiny), recipe(budget=5.0, target=1.0), out, gate_from(99, calls), device="cpu")
     assert e.value.exit_code == 1 and "no artifact written" in str(e.value)
     assert list(out.parent.iterdir()) == []
+    # the best point is the one with the highest recovery the stand-in gave (0.9 + 0.01 x bits: the largest tried)
+    best = max(calls)
+    assert f"best point {best:.3f} bits per weight, min task recovery {round(0.9 + 0.01 * best, 4)} (gate 1.0)" \
+        in str(e.value)
+    assert f"after {len(calls)} validated points" in str(e.value) and len(calls) >= 2
+
+
+def test_a_target_above_the_gate_is_not_passed_by_the_gate_alone(tiny, home, tmp_path):
+    # every point passes the validator's own gate, none within 5 bits reaches 100 % recovery (the stand-in gives
+    # 0.9 + 0.01 x bits): no artifact claims to pass
+    calls = []
+    out = tmp_path / "outs" / "art"
+    with pytest.raises(GateNotReached, match=r"target 1 not reached within 5.0 bits per weight: best point") as e:
+        quantize_auto(str(tiny), recipe(budget=5.0, target=1.0), out, gate_from(0, calls), device="cpu")
+    assert f"min task recovery {round(0.9 + 0.01 * max(calls), 4)} (gate 1.0)" in str(e.value)
+    assert list(out.parent.iterdir()) == []
+    # a target the points reach: the smallest of those is written, and its manifest records the target as its gate
+    calls = []
+    result = quantize_auto(str(tiny), recipe(budget=None, target=0.96), out, gate_from(0, calls), device="cpu")
+    m = manifest.read(out)
+    assert 0.9 + 0.01 * m["bits_per_weight"] >= 0.96 and result.chosen["gate"] == 0.96
+    assert all(0.9 + 0.01 * b < 0.96 for b in calls if b < m["bits_per_weight"])
+    assert m["gate"]["min_recovery"] == 0.96
+
+
+def test_a_cancel_during_the_last_validation_writes_nothing(tiny, home, tmp_path):
+    from kvant.artifact.progress import CancelToken, Cancelled
+
+    cancel = CancelToken()
+    seen = []
+
+    def validate_then_cancel(folder):
+        seen.append(folder)
+        report = gate_from(0, [])(folder)  # passes: without the cancel, this point would be written
+        cancel.cancel()
+        return report
+
+    out = tmp_path / "outs" / "art"
+    with pytest.raises(Cancelled, match="auto quantization cancelled"):
+        quantize_auto(str(tiny), recipe(budget=None), out, validate_then_cancel, device="cpu", cancel=cancel,
+                      max_trials=1)
+    assert len(seen) == 1 and list(out.parent.iterdir()) == []
 
 
 def test_an_interrupted_run_leaves_no_artifact(tiny, home, tmp_path):
+    seen = []
+
     def interrupted(folder):
+        seen.append(manifest.read(folder)["bits_per_weight"])  # a complete trial artifact exists at this moment
         raise KeyboardInterrupt
 
     out = tmp_path / "outs" / "art"
     with pytest.raises(KeyboardInterrupt):
         quantize_auto(str(tiny), recipe(), out, interrupted, device="cpu")
-    assert list(out.parent.iterdir()) == []
+    assert len(seen) == 1 and list(out.parent.iterdir()) == []
+
+
+def test_an_interrupted_run_keeps_the_artifact_it_was_to_replace(tiny, home, tmp_path):
+    out = tmp_path / "outs" / "art"
+    quantize_auto(str(tiny), recipe(budget=None), out, gate_from(6.0, []), device="cpu")
+    before = manifest.read(out)
+
+    def interrupted(folder):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quantize_auto(str(tiny), recipe(budget=None), out, interrupted, device="cpu", force=True)
+    assert [p.name for p in out.parent.iterdir()] == ["art"]  # no trial folder left beside it
+    manifest.verify(out)
+    assert manifest.read(out) == before
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -172,3 +233,31 @@ def test_cli_refuses_bad_auto_arguments_in_one_line(tiny, tmp_path, capsys, argv
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "art").exists()
+
+
+@pytest.mark.parametrize("gate,code,last_line", [
+    ("passes", 1, "error: target 1 not reached within 5.0 bits per weight: best point"),  # 100 % at <= 5 bits
+    ("interrupts", 130, "interrupted"),  # Ctrl-C while a point is validated
+])
+def test_cli_unreachable_or_interrupted_auto_run_writes_nothing(tiny, home, tmp_path, monkeypatch, capsys,
+                                                                gate, code, last_line):
+    from kvant.tui import cli
+    from kvant.tui.commands import quantize as command
+
+    calls = []
+
+    def interrupt(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "auto_validator",
+                        lambda *a: gate_from(0, calls) if gate == "passes" else interrupt)
+    out = tmp_path / "outs" / "art"
+    argv = ["quantize", str(tiny), "--recipe", "auto", "--target", "1.0", "--budget", "5", "--num-samples", "4",
+            "--seq-len", "32", "--device", "cpu", "--out", str(out)]
+    assert cli.main(argv) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(last_line)
+    if gate == "passes":
+        assert f"best point {max(calls):.3f} bits per weight" in err[-1]
+    assert list(out.parent.iterdir()) == []
+

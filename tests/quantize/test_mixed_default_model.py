@@ -45,4 +45,14 @@ def test_mixed_default_model_artifact_generates_alike_in_transformers_and_kvant(
     theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=len(ours),
                          pad_token_id=tok.eos_token_id)[0, len(ids):].tolist()
     assert list(ours) == theirs and "Paris" in tok.decode(ours)
-    assert type(hf.model.layers[11].mlp.down_proj).__name__ == "Linear"
+    # transformers applied each config group to its Linears (not a plain bf16 load that ignored them)
+    layers = hf.model.layers
+    weights = {name: getattr(getattr(m, "quantization_scheme", None), "weights", None) for name, m in (
+        ("int8", layers[0].self_attn.q_proj), ("int4-g32", layers[29].mlp.gate_proj),
+        ("int4-g64", layers[5].self_attn.o_proj), ("bf16", layers[11].mlp.down_proj))}
+    assert (weights["int8"].num_bits, weights["int8"].strategy) == (8, "channel")
+    assert (weights["int4-g32"].num_bits, weights["int4-g32"].group_size) == (4, 32)
+    assert (weights["int4-g64"].num_bits, weights["int4-g64"].group_size) == (4, 64)
+    assert weights["bf16"] is None and type(layers[11].mlp.down_proj).__name__ == "Linear"
+    with torch.no_grad():
+        assert not torch.equal(hf(prompt).logits[0, -16:], _hf_logits(default_model_path(), ids))  # really quantized
