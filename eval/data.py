@@ -148,7 +148,9 @@ def prepare_tasks(data_dir: Path, cache_dir: Path, names: tuple[str, ...] = tupl
     """Convert the named datasets of data_dir and render their task YAMLs; returns the folder for include_path."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataMissing(f"evaluation data folder {data_dir} does not exist")
+        # a path the user typed that is not there is bad input (exit 2); DataMissing (exit 3) is for data a task
+        # needs that no folder provides
+        raise KvantError(f"evaluation data folder {data_dir} does not exist")
     unknown = [n for n in names if n not in CONVERTERS]
     if unknown:
         raise KvantError(f"no local data converter for {', '.join(unknown)}; known: {', '.join(CONVERTERS)}")
