@@ -100,9 +100,16 @@ def quant_answers(llm, tokenizer, cfg: GenerativeConfig) -> tuple[list[list[int]
     return prompt_ids, greedy(llm, prompt_ids, cfg.max_tokens)
 
 
-def score_against_base(llm, prompt_ids: list[list[int]], quant_tokens: list[list[int]], cfg: GenerativeConfig) -> dict:
-    # the base's side: its own greedy answers, then its log-probabilities of both answer sets; the check's summary
+def base_answers(llm, prompt_ids: list[list[int]], cfg: GenerativeConfig):
+    # the base's side that does not depend on the artifact: its greedy answers and its log-probabilities of them
     base_tokens = greedy(llm, prompt_ids, cfg.max_tokens)
-    own = completion_logprobs(llm, prompt_ids, base_tokens)
+    return base_tokens, completion_logprobs(llm, prompt_ids, base_tokens)
+
+
+def score_against_base(llm, prompt_ids: list[list[int]], quant_tokens: list[list[int]], cfg: GenerativeConfig,
+                       base_side=None) -> dict:
+    # the base's side (its own greedy answers and their log-probabilities, computed here unless given as
+    # `base_side`, from base_answers), then its log-probabilities of the artifact's answers; the check's summary
+    base_tokens, own = base_side or base_answers(llm, prompt_ids, cfg)
     on_quant = completion_logprobs(llm, prompt_ids, quant_tokens)
     return summarize(base_tokens, quant_tokens, own, on_quant, cfg)

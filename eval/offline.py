@@ -18,6 +18,10 @@ from kvant.eval.report import EvalReport, Perplexity, write_report
 NUM_HELDOUT = 16  # builtin paragraphs scored
 HELDOUT_TASK = "builtin_heldout"
 PREFIX_CHARS = 64  # a paragraph counts as read by calibration if its opening is in a decoded calibration sample
+# The base's side of the check (held-out perplexity, greedy answers and their log-probabilities) depends only on the
+# base's files and the fixed inputs. An auto search validates several points against one base in one process: it is
+# computed once per (base files, inputs) and kept for the next point. Only the latest entry is kept.
+_BASE_SIDE: dict[tuple, tuple] = {}
 
 
 def read_builtin() -> list[str]:
@@ -68,6 +72,14 @@ def word_perplexity(llm, texts: list[str]) -> float:
     return math.exp(-total / sum(len(t.split()) for t in texts))
 
 
+def _base_key(base_path: Path, texts: list[str], prompt_ids: list[list[int]], cfg: gen.GenerativeConfig) -> tuple:
+    # every file of the base folder by name, size, mtime and inode: a rewritten or replaced file is a new base
+    folder = Path(base_path).resolve()
+    files = tuple(sorted((p.name, st.st_size, st.st_mtime_ns, st.st_ino)
+                         for p in folder.iterdir() if p.is_file() for st in (p.stat(),)))
+    return str(folder), files, tuple(texts), tuple(map(tuple, prompt_ids)), cfg
+
+
 def evaluate_offline(artifact: Path, base_path: Path, *, generative: gen.GenerativeConfig = gen.GenerativeConfig(),
                      num_heldout: int = NUM_HELDOUT, progress: Progress | None = None,
                      cancel: CancelToken | None = None) -> EvalReport:
@@ -89,8 +101,13 @@ def evaluate_offline(artifact: Path, base_path: Path, *, generative: gen.Generat
     cancel.raise_if_cancelled("evaluation")
     progress("base", 1, 2, "base: held-out perplexity, greedy answers, and scoring both answer sets")
     base = LLM(str(base_path))
-    base_ppl = word_perplexity(base, texts)
-    check = gen.score_against_base(base, prompt_ids, quant_tokens, generative)
+    key = _base_key(base_path, texts, prompt_ids, generative)
+    if key not in _BASE_SIDE:
+        side = (word_perplexity(base, texts), gen.base_answers(base, prompt_ids, generative))
+        _BASE_SIDE.clear()
+        _BASE_SIDE[key] = side
+    base_ppl, base_side = _BASE_SIDE[key]
+    check = gen.score_against_base(base, prompt_ids, quant_tokens, generative, base_side=base_side)
     del base
     gc.collect()
     cancel.raise_if_cancelled("evaluation")  # before anything is written: the artifact keeps its old report

@@ -68,3 +68,39 @@ def test_word_perplexity_matches_transformers(default_model):
         total += float(logp.gather(1, ids[0, 1:, None]).sum())
     expected = math.exp(-total / sum(len(t.split()) for t in texts))
     assert ours == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_base_side_is_computed_once_per_base_and_inputs(tiny, tmp_path, monkeypatch):
+    # an auto search validates several points against one base: the base's perplexity, greedy answers and their
+    # log-probabilities are computed for the first and reused for the next, with the same report as a fresh run;
+    # a base file that changes makes them computed again
+    import dataclasses
+    import os
+
+    from kvant.eval import generative as gen
+    from kvant.quantize.api import quantize
+    from kvant.quantize.recipe import load_recipe
+
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path / "home"))
+    recipe = dataclasses.replace(load_recipe("w4a16-gptq-g64").with_calibration(num_samples=2, seq_len=32),
+                                 algorithm="rtn", observer="minmax")
+    art = tmp_path / "art"
+    quantize(str(tiny), recipe, art, device="cpu")
+    calls = []
+    real = gen.base_answers
+    monkeypatch.setattr(gen, "base_answers", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = gen.GenerativeConfig(max_tokens=4)
+
+    def run():
+        r = offline.evaluate_offline(art, tiny, generative=cfg, num_heldout=4)
+        return r.perplexity.base, r.perplexity.quant, r.generative
+
+    offline._BASE_SIDE.clear()
+    first = run()
+    assert run() == first and len(calls) == 1
+    offline._BASE_SIDE.clear()
+    assert run() == first and len(calls) == 2  # the kept figures are what a fresh run computes
+    config = tiny / "config.json"
+    st = config.stat()
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert run() == first and len(calls) == 3
