@@ -13,7 +13,7 @@ from kvant.tui.commands.eval import DATA_ENV
 
 # mixed precision chosen per layer to pass the gate (recipes/auto.yaml); a single-scheme recipe is quantized as is
 DEFAULT_RECIPE = "auto"
-# 8 builtin samples x 128 tokens: one to two minutes of GPTQ on two CPU cores (the recipe's 128 x 512 takes far longer)
+# 8 builtin samples x 128 tokens: about 30 s per quantized point on two CPU cores (the recipe's 16 x 256 takes longer)
 DEFAULT_NUM_SAMPLES = 8
 DEFAULT_SEQ_LEN = 128
 # with a data folder: two short-context tasks, the first --limit items of each (a wikitext page runs to thousands of
