@@ -3,8 +3,6 @@ binary search over validated points, and what is left on disk when the target is
 The gate is a stand-in here (passes from a given bits per weight up): what it measures is tested in tests/eval."""
 import dataclasses
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
