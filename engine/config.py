@@ -207,6 +207,9 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"  # "auto": the model dtype; "fp8": e4m3 with the checkpoint's k/v scales
     seed: int = 0  # for requests without their own seed
     kernel_arch: str | None = None  # e.g. "sm_86": run the kernel paths that card would take (testing fallbacks)
+    # launch a decode step before the host has read the last one's tokens (vLLM's option of the same name);
+    # None: on where decode runs in CUDA graphs (on CPU it only adds work)
+    async_scheduling: bool | None = None
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
@@ -240,6 +243,8 @@ class EngineConfig:
             from kvant.engine.kernel_select import parse_arch
 
             parse_arch(self.kernel_arch)
+        if self.async_scheduling not in (None, True, False):
+            raise ValueError(f"async_scheduling must be True, False or None, got {self.async_scheduling!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 

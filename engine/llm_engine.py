@@ -5,11 +5,12 @@ from kvant.engine.block_manager import BlockManager
 from kvant.engine.detokenizer import IncrementalDetokenizer, find_stop, partial_stop_len
 from kvant.engine.config import EngineConfig
 from kvant.engine.model import CausalLM
-from kvant.engine.model_runner import ModelRunner
+from kvant.engine.model_runner import DecodeLaunch, ModelRunner
 from kvant.engine.outputs import CompletionOutput, EngineStats, RequestOutput
 from kvant.engine.sampling_params import SamplingParams
 from kvant.engine.scheduler import Scheduler
-from kvant.engine.sequence import Sequence
+from kvant.engine.scheduler import ScheduledBatch
+from kvant.engine.sequence import PENDING_TOKEN, Sequence
 
 STATS_WINDOW_S = 5.0  # tokens/s in stats() average over this many seconds of steps
 
@@ -52,7 +53,12 @@ class RequestState:
 
 
 class LLMEngine:
-    """step() = schedule → run the model → postprocess. Single-threaded; AsyncLLM drives it from one thread."""
+    """step() = schedule → run the model → postprocess. Single-threaded; AsyncLLM drives it from one thread.
+
+    Async scheduling (on where decode runs in CUDA graphs): a pure decode step is launched without waiting for its
+    tokens. Each sequence gets a PENDING_TOKEN placeholder, the next step is scheduled and launched with the
+    pending ids read on the device, and only then are the previous step's tokens read and processed, while the
+    GPU runs. A sequence that turns out to have finished has computed one extra row, which is discarded."""
 
     def __init__(self, model: CausalLM, tokenizer, config: EngineConfig, kernel_path=None):
         mc = model.config
@@ -69,6 +75,9 @@ class LLMEngine:
             eos = (tokenizer.eos_token_id,)
         self.eos_token_ids = eos
         self.runner = ModelRunner(model, config, self.max_model_len)
+        self.async_scheduling = config.async_scheduling if config.async_scheduling is not None else \
+            self.runner.use_graphs
+        self._launched: tuple[ScheduledBatch, DecodeLaunch] | None = None  # the step whose tokens are pending
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.requests: dict[str, RequestState] = {}
@@ -124,6 +133,7 @@ class LLMEngine:
             return None
         for seq in state.seqs:
             if not seq.is_finished:
+                seq.drop_pending_token()  # a launched step's row for it is discarded
                 seq.finish_reason = "abort"
                 self._release(seq)
         state.held_back = []
@@ -135,12 +145,20 @@ class LLMEngine:
     # stepping
     def step(self, finished_only: bool = False) -> list[RequestOutput]:
         """One scheduling step; returns the cumulative output of every request that gained tokens or finished
-        (`finished_only`: of those that finished, for callers that do not stream and so skip building the rest)."""
+        (`finished_only`: of those that finished, for callers that do not stream and so skip building the rest).
+        With async scheduling, a step returns the outputs of the step launched before it."""
+        if self._launched is not None and not (
+                not self.scheduler.waiting and self._launchable(list(self.scheduler.running))):
+            return self._collect(finished_only)  # the next step is not a plain decode: it needs the tokens first
         batch = self.scheduler.schedule()
         if not batch.seqs:
+            if self._launched is not None:
+                return self._collect(finished_only)
             if self.requests:
                 raise RuntimeError(f"{len(self.requests)} requests are pending but none could be scheduled")
             return []
+        if self._launched is not None or (self.async_scheduling and self._launchable(batch.seqs)):
+            return self._launch(batch, finished_only)  # (with a step launched, the batch is running seqs only)
         sample_seqs, sampled, prompt_logprobs = self.runner.run(batch)
         self.scheduler.postprocess(batch)
         num_prompt = sum(n for s, n in zip(batch.seqs, batch.num_new_tokens) if s.num_output_tokens == 0 or n > 1)
@@ -157,11 +175,62 @@ class LLMEngine:
                 state.held_back = []
             self._append(state, i, seq, sampled.token_ids[j], sampled.logprobs[j], sampled.sampled_logprobs[j])
             touched[state.request_id] = state
-        self.generation_tokens_total += len(sample_seqs)
+        self._count_step(num_prompt, len(sample_seqs))
+        return self._outputs(touched, finished_only)
+
+    def _launch(self, batch: ScheduledBatch, finished_only: bool) -> list[RequestOutput]:
+        """Launch a decode step, then process the tokens of the step launched before it while this one runs."""
+        prev = self._launched
+        seqs = [s for s in batch.seqs if not self._ends_at_pending_token(s)]  # no row that is sure to be dropped
+        if not seqs:
+            return self._collect(finished_only)
+        launch = self.runner.launch_decode(seqs, prev[1] if prev else None)
+        outputs = self._collect(finished_only) if prev else []
+        # after the collect, so that full blocks are hashed with real token ids; a sequence that finished there
+        # is left out (its row of this step is discarded)
+        running = [s for s in seqs if not s.is_finished]
+        self.scheduler.postprocess(ScheduledBatch(running, [1] * len(running)))
+        for seq in running:
+            seq.append_token(PENDING_TOKEN)
+        self._launched = (running, launch)
+        if not self.requests:  # nothing is left to read this step's tokens: wait for it here
+            self._collect(finished_only)
+        return outputs
+
+    def _ends_at_pending_token(self, seq: Sequence) -> bool:
+        # its pending token reaches max_tokens or max_model_len: it finishes when the token is read
+        return seq.has_pending_token and (seq.num_tokens >= self.max_model_len or (
+            seq.params.max_tokens is not None and seq.num_output_tokens >= seq.params.max_tokens))
+
+    def _launchable(self, seqs: list[Sequence]) -> bool:
+        """True when these sequences' next step is a plain decode (prompt in the cache, a first token sampled)
+        that the runner can launch without the host reading tokens."""
+        return all(s.num_uncomputed_tokens == 1 and s.num_output_tokens > 0 for s in seqs) and \
+            self.runner.can_launch(seqs)
+
+    def _collect(self, finished_only: bool) -> list[RequestOutput]:
+        """Read the launched step's tokens and process them: each pending placeholder becomes its token."""
+        seqs, launch = self._launched
+        self._launched = None
+        tokens = self.runner.collect(launch)
+        touched: dict[str, RequestState] = {}
+        live = [seq for seq in seqs if not seq.is_finished]  # not aborted while the step ran
+        for seq in live:
+            state, i = self._seq_by_id[seq.seq_id]
+            seq.drop_pending_token()
+            self._append(state, i, seq, tokens[launch.rows[seq.seq_id]], None, 0.0)
+            touched[state.request_id] = state
+        self._count_step(0, len(live))
+        return self._outputs(touched, finished_only)
+
+    def _count_step(self, num_prompt: int, num_generated: int) -> None:
+        self.generation_tokens_total += num_generated
         now = time.monotonic()
-        self._recent.append((now, num_prompt, len(sample_seqs)))
+        self._recent.append((now, num_prompt, num_generated))
         while self._recent and now - self._recent[0][0] > STATS_WINDOW_S:
             self._recent.popleft()
+
+    def _outputs(self, touched: dict[str, RequestState], finished_only: bool) -> list[RequestOutput]:
         outputs = []
         for state in touched.values():
             finished = state.finished

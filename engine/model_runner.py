@@ -1,5 +1,6 @@
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -15,7 +16,7 @@ from kvant.engine.scheduler import ScheduledBatch
 from kvant.engine.sequence import Sequence
 from kvant.kernels.cpu_attention import plan_cpu_step
 from kvant.kernels.formats import FP8
-from kvant.kernels.sampling import sample_tokens
+from kvant.kernels.sampling import pending_input_ids, sample_tokens
 
 # default KV pool on CPU: room for max_num_seqs full-length sequences, at most 1 GiB, at least one sequence
 CPU_KV_CACHE_BYTES = 1 << 30
@@ -25,6 +26,15 @@ def graph_batch_sizes(max_num_seqs: int) -> list[int]:
     # nano-vllm's set: 1, 2, 4, 8, then every 16
     sizes = [1, 2, 4, 8] + list(range(16, 513, 16))
     return [b for b in sizes if b < max_num_seqs] + [max_num_seqs] if max_num_seqs <= 512 else sizes
+
+
+@dataclass(slots=True)
+class DecodeLaunch:
+    """A decode step handed to the device whose sampled tokens the host has not read yet (async scheduling)."""
+    seqs: list[Sequence]
+    rows: dict[int, int]  # seq_id -> its row of the step's tokens
+    tokens: torch.Tensor  # [len(seqs)] int64 on the host: a pinned copy still being filled until `done`
+    done: torch.cuda.Event | None  # None: the tokens are final (an eager step)
 
 
 class ModelRunner:
@@ -213,8 +223,14 @@ class ModelRunner:
             temperature=torch.zeros(max_bs, dtype=torch.float32, device=dev),
             seeds=torch.zeros(max_bs, dtype=torch.int64, device=dev),
             tokens=torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            prev_rows=torch.full((max_bs,), -1, dtype=torch.int64, device=dev),
         )
-        self.decode_inputs = DecodeInputs(max_bs, self.max_blocks_per_seq, self.block_size, pin=True)
+        # two sets of pinned buffers, used in turn: a step's inputs are written while the step before it may still
+        # be copying its own from the other set (async scheduling)
+        self.decode_inputs = [DecodeInputs(max_bs, self.max_blocks_per_seq, self.block_size, pin=True)
+                              for _ in range(2)]
+        self.host_tokens = [torch.zeros(max_bs, dtype=torch.int64, pin_memory=True) for _ in range(2)]
+        self._turn = 0
         pool = None
         for bs in reversed(sizes):
             ctx = Context(g["cu_seqlens_q"][:bs + 1], g["context_lens"][:bs], g["slot_mapping"][:bs],
@@ -232,9 +248,11 @@ class ModelRunner:
             torch.cuda.synchronize()
 
     def _decode_step(self, bs: int) -> None:
-        # what a decode graph holds: the model, the LM head (bf16 logits, no fp32 copy) and one token per row
+        # what a decode graph holds: the input ids still on the device (async scheduling), the model, the LM head
+        # (bf16 logits, no fp32 copy) and one token per row; `tokens` holds the previous step's until sampling
         g = self.graph_vars
-        g["hidden"][:bs] = self.model(g["input_ids"][:bs], g["positions"][:bs])
+        input_ids = pending_input_ids(g["input_ids"][:bs], g["prev_rows"][:bs], g["tokens"])
+        g["hidden"][:bs] = self.model(input_ids, g["positions"][:bs])
         sample_tokens(self.model.lm_head(g["hidden"][:bs]), g["temperature"][:bs], g["seeds"][:bs],
                       out=g["tokens"][:bs])
 
@@ -249,8 +267,9 @@ class ModelRunner:
         seeds = iter(self.sampler.row_seeds([seq for i, seq in enumerate(seqs) if i not in skip]))
         temps = [0.0 if i in skip else float(seq.params.temperature) for i, seq in enumerate(seqs)]
         row_seeds = [0 if i in skip else next(seeds) for i in range(b)]
-        width = self.decode_inputs.fill(seqs, bs, temps, row_seeds)
-        self.decode_inputs.copy_to(self.graph_vars, bs, width)
+        inputs = self._next_inputs()
+        width = inputs.fill(seqs, bs, temps, row_seeds)
+        inputs.copy_to(self.graph_vars, bs, width)
         self.graphs[bs].replay()
         token_ids = self.graph_vars["tokens"][:b].tolist()
         out = SamplerOutput(token_ids, [None] * b, [None] * b)
@@ -262,3 +281,50 @@ class ModelRunner:
                 out.token_ids[i], out.logprobs[i] = rest.token_ids[j], rest.logprobs[j]
                 out.sampled_logprobs[i] = rest.sampled_logprobs[j]
         return out
+
+    # async scheduling: a decode step is launched, and the host schedules the next one before reading its tokens
+    def can_launch(self, seqs: list[Sequence]) -> bool:
+        """True when these sequences can decode without the host reading tokens: every row samples inside the step
+        (temperature only), and the batch fits a graph (or runs eagerly: CPU, enforce_eager)."""
+        fits = not self.use_graphs or (self.graphs and len(seqs) <= max(self.graphs))
+        return bool(fits) and all(graph_samplable(seq) for seq in seqs)
+
+    @torch.inference_mode()
+    def launch_decode(self, seqs: list[Sequence], prev: DecodeLaunch | None) -> DecodeLaunch:
+        """Start one decode step. A sequence whose last token is pending (sampled by `prev`, not read yet) takes its
+        input id from prev's tokens on the device. The tokens come back with `collect`."""
+        prev_rows = [prev.rows[s.seq_id] if s.has_pending_token else -1 for s in seqs]
+        rows = {s.seq_id: i for i, s in enumerate(seqs)}
+        temps = [float(s.params.temperature) for s in seqs]
+        seeds = self.sampler.row_seeds(seqs)
+        if not self.use_graphs:  # eager: the same step outside a graph; prev's tokens are already final
+            input_ids, positions, ctx = self.prepare(ScheduledBatch(list(seqs), [1] * len(seqs)))
+            if prev is not None:
+                input_ids = pending_input_ids(input_ids, self._tensor(prev_rows, torch.int64),
+                                              prev.tokens.to(input_ids.device))
+            logits = self.model.compute_logits(self.forward(input_ids, positions, ctx))
+            tokens = sample_tokens(logits, self._tensor(temps, torch.float32), self._tensor(seeds, torch.int64))
+            return DecodeLaunch(list(seqs), rows, tokens.cpu(), None)
+        b = len(seqs)
+        bs = next(s for s in sorted(self.graphs) if s >= b)
+        inputs = self._next_inputs()
+        width = inputs.fill(seqs, bs, temps, seeds, prev_rows)
+        inputs.copy_to(self.graph_vars, bs, width)
+        self.graphs[bs].replay()
+        host = self.host_tokens[self._turn][:b]
+        host.copy_(self.graph_vars["tokens"][:b], non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return DecodeLaunch(list(seqs), rows, host, done)
+
+    @staticmethod
+    def collect(launch: DecodeLaunch) -> list[int]:
+        """The launched step's sampled tokens, one per sequence (waits for the step)."""
+        if launch.done is not None:
+            launch.done.synchronize()
+        return launch.tokens.tolist()
+
+    def _next_inputs(self) -> DecodeInputs:
+        # the set the step before last used: its copies ran before that step, which has been collected
+        self._turn ^= 1
+        return self.decode_inputs[self._turn]

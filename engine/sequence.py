@@ -3,6 +3,10 @@ from enum import Enum, auto
 from kvant.engine.sampling_params import SamplingParams
 
 
+# async scheduling: a token that was sampled on the device but not yet read by the host (always the last token)
+PENDING_TOKEN = -1
+
+
 class SequenceStatus(Enum):
     WAITING = auto()
     RUNNING = auto()
@@ -93,6 +97,14 @@ class Sequence:
 
     def append_token(self, token_id: int) -> None:
         self.token_ids.append(token_id)
+
+    @property
+    def has_pending_token(self) -> bool:
+        return self.token_ids[-1] == PENDING_TOKEN
+
+    def drop_pending_token(self) -> None:
+        if self.has_pending_token:
+            self.token_ids.pop()
 
     def reset_for_recompute(self) -> None:
         self.status = SequenceStatus.WAITING

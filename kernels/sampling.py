@@ -148,3 +148,39 @@ def sample_tokens_triton(logits: torch.Tensor, temperature: torch.Tensor, seeds:
 def sample_tokens(logits: torch.Tensor, temperature: torch.Tensor, seeds: torch.Tensor,
                   out: torch.Tensor | None = None) -> torch.Tensor:
     return (sample_tokens_triton if on_cuda(logits) else sample_tokens_ref)(logits, temperature, seeds, out)
+
+
+# ---- async scheduling: input ids still on the device -------------------------------------------------------------
+
+def pending_input_ids_ref(input_ids: torch.Tensor, prev_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """input_ids [B] int64, prev_rows [B] int64, tokens [R] int64 (the previous step's sampled tokens) -> [B]: row i
+    is tokens[prev_rows[i]] where prev_rows[i] >= 0, else input_ids[i]."""
+    return torch.where(prev_rows >= 0, tokens[prev_rows.clamp(min=0)], input_ids)
+
+
+@triton.jit
+def _pending_ids_kernel(ids_ptr, rows_ptr, tok_ptr, out_ptr, B, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < B
+    ids = tl.load(ids_ptr + offs, mask=mask, other=0)
+    rows = tl.load(rows_ptr + offs, mask=mask, other=-1)
+    prev = tl.load(tok_ptr + tl.maximum(rows, 0), mask=mask & (rows >= 0), other=0)
+    tl.store(out_ptr + offs, tl.where(rows >= 0, prev, ids), mask=mask)
+
+
+def pending_input_ids_triton(input_ids: torch.Tensor, prev_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    if input_ids.dtype != torch.int64 or prev_rows.dtype != torch.int64 or tokens.dtype != torch.int64 or \
+            input_ids.shape != prev_rows.shape or input_ids.dim() != 1:
+        raise ValueError(f"pending_input_ids needs int64 input_ids [B], prev_rows [B] and tokens [R], got "
+                         f"{input_ids.dtype} {tuple(input_ids.shape)}, {prev_rows.dtype} {tuple(prev_rows.shape)}, "
+                         f"{tokens.dtype} {tuple(tokens.shape)}")
+    out = torch.empty_like(input_ids)
+    block = 256
+    _pending_ids_kernel[(triton.cdiv(input_ids.numel(), block),)](input_ids, prev_rows, tokens, out,
+                                                                  input_ids.numel(), BLOCK=block)
+    return out
+
+
+def pending_input_ids(input_ids: torch.Tensor, prev_rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    fn = pending_input_ids_triton if on_cuda(input_ids, prev_rows, tokens) else pending_input_ids_ref
+    return fn(input_ids, prev_rows, tokens)

@@ -1,7 +1,8 @@
 """`kvant bench profile`: where one decode step's time goes at a batch size.
 
-Kernels per step (and per layer), GPU time (the kernels' summed durations), the engine step's wall time, the CUDA-graph
-replay alone, host time = step − replay, and the top kernels, from torch.profiler. On CPU there is no graph: "kernels"
+Kernels per step (and per layer), GPU time (the kernels' summed durations), the engine step's wall time (steps run
+back to back, as a workload runs them), the CUDA-graph replay alone, host time = step − replay (what the GPU waits
+for the host), and the top kernels, from torch.profiler. On CPU there is no graph: "kernels"
 are the aten ops the step runs and the replay time is 0, so the command runs (and is tested) on a tiny config in CI.
 """
 import time
@@ -26,15 +27,15 @@ def _decode_ready(engine, batch: int, input_len: int, steps: int) -> None:
         engine.step()
 
 
-def _timed_steps(engine, n: int, sync) -> list[float]:
-    out = []
+def _step_seconds(engine, n: int, sync) -> float:
+    """Seconds per step over n back-to-back steps (with async scheduling a step overlaps the one before it, so
+    steps are timed as a run, with one sync at each end)."""
+    sync()
+    t0 = time.perf_counter()
     for _ in range(n):
-        sync()
-        t0 = time.perf_counter()
         engine.step()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return out
+    sync()
+    return (time.perf_counter() - t0) / n
 
 
 def _replay_seconds(runner, batch: int, n: int) -> float:
@@ -90,7 +91,7 @@ def profile_decode(engine, batch: int, input_len: int = 128, steps: int = 20, to
     cuda = engine.runner.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     _decode_ready(engine, batch, input_len, steps=3 * steps + 8)
-    step_s = sorted(_timed_steps(engine, steps, sync))[steps // 2]  # median
+    step_s = min(_step_seconds(engine, steps, sync) for _ in range(2))
     table, num_kernels, gpu_us = _kernels(engine, cuda)
     replay_s = _replay_seconds(engine.runner, batch, steps) if cuda else 0.0
     while engine.has_unfinished_requests():  # finish the requests: no KV blocks left behind

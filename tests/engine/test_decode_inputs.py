@@ -3,7 +3,7 @@ import torch
 
 from kvant.engine.decode_inputs import DecodeInputs
 from kvant.engine.sampling_params import SamplingParams
-from kvant.engine.sequence import Sequence
+from kvant.engine.sequence import PENDING_TOKEN, Sequence
 
 
 def _seq(seq_id, tokens, table):
@@ -19,6 +19,7 @@ def _graph_vars(max_bs, max_blocks):
                 slot_mapping=torch.full((max_bs,), 99, dtype=torch.int64),
                 context_lens=torch.full((max_bs,), 99, dtype=torch.int32),
                 temperature=torch.full((max_bs,), 99.0), seeds=torch.full((max_bs,), 99, dtype=torch.int64),
+                prev_rows=torch.full((max_bs,), 99, dtype=torch.int64),
                 block_tables=torch.full((max_bs, max_blocks), 99, dtype=torch.int32))
 
 
@@ -48,3 +49,16 @@ def test_fill_and_copy_pad_rows_and_reuse_buffers():
     assert (g["input_ids"][0].item(), g["positions"][0].item(), g["slot_mapping"][0].item(),
             g["context_lens"][0].item()) == (10, 9, 37, 10)
     assert g["block_tables"][0, :3].tolist() == [4, 1, 9]
+    assert g["prev_rows"][:1].tolist() == [-1]  # no previous step named: every id is on the host
+
+
+def test_pending_last_token_is_read_from_the_previous_step():
+    # async scheduling: seq 0's last token is still on the device, in row 5 of the previous step's tokens
+    inputs = DecodeInputs(max_bs=8, max_blocks_per_seq=5, block_size=4, pin=False)
+    g = _graph_vars(8, 5)
+    seqs = [_seq(0, [11, 12, 13, 14, PENDING_TOKEN], [2, 7]), _seq(1, [21, 22, 23], [3])]
+    width = inputs.fill(seqs, bs=4, temperature=[0.0, 0.0], seeds=[0, 0], prev_rows=[5, -1])
+    inputs.copy_to(g, 4, width)
+    assert g["prev_rows"][:4].tolist() == [5, -1, -1, -1]  # padded rows read nothing
+    assert g["input_ids"][:2].tolist() == [0, 23]  # the placeholder never reaches the embedding
+    assert g["positions"][:2].tolist() == [4, 2] and g["slot_mapping"][:2].tolist() == [28, 14]

@@ -86,6 +86,10 @@ sig = dict(val_ptr="*fp32", idx_ptr="*i32", out_ptr="*i64", NUM_CHUNKS="i32", BL
 src = ASTSource(fn=sampling._pick_kernel, signature=sig, constexprs=dict(BLOCK_C=64))
 assert "st.global" in triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
 print("compiled pick")
+sig = dict(ids_ptr="*i64", rows_ptr="*i64", tok_ptr="*i64", out_ptr="*i64", B="i32", BLOCK="constexpr")
+src = ASTSource(fn=sampling._pending_ids_kernel, signature=sig, constexprs=dict(BLOCK=256))
+assert "st.global" in triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+print("compiled pending ids")
 """
 
 
@@ -97,4 +101,36 @@ def test_sampling_kernels_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-P", "-c", SM90_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("compiled") == 3
+    assert r.stdout.count("compiled") == 4
+
+
+def _pending_case(b, r, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 50000, (b,), generator=g)
+    rows = torch.randint(-1, r, (b,), generator=g)  # about 1 in r+1 rows keeps its own id
+    tokens = torch.randint(0, 50000, (r,), generator=g)
+    return ids.to(device), rows.to(device), tokens.to(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="interpreter test passes CPU tensors; the gpu test covers CUDA")
+@pytest.mark.parametrize("b,r", [(1, 1), (7, 300), (300, 512)])
+def test_pending_input_ids_matches_reference(b, r):
+    ids, rows, tokens = _pending_case(b, r, "cpu", seed=b + r)
+    got = sampling.pending_input_ids_triton(ids, rows, tokens)
+    want = sampling.pending_input_ids_ref(ids, rows, tokens)
+    assert torch.equal(got, want)
+    keep = rows < 0
+    assert torch.equal(want[keep], ids[keep]) and torch.equal(want[~keep], tokens[rows[~keep]])
+
+
+def test_pending_input_ids_names_bad_input():
+    with pytest.raises(ValueError, match="int64"):
+        sampling.pending_input_ids_triton(torch.zeros(3, dtype=torch.int32), torch.zeros(3, dtype=torch.int64),
+                                          torch.zeros(4, dtype=torch.int64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pending_input_ids_gpu():
+    ids, rows, tokens = _pending_case(256, 512, "cuda", seed=3)
+    assert torch.equal(sampling.pending_input_ids(ids, rows, tokens), sampling.pending_input_ids_ref(ids, rows, tokens))
