@@ -1,4 +1,5 @@
 """`kvant bench throughput | latency | profile`: seeded workloads against the roofline measured on the same card."""
+import argparse
 import json
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def add_parser(sub) -> None:
         k.add_argument("--max-num-seqs", type=int, default=256)
         k.add_argument("--max-num-batched-tokens", type=int, default=8192)
         k.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+        k.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                       help="launch each decode step before the last one's tokens are read (default: on with graphs)")
         k.add_argument("--json", type=Path, default=None, help="write the results here")
         if name == "throughput":
             k.add_argument("--workload", default="W1", choices=("W1", "W2", "W3", "W4", "W5"))
@@ -64,7 +67,7 @@ def build_llm(args):
 
     engine_kwargs = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                          enforce_eager=args.enforce_eager, kv_cache_dtype=args.kv_cache_dtype,
-                         kernel_arch=args.kernel_arch)
+                         kernel_arch=args.kernel_arch, async_scheduling=args.async_scheduling)
     if args.kind in ("latency", "profile"):
         engine_kwargs["enable_prefix_caching"] = False
     model_arg = Path(args.model)

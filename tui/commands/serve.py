@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     e.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default=None,
                    help="auto: the model dtype; fp8: e4m3 with the checkpoint's k/v scales")
     e.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    e.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                   help="launch each decode step before the last one's tokens are read (default: on with CUDA graphs)")
     e.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default=None,
                    help="weights and activations (default auto: the checkpoint's dtype on CUDA; on CPU bf16 where "
                         "the CPU has native bf16 (AVX512-BF16, AMX, Arm BF16) and the checkpoint is bf16, else "
@@ -94,7 +96,7 @@ def vllm_checks(args) -> tuple[str | None, dict] | None:
 
 ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization", "gpu_memory",
                 "kv_cache_memory", "kv_cache_dtype", "dtype", "device", "kernel_arch", "seed",
-                "enable_prefix_caching")
+                "enable_prefix_caching", "async_scheduling")
 
 
 def engine_kwargs(args) -> dict:
