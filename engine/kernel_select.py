@@ -100,8 +100,9 @@ def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | N
 
 def use_skinny_gemm(model, decode_rows: tuple[int, ...]) -> int:
     """Swap each 16-bit nn.Linear of the decoder layers (the LM head and embeddings stay) for a SkinnyLinear whose
-    picks come from kvant.kernels.skinny_gemm.pick, measured once per card, shape and row count and kept on disk.
-    KVANT_SKINNY_GEMM=0 keeps cuBLAS everywhere (for A/B runs). Returns how many layers got at least one pick."""
+    picks come from kvant.kernels.skinny_gemm.pick, measured once per card, shape and row count and kept on disk;
+    each mlp.down_proj is also measured with SiLU·mul fused in (its silu_picks). KVANT_SKINNY_GEMM=0 keeps cuBLAS and
+    the separate SiLU·mul kernel everywhere (for A/B runs). Returns how many layers got at least one pick."""
     import os
 
     import torch
@@ -113,15 +114,19 @@ def use_skinny_gemm(model, decode_rows: tuple[int, ...]) -> int:
     if os.environ.get("KVANT_SKINNY_GEMM", "1") == "0":
         return 0
     rows = sorted({m for m in decode_rows if 1 <= m <= MAX_M})
-    swapped = 0
+    swapped = fused = 0
     for name, module in list(model.named_modules()):
         if type(module) is not nn.Linear or ".layers." not in f".{name}." or module.weight.dtype not in (
                 torch.bfloat16, torch.float16):
             continue
-        picks = {m: c for m in rows if (c := pick(module.weight, m, module.bias is not None)) is not None}
-        if picks:
+        w, has_bias = module.weight, module.bias is not None
+        picks = {m: c for m in rows if (c := pick(w, m, has_bias)) is not None}
+        down = name.endswith("mlp.down_proj")  # MLP.forward hands it gate_up: SiLU·mul may run inside its GEMM
+        silu_picks = {m: c for m in rows if down and (c := pick(w, m, has_bias, silu_mul=True)) is not None}
+        if picks or silu_picks:
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, SkinnyLinear.from_linear(module, picks))
-            swapped += 1
-    log.info("kernels: kvant's decode GEMM replaces cuBLAS in %d 16-bit layers at some batch sizes", swapped)
+            setattr(model.get_submodule(parent), child, SkinnyLinear.from_linear(module, picks, silu_picks))
+            swapped, fused = swapped + 1, fused + bool(silu_picks)
+    log.info("kernels: kvant's decode GEMM replaces cuBLAS in %d 16-bit layers at some batch sizes (%d down_proj with "
+             "SiLU·mul fused in)", swapped, fused)
     return swapped

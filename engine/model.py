@@ -163,6 +163,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(i, h, bias=False)
 
     def forward(self, x):
+        if hasattr(type(self.down_proj), "forward_silu_mul"):  # SkinnyLinear: SiLU·mul inside its decode GEMM
+            return self.down_proj.forward_silu_mul(self.gate_up_proj(x))
         return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
 
 

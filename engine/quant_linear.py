@@ -6,6 +6,7 @@ from torch import nn
 from kvant.artifact.errors import KvantError
 from kvant.artifact.targets import group_for
 from kvant.engine.model import stacked_output_sizes, stacked_parts
+from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.formats import FP8
 from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
 from kvant.kernels.int8_gemm import int8_gemm, quant_int8_per_token
@@ -135,15 +136,19 @@ class Fp8Linear(_QuantLinear):
 
 class SkinnyLinear(nn.Linear):
     """A 16-bit nn.Linear (same weight and bias tensors) that runs kvant.kernels.skinny_gemm at the row counts where
-    it measured faster than cuBLAS on this card (`picks`: rows -> config), and cuBLAS everywhere else."""
+    it measured faster than cuBLAS on this card (`picks`: rows -> config), and cuBLAS everywhere else. As an MLP's
+    down_proj it may also take the gate_up output and fuse SiLU·mul into the GEMM (`silu_picks`: rows -> config)."""
+    picks: dict[int, tuple]
+    silu_picks: dict[int, tuple]
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, picks: dict[int, tuple]) -> "SkinnyLinear":
+    def from_linear(cls, linear: nn.Linear, picks: dict[int, tuple],
+                    silu_picks: dict[int, tuple] | None = None) -> "SkinnyLinear":
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.in_features, new.out_features = linear.in_features, linear.out_features
         new.weight, new.bias = linear.weight, linear.bias
-        new.picks = picks
+        new.picks, new.silu_picks = picks, silu_picks or {}
         return new
 
     def forward(self, x):
@@ -152,6 +157,14 @@ class SkinnyLinear(nn.Linear):
             return super().forward(x)
         y = skinny_gemm_triton(x.reshape(-1, self.in_features), self.weight, self.bias, config)
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    def forward_silu_mul(self, gate_up):
+        # gate_up [..., 2 * in_features] -> self(silu_and_mul(gate_up)) [..., out_features], one launch where picked
+        config = self.silu_picks.get(gate_up.numel() // (2 * self.in_features)) if gate_up.is_cuda else None
+        if config is None:
+            return self(silu_and_mul(gate_up))
+        y = skinny_gemm_triton(gate_up.reshape(-1, 2 * self.in_features), self.weight, self.bias, config, silu_mul=True)
+        return y.reshape(*gate_up.shape[:-1], self.out_features)
 
 
 def module_for(linear: nn.Linear, scheme: dict, merged: bool = False) -> nn.Module:

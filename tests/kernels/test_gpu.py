@@ -149,3 +149,40 @@ def test_skinny_gemm_every_candidate_in_a_cuda_graph(m, k, n, bias):
             graph.replay()
             torch.testing.assert_close(out.float(), skinny_gemm.skinny_gemm_ref(x, w, b).float(), atol=2e-2,
                                        rtol=2e-2)
+
+
+@pytest.mark.parametrize("m", [1, 48])
+@pytest.mark.parametrize("k,n,bias", [(14336, 4096, False), (1000, 1000, True)])
+def test_skinny_gemm_silu_mul_every_candidate_in_a_cuda_graph(m, k, n, bias):
+    # as above with SiLU·mul fused into the x load: x is down_proj's gate_up [m, 2K] (Llama-3.1-8B, and K, N off the
+    # tiles)
+    from kvant.kernels import skinny_gemm
+
+    w = (torch.randn(n, k, device="cuda") / k**0.5).to(torch.bfloat16)
+    b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
+    gate_up = torch.randn(m, 2 * k, device="cuda", dtype=torch.bfloat16)
+    for config in skinny_gemm.candidates(m, silu_mul=True):
+        skinny_gemm.skinny_gemm_triton(gate_up, w, b, config, silu_mul=True)  # compile, size split-K buffers
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = skinny_gemm.skinny_gemm_triton(gate_up, w, b, config, silu_mul=True)
+        for _ in range(2):
+            gate_up.copy_(torch.randn_like(gate_up))
+            out.fill_(float("nan"))
+            graph.replay()
+            torch.testing.assert_close(out.float(), skinny_gemm.skinny_gemm_ref(gate_up, w, b, silu_mul=True).float(),
+                                       atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("m", [1, 48])
+def test_skinny_gemm_silu_mul_activations_equal_the_triton_kernel(m):
+    # w = I: each output is the activation itself, which must be the unfused SiLU·mul kernel's value bit for bit
+    from kvant.kernels import skinny_gemm
+    from kvant.kernels.activation import silu_and_mul_triton
+
+    k = 1000
+    gate_up = 3 * torch.randn(m, 2 * k, device="cuda", dtype=torch.bfloat16)
+    eye = torch.eye(k, device="cuda", dtype=torch.bfloat16)
+    for config in skinny_gemm.candidates(m, silu_mul=True):
+        got = skinny_gemm.skinny_gemm_triton(gate_up, eye, None, config, silu_mul=True)
+        assert torch.equal(got, silu_and_mul_triton(gate_up)), config
