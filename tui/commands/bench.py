@@ -67,7 +67,7 @@ def build_llm(args):
 
     engine_kwargs = dict(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                          enforce_eager=args.enforce_eager, kv_cache_dtype=args.kv_cache_dtype,
-                         kernel_arch=args.kernel_arch, async_scheduling=args.async_scheduling)
+                         kernel_arch=args.kernel_arch, async_scheduling=getattr(args, "async_scheduling", None))
     if args.kind in ("latency", "profile"):
         engine_kwargs["enable_prefix_caching"] = False
     model_arg = Path(args.model)
