@@ -152,14 +152,17 @@ def _dot(a, b, UPCAST: tl.constexpr):
 
 @triton.jit
 def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, qk_scale, k_scale,
-                   v_scale, stride_qb, stride_qh, stride_ob, stride_oh, stride_bt, CHUNK,
+                   v_scale, stride_qb, stride_qh, stride_ob, stride_oh, stride_bt,
                    HKV: tl.constexpr, GROUP: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
                    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
                    IS_FP8: tl.constexpr, UPCAST: tl.constexpr):
     b, kvh, sp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.load(lens_ptr + b)
-    start = sp * CHUNK
-    end = tl.minimum(start + CHUNK, length)
+    # this sequence's own length is split evenly (in whole BLOCK_N tiles) over the launched splits: a short context
+    # still spreads over several programs, and the split count stays a graph constant
+    chunk = tl.cdiv(tl.cdiv(length, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    start = sp * chunk
+    end = tl.minimum(start + chunk, length)
     hh = tl.arange(0, BLOCK_H)
     heads = kvh * GROUP + hh  # the query heads sharing this kv head ride one tile (GQA)
     hmask = hh < GROUP
@@ -235,18 +238,17 @@ def paged_attention_decode_triton(q, k_cache, v_cache, block_tables, context_len
     if b == 0:
         return out
     block_n = 64 if d <= 128 else 32
-    # split the context so that B * Hkv * splits fills the GPU twice; the longest possible context comes from the
-    # block table's width, which is static (CUDA graphs) and needs no device sync
+    # enough splits that B * Hkv * splits fills the GPU twice, no more than the longest possible context (the block
+    # table's width, static under CUDA graphs: no device sync) has in 4-tile chunks; each program then takes its
+    # share of its own sequence's length
     max_ctx = block_tables.shape[1] * bs
     splits = max(1, min(triton.cdiv(2 * num_sms(q.device), b * hkv), triton.cdiv(max_ctx, 4 * block_n), 64))
-    chunk = triton.cdiv(triton.cdiv(max_ctx, splits), block_n) * block_n
-    splits = triton.cdiv(max_ctx, chunk)
     mid_o = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device) if splits > 1 else out
     mid_lse = torch.empty(b, hq, splits, dtype=torch.float32, device=q.device) if splits > 1 else out
     upcast = interpreted(_decode_kernel) and q.dtype == torch.bfloat16
     _decode_kernel[(b, hkv, splits)](
         q, kc, vc, block_tables, context_lens, out, mid_o, mid_lse, scale * LOG2E, scale_float(k_scale),
-        scale_float(v_scale), q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0), chunk,
+        scale_float(v_scale), q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         HKV=hkv, GROUP=hq // hkv, BLOCK_H=max(16, triton.next_power_of_2(hq // hkv)), D=d, BLOCK_SIZE=bs,
         BLOCK_N=block_n, NUM_SPLITS=splits, IS_FP8=k_cache.dtype == FP8, UPCAST=upcast, num_warps=4, num_stages=2)
     if splits > 1:

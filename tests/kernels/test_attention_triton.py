@@ -88,3 +88,16 @@ def test_decode_call_after_call_with_changing_splits():
         args = (q, kc, vc, tables, torch.tensor(lens, dtype=torch.int32), 32**-0.5, None, None)
         torch.testing.assert_close(paged_attention.paged_attention_decode_triton(*args),
                                    paged_attention.paged_attention_decode_ref(*args), **TOL[torch.float16])
+
+
+def test_decode_short_contexts_in_a_wide_table():
+    # a CUDA graph's block table is as wide as max_model_len: the split count follows that width, and each sequence's
+    # own length is spread over the splits (200 tokens over 4 splits of 64, 3 tokens in the first split alone)
+    g = torch.Generator().manual_seed(11)
+    lens, bs, hkv = [200, 3], 16, 2
+    kc, vc, _, _ = _paged_cache(140, bs, hkv, 32, torch.float16, g)
+    tables = torch.randperm(140, generator=g)[:128].reshape(2, 64).to(torch.int32)  # 1024 tokens wide
+    q = torch.randn(2, 4, 32, generator=g).to(torch.float16)
+    args = (q, kc, vc, tables, torch.tensor(lens, dtype=torch.int32), 32**-0.5, None, None)
+    torch.testing.assert_close(paged_attention.paged_attention_decode_triton(*args),
+                               paged_attention.paged_attention_decode_ref(*args), **TOL[torch.float16])
