@@ -5,7 +5,7 @@ W=$OUT/work; mkdir -p $W
 export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
 step() { local name=$1 t=$2; shift 2; echo "== $name $(date +%T)"; timeout "$t" "$@" > "$W/log-$name.txt" 2>&1; echo "rc=$?"; tail -${TAIL:-3} "$W/log-$name.txt"; tar czf $OUT/r.tgz -C $W --exclude kvh .; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $W/device.txt
-step tests 60 python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "attention or decode or paged"
+step tests 120 python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py tests/engine/test_engine_gpu.py -k "decode or engine_gpu"
 step logits-qwen3 40 python -P bench/check_logits.py --config $C/qwen3-0.6b.json --quant bf16 --prompts 8 --new 16
 step logits-llama 60 python -P bench/check_logits.py --config $C/llama-3.1-8b.json --quant bf16 --prompts 8 --new 16
 LAT="bench latency --model $C/llama-3.1-8b.json --batch-sizes 1,64 --output-len 64"
