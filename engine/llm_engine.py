@@ -147,8 +147,8 @@ class LLMEngine:
         """One scheduling step; returns the cumulative output of every request that gained tokens or finished
         (`finished_only`: of those that finished, for callers that do not stream and so skip building the rest).
         With async scheduling, a step returns the outputs of the step launched before it."""
-        if self._launched is not None and not (
-                not self.scheduler.waiting and self._launchable(list(self.scheduler.running))):
+        if self._launched is not None and (
+                self.scheduler.waiting or not self._launchable(list(self.scheduler.running))):
             return self._collect(finished_only)  # the next step is not a plain decode: it needs the tokens first
         batch = self.scheduler.schedule()
         if not batch.seqs:
