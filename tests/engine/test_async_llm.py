@@ -17,14 +17,24 @@ async def collect(engine, prompt, params, rid):
     return outs
 
 
+def count_launches(engine) -> list:
+    """Every decode step launched ahead of its tokens appends to the returned list (before any request arrives)."""
+    runner, launches = engine.engine.runner, []
+    launch = runner.launch_decode
+    runner.launch_decode = lambda seqs, prev: launches.append(len(seqs)) or launch(seqs, prev)
+    return launches
+
+
 def pool_empty(engine) -> bool:
     s = engine.stats()
     return s.num_free_blocks == s.num_blocks and s.num_running == 0 and s.num_waiting == 0
 
 
 @pytest.mark.timeout(120)
-async def test_concurrent_streams_are_cumulative_and_correct(tiny_model):
-    engine = AsyncLLM.from_model(tiny_model, None, max_num_batched_tokens=8)
+@pytest.mark.parametrize("async_scheduling", [None, True])  # True: decode steps launched ahead of their tokens
+async def test_concurrent_streams_are_cumulative_and_correct(tiny_model, async_scheduling):
+    engine = AsyncLLM.from_model(tiny_model, None, max_num_batched_tokens=8, async_scheduling=async_scheduling)
+    launches = count_launches(engine)
     try:
         results = await asyncio.gather(*(collect(engine, p, GREEDY, f"r{i}") for i, p in enumerate(PROMPTS)))
         for prompt, outs in zip(PROMPTS, results):
@@ -36,13 +46,16 @@ async def test_concurrent_streams_are_cumulative_and_correct(tiny_model):
             assert all(o.outputs[0].token_ids == final.outputs[0].token_ids[:len(o.outputs[0].token_ids)]
                        for o in outs)
         assert pool_empty(engine) and engine.stats().generation_tokens_total == 40
+        assert bool(launches) == bool(async_scheduling)
     finally:
         await engine.shutdown()
 
 
 @pytest.mark.timeout(120)
-async def test_abort_mid_stream_frees_blocks(tiny_model):
-    engine = AsyncLLM.from_model(tiny_model, None)
+@pytest.mark.parametrize("async_scheduling", [None, True])
+async def test_abort_mid_stream_frees_blocks(tiny_model, async_scheduling):
+    engine = AsyncLLM.from_model(tiny_model, None, async_scheduling=async_scheduling)
+    launches = count_launches(engine)
     try:
         long = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
         outs = []
@@ -54,7 +67,7 @@ async def test_abort_mid_stream_frees_blocks(tiny_model):
         assert len(outs[-1].outputs[0].token_ids) < 200
         other = await collect(engine, PROMPTS[0], GREEDY, "after")
         assert other[-1].outputs[0].token_ids == reference_greedy(tiny_model, PROMPTS[0], 10)
-        assert pool_empty(engine)
+        assert pool_empty(engine) and bool(launches) == bool(async_scheduling)
     finally:
         await engine.shutdown()
 
