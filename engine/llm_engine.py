@@ -8,8 +8,7 @@ from kvant.engine.model import CausalLM
 from kvant.engine.model_runner import DecodeLaunch, ModelRunner
 from kvant.engine.outputs import CompletionOutput, EngineStats, RequestOutput
 from kvant.engine.sampling_params import SamplingParams
-from kvant.engine.scheduler import Scheduler
-from kvant.engine.scheduler import ScheduledBatch
+from kvant.engine.scheduler import ScheduledBatch, Scheduler
 from kvant.engine.sequence import PENDING_TOKEN, Sequence
 
 STATS_WINDOW_S = 5.0  # tokens/s in stats() average over this many seconds of steps
@@ -77,7 +76,7 @@ class LLMEngine:
         self.runner = ModelRunner(model, config, self.max_model_len)
         self.async_scheduling = config.async_scheduling if config.async_scheduling is not None else \
             self.runner.use_graphs
-        self._launched: tuple[ScheduledBatch, DecodeLaunch] | None = None  # the step whose tokens are pending
+        self._launched: DecodeLaunch | None = None  # the step whose tokens are pending
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.requests: dict[str, RequestState] = {}
@@ -184,7 +183,7 @@ class LLMEngine:
         seqs = [s for s in batch.seqs if not self._ends_at_pending_token(s)]  # no row that is sure to be dropped
         if not seqs:
             return self._collect(finished_only)
-        launch = self.runner.launch_decode(seqs, prev[1] if prev else None)
+        launch = self.runner.launch_decode(seqs, prev)
         outputs = self._collect(finished_only) if prev else []
         # after the collect, so that full blocks are hashed with real token ids; a sequence that finished there
         # is left out (its row of this step is discarded)
@@ -192,15 +191,19 @@ class LLMEngine:
         self.scheduler.postprocess(ScheduledBatch(running, [1] * len(running)))
         for seq in running:
             seq.append_token(PENDING_TOKEN)
-        self._launched = (running, launch)
+        self._launched = launch
         if not self.requests:  # nothing is left to read this step's tokens: wait for it here
             self._collect(finished_only)
         return outputs
 
     def _ends_at_pending_token(self, seq: Sequence) -> bool:
         # its pending token reaches max_tokens or max_model_len: it finishes when the token is read
-        return seq.has_pending_token and (seq.num_tokens >= self.max_model_len or (
-            seq.params.max_tokens is not None and seq.num_output_tokens >= seq.params.max_tokens))
+        return seq.has_pending_token and self._at_length_limit(seq)
+
+    def _at_length_limit(self, seq: Sequence) -> bool:
+        p = seq.params
+        return (p.max_tokens is not None and seq.num_output_tokens >= p.max_tokens) or \
+            seq.num_tokens >= self.max_model_len
 
     def _launchable(self, seqs: list[Sequence]) -> bool:
         """True when these sequences' next step is a plain decode (prompt in the cache, a first token sampled)
@@ -210,11 +213,10 @@ class LLMEngine:
 
     def _collect(self, finished_only: bool) -> list[RequestOutput]:
         """Read the launched step's tokens and process them: each pending placeholder becomes its token."""
-        seqs, launch = self._launched
-        self._launched = None
+        launch, self._launched = self._launched, None
         tokens = self.runner.collect(launch)
         touched: dict[str, RequestState] = {}
-        live = [seq for seq in seqs if not seq.is_finished]  # not aborted while the step ran
+        live = [seq for seq in launch.seqs if not seq.is_finished]  # finished or aborted since the launch: dropped
         for seq in live:
             state, i = self._seq_by_id[seq.seq_id]
             seq.drop_pending_token()
@@ -280,8 +282,7 @@ class LLMEngine:
                     text = text[:hit[0]]
                     seq.finish_reason, seq.stop_reason = "stop", hit[1]
             state.texts[i] = text
-        if seq.finish_reason is None and (
-                (p.max_tokens is not None and n_out >= p.max_tokens) or seq.num_tokens >= self.max_model_len):
+        if seq.finish_reason is None and self._at_length_limit(seq):
             seq.finish_reason = "length"
         if seq.finish_reason is not None:
             self._release(seq)

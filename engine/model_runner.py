@@ -286,8 +286,8 @@ class ModelRunner:
     def can_launch(self, seqs: list[Sequence]) -> bool:
         """True when these sequences can decode without the host reading tokens: every row samples inside the step
         (temperature only), and the batch fits a graph (or runs eagerly: CPU, enforce_eager)."""
-        fits = not self.use_graphs or (self.graphs and len(seqs) <= max(self.graphs))
-        return bool(fits) and all(graph_samplable(seq) for seq in seqs)
+        fits = not self.use_graphs or len(seqs) <= max(self.graphs, default=0)
+        return fits and all(graph_samplable(seq) for seq in seqs)
 
     @torch.inference_mode()
     def launch_decode(self, seqs: list[Sequence], prev: DecodeLaunch | None) -> DecodeLaunch:
