@@ -12,7 +12,7 @@ from kvant.engine.context import get_context
 from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.cpu_attention import attention_cpu, rope_cpu
 from kvant.kernels.kv_store import store_kvcache
-from kvant.kernels.paged_attention import paged_attention_decode, paged_attention_prefill
+from kvant.kernels.paged_attention import paged_attention_decode, paged_attention_prefill, rope_store_decode
 from kvant.kernels.rmsnorm import rms_norm
 from kvant.kernels.rope import apply_rope
 from kvant.kernels.rope_store import rope_store_kv, supported as rope_store_supported
@@ -129,13 +129,18 @@ class SelfAttention(nn.Module):
         if ctx is not None and ctx.cpu is not None:
             o = self._attend_cpu(qkv, q, k, v, ctx)
         elif ctx is not None and q.is_cuda and rope_store_supported(self.head_dim):
-            # one kernel: (q/k norm,) RoPE, k/v into the paged cache; q, k, v stay views of the qkv output
+            # (q/k norm,) RoPE and k/v into the paged cache in one kernel, q, k and v staying views of the qkv output
             a = self.attn
             norm = dict(q_norm_weight=self.q_norm.weight, k_norm_weight=self.k_norm.weight,
                         eps=self.q_norm.eps) if hasattr(self, "q_norm") else {}
-            q = rope_store_kv(q, k, v, positions, self.rotary[0].cos_sin, a.k_cache, a.v_cache, ctx.slot_mapping,
-                              a.k_scale, a.v_scale, **norm)
-            o = a.attend(q, ctx)  # [T, Hq, D]
+            cos_sin = self.rotary[0].cos_sin
+            if ctx.is_decode:  # that kernel is the decode attention itself
+                o = rope_store_decode(q, k, v, positions, cos_sin, a.k_cache, a.v_cache, ctx.slot_mapping,
+                                      ctx.block_tables, ctx.context_lens, a.scale, a.k_scale, a.v_scale, **norm)
+            else:
+                q = rope_store_kv(q, k, v, positions, cos_sin, a.k_cache, a.v_cache, ctx.slot_mapping, a.k_scale,
+                                  a.v_scale, **norm)
+                o = a.attend(q, ctx)  # [T, Hq, D]
         else:
             if hasattr(self, "q_norm"):
                 q, k = self.q_norm(q), self.k_norm(k)

@@ -5,6 +5,8 @@ import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, num_sms, on_cuda, scale_float, scale_value
 from kvant.kernels.formats import FP8
+from kvant.kernels.rope_store import _to_cache, check_rope_store, rope_store_kv_ref
+from kvant.kernels.splitk import splitk_buffers
 
 LOG2E = 1.4426950408889634
 
@@ -151,11 +153,28 @@ def _dot(a, b, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr, qk_scale, k_scale,
-                   v_scale, stride_qb, stride_qh, stride_ob, stride_oh, stride_bt,
+def _roped_heads(ptr, base, d, dsw, mask, w_ptr, eps, cos, sin, QK_NORM: tl.constexpr, D: tl.constexpr):
+    # heads at element offsets `base` ([R, 1], or a scalar for one head) -> [R, D] fp32 after (per-head RMSNorm and)
+    # neox RoPE, on whole heads: x * cos + (x with its halves swapped) * sin, sin negated on the first half, which is
+    # kvant.kernels.rope_store's a cos - b sin, b cos + a sin
+    x = tl.load(ptr + base + d[None, :], mask=mask, other=0.0)
+    xs = tl.load(ptr + base + dsw[None, :], mask=mask, other=0.0)
+    if QK_NORM:  # HF's order: fp32 normalise, round to the model dtype, times weight, round again
+        h, hs = x.to(tl.float32), xs.to(tl.float32)
+        inv = (1.0 / tl.sqrt(tl.sum(h * h, axis=1) / D + eps))[:, None]
+        x = ((h * inv).to(x.dtype).to(tl.float32) * tl.load(w_ptr + d).to(tl.float32)[None, :]).to(x.dtype)
+        xs = ((hs * inv).to(xs.dtype).to(tl.float32) * tl.load(w_ptr + dsw).to(tl.float32)[None, :]).to(xs.dtype)
+    return x.to(tl.float32) * cos + xs.to(tl.float32) * sin
+
+
+@triton.jit
+def _decode_kernel(q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, pos_ptr, slot_ptr, cs_ptr, qw_ptr, kw_ptr,
+                   out_ptr, mid_o_ptr, mid_lse_ptr, cnt_ptr, qk_scale, k_scale, v_scale, eps, stride_qb, stride_qh,
+                   stride_kb, stride_vb, stride_ob, stride_oh, stride_bt,
                    HKV: tl.constexpr, GROUP: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
-                   BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                   IS_FP8: tl.constexpr, UPCAST: tl.constexpr):
+                   BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+                   ROPE: tl.constexpr, QK_NORM: tl.constexpr, IS_FP8: tl.constexpr, UPCAST: tl.constexpr,
+                   EXACT_ROUND: tl.constexpr):
     b, kvh, sp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.load(lens_ptr + b)
     # this sequence's own length is split evenly (in whole BLOCK_N tiles) over the launched splits: a short context
@@ -167,7 +186,29 @@ def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, 
     heads = kvh * GROUP + hh  # the query heads sharing this kv head ride one tile (GQA)
     hmask = hh < GROUP
     d = tl.arange(0, D)
-    q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=hmask[:, None], other=0.0)
+    dtype = out_ptr.dtype.element_ty
+    if ROPE:
+        # q, k and v are this step's raw projections (views of the qkv output): every program rotates its own query
+        # heads; the program whose split holds the new token (the last position) writes that token's k and v into
+        # the cache, and its threads meet at a barrier before any of them reads the cache back
+        dsw = (d + D // 2) % D
+        pos = tl.load(pos_ptr + b).to(tl.int64)
+        cos = tl.load(cs_ptr + pos * D + d % (D // 2))[None, :]
+        sin = tl.load(cs_ptr + pos * D + D // 2 + d % (D // 2))
+        sin = tl.where(d < D // 2, -sin, sin)[None, :]
+        q = _roped_heads(q_ptr, b * stride_qb + heads[:, None] * D, d, dsw, hmask[:, None], qw_ptr, eps, cos, sin,
+                         QK_NORM, D).to(dtype)
+        slot = tl.load(slot_ptr + b)
+        if (slot >= 0) & (length > 0) & (sp == (length - 1) // tl.maximum(chunk, 1)):
+            k_new = _roped_heads(k_ptr, b * stride_kb + kvh * D, d, dsw, d[None, :] < D, kw_ptr, eps, cos, sin,
+                                 QK_NORM, D)
+            v_new = tl.load(v_ptr + b * stride_vb + kvh * D + d[None, :])
+            dst = slot * (HKV * D) + kvh * D + d[None, :]
+            tl.store(kc_ptr + dst, _to_cache(k_new.to(dtype), k_scale, IS_FP8, EXACT_ROUND))
+            tl.store(vc_ptr + dst, _to_cache(v_new, v_scale, IS_FP8, EXACT_ROUND))
+        tl.debug_barrier()
+    else:
+        q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=hmask[:, None], other=0.0)
     m_i = tl.full((BLOCK_H,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_H,), tl.float32)
     acc = tl.zeros((BLOCK_H, D), tl.float32)
@@ -186,32 +227,37 @@ def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, out_ptr, mid_o_ptr, 
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
         m_i = m_new
+    out = out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :]
     if NUM_SPLITS == 1:
-        o = acc * (v_scale / l_i)[:, None]
-        tl.store(out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :], o.to(out_ptr.dtype.element_ty),
-                 mask=hmask[:, None])
+        tl.store(out, (acc * (v_scale / l_i)[:, None]).to(dtype), mask=hmask[:, None])
     else:
+        # each split leaves its partial (output, log-sum-exp) in mid; the last of this (sequence, kv head)'s splits
+        # to arrive (an atomic counter, as in kvant.kernels.splitk) merges them in split order: no second launch
         empty = l_i == 0.0  # a split past the end of this sequence
         o = tl.where(empty[:, None], 0.0, acc * (v_scale / tl.where(empty, 1.0, l_i))[:, None])
         lse = tl.where(empty, float("-inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
-        row = (b * (HKV * GROUP) + heads) * NUM_SPLITS + sp  # mid tensors are [B, Hq, NUM_SPLITS(, D)]
-        tl.store(mid_o_ptr + row[:, None] * D + d[None, :], o, mask=hmask[:, None])
-        tl.store(mid_lse_ptr + row, lse, mask=hmask)
-
-
-@triton.jit
-def _combine_kernel(mid_o_ptr, mid_lse_ptr, out_ptr, stride_ob, stride_oh, HQ: tl.constexpr, D: tl.constexpr,
-                    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr):
-    b, h = tl.program_id(0), tl.program_id(1)
-    sp = tl.arange(0, BLOCK_S)
-    smask = sp < NUM_SPLITS
-    row = (b * HQ + h) * NUM_SPLITS + sp
-    lse = tl.load(mid_lse_ptr + row, mask=smask, other=float("-inf"))
-    w = tl.exp2(lse - tl.max(lse, axis=0))
-    d = tl.arange(0, D)
-    o = tl.load(mid_o_ptr + row[:, None] * D + d[None, :], mask=smask[:, None], other=0.0)
-    o = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
-    tl.store(out_ptr + b * stride_ob + h * stride_oh + d, o.to(out_ptr.dtype.element_ty))
+        rows0 = (b * (HKV * GROUP) + heads) * NUM_SPLITS  # mid tensors are [B, Hq, NUM_SPLITS(, D)]
+        tl.store(mid_o_ptr + (rows0 + sp)[:, None] * D + d[None, :], o, mask=hmask[:, None])
+        tl.store(mid_lse_ptr + rows0 + sp, lse, mask=hmask)
+        tl.debug_barrier()  # every thread's partial is issued before the release below
+        arrived = tl.atomic_add(cnt_ptr + b * HKV + kvh, 1, sem="acq_rel", scope="gpu")
+        if arrived == NUM_SPLITS - 1:
+            ss = tl.arange(0, BLOCK_S)
+            all_lse = tl.load(mid_lse_ptr + rows0[:, None] + ss[None, :],
+                              mask=hmask[:, None] & (ss < NUM_SPLITS)[None, :], other=float("-inf"),
+                              cache_modifier=".cg")
+            top = tl.max(all_lse, axis=1)
+            top = tl.where(top == float("-inf"), 0.0, top)  # padding heads
+            total = tl.zeros((BLOCK_H, D), tl.float32)
+            weight = tl.zeros((BLOCK_H,), tl.float32)
+            for j in range(NUM_SPLITS):
+                w = tl.exp2(tl.load(mid_lse_ptr + rows0 + j, mask=hmask, other=float("-inf"), cache_modifier=".cg")
+                            - top)
+                total += w[:, None] * tl.load(mid_o_ptr + (rows0 + j)[:, None] * D + d[None, :], mask=hmask[:, None],
+                                              other=0.0, cache_modifier=".cg")
+                weight += w
+            tl.store(out, (total / tl.where(weight == 0.0, 1.0, weight)[:, None]).to(dtype), mask=hmask[:, None])
+            tl.atomic_xchg(cnt_ptr + b * HKV + kvh, 0, sem="relaxed", scope="gpu")
 
 
 def _check_cache(q, k_cache, v_cache):
@@ -228,12 +274,12 @@ def _check_cache(q, k_cache, v_cache):
     return k_cache, v_cache
 
 
-def paged_attention_decode_triton(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale=None,
-                                  v_scale=None):
+def _decode(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_scale, rope=None):
+    # rope: None (q is rotated and the cache holds this step's k/v), or (k, v, positions, cos_sin, slot_mapping,
+    # q_norm_weight, k_norm_weight, eps, strides) for the fused form
     b, hq, d = q.shape
     kc, vc = _check_cache(q, k_cache, v_cache)
     hkv, bs = k_cache.shape[2], k_cache.shape[1]
-    q = q if q.stride(-1) == 1 else q.contiguous()
     out = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
     if b == 0:
         return out
@@ -245,16 +291,59 @@ def paged_attention_decode_triton(q, k_cache, v_cache, block_tables, context_len
     splits = max(1, min(triton.cdiv(2 * num_sms(q.device), b * hkv), triton.cdiv(max_ctx, 4 * block_n), 64))
     mid_o = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device) if splits > 1 else out
     mid_lse = torch.empty(b, hq, splits, dtype=torch.float32, device=q.device) if splits > 1 else out
-    upcast = interpreted(_decode_kernel) and q.dtype == torch.bfloat16
+    counters = splitk_buffers(q.device, b * hkv, 1, 1)[1]  # zero between calls: the merging program resets its own
+    if rope is None:
+        k = v = positions = cos_sin = slots = qw = kw = q
+        eps, (stride_qb, stride_qh), stride_kb, stride_vb = 0.0, q.stride()[:2], 0, 0
+    else:
+        k, v, positions, cos_sin, slots, qw, kw, eps, (stride_qb, stride_kb, stride_vb) = rope
+        stride_qh = d
+        qw, kw = (q, q) if qw is None else (qw, kw)
     _decode_kernel[(b, hkv, splits)](
-        q, kc, vc, block_tables, context_lens, out, mid_o, mid_lse, scale * LOG2E, scale_float(k_scale),
-        scale_float(v_scale), q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
-        HKV=hkv, GROUP=hq // hkv, BLOCK_H=max(16, triton.next_power_of_2(hq // hkv)), D=d, BLOCK_SIZE=bs,
-        BLOCK_N=block_n, NUM_SPLITS=splits, IS_FP8=k_cache.dtype == FP8, UPCAST=upcast, num_warps=4, num_stages=2)
-    if splits > 1:
-        _combine_kernel[(b, hq)](mid_o, mid_lse, out, out.stride(0), out.stride(1), HQ=hq, D=d, NUM_SPLITS=splits,
-                                 BLOCK_S=triton.next_power_of_2(splits), num_warps=4)
+        q, k, v, kc, vc, block_tables, context_lens, positions, slots, cos_sin, qw, kw, out, mid_o, mid_lse, counters,
+        scale * LOG2E, scale_float(k_scale), scale_float(v_scale), float(eps), stride_qb, stride_qh, stride_kb,
+        stride_vb, out.stride(0), out.stride(1), block_tables.stride(0), HKV=hkv, GROUP=hq // hkv,
+        BLOCK_H=max(16, triton.next_power_of_2(hq // hkv)), D=d, BLOCK_SIZE=bs, BLOCK_N=block_n, NUM_SPLITS=splits,
+        BLOCK_S=triton.next_power_of_2(splits), ROPE=rope is not None, QK_NORM=rope is not None and rope[5] is not None,
+        IS_FP8=k_cache.dtype == FP8, UPCAST=interpreted(_decode_kernel) and q.dtype == torch.bfloat16,
+        EXACT_ROUND=interpreted(_decode_kernel), num_warps=4, num_stages=2)
     return out
+
+
+def paged_attention_decode_triton(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale=None,
+                                  v_scale=None):
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    return _decode(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_scale)
+
+
+def rope_store_decode_ref(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, block_tables, context_lens,
+                          scale, k_scale=None, v_scale=None, q_norm_weight=None, k_norm_weight=None, eps=1e-6):
+    """A decode step's attention from its raw projections: (q/k norm,) RoPE and the KV store
+    (kvant.kernels.rope_store), then paged decode attention. q [B, Hq, D], k/v [B, Hkv, D] -> [B, Hq, D]."""
+    q = rope_store_kv_ref(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, k_scale, v_scale,
+                          q_norm_weight, k_norm_weight, eps)
+    return paged_attention_decode_ref(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_scale)
+
+
+def rope_store_decode_triton(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, block_tables, context_lens,
+                             scale, k_scale=None, v_scale=None, q_norm_weight=None, k_norm_weight=None, eps=1e-6):
+    """rope_store_decode_ref in one launch: the decode attention kernel rotates q itself and the program that holds
+    a sequence's new token stores its k and v; one query per sequence, at its last position."""
+    strides = check_rope_store(q, k, v, cos_sin, k_cache, v_cache, q_norm_weight, k_norm_weight)
+    if q.shape[0] != k.shape[0] or q.shape[0] != len(context_lens):
+        raise ValueError(f"one query per sequence: got {q.shape[0]} queries, {k.shape[0]} keys and "
+                         f"{len(context_lens)} context lengths")
+    return _decode(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_scale,
+                   rope=(k, v, positions, cos_sin, slot_mapping, q_norm_weight, k_norm_weight, eps, strides))
+
+
+def rope_store_decode(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, block_tables, context_lens, scale,
+                      k_scale=None, v_scale=None, q_norm_weight=None, k_norm_weight=None, eps=1e-6):
+    args = (q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, block_tables, context_lens, scale, k_scale,
+            v_scale, q_norm_weight, k_norm_weight, eps)
+    if on_cuda(q, k_cache, v_cache, block_tables, context_lens, slot_mapping):
+        return rope_store_decode_triton(*args)
+    return rope_store_decode_ref(*args)
 
 
 @triton.jit

@@ -122,10 +122,9 @@ def _rows(x: torch.Tensor, name: str) -> int:
     return x.stride(0)
 
 
-def rope_store_kv_triton(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, k_scale=None, v_scale=None,
-                         q_norm_weight=None, k_norm_weight=None, eps: float = 1e-6) -> torch.Tensor:
-    t, hq, d = q.shape
-    hkv = k.shape[1]
+def check_rope_store(q, k, v, cos_sin, k_cache, v_cache, q_norm_weight, k_norm_weight) -> tuple[int, int, int]:
+    """The fused kernels' input rules (this one and the decode attention that folds it in); returns q/k/v row strides."""
+    d, hkv = q.shape[2], k.shape[1]
     if not supported(d):
         raise ValueError(f"head_dim must be a power of two for the fused RoPE + KV store kernel, got {d}")
     if cos_sin.shape[-1] != d or cos_sin.dtype != torch.float32 or not cos_sin.is_contiguous():
@@ -134,7 +133,14 @@ def rope_store_kv_triton(q, k, v, positions, cos_sin, k_cache, v_cache, slot_map
         raise ValueError(f"k_cache must be contiguous [num_blocks, block_size, {hkv}, {d}], got {tuple(k_cache.shape)}")
     if (q_norm_weight is None) != (k_norm_weight is None):
         raise ValueError("q_norm_weight and k_norm_weight come together")
-    strides = _rows(q, "q"), _rows(k, "k"), _rows(v, "v")
+    return _rows(q, "q"), _rows(k, "k"), _rows(v, "v")
+
+
+def rope_store_kv_triton(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping, k_scale=None, v_scale=None,
+                         q_norm_weight=None, k_norm_weight=None, eps: float = 1e-6) -> torch.Tensor:
+    t, hq, d = q.shape
+    hkv = k.shape[1]
+    strides = check_rope_store(q, k, v, cos_sin, k_cache, v_cache, q_norm_weight, k_norm_weight)
     q_out = torch.empty(t, hq, d, dtype=q.dtype, device=q.device)
     is_fp8 = k_cache.dtype == FP8
     kc, vc = (k_cache.view(torch.uint8), v_cache.view(torch.uint8)) if is_fp8 else (k_cache, v_cache)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kvant.kernels import kv_store, paged_attention
+from kvant.kernels import kv_store, paged_attention, rope_store
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
                                 reason="interpreter tests pass CPU tensors; test_gpu.py covers the GPU")
@@ -101,3 +101,60 @@ def test_decode_short_contexts_in_a_wide_table():
     args = (q, kc, vc, tables, torch.tensor(lens, dtype=torch.int32), 32**-0.5, None, None)
     torch.testing.assert_close(paged_attention.paged_attention_decode_triton(*args),
                                paged_attention.paged_attention_decode_ref(*args), **TOL[torch.float16])
+
+
+def _rope_decode_case(lens, hq, hkv, d, bs, dtype, cache, qk_norm, width, g):
+    # raw projections as views of one merged qkv output; the new token of sequence b sits at position lens[b] - 1
+    b = len(lens)
+    num_blocks = b * width + 2
+    kc, vc, ks, vs = _paged_cache(num_blocks, bs, hkv, d, cache, g)
+    tables = torch.randperm(num_blocks, generator=g)[: b * width].reshape(b, width).to(torch.int32)
+    qkv = (torch.randn(b, (hq + 2 * hkv) * d, generator=g) * 2).to(dtype)
+    q, k, v = (x.view(b, -1, d) for x in qkv.split([hq * d, hkv * d, hkv * d], dim=-1))
+    pos = torch.tensor(lens, dtype=torch.int64) - 1
+    slots = torch.stack([tables[i, (n - 1) // bs].long() * bs + (n - 1) % bs for i, n in enumerate(lens)])
+    slots[-1] = -1 if b > 2 else slots[-1]  # a padded graph row: stores nothing
+    freqs = torch.arange(1024.0)[:, None] * (1e4 ** (-torch.arange(0, d, 2) / d))[None, :]
+    cos_sin = torch.cat([freqs.cos(), freqs.sin()], dim=-1)
+    norm = dict(q_norm_weight=(torch.rand(d, generator=g) + 0.5).to(dtype),
+                k_norm_weight=(torch.rand(d, generator=g) + 0.5).to(dtype), eps=1e-6) if qk_norm else {}
+    head = (q, k, v, pos, cos_sin)
+    tail = (slots, tables, torch.tensor(lens, dtype=torch.int32), d**-0.5, ks, vs)
+    return head, (kc, vc), (kc.clone(), vc.clone()), tail, norm
+
+
+@pytest.mark.parametrize("lens,hq,hkv,d,bs,width", [([1, 17, 300], 4, 2, 64, 16, 20), ([200, 3], 4, 2, 32, 16, 64),
+                                                    ([130], 8, 8, 32, 32, 5)])
+@pytest.mark.parametrize("dtype,cache,qk_norm", [(torch.bfloat16, torch.bfloat16, False),
+                                                 (torch.float16, torch.float16, True),
+                                                 (torch.bfloat16, FP8, False), (torch.float16, FP8, True)])
+def test_rope_store_decode(lens, hq, hkv, d, bs, width, dtype, cache, qk_norm):
+    # one launch: RoPE (and q/k norm), the new token's KV store and split-KV decode attention with its in-kernel merge,
+    # against rope_store_kv_ref + paged_attention_decode_ref; wide tables give several splits per sequence
+    g = torch.Generator().manual_seed(sum(lens) + hq + d + width)
+    head, caches, ref_caches, tail, norm = _rope_decode_case(lens, hq, hkv, d, bs, dtype, cache, qk_norm, width, g)
+    slots, rest = tail[0], tail[1:]
+    got = paged_attention.rope_store_decode_triton(*head, *caches, slots, *rest, **norm)
+    want = paged_attention.rope_store_decode_ref(*head, *ref_caches, slots, *rest, **norm)
+    tol = dict(atol=5e-2, rtol=5e-2) if dtype == torch.bfloat16 or qk_norm else TOL[dtype]
+    if cache == FP8:
+        # the interpreter truncates where the GPU rounds, so a stored e4m3 k may sit a step off the reference's (checked
+        # below); the attention itself is checked over the cache the kernel wrote
+        q_rot = rope_store.rope_store_kv_ref(*head, *[c.clone() for c in caches], slots, *rest[-2:], **norm)
+        want = paged_attention.paged_attention_decode_ref(q_rot, *caches, *rest)
+    torch.testing.assert_close(got, want, **tol)
+    for a, w in zip(caches, ref_caches):  # only the new tokens' slots were written, with the reference's values
+        if cache == FP8:
+            torch.testing.assert_close(a.float(), w.float(), atol=1 / 16, rtol=0.26)  # two e4m3 steps
+        else:
+            torch.testing.assert_close(a, w, **tol)
+    counters = paged_attention.splitk_buffers(torch.device("cpu"), 1, 1, 1)[1]
+    assert int(counters.abs().sum()) == 0  # every merge reset its counter for the next call
+
+
+def test_rope_store_decode_rejects_mismatched_rows():
+    g = torch.Generator().manual_seed(3)
+    head, caches, _, tail, _ = _rope_decode_case([5, 9], 4, 2, 32, 16, torch.float16, torch.float16, False, 4, g)
+    q, k, v, pos, cs = head
+    with pytest.raises(ValueError, match="one query per sequence"):
+        paged_attention.rope_store_decode_triton(q[:1], k, v, pos, cs, *caches, *tail)

@@ -75,6 +75,48 @@ def test_decode_dispatch_long_context(cache):
                                paged_attention.paged_attention_decode_ref(*args), atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("b", [1, 64])
+@pytest.mark.parametrize("hq,hkv,qk_norm", [(32, 8, False), (16, 8, True)])  # Llama-3.1-8B, Qwen3-0.6B
+@pytest.mark.parametrize("cache", [torch.bfloat16, FP8])
+def test_rope_store_decode_in_a_cuda_graph(b, hq, hkv, qk_norm, cache):
+    # the fused decode attention (RoPE, the new token's KV store, split-KV with the in-kernel merge) replayed from a
+    # CUDA graph with a max_model_len-wide table, twice: its merge counters reset, and each replay stores its token
+    d, bs, width = 128, 16, 512
+    g = torch.Generator(device="cuda").manual_seed(b + hq)
+    nb = b * width
+    scale = 0.02 if cache == FP8 else None
+    kc, vc = (torch.randn(nb, bs, hkv, d, device="cuda", generator=g) for _ in range(2))
+    kc, vc = ((kc * 50).to(cache), (vc * 50).to(cache)) if cache == FP8 else (kc.to(cache), vc.to(cache))
+    tables = torch.randperm(nb, device="cuda", generator=g).to(torch.int32).reshape(b, width)
+    lens = torch.randint(1, 3000, (b,), device="cuda", generator=g).to(torch.int32)
+    lens[0] = 200
+    pos = (lens - 1).long()
+    slots = tables.gather(1, (pos // bs)[:, None]).squeeze(1).long() * bs + pos % bs
+    qkv = torch.randn(b, (hq + 2 * hkv) * d, device="cuda", dtype=torch.bfloat16, generator=g)
+    q, k, v = (x.view(b, -1, d) for x in qkv.split([hq * d, hkv * d, hkv * d], dim=-1))
+    freqs = torch.arange(4096.0, device="cuda")[:, None] * (5e5 ** (-torch.arange(0, d, 2, device="cuda") / d))
+    cs = torch.cat([freqs.cos(), freqs.sin()], dim=-1)
+    norm = dict(q_norm_weight=torch.rand(d, device="cuda").to(torch.bfloat16) + 0.5,
+                k_norm_weight=torch.rand(d, device="cuda").to(torch.bfloat16) + 0.5, eps=1e-6) if qk_norm else {}
+    args = (q, k, v, pos, cs, kc, vc, slots, tables, lens, d**-0.5, scale, scale)
+    paged_attention.rope_store_decode(*args, **norm)  # compile outside the graph
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = paged_attention.rope_store_decode(*args, **norm)
+    for _ in range(2):
+        qkv.copy_(torch.randn_like(qkv))
+        out.fill_(float("nan"))
+        graph.replay()
+        ref_k, ref_v = kc.clone(), vc.clone()
+        want = paged_attention.rope_store_decode_ref(q, k, v, pos, cs, ref_k, ref_v, slots, tables, lens, d**-0.5,
+                                                     scale, scale, **norm)
+        torch.testing.assert_close(out, want, atol=2e-2, rtol=2e-2)
+        # this replay's tokens were stored: v as is, k rotated (fused multiply-adds may move a rounding by a step)
+        k_tol = dict(atol=1 / 16, rtol=0.13) if cache == FP8 else dict(atol=1e-2, rtol=1.6e-2)
+        torch.testing.assert_close(kc.float(), ref_k.float(), **k_tol)
+        torch.testing.assert_close(vc.float(), ref_v.float(), atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("m", [1, 3, 12, 64, 200, 300])
 @pytest.mark.parametrize("group,asym", [(32, True), (64, False), (128, True)])
 @pytest.mark.parametrize("k,n", [(1024, 2048), (3072, 1024), (1024, 6152)])  # Qwen3-0.6B q, down; N % 128 != 0
