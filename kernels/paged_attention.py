@@ -178,8 +178,12 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, pos_pt
     b, kvh, sp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.load(lens_ptr + b)
     # this sequence's own length is split evenly (in whole BLOCK_N tiles) over the launched splits: a short context
-    # still spreads over several programs, and the split count stays a graph constant
+    # still spreads over several programs, and the split count stays a graph constant; splits past the end of the
+    # sequence have nothing to do
     chunk = tl.cdiv(tl.cdiv(length, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    used = tl.cdiv(length, tl.maximum(chunk, 1))
+    if sp >= used:
+        return
     start = sp * chunk
     end = tl.minimum(start + chunk, length)
     hh = tl.arange(0, BLOCK_H)
@@ -199,7 +203,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, pos_pt
         q = _roped_heads(q_ptr, b * stride_qb + heads[:, None] * D, d, dsw, hmask[:, None], qw_ptr, eps, cos, sin,
                          QK_NORM, D).to(dtype)
         slot = tl.load(slot_ptr + b)
-        if (slot >= 0) & (length > 0) & (sp == (length - 1) // tl.maximum(chunk, 1)):
+        if (slot >= 0) & (sp == used - 1):
             k_new = _roped_heads(k_ptr, b * stride_kb + kvh * D, d, dsw, d[None, :] < D, kw_ptr, eps, cos, sin,
                                  QK_NORM, D)
             v_new = tl.load(v_ptr + b * stride_vb + kvh * D + d[None, :])
@@ -228,35 +232,30 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, pos_pt
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST)
         m_i = m_new
     out = out_ptr + b * stride_ob + heads[:, None] * stride_oh + d[None, :]
-    if NUM_SPLITS == 1:
-        tl.store(out, (acc * (v_scale / l_i)[:, None]).to(dtype), mask=hmask[:, None])
+    o = acc * (v_scale / l_i)[:, None]
+    if NUM_SPLITS == 1:  # a graph constant: no merge code at all
+        tl.store(out, o.to(dtype), mask=hmask[:, None])
+    elif used == 1:
+        tl.store(out, o.to(dtype), mask=hmask[:, None])
     else:
-        # each split leaves its partial (output, log-sum-exp) in mid; the last of this (sequence, kv head)'s splits
-        # to arrive (an atomic counter, as in kvant.kernels.splitk) merges them in split order: no second launch
-        empty = l_i == 0.0  # a split past the end of this sequence
-        o = tl.where(empty[:, None], 0.0, acc * (v_scale / tl.where(empty, 1.0, l_i))[:, None])
-        lse = tl.where(empty, float("-inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
+        # each used split leaves its partial (output, log2-sum-exp) in mid; the last of this (sequence, kv head)'s
+        # splits to arrive (an atomic counter, as in kvant.kernels.splitk) merges them: no second launch
         rows0 = (b * (HKV * GROUP) + heads) * NUM_SPLITS  # mid tensors are [B, Hq, NUM_SPLITS(, D)]
         tl.store(mid_o_ptr + (rows0 + sp)[:, None] * D + d[None, :], o, mask=hmask[:, None])
-        tl.store(mid_lse_ptr + rows0 + sp, lse, mask=hmask)
+        tl.store(mid_lse_ptr + rows0 + sp, m_i + tl.log2(l_i), mask=hmask)
         tl.debug_barrier()  # every thread's partial is issued before the release below
         arrived = tl.atomic_add(cnt_ptr + b * HKV + kvh, 1, sem="acq_rel", scope="gpu")
-        if arrived == NUM_SPLITS - 1:
+        if arrived == used - 1:
             ss = tl.arange(0, BLOCK_S)
-            all_lse = tl.load(mid_lse_ptr + rows0[:, None] + ss[None, :],
-                              mask=hmask[:, None] & (ss < NUM_SPLITS)[None, :], other=float("-inf"),
-                              cache_modifier=".cg")
-            top = tl.max(all_lse, axis=1)
-            top = tl.where(top == float("-inf"), 0.0, top)  # padding heads
-            total = tl.zeros((BLOCK_H, D), tl.float32)
-            weight = tl.zeros((BLOCK_H,), tl.float32)
-            for j in range(NUM_SPLITS):
-                w = tl.exp2(tl.load(mid_lse_ptr + rows0 + j, mask=hmask, other=float("-inf"), cache_modifier=".cg")
-                            - top)
-                total += w[:, None] * tl.load(mid_o_ptr + (rows0 + j)[:, None] * D + d[None, :], mask=hmask[:, None],
-                                              other=0.0, cache_modifier=".cg")
-                weight += w
-            tl.store(out, (total / tl.where(weight == 0.0, 1.0, weight)[:, None]).to(dtype), mask=hmask[:, None])
+            smask = ss < used
+            for h in tl.static_range(GROUP):  # one query head at a time, all its splits in one tile
+                row = (b * (HKV * GROUP) + kvh * GROUP + h) * NUM_SPLITS + ss
+                lse = tl.load(mid_lse_ptr + row, mask=smask, other=float("-inf"), cache_modifier=".cg")
+                w = tl.exp2(lse - tl.max(lse, axis=0))
+                parts = tl.load(mid_o_ptr + row[:, None] * D + d[None, :], mask=smask[:, None], other=0.0,
+                                cache_modifier=".cg")
+                merged = tl.sum(parts * w[:, None], axis=0) / tl.sum(w, axis=0)
+                tl.store(out_ptr + b * stride_ob + (kvh * GROUP + h) * stride_oh + d, merged.to(dtype))
             tl.atomic_xchg(cnt_ptr + b * HKV + kvh, 0, sem="relaxed", scope="gpu")
 
 
