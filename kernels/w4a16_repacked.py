@@ -6,6 +6,7 @@ import torch
 
 from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
+from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
 from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, w4a16_repacked_gemm_ref
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton
 from kvant.kernels.w4a16_tune import lookup
@@ -15,6 +16,10 @@ from kvant.kernels.w4a16_tune import lookup
 # 0.42-0.50x); 65..255 rows were not measured, so the bound sits between. One row: the one-row GEMV, 1.62x (planes)
 # and 1.74x (pairs, the default) bf16 cuBLAS on qkv in the H100 table of 2026-12-05 (bench/RESULTS.md).
 GEMV_MAX_M = 1
+# The tensor-core GEMV (kvant.kernels.w4a16_mma_gemv) at 1-4 rows, g64 and up: in the H100 sweep of 2026-12-06
+# (bench/w4a16_gemv_sweep.py) on Llama-3.1-8B's g128 shapes it ran 1.26-1.82x the one-row GEMV at one row and beat
+# tinygemm at 2 and 4 rows on all but o_proj; at g32 it was about 20 % slower, so g32 keeps the older kernels
+MMA_GEMV_MAX_M = 4
 SWAPAB_MAX_M = 128
 
 
@@ -32,7 +37,10 @@ def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Ten
         return kernel(x, qweight, scales, group_size, zeros, config=config)
     if x.dtype not in MAGIC16:  # fp32 activations: dequantize (exactly, in fp32) + GEMM
         return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
-    if m <= GEMV_MAX_M and group_size & (group_size - 1) == 0:
+    pow2 = group_size & (group_size - 1) == 0
+    if m <= MMA_GEMV_MAX_M and pow2 and group_size >= 64:
+        return w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros)
+    if m <= GEMV_MAX_M and pow2:
         return w4a16_fast_gemv_triton(x, qweight, scales, group_size, zeros)
     if m <= SWAPAB_MAX_M and group_size % 16 == 0:
         return w4a16_swapab_triton(x, qweight, scales, group_size, zeros)

@@ -13,6 +13,7 @@ import triton
 from kvant.kernels.w4a16_dequant import w4a16_dequant_mm_triton
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
 from kvant.kernels.w4a16_gemv import w4a16_gemv_triton
+from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, w4a16_mma_gemv_triton
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton
 from kvant.kernels.w4a16_tiles import w4a16_gemm_planes_triton, w4a16_gemm_triton
 
@@ -20,8 +21,8 @@ KERNELS = {"gemv": w4a16_gemv_triton, "planes": w4a16_gemm_planes_triton, "tile"
            "dequant": w4a16_dequant_mm_triton,
            # the repacked layout's kernels (kvant.kernels.w4a16_layout): what the engine runs after load
            "fast_gemv": w4a16_fast_gemv_triton, "swapab": w4a16_swapab_triton,
-           "repacked_dequant": w4a16_repacked_dequant_mm}
-REPACKED = ("fast_gemv", "swapab", "repacked_dequant")
+           "repacked_dequant": w4a16_repacked_dequant_mm, "mma_gemv": w4a16_mma_gemv_triton}
+REPACKED = ("fast_gemv", "swapab", "repacked_dequant", "mma_gemv")
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a call with m rows uses the first bucket >= m
 _table: dict[str, list] | None = None
 
@@ -74,6 +75,10 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
     if m == 1 and group_size & (group_size - 1) == 0:
         out += [("fast_gemv", (bn, bk, 4, 3, waves, pairs)) for bn in (16, 32) for bk in (512, 1024)
                 for waves in (2, 4) for pairs in (False, True)]
+    if m <= MAX_ROWS and group_size >= 32 and group_size & (group_size - 1) == 0:
+        # register prefetch (1 stage) or Triton's shared-memory pipeline; one or two warpgroups
+        out += [("mma_gemv", (bn, warps, stages, waves, stages == 1)) for bn, warps in ((64, 4), (128, 8))
+                for stages in (1, 3) for waves in (2, 4)]
     if group_size % 16 == 0:
         bm = min(128, max(16, triton.next_power_of_2(m)))
         bk = group_size & -group_size if group_size & -group_size < 128 else 128

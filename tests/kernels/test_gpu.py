@@ -171,6 +171,60 @@ def test_w4a16_repacked_gemv_compiled(pairs, group, asym, k, n):
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("k,n", [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096)])  # Llama-3.1-8B merged
+def test_w4a16_mma_gemv_llama_shapes(m, k, n):
+    # the tensor-core GEMV for 1..16 rows (the dispatch's pick at 1-4 rows, g64 and up), g128, every config the tuner
+    # may pick, asymmetric at 2 rows
+    from kvant.kernels.w4a16_layout import repack_w4
+    from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
+    from kvant.kernels.w4a16_tune import repacked_candidates
+
+    group, asym = 128, m == 2
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    packed = pack_int4(q)
+    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
+    for kernel, config in repacked_candidates(m, group):
+        if kernel == "mma_gemv":
+            out = w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=config)
+            torch.testing.assert_close(out, ref, atol=3e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
+
+
+@pytest.mark.parametrize("group,asym,dtype", [(32, True, torch.float16), (64, False, torch.bfloat16),
+                                              (128, True, torch.bfloat16)])
+@pytest.mark.parametrize("m", [1, 3, 16])
+def test_w4a16_mma_gemv_in_a_cuda_graph(group, asym, dtype, m):
+    # Qwen3-0.6B's k/v_proj widened off the tiles (N % 64 != 0), replayed twice from a CUDA graph on fresh inputs: the
+    # split-K counters reset, and the padded tokens and rows stay out of the output
+    from kvant.kernels.w4a16_layout import repack_w4
+    from kvant.kernels.w4a16_mma_gemv import MMA_GEMV_CONFIG, w4a16_mma_gemv_triton
+
+    k, n = 1024, 1048
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(dtype)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    packed = pack_int4(q)
+    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    for config in (MMA_GEMV_CONFIG, (64, 4, 1, 8, True)):
+        w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=config)  # compile, size split-K buffers
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=config)
+        for _ in range(2):
+            x.copy_(torch.randn_like(x))
+            out.fill_(float("nan"))
+            graph.replay()
+            torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2,
+                                       rtol=2e-2)
+
+
 @pytest.mark.parametrize("m", [1, 48])
 @pytest.mark.parametrize("k,n,bias", [(14336, 4096, False), (1024, 1000, True)])
 def test_skinny_gemm_every_candidate_in_a_cuda_graph(m, k, n, bias):

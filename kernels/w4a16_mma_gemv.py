@@ -1,0 +1,202 @@
+"""W4A16 GEMV for 1..16 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
+no shared-memory round trip for the weight: each thread loads VEC consecutive words of a weight row (one 16-byte load
+at g128) and dequantizes them straight into the registers of the MMA's A operand, a shift, one LOP3 and one packed
+16-bit subtract per pair of values, no int->float conversion. Why that works: the MMA gives thread (g, t) of a quad the
+k columns {2t, 2t + 1, 2t + 8, 2t + 9} of each 16-wide k step, and a dot product does not care which real k a column
+stands for, so column kk of a block is given the real k the thread already holds:
+
+    kk = lohi + 2 t + 8 pair + 32 wr  <->  real k = 8 (VEC t + wr) + 2 pair + lohi
+
+(word VEC t + wr of the block, `pair` = nibbles 4 pair and 16 + 4 pair, lohi = low or high half); x is loaded as int32
+pairs of 16-bit values and put in the same order. The rows are relabelled too (`_mma_rows`), so that the load's natural
+layout (8 lanes, then warps, then registers along rows) reads as the MMA's (8 lanes, one register bit, warps).
+A block is 32 VEC columns, VEC = min(4, G / 32) words per thread, so every block lies in one group and its fp32 MMA
+result is scaled once per row; hence a group of at least 32 (at g32, one word per thread, the load lays out
+differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16.
+Split-K is reduced in-kernel (kvant.kernels.splitk) on the real rows only."""
+import torch
+import triton
+import triton.language as tl
+
+from kvant.kernels.dispatch import interpreted, num_sms
+from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
+from kvant.kernels.w4a16_layout import check_repacked
+
+MAX_ROWS = 16  # the MMA's narrow side
+# (BLOCK_N, num_warps, num_stages, waves, prefetch): prefetch loads the next block's words and x into registers
+# while this block computes (for num_stages 1); num_stages > 1 lets Triton's pipeliner stage them in shared memory.
+# bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
+MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweep's most frequent best at 1-4 rows (bench/RESULTS.md)
+
+
+@triton.jit
+def _nibble_pairs(words, SHIFT: tl.constexpr, BF16: tl.constexpr, ASM: tl.constexpr):
+    # ((words >> SHIFT) & 0x000F000F) | magic: two 16-bit floats MAGIC + u; ASM makes it one LOP3 (the compiler
+    # otherwise spends one on the AND and one on the OR: LOP3 takes a single immediate)
+    if ASM:
+        if BF16:
+            return tl.inline_asm_elementwise(
+                f"{{.reg .b32 t; shr.u32 t, $1, {SHIFT}; lop3.b32 $0, t, 0x000f000f, 0x43004300, 0xea;}}", "=r,r",
+                [words], dtype=tl.int32, is_pure=True, pack=1)
+        else:
+            return tl.inline_asm_elementwise(
+                f"{{.reg .b32 t; shr.u32 t, $1, {SHIFT}; lop3.b32 $0, t, 0x000f000f, 0x64006400, 0xea;}}", "=r,r",
+                [words], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        return ((words >> SHIFT) & 0x000F000F) | (0x43004300 if BF16 else 0x64006400)
+
+
+@triton.jit
+def _zero_pairs(words, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr):
+    # as _nibble_pairs, plus zero2 (the row's -(MAGIC + zero code) twice, int32 bits) in one packed FMA by 1.0 (sm_80
+    # has no bf16x2 subtract): written out because the compiler re-packs a per-row zero for every pair (one PRMT each)
+    if BF16:
+        return tl.inline_asm_elementwise(
+            f"{{.reg .b32 t, one; mov.b32 one, 0x3f803f80; shr.u32 t, $1, {SHIFT}; "
+            "lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea; fma.rn.bf16x2 $0, t, one, $2;}", "=r,r,r", [words, zero2],
+            dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(
+            f"{{.reg .b32 t, one; mov.b32 one, 0x3c003c00; shr.u32 t, $1, {SHIFT}; "
+            "lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea; fma.rn.f16x2 $0, t, one, $2;}", "=r,r,r", [words, zero2],
+            dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _dequant(w3, zero, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr, HAS_ZP: tl.constexpr):
+    # nibble pair SHIFT // 4 of each word as [..., 2] values u - zero (exact small integers)
+    if HAS_ZP and not UPCAST:
+        return _halves(_zero_pairs(w3, zero2, SHIFT, BF16), BF16, UPCAST)
+    else:
+        return _halves(_nibble_pairs(w3, SHIFT, BF16, not UPCAST), BF16, UPCAST) - zero
+
+
+@triton.jit
+def _halves(v, BF16: tl.constexpr, UPCAST: tl.constexpr):
+    # int32 [...] -> [..., 2]: its low and high 16-bit floats; UPCAST (the interpreter, whose bf16 arithmetic is
+    # wrong) gives the same bf16 values as fp32
+    if UPCAST and BF16:
+        return tl.join((v << 16).to(tl.float32, bitcast=True), (v & -65536).to(tl.float32, bitcast=True))
+    elif BF16:
+        return tl.join(v.to(tl.int16).to(tl.bfloat16, bitcast=True),
+                       (v >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True))
+    else:
+        return tl.join(v.to(tl.int16).to(tl.float16, bitcast=True), (v >> 16).to(tl.int16).to(tl.float16, bitcast=True))
+
+
+@triton.jit
+def _mma_columns(p0, p1, p2, p3, VEC: tl.constexpr):
+    # pair tensors [R, t, wr, lohi] of pairs 0..3 -> [R, 32 VEC], column kk = lohi + 2 t + 8 pair + 32 wr
+    q = tl.join(tl.join(p0, p1), tl.join(p2, p3))  # [R, t, wr, lohi, pair % 2, pair // 2]
+    q = tl.permute(q, (0, 2, 5, 4, 1, 3))  # [R, wr, pair // 2, pair % 2, t, lohi]
+    return tl.reshape(q, (q.shape[0], 32 * VEC))
+
+
+@triton.jit
+def _mma_rows(t, WARPS: tl.constexpr):
+    # [BN, C]: row ((rep 2 + b) WARPS + w) 8 + l -> row ((rep WARPS + w) 2 + b) 8 + l, which moves the lowest register
+    # bit of a blocked layout's rows (8 lanes x WARPS warps, then registers) to row bit 3, where the MMA keeps it
+    BN: tl.constexpr = t.shape[0]
+    C: tl.constexpr = t.shape[1]
+    t = tl.reshape(t, (BN // (16 * WARPS), 2, WARPS, 8, C))
+    return tl.reshape(tl.permute(t, (0, 2, 1, 3, 4)), (BN, C))
+
+
+@triton.jit
+def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xw, stride_wn, stride_om,
+                     BLOCKS_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
+                     UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr,
+                     ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr):
+    # acc [BLOCK_N, 16] = W rows @ x^T with the tokens padded to 16 (zeros: their columns of acc stay exactly 0);
+    # ROWS = next power of two >= M, the columns stored and reduced
+    BW: tl.constexpr = 4 * VEC  # words per row in a block
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    offs_r = tl.reshape(_mma_rows(tl.reshape(offs_n, (BLOCK_N, 1)), WARPS), (BLOCK_N,))  # the A operand's rows
+    mask_r = offs_r < N
+    offs_m = tl.arange(0, 16)
+    mask_m = offs_m < M
+    # [BLOCK_N, BW]; contiguous runs of VEC only, so that the load's layout puts 4 lanes along a row at any VEC
+    cols = tl.max_contiguous(tl.arange(0, BW), VEC)
+    w_ptrs = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + cols[None, :]
+    # x as int32 pairs of 16-bit values: pair j of a block is word j // 4's nibble pair j % 4
+    x_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_m[:, None] * stride_xw
+              + tl.arange(0, 4 * BW)[None, :])  # [16, 4 BW]
+    acc = tl.zeros((BLOCK_N, 16), dtype=tl.float32)
+    first = pid_k * BLOCKS_PER_SPLIT
+    last = tl.minimum(first + BLOCKS_PER_SPLIT, K // (32 * VEC))
+    if PREFETCH:
+        words_next = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+        xw_next = tl.load(x_ptrs + first * (4 * BW), mask=mask_m[:, None], other=0)
+    for b in range(first, last):
+        if PREFETCH:
+            words, xw = words_next, xw_next
+            nb = tl.minimum(b + 1, last - 1)  # the last iteration reloads its own block (cached) rather than mask
+            words_next = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            xw_next = tl.load(x_ptrs + nb * (4 * BW), mask=mask_m[:, None], other=0)
+        else:
+            words = tl.load(w_ptrs + b * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            xw = tl.load(x_ptrs + b * (4 * BW), mask=mask_m[:, None], other=0)
+        group = (b * 32 * VEC) // GROUP
+        scale = tl.load(s_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+        if HAS_ZP:
+            zero = tl.load(z_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32) + MAGIC
+        else:
+            zero = tl.full((BLOCK_N,), MAGIC + 8.0, tl.float32)
+        zero = zero[:, None, None]  # [BLOCK_N, t, wr]
+        if not UPCAST or not BF16:
+            zero = zero.to(x_ptr.dtype.element_ty)
+        zero2 = zero  # only the packed path reads it
+        if HAS_ZP and not UPCAST:
+            bits = (-zero).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            zero2 = bits | (bits << 16)
+        zero = zero[:, :, :, None]
+        w3 = tl.reshape(_mma_rows(words, WARPS), (BLOCK_N, 4, VEC))
+        a = _mma_columns(_dequant(w3, zero, zero2, 0, BF16, UPCAST, HAS_ZP),
+                         _dequant(w3, zero, zero2, 4, BF16, UPCAST, HAS_ZP),
+                         _dequant(w3, zero, zero2, 8, BF16, UPCAST, HAS_ZP),
+                         _dequant(w3, zero, zero2, 12, BF16, UPCAST, HAS_ZP), VEC)  # [BLOCK_N, 32 VEC]
+        # x pairs [16, t, wr, pair // 2, pair % 2] -> [16, t, wr, pair % 2, pair // 2, lohi] -> A's column order
+        xh = _halves(tl.permute(tl.reshape(xw, (16, 4, VEC, 2, 2)), (0, 1, 2, 4, 3)), BF16, UPCAST)
+        xt = tl.trans(tl.reshape(tl.permute(xh, (0, 2, 4, 3, 1, 5)), (16, 32 * VEC)))  # [32 VEC, 16]
+        if UPCAST:
+            part = tl.dot(a.to(tl.float32), xt.to(tl.float32))
+        else:
+            part = tl.dot(a, xt)
+        acc += part * scale[:, None]
+    out = tl.sum(tl.reshape(acc, (BLOCK_N, 16 // ROWS, ROWS)), axis=1)  # [BLOCK_N, ROWS]: columns >= M are 0
+    offs_o = tl.arange(0, ROWS)
+    store_or_reduce(out, out_ptr + offs_o[None, :] * stride_om + offs_r[:, None],
+                    mask_r[:, None] & (offs_o < M)[None, :], ws_ptr, cnt_ptr, pid_n, pid_k, SPLIT, BLOCK_N, ROWS)
+
+
+def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
+    """x [M, K] -> [M, N] for 1 <= M <= 16; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
+    bench sweeps (BLOCK_N a multiple of 16 num_warps: 64 rows per warpgroup)."""
+    check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
+    m, k = x.shape
+    n = qweight.shape[0]
+    if not 1 <= m <= MAX_ROWS:
+        raise ValueError(f"w4a16_mma_gemv_triton takes 1..{MAX_ROWS} rows, got {m}")
+    if group_size < 32 or group_size & (group_size - 1):
+        raise ValueError(f"w4a16_mma_gemv_triton needs a power-of-two group size >= 32, got {group_size}")
+    bn, warps, stages, waves, prefetch = config or MMA_GEMV_CONFIG
+    if bn % (16 * warps) or bn & (bn - 1):
+        raise ValueError(f"BLOCK_N must be a power of two and a multiple of 16 * num_warps, got {bn} with {warps} "
+                         "warps")
+    x = x.contiguous()
+    if x.data_ptr() % 4:
+        raise ValueError("x must be 4-byte aligned (the kernel reads it as int32 pairs)")
+    vec = min(4, group_size // 32)
+    split, per_split = split_count(k // (32 * vec), triton.cdiv(n, bn), num_sms(x.device), waves)
+    rows = triton.next_power_of_2(m)
+    ws, cnt = splitk_buffers(x.device, triton.cdiv(n, bn), split, bn * rows)
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    _mma_gemv_kernel[(triton.cdiv(n, bn), split)](
+        x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, x.stride(0) // 2,
+        qweight.stride(0), out.stride(0), per_split, HAS_ZP=zeros is not None, SPLIT=split,
+        BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_mma_gemv_kernel), GROUP=group_size, VEC=vec, BLOCK_N=bn,
+        ROWS=rows, WARPS=warps, PREFETCH=prefetch, num_warps=warps, num_stages=stages)
+    return out
