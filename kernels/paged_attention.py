@@ -9,6 +9,10 @@ from kvant.kernels.rope_store import _to_cache, check_rope_store, rope_store_kv_
 from kvant.kernels.splitk import splitk_buffers
 
 LOG2E = 1.4426950408889634
+# Decode attention's split-KV knobs (bench/decode_attn_sweep.py times them): the most splits per (sequence, kv head),
+# and whether the last split to arrive merges all the group's query heads in one tile or one head at a time
+MAX_SPLITS = 64
+MERGE3D = False
 
 
 # ---- torch references ----
@@ -174,7 +178,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, pos_pt
                    HKV: tl.constexpr, GROUP: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
                    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
                    ROPE: tl.constexpr, QK_NORM: tl.constexpr, IS_FP8: tl.constexpr, UPCAST: tl.constexpr,
-                   EXACT_ROUND: tl.constexpr):
+                   EXACT_ROUND: tl.constexpr, MERGE3D: tl.constexpr, BLOCK_G: tl.constexpr):
     b, kvh, sp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.load(lens_ptr + b)
     # this sequence's own length is split evenly (in whole BLOCK_N tiles) over the launched splits: a short context
@@ -247,15 +251,27 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, pos_pt
         arrived = tl.atomic_add(cnt_ptr + b * HKV + kvh, 1, sem="acq_rel", scope="gpu")
         if arrived == used - 1:
             ss = tl.arange(0, BLOCK_S)
-            smask = ss < used
-            for h in tl.static_range(GROUP):  # one query head at a time, all its splits in one tile
-                row = (b * (HKV * GROUP) + kvh * GROUP + h) * NUM_SPLITS + ss
-                lse = tl.load(mid_lse_ptr + row, mask=smask, other=float("-inf"), cache_modifier=".cg")
-                w = tl.exp2(lse - tl.max(lse, axis=0))
-                parts = tl.load(mid_o_ptr + row[:, None] * D + d[None, :], mask=smask[:, None], other=0.0,
+            if MERGE3D:  # every query head of the group at once: one [GROUP, splits, D] tile, one round trip
+                g = tl.arange(0, BLOCK_G)
+                m2 = (g[:, None] < GROUP) & (ss[None, :] < used)
+                row = (b * (HKV * GROUP) + kvh * GROUP + g[:, None]) * NUM_SPLITS + ss[None, :]
+                lse = tl.load(mid_lse_ptr + row, mask=m2, other=float("-inf"), cache_modifier=".cg")
+                w = tl.exp2(lse - tl.where(g < GROUP, tl.max(lse, axis=1), 0.0)[:, None])
+                parts = tl.load(mid_o_ptr + row[:, :, None] * D + d[None, None, :], mask=m2[:, :, None], other=0.0,
                                 cache_modifier=".cg")
-                merged = tl.sum(parts * w[:, None], axis=0) / tl.sum(w, axis=0)
-                tl.store(out_ptr + b * stride_ob + (kvh * GROUP + h) * stride_oh + d, merged.to(dtype))
+                merged = tl.sum(parts * w[:, :, None], axis=1) / tl.sum(w, axis=1)[:, None]
+                tl.store(out_ptr + b * stride_ob + (kvh * GROUP + g)[:, None] * stride_oh + d[None, :],
+                         merged.to(dtype), mask=(g < GROUP)[:, None])
+            else:
+                smask = ss < used
+                for h in tl.static_range(GROUP):  # one query head at a time, all its splits in one tile
+                    row = (b * (HKV * GROUP) + kvh * GROUP + h) * NUM_SPLITS + ss
+                    lse = tl.load(mid_lse_ptr + row, mask=smask, other=float("-inf"), cache_modifier=".cg")
+                    w = tl.exp2(lse - tl.max(lse, axis=0))
+                    parts = tl.load(mid_o_ptr + row[:, None] * D + d[None, :], mask=smask[:, None], other=0.0,
+                                    cache_modifier=".cg")
+                    merged = tl.sum(parts * w[:, None], axis=0) / tl.sum(w, axis=0)
+                    tl.store(out_ptr + b * stride_ob + (kvh * GROUP + h) * stride_oh + d, merged.to(dtype))
             tl.atomic_xchg(cnt_ptr + b * HKV + kvh, 0, sem="relaxed", scope="gpu")
 
 
@@ -287,7 +303,7 @@ def _decode(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_s
     # table's width, static under CUDA graphs: no device sync) has in 4-tile chunks; each program then takes its
     # share of its own sequence's length
     max_ctx = block_tables.shape[1] * bs
-    splits = max(1, min(triton.cdiv(2 * num_sms(q.device), b * hkv), triton.cdiv(max_ctx, 4 * block_n), 64))
+    splits = max(1, min(triton.cdiv(2 * num_sms(q.device), b * hkv), triton.cdiv(max_ctx, 4 * block_n), MAX_SPLITS))
     mid_o = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device) if splits > 1 else out
     mid_lse = torch.empty(b, hq, splits, dtype=torch.float32, device=q.device) if splits > 1 else out
     counters = splitk_buffers(q.device, b * hkv, 1, 1)[1]  # zero between calls: the merging program resets its own
@@ -305,7 +321,8 @@ def _decode(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_s
         BLOCK_H=max(16, triton.next_power_of_2(hq // hkv)), D=d, BLOCK_SIZE=bs, BLOCK_N=block_n, NUM_SPLITS=splits,
         BLOCK_S=triton.next_power_of_2(splits), ROPE=rope is not None, QK_NORM=rope is not None and rope[5] is not None,
         IS_FP8=k_cache.dtype == FP8, UPCAST=interpreted(_decode_kernel) and q.dtype == torch.bfloat16,
-        EXACT_ROUND=interpreted(_decode_kernel), num_warps=4, num_stages=2)
+        EXACT_ROUND=interpreted(_decode_kernel), MERGE3D=MERGE3D, BLOCK_G=triton.next_power_of_2(hq // hkv),
+        num_warps=4, num_stages=2)
     return out
 
 

@@ -128,9 +128,12 @@ def _rope_decode_case(lens, hq, hkv, d, bs, dtype, cache, qk_norm, width, g):
 @pytest.mark.parametrize("dtype,cache,qk_norm", [(torch.bfloat16, torch.bfloat16, False),
                                                  (torch.float16, torch.float16, True),
                                                  (torch.bfloat16, FP8, False), (torch.float16, FP8, True)])
-def test_rope_store_decode(lens, hq, hkv, d, bs, width, dtype, cache, qk_norm):
-    # one launch: RoPE (and q/k norm), the new token's KV store and split-KV decode attention with its in-kernel merge,
-    # against rope_store_kv_ref + paged_attention_decode_ref; wide tables give several splits per sequence
+@pytest.mark.parametrize("merge3d", [False, True])
+def test_rope_store_decode(lens, hq, hkv, d, bs, width, dtype, cache, qk_norm, merge3d, monkeypatch):
+    # one launch: RoPE (and q/k norm), the new token's KV store and split-KV decode attention with its in-kernel merge
+    # (either form), against rope_store_kv_ref + paged_attention_decode_ref; wide tables give several splits per
+    # sequence
+    monkeypatch.setattr(paged_attention, "MERGE3D", merge3d)
     g = torch.Generator().manual_seed(sum(lens) + hq + d + width)
     head, caches, ref_caches, tail, norm = _rope_decode_case(lens, hq, hkv, d, bs, dtype, cache, qk_norm, width, g)
     slots, rest = tail[0], tail[1:]

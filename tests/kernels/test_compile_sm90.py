@@ -42,11 +42,12 @@ def test_rope_store_compiles_for_sm90():
     assert r.stdout.count("compiled") == len(CASES)
 
 
-DECODE_CASES = [  # (GROUP, HKV, splits, rope, qk_norm, fp8, dtype)
-    (4, 8, 33, True, False, False, "bf16"),  # Llama-3.1-8B at batch 1: fused RoPE + store, in-kernel merge
-    (4, 8, 1, True, False, False, "bf16"),  # batch 64: one split
-    (2, 8, 8, True, True, True, "bf16"),  # Qwen3-0.6B (q/k norm) with an FP8 KV cache
-    (4, 8, 33, False, False, False, "fp16"),  # q already rotated (the plain decode entry point)
+DECODE_CASES = [  # (GROUP, HKV, splits, rope, qk_norm, fp8, dtype, merge3d)
+    (4, 8, 33, True, False, False, "bf16", False),  # Llama-3.1-8B at batch 1: fused RoPE + store, in-kernel merge
+    (4, 8, 16, True, False, False, "bf16", True),  # the same, every head of the group merged in one tile
+    (4, 8, 1, True, False, False, "bf16", False),  # batch 64: one split
+    (2, 8, 8, True, True, True, "bf16", True),  # Qwen3-0.6B (q/k norm) with an FP8 KV cache
+    (4, 8, 33, False, False, False, "fp16", False),  # q already rotated (the plain decode entry point)
 ]
 
 DECODE_SCRIPT = """
@@ -56,19 +57,19 @@ from triton.compiler import ASTSource
 from kvant.kernels import paged_attention
 fn = paged_attention._decode_kernel
 names = list(fn.arg_names)
-for group, hkv, splits, rope, qk_norm, fp8, dtype in %r:
+for group, hkv, splits, rope, qk_norm, fp8, dtype, merge3d in %r:
     cache = "*u8" if fp8 else f"*{dtype}"
     types = ([f"*{dtype}"] * 3 + [cache, cache, "*i32", "*i32", "*i64", "*i64", "*fp32", f"*{dtype}", f"*{dtype}",
               f"*{dtype}", "*fp32", "*fp32", "*i32", "fp32", "fp32", "fp32", "fp32"] + ["i64"] * 7)
     constexprs = dict(HKV=hkv, GROUP=group, BLOCK_H=16, D=128, BLOCK_SIZE=16, BLOCK_N=64, NUM_SPLITS=splits,
                       BLOCK_S=triton.next_power_of_2(splits), ROPE=rope, QK_NORM=qk_norm, IS_FP8=fp8, UPCAST=False,
-                      EXACT_ROUND=False)
+                      EXACT_ROUND=False, MERGE3D=merge3d, BLOCK_G=triton.next_power_of_2(group))
     types += ["constexpr"] * len(constexprs)
     assert len(types) == len(names), (len(types), len(names))
     src = ASTSource(fn=fn, signature=dict(zip(names, types)), constexprs=constexprs)
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=2)).asm["ptx"]
     assert ".target sm_90" in ptx and "st.global" in ptx and ("atom" in ptx) == (splits > 1), (group, splits, rope)
-    print("compiled", group, hkv, splits, rope, qk_norm, fp8, dtype)
+    print("compiled", group, hkv, splits, rope, qk_norm, fp8, dtype, merge3d)
 """
 
 
