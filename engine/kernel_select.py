@@ -101,21 +101,34 @@ def apply_kernel_paths(model, kv_cache_dtype: str = "auto", kernel_arch: str | N
 def use_skinny_gemm(model, decode_rows: tuple[int, ...]) -> int:
     """Swap each 16-bit nn.Linear of the decoder layers (the LM head and embeddings stay) for a SkinnyLinear whose
     picks come from kvant.kernels.skinny_gemm.pick, measured once per card, shape and row count and kept on disk;
-    each mlp.down_proj is also measured with SiLU·mul fused in (its silu_picks). KVANT_SKINNY_GEMM=0 keeps cuBLAS and
-    the separate SiLU·mul kernel everywhere (for A/B runs). Returns how many layers got at least one pick."""
+    each mlp.down_proj is also measured with SiLU·mul fused in (its silu_picks). The 8-bit layers that run weight-only
+    at decode sizes (W8A16, and FP8 up to its weight-only row bound) get their own picks against the W8A16 GEMM.
+    KVANT_SKINNY_GEMM=0 keeps cuBLAS, the W8A16 GEMM and the separate SiLU·mul kernel everywhere (for A/B runs).
+    Returns how many layers got at least one pick."""
     import os
 
     import torch
     from torch import nn
 
-    from kvant.engine.quant_linear import SkinnyLinear
+    from kvant.engine.quant_linear import Fp8Linear, SkinnyLinear, W8A16Linear
+    from kvant.kernels.dispatch import per_row
     from kvant.kernels.skinny_gemm import MAX_M, pick
 
     if os.environ.get("KVANT_SKINNY_GEMM", "1") == "0":
         return 0
     rows = sorted({m for m in decode_rows if 1 <= m <= MAX_M})
-    swapped = fused = 0
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    x_dtype = embed.weight.dtype if embed is not None else None  # the activations' dtype
+    swapped = fused = weight_only = 0
     for name, module in list(model.named_modules()):
+        if isinstance(module, (W8A16Linear, Fp8Linear)) and x_dtype in (torch.bfloat16, torch.float16):
+            bound = MAX_M if isinstance(module, W8A16Linear) or module.weight_only else module.weight_only_max_m
+            w, has_bias = module.weight, module.bias is not None
+            picks = {m: c for m in rows if m <= bound and (c := pick(w, m, has_bias, x_dtype=x_dtype)) is not None}
+            if picks:
+                module.decode_picks, module.row_scale = picks, per_row(module.weight_scale, w.shape[0], "weight_scale")
+                weight_only += 1
+            continue
         if type(module) is not nn.Linear or ".layers." not in f".{name}." or module.weight.dtype not in (
                 torch.bfloat16, torch.float16):
             continue
@@ -128,5 +141,5 @@ def use_skinny_gemm(model, decode_rows: tuple[int, ...]) -> int:
             setattr(model.get_submodule(parent), child, SkinnyLinear.from_linear(module, picks, silu_picks))
             swapped, fused = swapped + 1, fused + bool(silu_picks)
     log.info("kernels: kvant's decode GEMM replaces cuBLAS in %d 16-bit layers at some batch sizes (%d down_proj with "
-             "SiLU·mul fused in)", swapped, fused)
-    return swapped
+             "SiLU·mul fused in), and the W8A16 GEMM in %d 8-bit layers", swapped, fused, weight_only)
+    return swapped + weight_only

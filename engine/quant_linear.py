@@ -34,6 +34,20 @@ class _QuantLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
+class _WeightOnly8(_QuantLinear):
+    """An 8-bit weight (int8 / fp8 [N, K], scale per row or per tensor) run with 16-bit activations: kvant's decode
+    GEMM at the row counts where it measured faster on this card (`decode_picks`: rows -> config, set by
+    kvant.engine.kernel_select.use_skinny_gemm with `row_scale`, the scale as fp32 [N]), the W8A16 GEMM elsewhere."""
+    decode_picks: dict[int, tuple] = {}
+    row_scale: torch.Tensor | None = None
+
+    def _weight_only(self, flat: torch.Tensor) -> torch.Tensor:
+        config = self.decode_picks.get(flat.shape[0]) if flat.is_cuda else None
+        if config is None:
+            return self._bias(w8a16_gemm(flat, self.weight, self.weight_scale))
+        return skinny_gemm_triton(flat, self.weight, self.bias, config, scale=self.row_scale)
+
+
 class W4A16Linear(_QuantLinear):
     def __init__(self, in_features, out_features, bias, group_size: int, symmetric: bool = True):
         super().__init__(in_features, out_features, bias)
@@ -81,7 +95,7 @@ class W4A16Linear(_QuantLinear):
         return self._out(self._bias(y), x)
 
 
-class W8A16Linear(_QuantLinear):
+class W8A16Linear(_WeightOnly8):
     # int8 or fp8 weight [N, K], per-channel scale [N, 1] (or one per-tensor value); activations stay 16-bit
     def __init__(self, in_features, out_features, bias, weight_dtype: torch.dtype, scale_shape: tuple[int, ...]):
         super().__init__(in_features, out_features, bias)
@@ -89,8 +103,7 @@ class W8A16Linear(_QuantLinear):
         self.register_buffer("weight_scale", torch.empty(scale_shape))
 
     def forward(self, x):
-        y = w8a16_gemm(self._flat(x), self.weight, self.weight_scale)
-        return self._out(self._bias(y), x)
+        return self._out(self._weight_only(self._flat(x)), x)
 
 
 class Int8Linear(_QuantLinear):
@@ -105,7 +118,7 @@ class Int8Linear(_QuantLinear):
         return self._out(int8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
 
 
-class Fp8Linear(_QuantLinear):
+class Fp8Linear(_WeightOnly8):
     # FP8 W8A8: dynamic per-token activation scales, or one static `input_scale`
     def __init__(self, in_features, out_features, bias, scale_shape: tuple[int, ...], static: bool, *,
                  weight_only: bool = False, weight_only_max_m: int = 0):
@@ -128,8 +141,7 @@ class Fp8Linear(_QuantLinear):
     def forward(self, x):
         flat = self._flat(x)
         if self.weight_only or flat.shape[0] <= self.weight_only_max_m:
-            y = w8a16_gemm(flat, self.weight, self.weight_scale)
-            return self._out(self._bias(y), x)
+            return self._out(self._weight_only(flat), x)
         xq, xs = quant_fp8_per_tensor(flat, self.input_scale) if self.input_scale is not None else quant_fp8_per_token(flat)
         return self._out(fp8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
 

@@ -5,8 +5,11 @@ reduce kernel (two per layer at batch 1 on Llama-3.1-8B), and runs a narrow o_pr
 kernel is swap-AB (the weight tile is the MMA's wide operand, the few tokens the narrow one) and reduces its K splits
 inside the kernel (kvant.kernels.splitk), so one launch gives the output. With `silu_mul` it takes the MLP's gate_up
 output and applies SiLU·mul while loading its x tiles (the values of kvant.kernels.activation's kernel, bit for bit),
-so down_proj(silu_and_mul(gate_up)) is one launch too. Whether it or cuBLAS runs a given shape and row count is
-measured on the card at start-up (`pick`), never assumed."""
+so down_proj(silu_and_mul(gate_up)) is one launch too. With an 8-bit weight (FP8 e4m3 or INT8) and its per-row
+scale it is the weight-only W8A16 decode GEMM: the weight tile widens to 16 bits in registers (exactly) and the scale
+is applied once to the summed output, so FP8 and INT8 weights stream at the same rate as bf16 ones with half the
+bytes. Whether it or its baseline (cuBLAS for 16-bit weights, kvant.kernels.w8a16_gemm for 8-bit ones) runs a given
+shape and row count is measured on the card at start-up (`pick`), never assumed."""
 import functools
 import json
 import os
@@ -26,17 +29,30 @@ SMEM_BUDGET = 200 * 1024  # bytes of pipelined tiles a candidate may hold (Hoppe
 
 
 def skinny_gemm_ref(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
-                    silu_mul: bool = False) -> torch.Tensor:
-    # fp32 accumulation, output in x's dtype; silu_mul: x is gate_up [M, 2K], activated (and rounded) first
+                    silu_mul: bool = False, scale: torch.Tensor | None = None) -> torch.Tensor:
+    # fp32 accumulation, output in x's dtype; silu_mul: x is gate_up [M, 2K], activated (and rounded) first; scale:
+    # the 8-bit weight's per-row scale [N] (fp32), applied before the bias
     x = silu_and_mul_ref(x) if silu_mul else x
     y = x.float() @ w.float().t()
+    y = y if scale is None else y * scale.float()[None, :]
     return (y if bias is None else y + bias.float()).to(x.dtype)
 
 
 @triton.jit
-def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xm, stride_wn, stride_om,
+def _epilogue(acc, s_ptr, b_ptr, offs_n, mask_n, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    # acc [BLOCK_N, BLOCK_M] fp32, the whole K summed: the weight's per-row scale, then the bias
+    if HAS_SCALE:
+        acc = acc * tl.load(s_ptr + offs_n, mask=mask_n, other=0.0)[:, None]
+    if HAS_BIAS:
+        acc = acc + tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+    return acc
+
+
+@triton.jit
+def _skinny_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xm, stride_wn, stride_om,
                    TILES_PER_SPLIT, SPLIT, HAS_BIAS: tl.constexpr, REDUCE: tl.constexpr, UPCAST: tl.constexpr,
-                   SILU_MUL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   SILU_MUL: tl.constexpr, W_FP8: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # acc [BLOCK_N, BLOCK_M] = w tile [BLOCK_N, BLOCK_K] @ x tile^T [BLOCK_K, BLOCK_M], over this split's K tiles
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -48,7 +64,11 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, strid
         offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K
         w = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :],
-                    mask=mask_n[:, None] & mask_k[None, :], other=0.0, eviction_policy="evict_first")
+                    mask=mask_n[:, None] & mask_k[None, :], other=0, eviction_policy="evict_first")
+        if W_FP8:  # e4m3 travels as uint8 bits (zero bits are 0.0 for the masked lanes)
+            w = w.to(tl.float8e4nv, bitcast=True)
+        if HAS_SCALE:  # 8-bit values are exact in 16 bits
+            w = w.to(tl.float32) if UPCAST else w.to(x_ptr.dtype.element_ty)
         x_ptrs = x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :]
         mask_x = mask_m[:, None] & mask_k[None, :]
         if SILU_MUL:  # x is gate_up [M, 2K]: silu(gate) * up in fp32, rounded to x's dtype as the unfused kernel does
@@ -61,9 +81,6 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, strid
             acc += tl.dot(w.to(tl.float32), tl.trans(x.to(tl.float32)))
         else:
             acc += tl.dot(w, tl.trans(x))
-    if HAS_BIAS:  # added once, by the split that starts at K = 0 (partials are summed afterwards)
-        if pid_k == 0:
-            acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
     out = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
     mask = mask_n[:, None] & mask_m[None, :]
     if REDUCE:  # as kvant.kernels.splitk.store_or_reduce, with the split count a run-time value (fewer compiles)
@@ -76,9 +93,11 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, strid
             total = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
             for s in range(SPLIT):  # in split order: deterministic
                 total += tl.load(base + s * (BLOCK_N * BLOCK_M) + tile, cache_modifier=".cg")
+            total = _epilogue(total, s_ptr, b_ptr, offs_n, mask_n, HAS_SCALE, HAS_BIAS)
             tl.store(out, total.to(out_ptr.dtype.element_ty), mask=mask)
             tl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
     else:
+        acc = _epilogue(acc, s_ptr, b_ptr, offs_n, mask_n, HAS_SCALE, HAS_BIAS)
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -86,21 +105,34 @@ def block_m(m: int) -> int:
     return min(MAX_M, max(16, triton.next_power_of_2(m)))
 
 
-def candidates(m: int, silu_mul: bool = False) -> list[tuple[int, int, int, int, int]]:
+def candidates(m: int, silu_mul: bool = False, w_bytes: int = 2) -> list[tuple[int, int, int, int, int]]:
     """(BLOCK_N, BLOCK_K, num_warps, num_stages, waves) worth timing at m rows: the three tiles that won somewhere on
     the H200 (bench/RESULTS.md, 2026-12-06; 64x128/128x256 never did), each at one and two waves of programs (a
-    run-time value: no extra compile). With silu_mul two x tiles (gate, up) are in flight per stage."""
-    stages, x_tiles = 4, 2 if silu_mul else 1
-    return [(bn, bk, 4, stages, waves) for bn, bk in ((64, 128), (64, 256), (128, 128)) for waves in (1, 2)
-            if (bn + x_tiles * block_m(m)) * bk * 2 * stages <= SMEM_BUDGET]
+    run-time value: no extra compile). With silu_mul two x tiles (gate, up) are in flight per stage. An 8-bit weight
+    (w_bytes 1) gets the same tiles at twice the K: the same bytes of weight per stage."""
+    stages, x_tiles, widen = 4, 2 if silu_mul else 1, 2 // w_bytes
+    return [(bn, bk * widen, 4, stages, waves) for bn, bk in ((64, 128), (64, 256), (128, 128)) for waves in (1, 2)
+            if (bn * w_bytes + x_tiles * block_m(m) * 2) * bk * widen * stages <= SMEM_BUDGET]
 
 
-def _check(x: torch.Tensor, w: torch.Tensor, silu_mul: bool) -> None:
+W8 = (torch.float8_e4m3fn, torch.int8)  # weight-only 8-bit weights this kernel takes, with a per-row scale
+
+
+def _check(x: torch.Tensor, w: torch.Tensor, silu_mul: bool, scale: torch.Tensor | None) -> None:
+    if w.dtype in W8 and scale is None:
+        raise ValueError(f"an 8-bit weight ({w.dtype}) needs its per-row scale")
     xk = 2 * w.shape[1] if silu_mul else w.shape[1]
-    if x.dtype not in (torch.bfloat16, torch.float16) or w.dtype != x.dtype or x.dim() != 2 or x.shape[1] != xk:
+    w_ok = w.dtype == x.dtype if scale is None else w.dtype in W8
+    if x.dtype not in (torch.bfloat16, torch.float16) or not w_ok or x.dim() != 2 or x.shape[1] != xk:
         what = "x [M, 2K] (gate, up halves)" if silu_mul else "x [M, K]"
+        wants = "w [N, K] of the same dtype" if scale is None else "an FP8 e4m3 or INT8 w [N, K] with its scale"
         raise ValueError(f"skinny_gemm_triton{' with silu_mul' if silu_mul else ''} needs 16-bit {what} and "
-                         f"w [N, K] of the same dtype, got x {x.dtype} {tuple(x.shape)}, w {w.dtype} {tuple(w.shape)}")
+                         f"{wants}, got x {x.dtype} {tuple(x.shape)}, w {w.dtype} {tuple(w.shape)}")
+    if scale is not None and (scale.dtype != torch.float32 or scale.shape != (w.shape[0],) or
+                              not scale.is_contiguous()):
+        raise ValueError(f"scale must be contiguous fp32 [{w.shape[0]}] (kvant.kernels.dispatch.per_row), got "
+                         f"{scale.dtype} {tuple(scale.shape)}")
+
     if x.shape[0] > MAX_M or w.stride(1) != 1:
         raise ValueError(f"skinny_gemm_triton takes at most {MAX_M} rows and a row-major weight, got {x.shape[0]} "
                          f"rows, weight strides {w.stride()}")
@@ -108,10 +140,10 @@ def _check(x: torch.Tensor, w: torch.Tensor, silu_mul: bool) -> None:
 
 def skinny_gemm_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
                        config: tuple[int, int, int, int, int] = (64, 128, 4, 4, 2),
-                       silu_mul: bool = False) -> torch.Tensor:
-    """x [M, K] 16-bit (silu_mul: gate_up [M, 2K], gate then up), w [N, K] of x's dtype, bias [N] or None -> [M, N];
-    M <= MAX_M."""
-    _check(x, w, silu_mul)
+                       silu_mul: bool = False, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x [M, K] 16-bit (silu_mul: gate_up [M, 2K], gate then up), w [N, K] of x's dtype (or FP8/INT8 with `scale`,
+    fp32 [N]), bias [N] or None -> [M, N] in x's dtype; M <= MAX_M."""
+    _check(x, w, silu_mul, scale)
     m, (n, k) = x.shape[0], w.shape
     x = x if x.stride(-1) == 1 else x.contiguous()
     bn, bk, warps, stages, waves = config
@@ -120,10 +152,12 @@ def skinny_gemm_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | No
     split, per_split = split_count(triton.cdiv(k, bk), grid_mn[0] * grid_mn[1], num_sms(x.device), waves)
     ws, cnt = splitk_buffers(x.device, grid_mn[0] * grid_mn[1], split, bm * bn)
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    w_fp8 = w.dtype == torch.float8_e4m3fn
     _skinny_kernel[(*grid_mn, split)](
-        x, w, bias if bias is not None else w, out, ws, cnt, m, n, k, x.stride(0), w.stride(0), out.stride(0),
-        per_split, split, HAS_BIAS=bias is not None, REDUCE=split > 1, UPCAST=interpreted(_skinny_kernel),
-        SILU_MUL=silu_mul, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        x, w.view(torch.uint8) if w_fp8 else w, scale if scale is not None else out, bias if bias is not None else out,
+        out, ws, cnt, m, n, k, x.stride(0), w.stride(0), out.stride(0), per_split, split, HAS_BIAS=bias is not None,
+        REDUCE=split > 1, UPCAST=interpreted(_skinny_kernel), SILU_MUL=silu_mul, W_FP8=w_fp8,
+        HAS_SCALE=scale is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return out
 
 
@@ -149,17 +183,22 @@ def _save() -> None:
     tmp.replace(path)
 
 
-def pick(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool = False) -> tuple[int, ...] | None:
+def pick(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool = False,
+         x_dtype: torch.dtype | None = None) -> tuple[int, ...] | None:
     """The config of this kernel that beat cuBLAS (torch.nn.functional.linear) on this card for w's shape and dtype
     at m rows, or None where cuBLAS was as fast or faster. Measured once per card and kept on disk. With silu_mul the
     fused kernel races the unfused pair (silu_and_mul, then this kernel's own pick or cuBLAS) in CUDA-graph replays
-    and is kept under its own key."""
+    and is kept under its own key. An 8-bit weight (FP8 e4m3 / INT8, activations of x_dtype) races the weight-only
+    GEMM the engine would run without it (kvant.kernels.w8a16_gemm)."""
     n, k = w.shape
+    w8 = w.dtype in W8
+    if w8 and (silu_mul or x_dtype not in (torch.bfloat16, torch.float16)):
+        raise ValueError(f"an 8-bit weight is raced without silu_mul, for bf16/fp16 activations; got x_dtype {x_dtype}")
     key = (f"v{KERNEL_VERSION}|{torch.cuda.get_device_name(w.device)}|{str(w.dtype)[6:]}|K{k}|N{n}|m{m}|"
-           f"{'bias' if has_bias else ''}{'|silu_mul' if silu_mul else ''}")
+           f"{'bias' if has_bias else ''}{'|silu_mul' if silu_mul else ''}{f'|x{str(x_dtype)[6:]}' if w8 else ''}")
     table = _table()
     if key not in table:
-        table[key] = _measure(w, m, has_bias, timer, silu_mul)
+        table[key] = _measure(w, m, has_bias, timer, silu_mul, x_dtype if w8 else w.dtype)
         _save()
     hit = table[key]
     return tuple(hit) if hit is not None else None
@@ -181,12 +220,23 @@ def _weight_copies(w: torch.Tensor) -> list[torch.Tensor]:
     return [w] + [w.clone() for _ in range(n - 1)]
 
 
-def _measure(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool = False):
+def _measure(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool = False,
+             x_dtype: torch.dtype | None = None):
     gen = torch.Generator(device=w.device).manual_seed(0)
-    x = torch.randn(m, w.shape[1] * (2 if silu_mul else 1), device=w.device, dtype=w.dtype, generator=gen)
-    bias = torch.randn(w.shape[0], device=w.device, dtype=w.dtype, generator=gen) if has_bias else None
+    x_dtype = x_dtype or w.dtype
+    x = torch.randn(m, w.shape[1] * (2 if silu_mul else 1), device=w.device, dtype=x_dtype, generator=gen)
+    bias = torch.randn(w.shape[0], device=w.device, dtype=x_dtype, generator=gen) if has_bias else None
     linear = torch.nn.functional.linear
-    if silu_mul:
+    scale = None
+    if w.dtype in W8:
+        from kvant.kernels.w8a16_gemm import w8a16_gemm_triton
+
+        scale = torch.rand(w.shape[0], device=w.device, generator=gen) / w.shape[1] ** 0.5 + 1e-3
+        timer = timer or (lambda fn: triton.testing.do_bench(fn, warmup=3, rep=10, return_mode="median"))
+        plus = (lambda y: y) if bias is None else (lambda y: y + bias)
+        baseline = lambda: plus(w8a16_gemm_triton(x, w, scale))  # noqa: E731
+        kernel = lambda c: skinny_gemm_triton(x, w, bias, c, scale=scale)  # noqa: E731
+    elif silu_mul:
         # the fused kernel saves launches, which only a CUDA-graph replay shows; it races what the engine runs
         # without it: SiLU·mul, then this kernel where it was picked for these rows, else cuBLAS
         plain = pick(w, m, has_bias, timer)
@@ -203,7 +253,7 @@ def _measure(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool
         kernel = lambda c: skinny_gemm_triton(x, w, bias, c)  # noqa: E731
     ref = baseline()
     best_t, best = timer(baseline), None
-    for config in candidates(m, silu_mul):
+    for config in candidates(m, silu_mul, w.element_size()):
         try:
             y = kernel(config)
             if not torch.allclose(y.float(), ref.float(), rtol=2e-2, atol=2e-2 * ref.abs().max().item()):

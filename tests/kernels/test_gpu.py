@@ -247,6 +247,35 @@ def test_skinny_gemm_every_candidate_in_a_cuda_graph(m, k, n, bias):
                                        rtol=2e-2)
 
 
+@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("k,n,bias", [(4096, 6144, False), (14336, 4096, False), (1000, 1000, True)])
+@pytest.mark.parametrize("wdtype", [torch.float8_e4m3fn, torch.int8])
+def test_skinny_gemm_8bit_weight_every_candidate_in_a_cuda_graph(m, k, n, bias, wdtype):
+    # the weight-only W8A16 decode GEMM (FP8 / INT8 weight, per-row scale), every start-up candidate, replayed twice
+    # from a CUDA graph on fresh inputs, against its reference and against the W8A16 GEMM it replaces
+    from kvant.kernels import skinny_gemm
+    from kvant.kernels.w8a16_gemm import w8a16_gemm_triton
+
+    w = (torch.randn(n, k, device="cuda") * 20).clamp(-127, 127)
+    w = w.round().to(torch.int8) if wdtype == torch.int8 else w.to(wdtype)
+    scale = torch.rand(n, device="cuda") / (20 * k**0.5) + 1e-4
+    b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    for config in skinny_gemm.candidates(m, w_bytes=1):
+        skinny_gemm.skinny_gemm_triton(x, w, b, config, scale=scale)  # compile, size split-K buffers
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = skinny_gemm.skinny_gemm_triton(x, w, b, config, scale=scale)
+        for _ in range(2):
+            x.copy_(torch.randn_like(x))
+            out.fill_(float("nan"))
+            graph.replay()
+            want = skinny_gemm.skinny_gemm_ref(x, w, b, scale=scale).float()
+            torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
+            plain = w8a16_gemm_triton(x, w, scale).float() + (b.float() if bias else 0)
+            torch.testing.assert_close(out.float(), plain, atol=3e-2, rtol=3e-2)
+
+
 @pytest.mark.parametrize("m", [1, 48])
 @pytest.mark.parametrize("k,n,bias", [(14336, 4096, False), (1000, 1000, True)])
 def test_skinny_gemm_silu_mul_every_candidate_in_a_cuda_graph(m, k, n, bias):

@@ -120,3 +120,57 @@ def test_pick_silu_mul_races_the_unfused_pair_under_its_own_key(monkeypatch, tmp
     assert skinny_gemm.pick(w, 2, False, timer=lambda fn: pytest.fail("re-measured"), silu_mul=True) == tuple(
         skinny_gemm.candidates(2, silu_mul=True)[1])
     skinny_gemm._table.cache_clear()
+
+
+@pytest.mark.parametrize("m,k,n,config", [(1, 512, 96, (64, 256, 4, 4, 2)), (3, 400, 70, (64, 256, 4, 3, 1)),
+                                          (17, 1024, 128, (128, 256, 4, 4, 2))])
+@pytest.mark.parametrize("wdtype", [torch.float8_e4m3fn, torch.int8])
+@pytest.mark.parametrize("dtype,bias", [(torch.bfloat16, False), (torch.float16, True)])
+def test_8bit_weight_matches_reference(m, k, n, config, wdtype, dtype, bias):
+    # weight-only W8A16: FP8 e4m3 / INT8 weights widened in registers, the per-row scale (then the bias) applied to
+    # the summed output; K and N off the tile, several K splits; against both references
+    from kvant.kernels.w8a16_gemm import w8a16_gemm_ref
+
+    g = torch.Generator().manual_seed(m * 1000 + k + n)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    w = (torch.randn(n, k, generator=g) * 20).clamp(-127, 127)
+    w = w.round().to(torch.int8) if wdtype == torch.int8 else w.to(wdtype)
+    scale = torch.rand(n, generator=g) / (20 * k**0.5) + 1e-4
+    b = torch.randn(n, generator=g).to(dtype) if bias else None
+    got = skinny_gemm.skinny_gemm_triton(x, w, b, config, scale=scale)
+    want = skinny_gemm.skinny_gemm_ref(x, w, b, scale=scale)
+    torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)
+    plain = w8a16_gemm_ref(x, w, scale[:, None]).float() + (b.float() if bias else 0)
+    torch.testing.assert_close(got.float(), plain, atol=3e-2, rtol=3e-2)
+
+
+def test_8bit_weight_rejects_bad_operands():
+    x = torch.randn(2, 64, dtype=torch.bfloat16)
+    w = torch.zeros(32, 64, dtype=torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match="needs its per-row scale"):
+        skinny_gemm.skinny_gemm_triton(x, w.view(torch.int8))
+    with pytest.raises(ValueError, match="scale must be contiguous fp32"):
+        skinny_gemm.skinny_gemm_triton(x, w, scale=torch.ones(32, 1))
+    with pytest.raises(ValueError, match="FP8 e4m3 or INT8"):
+        skinny_gemm.skinny_gemm_triton(x, torch.zeros(32, 64, dtype=torch.bfloat16), scale=torch.ones(32))
+
+
+def test_pick_races_an_8bit_weight_against_the_w8a16_gemm(monkeypatch, tmp_path):
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path))
+    skinny_gemm._table.cache_clear()
+    monkeypatch.setattr(skinny_gemm.torch.cuda, "get_device_name", lambda device=None: "card")
+    from kvant.kernels import w8a16_gemm
+
+    baseline = []
+    monkeypatch.setattr(w8a16_gemm, "w8a16_gemm_triton",
+                        lambda x, w, s: baseline.append(w.dtype) or w8a16_gemm.w8a16_gemm_ref(x, w, s[:, None]))
+    w = (torch.randn(64, 256) * 10).to(torch.float8_e4m3fn)
+    times = iter([10.0] + [9.0, 5.0] + [9.0] * 10)  # the baseline, then each candidate
+    got = skinny_gemm.pick(w, 2, False, timer=lambda fn: (fn(), next(times))[1], x_dtype=torch.bfloat16)
+    assert got == skinny_gemm.candidates(2, w_bytes=1)[1] and got[1] == 256  # 8-bit: twice the K of a 16-bit tile
+    assert baseline and set(baseline) == {torch.float8_e4m3fn}
+    key = f"v{skinny_gemm.KERNEL_VERSION}|card|float8_e4m3fn|K256|N64|m2||xbfloat16"
+    assert key in skinny_gemm._table()
+    with pytest.raises(ValueError, match="without silu_mul"):
+        skinny_gemm.pick(w, 2, False, silu_mul=True, x_dtype=torch.bfloat16)
+    skinny_gemm._table.cache_clear()

@@ -68,3 +68,35 @@ def test_skinny_gemm_off_keeps_every_linear(monkeypatch):
     model = _model()
     assert kernel_select.use_skinny_gemm(model, (1, 8)) == 0
     assert not any(isinstance(mod, SkinnyLinear) for mod in model.modules())
+
+
+def test_use_skinny_gemm_gives_8bit_weight_only_layers_their_picks(monkeypatch):
+    # W8A16 layers at every decode row count up to MAX_M, FP8 W8A8 layers only where they run weight-only (up to
+    # weight_only_max_m rows); each pick is raced for the model's activation dtype and keeps the scale as fp32 [N]
+    from kvant.engine.quant_linear import Fp8Linear, W8A16Linear
+    from kvant.kernels.formats import FP8
+
+    asked = []
+
+    def fake_pick(w, m, has_bias, timer=None, silu_mul=False, x_dtype=None):
+        asked.append((w.dtype, m, x_dtype))
+        return CONFIG if m < 32 else None
+
+    monkeypatch.setattr(skinny_gemm, "pick", fake_pick)
+    layer = nn.Module()
+    layer.w8 = W8A16Linear(64, 32, False, torch.int8, (32, 1))
+    layer.fp8 = Fp8Linear(64, 48, False, (1,), static=False, weight_only_max_m=16)
+    for mod in (layer.w8, layer.fp8):
+        mod.weight_scale.fill_(0.5)
+    model = nn.Module()
+    model.model = nn.Module()
+    model.model.embed_tokens = nn.Embedding(10, 64).to(torch.bfloat16)
+    model.model.layers = nn.ModuleList([layer])
+    assert kernel_select.use_skinny_gemm(model, (1, 8, 32)) == 2
+    assert layer.w8.decode_picks == {1: CONFIG, 8: CONFIG} and layer.fp8.decode_picks == {1: CONFIG, 8: CONFIG}
+    assert sorted((str(d), m) for d, m, _ in asked) == [("torch.float8_e4m3fn", 1), ("torch.float8_e4m3fn", 8),
+                                                        ("torch.int8", 1), ("torch.int8", 8), ("torch.int8", 32)]
+    assert {x for *_, x in asked} == {torch.bfloat16}
+    assert layer.fp8.row_scale.dtype == torch.float32 and layer.fp8.row_scale.shape == (48,)
+    assert torch.equal(layer.fp8.row_scale, torch.full((48,), 0.5))
+    assert layer.fp8.weight.dtype == FP8 and Fp8Linear.decode_picks == {}  # set per layer, not on the class
