@@ -4,6 +4,7 @@
 #   INT4=1   INT4 logits against the dequantized reference, Llama-3.1-8B INT4 TPOT (+ W1's first W1_LIMIT requests)
 #            on this tree and on bench/base (the tree before this session's kernels)
 #   FP8=1    the same for FP8 (logits for FP8 and INT8)
+#   PROF=1   with INT4/FP8: `kvant bench profile` of that format at batch 1, 64 and 256 (PROF_BS)
 # Ends in $OUT/r18b.tgz.
 C=bench/configs
 W=$OUT/work; mkdir -p $W/now $W/base
@@ -20,4 +21,5 @@ for q in ${INT4:+int4} ${FP8:+fp8}; do
   ENG="--model $C/llama-3.1-8b.json --quant $q --output-len 32 --limit ${W1_LIMIT:-64}"
   TAIL=6 step $q-now 80 python -P bench/engine_quant_pass.py $ENG --out $W/now
   (source bench/base/bench/gpu_env.sh; cd bench/base; TAIL=6 step $q-base 70 python -P bench/engine_quant_pass.py $ENG --out $W/base)
+  [ -n "$PROF" ] && TAIL=50 step $q-prof 80 python -P -m kvant.tui.cli bench profile --model $C/llama-3.1-8b.json --quant $q --batch-sizes ${PROF_BS:-1,64,256} --max-num-seqs 256 --top 12 --json $W/profile-$q.json
 done
