@@ -11,7 +11,7 @@ W=$OUT/work; mkdir -p $W/now $W/base
 export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
 step() { local name=$1 t=$2; shift 2; echo "== $name $(date +%T)"; timeout "$t" "$@" > "$W/log-$name.txt" 2>&1; echo "rc=$?"; tail -${TAIL:-3} "$W/log-$name.txt"; tar czf $OUT/r18b.tgz -C $W --exclude kvh .; cp $KVANT_HOME/*.json $W/ 2>/dev/null; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee $W/device.txt
-[ -n "$TESTS" ] && step tests ${T_TESTS:-200} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py tests/engine/test_engine_gpu.py -k "${TESTS_K:-mma_gemv or rope_store_decode or repacked or skinny_gemm_8bit or engine_gpu}"
+[ -n "$TESTS" ] && step tests ${T_TESTS:-200} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py tests/engine/test_engine_gpu.py -k "${TESTS_K:-mma_gemv or rope_store_decode or repacked or skinny_gemm_8bit or fused_activation_quant or engine_gpu}"
 if [ -n "$SWEEP" ]; then
   TAIL=2 step sweep-main 100 python -P bench/decode_attn_sweep.py --json $W/attn-main.json
   (source bench/old/bench/gpu_env.sh; cd bench/old; TAIL=2 step sweep-old 60 python -P ../decode_attn_sweep.py --label old --json $W/attn-old.json)

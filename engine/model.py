@@ -3,6 +3,8 @@
 Module and parameter names follow transformers, so checkpoints (and compressed-tensors artifacts) load by name.
 Every tensor here is flat over the step's tokens: T = all tokens of all sequences.
 """
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,9 +15,30 @@ from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.cpu_attention import attention_cpu, rope_cpu
 from kvant.kernels.kv_store import store_kvcache
 from kvant.kernels.paged_attention import paged_attention_decode, paged_attention_prefill, rope_store_decode
+from kvant.kernels.quant_rows import rms_norm_quant, silu_and_mul_quant
 from kvant.kernels.rmsnorm import rms_norm
 from kvant.kernels.rope import apply_rope
 from kvant.kernels.rope_store import rope_store_kv, supported as rope_store_supported
+
+
+class QuantAct(NamedTuple):
+    """A W8A8 layer's input, quantised per token by the kernel that produced it (RMSNorm or SiLU·mul, fused:
+    kvant.kernels.quant_rows) instead of by the layer: q [T, K] FP8/int8, scale fp32 [T, 1], and the 16-bit dtype it
+    stands for (the layer's output dtype)."""
+    q: torch.Tensor
+    scale: torch.Tensor
+    dtype: torch.dtype
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.q.shape
+
+
+def act_quant(linear: nn.Module, x: torch.Tensor) -> torch.dtype | None:
+    """The dtype a W8A8 layer (kvant.engine.quant_linear) wants its input quantised to at x's row count (it runs
+    weight-only at decode sizes), None where it takes 16-bit activations; CUDA only (the CPU path is unchanged)."""
+    wants = getattr(linear, "act_quant", None)
+    return wants(x.numel() // x.shape[-1]) if wants is not None and x.is_cuda else None
 
 
 class RMSNorm(nn.Module):
@@ -24,8 +47,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(size))
 
-    def forward(self, x, residual=None):
-        return rms_norm(x, self.weight, self.eps, residual)
+    def forward(self, x, residual=None, quant: torch.dtype | None = None):
+        # quant: the output quantised per token in the same kernel, as a QuantAct for the W8A8 layer it feeds
+        if quant is None:
+            return rms_norm(x, self.weight, self.eps, residual)
+        q, scale, *summed = rms_norm_quant(x, self.weight, self.eps, residual, quant)
+        act = QuantAct(q, scale, x.dtype)
+        return act if residual is None else (act, summed[0])
 
 
 class RotaryEmbedding(nn.Module):
@@ -168,9 +196,12 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(i, h, bias=False)
 
     def forward(self, x):
+        gate_up = self.gate_up_proj(x)
         if hasattr(type(self.down_proj), "forward_silu_mul"):  # SkinnyLinear: SiLU·mul inside its decode GEMM
-            return self.down_proj.forward_silu_mul(self.gate_up_proj(x))
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+            return self.down_proj.forward_silu_mul(gate_up)
+        if (quant := act_quant(self.down_proj, gate_up)) is not None:  # W8A8: SiLU·mul writes it quantised
+            return self.down_proj(QuantAct(*silu_and_mul_quant(gate_up, quant), gate_up.dtype))
+        return self.down_proj(silu_and_mul(gate_up))
 
 
 class DecoderLayer(nn.Module):
@@ -182,12 +213,14 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, positions, x, residual):
+        # a W8A8 qkv / gate_up projection gets its input quantised by the norm's own kernel (act_quant)
+        quant = act_quant(self.self_attn.qkv_proj, x)
         if residual is None:
-            x, residual = self.input_layernorm(x), x
+            x, residual = self.input_layernorm(x, quant=quant), x
         else:
-            x, residual = self.input_layernorm(x, residual)
+            x, residual = self.input_layernorm(x, residual, quant=quant)
         x = self.self_attn(positions, x)
-        x, residual = self.post_attention_layernorm(x, residual)
+        x, residual = self.post_attention_layernorm(x, residual, quant=act_quant(self.mlp.gate_up_proj, x))
         return self.mlp(x), residual
 
 

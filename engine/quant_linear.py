@@ -5,7 +5,7 @@ from torch import nn
 
 from kvant.artifact.errors import KvantError
 from kvant.artifact.targets import group_for
-from kvant.engine.model import stacked_output_sizes, stacked_parts
+from kvant.engine.model import QuantAct, stacked_output_sizes, stacked_parts
 from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.formats import FP8
 from kvant.kernels.fp8_gemm import fp8_gemm, quant_fp8_per_tensor, quant_fp8_per_token
@@ -113,8 +113,11 @@ class Int8Linear(_QuantLinear):
         self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.empty(out_features, 1))
 
+    def act_quant(self, rows: int) -> torch.dtype:
+        return torch.int8  # kvant.engine.model.act_quant: the producer of this layer's input may quantise it
+
     def forward(self, x):
-        xq, xs = quant_int8_per_token(self._flat(x))
+        xq, xs = (x.q, x.scale) if isinstance(x, QuantAct) else quant_int8_per_token(self._flat(x))
         return self._out(int8_gemm(xq, xs, self.weight, self.weight_scale, x.dtype, self.bias), x)
 
 
@@ -138,7 +141,15 @@ class Fp8Linear(_WeightOnly8):
         new.input_scale = self.input_scale
         return new
 
+    def act_quant(self, rows: int) -> torch.dtype | None:
+        # kvant.engine.model.act_quant: dynamic per-token FP8 where this layer runs W8A8 at `rows`
+        if self.weight_only or rows <= self.weight_only_max_m or self.input_scale is not None:
+            return None
+        return FP8
+
     def forward(self, x):
+        if isinstance(x, QuantAct):
+            return self._out(fp8_gemm(x.q, x.scale, self.weight, self.weight_scale, x.dtype, self.bias), x)
         flat = self._flat(x)
         if self.weight_only or flat.shape[0] <= self.weight_only_max_m:
             return self._out(self._weight_only(flat), x)

@@ -1,7 +1,7 @@
 import torch
 from kvant.kernels.dispatch import on_cuda, per_row
-from kvant.kernels.formats import FP8, FP8_MAX, MIN_SCALE
-from kvant.kernels.quant_rows import quant_rows_triton
+from kvant.kernels.formats import FP8, FP8_MAX
+from kvant.kernels.quant_rows import quant_rows_ref, quant_rows_triton
 from kvant.kernels.scaled_gemm import scaled_gemm_triton
 
 # "scaled_mm" (cuBLASLt via torch._scaled_mm) or "triton"; bench/KERNELS.md has the measurement behind the choice
@@ -11,8 +11,7 @@ FP8_GEMM_BACKEND = "scaled_mm"
 # ---- torch references ----
 def quant_fp8_per_token_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # x [M, K] -> (q fp8 [M, K], scale fp32 [M, 1]) with x ~= q * scale
-    scale = (x.float().abs().amax(dim=-1, keepdim=True) / FP8_MAX).clamp(min=MIN_SCALE)
-    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+    return quant_rows_ref(x, FP8)
 
 
 def quant_fp8_per_tensor_ref(x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,6 @@
 import torch
 from kvant.kernels.dispatch import on_cuda, per_row
-from kvant.kernels.formats import INT8_MAX, INT8_MIN, MIN_SCALE
-from kvant.kernels.quant_rows import quant_rows_triton
+from kvant.kernels.quant_rows import quant_rows_ref, quant_rows_triton
 from kvant.kernels.scaled_gemm import scaled_gemm_triton
 
 # "triton" (fused dequant epilogue) or "int_mm" (torch._int_mm + a torch epilogue); see bench/KERNELS.md
@@ -11,8 +10,7 @@ INT8_GEMM_BACKEND = "triton"
 # ---- torch references ----
 def quant_int8_per_token_ref(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # x [M, K] -> (q int8 [M, K], scale fp32 [M, 1]); symmetric, round half to even
-    scale = (x.float().abs().amax(dim=-1, keepdim=True) / INT8_MAX).clamp(min=MIN_SCALE)
-    return torch.round(x.float() / scale).clamp(INT8_MIN, INT8_MAX).to(torch.int8), scale
+    return quant_rows_ref(x, torch.int8)
 
 
 def int8_gemm_ref(xq, x_scale, w, w_scale, out_dtype, bias=None) -> torch.Tensor:

@@ -1,10 +1,14 @@
-"""Triton activation quantisation shared by the FP8 and INT8 paths: per-token (dynamic) or one static scale."""
+"""Triton activation quantisation shared by the FP8 and INT8 paths: per-token (dynamic) or one static scale; and the
+same per-token quantisation fused into the kernels that produce a W8A8 GEMM's input (RMSNorm, SiLU·mul), so that the
+16-bit activation is never written out: `rms_norm_quant`, `silu_and_mul_quant`."""
 import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import interpreted
-from kvant.kernels.formats import FP8_MAX, INT8_MAX, MIN_SCALE
+from kvant.kernels.activation import silu_and_mul_ref
+from kvant.kernels.dispatch import interpreted, on_cuda
+from kvant.kernels.formats import FP8, FP8_MAX, INT8_MAX, INT8_MIN, MIN_SCALE
+from kvant.kernels.rmsnorm import rms_norm_ref
 
 # the same bounds, readable inside @triton.jit (the FP8 cache stores of kv_store and rope_store use FP8_MAX_TL)
 FP8_MAX_TL = tl.constexpr(FP8_MAX)
@@ -45,15 +49,21 @@ def _quant_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_x, stride_q, QMAX: tl.cons
         tl.store(s_ptr + row, scale)
     for k0 in range(0, K, BLOCK):
         offs = k0 + tl.arange(0, BLOCK)
-        y = tl.load(x_ptr + row * stride_x + offs, mask=offs < K, other=0.0).to(tl.float32) / scale
-        if IS_INT:
-            y = tl.clamp(_round_half_even(y), -QMAX - 1.0, QMAX)  # int8: [-128, 127]
-        else:
-            y = tl.clamp(y, -QMAX, QMAX)
-            if EXACT_ROUND:
-                y = round_to_e4m3(y)
-            y = y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)  # fp8 is stored through a uint8 view
-        tl.store(q_ptr + row * stride_q + offs, y.to(q_ptr.dtype.element_ty), mask=offs < K)
+        y = tl.load(x_ptr + row * stride_x + offs, mask=offs < K, other=0.0).to(tl.float32)
+        tl.store(q_ptr + row * stride_q + offs, _quantize(y, scale, QMAX, IS_INT, EXACT_ROUND).to(q_ptr.dtype.element_ty),
+                 mask=offs < K)
+
+
+@triton.jit
+def _quantize(y, scale, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT_ROUND: tl.constexpr):
+    # fp32 values -> int8 values (as fp32) or e4m3 bits (uint8): fp8 is stored through a uint8 view
+    y = y / scale
+    if IS_INT:
+        return tl.clamp(_round_half_even(y), -QMAX - 1.0, QMAX)  # int8: [-128, 127]
+    y = tl.clamp(y, -QMAX, QMAX)
+    if EXACT_ROUND:
+        y = round_to_e4m3(y)
+    return y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
 
 
 def quant_rows_triton(x: torch.Tensor, qdtype: torch.dtype, static_scale: torch.Tensor | None = None):
@@ -73,3 +83,135 @@ def quant_rows_triton(x: torch.Tensor, qdtype: torch.dtype, static_scale: torch.
                                  EXACT_ROUND=interpreted(_quant_rows_kernel), BLOCK=min(4096, triton.next_power_of_2(k)),
                                  num_warps=4)
     return q, scale
+
+
+def quant_rows_ref(x: torch.Tensor, qdtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token symmetric quantisation, x [M, K] -> (q [M, K] FP8 e4m3 or int8, scale fp32 [M, 1]), x ~= q * scale;
+    int8 rounds half to even."""
+    qmax = INT8_MAX if qdtype == torch.int8 else FP8_MAX
+    scale = (x.float().abs().amax(dim=-1, keepdim=True) / qmax).clamp(min=MIN_SCALE)
+    y = x.float() / scale
+    if qdtype == torch.int8:
+        return torch.round(y).clamp(INT8_MIN, INT8_MAX).to(torch.int8), scale
+    return y.clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+# ---- fused: the producer of a W8A8 GEMM's input writes it quantized ----
+def _qargs(qdtype: torch.dtype) -> tuple[float, bool]:
+    if qdtype not in (FP8, torch.int8):
+        raise ValueError(f"per-token activation quantisation is to float8_e4m3fn or int8, got {qdtype}")
+    return (float(INT8_MAX), True) if qdtype == torch.int8 else (float(FP8_MAX), False)
+
+
+def rms_norm_quant_ref(x, weight, eps, residual=None, qdtype=FP8):
+    """rms_norm_ref (with the residual add) followed by quant_rows_ref on its 16-bit output: (q, scale[, x + residual])."""
+    out = rms_norm_ref(x, weight, eps, residual)
+    y, summed = out if residual is not None else (out, None)
+    q, scale = quant_rows_ref(y.reshape(-1, y.shape[-1]), qdtype)
+    return (q, scale) if residual is None else (q, scale, summed)
+
+
+@triton.jit
+def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, q_ptr, s_ptr, sum_ptr, H, eps, HAS_RESIDUAL: tl.constexpr,
+                           QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr):
+    # kvant.kernels.rmsnorm's row, rounded to x's dtype as it stores it, then quantised with the row's own scale
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < H
+    x = tl.load(x_ptr + row * H + offs, mask=mask, other=0.0)
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + row * H + offs, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + r.to(tl.float32)).to(x_ptr.dtype.element_ty)
+        tl.store(sum_ptr + row * H + offs, x, mask=mask)
+    h = x.to(tl.float32)
+    inv = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / H + eps)
+    y = (h * inv).to(x_ptr.dtype.element_ty).to(tl.float32)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = (y * w).to(x_ptr.dtype.element_ty).to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(y), axis=0) / QMAX, _MIN_SCALE)
+    tl.store(s_ptr + row, scale)
+    tl.store(q_ptr + row * H + offs, _quantize(y, scale, QMAX, IS_INT, EXACT_ROUND).to(q_ptr.dtype.element_ty),
+             mask=mask)
+
+
+def rms_norm_quant_triton(x, weight, eps, residual=None, qdtype=FP8):
+    hidden = x.shape[-1]
+    if weight.shape != (hidden,):
+        raise ValueError(f"weight must have shape ({hidden},), got {tuple(weight.shape)}")
+    qmax, is_int = _qargs(qdtype)
+    x2 = x.reshape(-1, hidden).contiguous()
+    m = x2.shape[0]
+    q = torch.empty(m, hidden, dtype=qdtype, device=x.device)
+    scale = torch.empty(m, 1, dtype=torch.float32, device=x.device)
+    r2 = summed = None
+    if residual is not None:
+        r2 = residual.reshape(-1, hidden).to(x.dtype).contiguous()
+        summed = torch.empty_like(x2)
+    if m:
+        _rms_norm_quant_kernel[(m,)](x2, r2 if r2 is not None else x2, weight.contiguous(),
+                                     q if is_int else q.view(torch.uint8), scale,
+                                     summed if summed is not None else x2, hidden, float(eps),
+                                     HAS_RESIDUAL=residual is not None, QMAX=qmax, IS_INT=is_int,
+                                     EXACT_ROUND=interpreted(_rms_norm_quant_kernel),
+                                     BLOCK=triton.next_power_of_2(hidden), num_warps=4 if hidden <= 2048 else 8)
+    return (q, scale) if residual is None else (q, scale, summed.reshape(x.shape))
+
+
+def rms_norm_quant(x, weight, eps, residual=None, qdtype=FP8):
+    """x [..., H] (+ residual) -> RMSNorm quantised per token: (q [M, H], scale fp32 [M, 1][, x + residual])."""
+    if on_cuda(x, weight, residual):
+        return rms_norm_quant_triton(x, weight, eps, residual, qdtype)
+    return rms_norm_quant_ref(x, weight, eps, residual, qdtype)
+
+
+def silu_and_mul_quant_ref(x: torch.Tensor, qdtype=FP8) -> tuple[torch.Tensor, torch.Tensor]:
+    y = silu_and_mul_ref(x)
+    return quant_rows_ref(y.reshape(-1, y.shape[-1]), qdtype)
+
+
+@triton.jit
+def _silu_act(x_ptr, row, stride_x, offs, mask, I):
+    # kvant.kernels.activation's value, rounded to x's dtype as it stores it
+    g = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(x_ptr + row * stride_x + I + offs, mask=mask, other=0.0).to(tl.float32)
+    return (g * tl.sigmoid(g) * u).to(x_ptr.dtype.element_ty).to(tl.float32)
+
+
+@triton.jit
+def _silu_mul_quant_kernel(x_ptr, q_ptr, s_ptr, stride_x, I, QMAX: tl.constexpr, IS_INT: tl.constexpr,
+                           EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr):
+    # two passes over the row: the activation's absmax, then the activation again (recomputed: gate_up is read twice,
+    # the 16-bit activation is never written), quantised
+    row = tl.program_id(0).to(tl.int64)
+    amax = tl.zeros((BLOCK,), dtype=tl.float32)
+    for k0 in range(0, I, BLOCK):
+        offs = k0 + tl.arange(0, BLOCK)
+        amax = tl.maximum(amax, tl.abs(_silu_act(x_ptr, row, stride_x, offs, offs < I, I)))
+    scale = tl.maximum(tl.max(amax, axis=0) / QMAX, _MIN_SCALE)
+    tl.store(s_ptr + row, scale)
+    for k0 in range(0, I, BLOCK):
+        offs = k0 + tl.arange(0, BLOCK)
+        y = _silu_act(x_ptr, row, stride_x, offs, offs < I, I)
+        tl.store(q_ptr + row * I + offs, _quantize(y, scale, QMAX, IS_INT, EXACT_ROUND).to(q_ptr.dtype.element_ty),
+                 mask=offs < I)
+
+
+def silu_and_mul_quant_triton(x: torch.Tensor, qdtype=FP8) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.shape[-1] % 2:
+        raise ValueError(f"x last dim must be even (gate and up halves), got {x.shape[-1]}")
+    qmax, is_int = _qargs(qdtype)
+    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+    m, i = x2.shape[0], x2.shape[1] // 2
+    q = torch.empty(m, i, dtype=qdtype, device=x.device)
+    scale = torch.empty(m, 1, dtype=torch.float32, device=x.device)
+    if m:
+        _silu_mul_quant_kernel[(m,)](x2, q if is_int else q.view(torch.uint8), scale, x2.stride(0), i, QMAX=qmax,
+                                     IS_INT=is_int, EXACT_ROUND=interpreted(_silu_mul_quant_kernel),
+                                     BLOCK=min(4096, triton.next_power_of_2(i)), num_warps=8)
+    return q, scale
+
+
+def silu_and_mul_quant(x: torch.Tensor, qdtype=FP8) -> tuple[torch.Tensor, torch.Tensor]:
+    """gate_up [..., 2I] -> SiLU(gate)·up quantised per token: (q [M, I], scale fp32 [M, 1])."""
+    return silu_and_mul_quant_triton(x, qdtype) if on_cuda(x) else silu_and_mul_quant_ref(x, qdtype)

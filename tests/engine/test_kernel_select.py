@@ -158,3 +158,46 @@ def test_cpu_model_without_forced_arch_runs_references():
         x = torch.randn(rows, 64)
         xq, xs = quant_fp8_per_token_ref(x)
         torch.testing.assert_close(layer(x), fp8_gemm_ref(xq, xs, layer.weight, layer.weight_scale, x.dtype))
+
+
+@pytest.mark.parametrize("scheme", ["fp8", "int8"])
+def test_w8a8_inputs_come_quantised_from_the_norm_and_activation(monkeypatch, scheme):
+    # On CUDA the RMSNorm before a W8A8 qkv / gate_up projection, and the SiLU·mul before down_proj, write their output
+    # quantised per token (kvant.kernels.quant_rows) and the layer takes it as is. Here the CUDA-only condition is
+    # lifted so the CPU references run that path: those layers are fed a QuantAct, only o_proj (fed by attention)
+    # quantises its own input, and the logits match the unfused forward's.
+    import torch
+
+    from kvant.engine import model as model_mod
+    from kvant.engine import quant_linear as QL
+    from kvant.engine.config import ModelConfig
+    from kvant.engine.loader import dummy_model
+    from kvant.quantize.rtn import quantize_model_rtn
+
+    w = {"num_bits": 8, "type": "float" if scheme == "fp8" else "int", "strategy": "channel"}
+    ia = dict(w, strategy="token", dynamic=True)
+    cfg = ModelConfig(architecture="LlamaForCausalLM", vocab_size=128, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                      max_position_embeddings=128, max_model_len=64, tie_word_embeddings=False, eos_token_ids=(2,),
+                      rope_theta=10000.0, quantization_config={"quant_method": "compressed-tensors", "config_groups": {
+                          "g": {"weights": w, "input_activations": ia}}})
+    model = quantize_model_rtn(dummy_model(cfg, dtype=torch.bfloat16, seed=3), scheme).eval()
+    ids, pos = torch.tensor([5, 9, 17, 3]), torch.arange(4)
+    with torch.inference_mode():
+        want = model.compute_logits(model(ids, pos))
+    layers = [m for m in model.modules() if isinstance(m, (QL.Fp8Linear, QL.Int8Linear))]
+    assert len(layers) == 2 * 4
+    fed, own_calls = [], []
+    for name, layer in model.named_modules():
+        if layer in layers:
+            layer.register_forward_pre_hook(lambda mod, args, n=name: fed.append((n.split(".")[-1], type(args[0]))))
+    own = {"fp8": "quant_fp8_per_token", "int8": "quant_int8_per_token"}[scheme]
+    real = getattr(QL, own)
+    monkeypatch.setattr(QL, own, lambda x: own_calls.append(x.shape) or real(x))
+    monkeypatch.setattr(model_mod, "act_quant", lambda linear, x: getattr(linear, "act_quant", lambda rows: None)(
+        x.numel() // x.shape[-1]))
+    with torch.inference_mode():
+        got = model.compute_logits(model(ids, pos))
+    assert [t for n, t in fed if n != "o_proj"] == [model_mod.QuantAct] * 6
+    assert [t for n, t in fed if n == "o_proj"] == [torch.Tensor] * 2 and len(own_calls) == 2
+    torch.testing.assert_close(got, want, atol=0.05 * float(want.abs().max()), rtol=0)

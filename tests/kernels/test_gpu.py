@@ -311,3 +311,26 @@ def test_skinny_gemm_silu_mul_activations_equal_the_triton_kernel(m):
     for config in skinny_gemm.candidates(m, silu_mul=True):
         got = skinny_gemm.skinny_gemm_triton(gate_up, eye, None, config, silu_mul=True)
         assert torch.equal(got, silu_and_mul_triton(gate_up)), config
+
+
+@pytest.mark.parametrize("qdtype", [torch.float8_e4m3fn, torch.int8])
+@pytest.mark.parametrize("m", [1, 64, 256])
+def test_fused_activation_quant_equals_the_unfused_kernels(qdtype, m):
+    # RMSNorm (+ residual) and SiLU·mul writing their output quantised per token, compiled for this card, at Llama-3.1-8B
+    # widths: bit for bit the separate kernels' result (kvant.kernels.quant_rows)
+    from kvant.kernels import quant_rows
+    from kvant.kernels.activation import silu_and_mul_triton
+    from kvant.kernels.rmsnorm import rms_norm_triton
+
+    x = torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16) * 3
+    r = torch.randn_like(x)
+    w = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    q, s, summed = quant_rows.rms_norm_quant_triton(x, w, 1e-5, r, qdtype)
+    y, want_sum = rms_norm_triton(x, w, 1e-5, r)
+    wq, ws = quant_rows.quant_rows_triton(y, qdtype)
+    assert torch.equal(q.view(torch.uint8), wq.view(torch.uint8)) and torch.equal(s, ws)
+    assert torch.equal(summed, want_sum)
+    gate_up = torch.randn(m, 2 * 14336, device="cuda", dtype=torch.bfloat16) * 2
+    q, s = quant_rows.silu_and_mul_quant_triton(gate_up, qdtype)
+    wq, ws = quant_rows.quant_rows_triton(silu_and_mul_triton(gate_up), qdtype)
+    assert torch.equal(q.view(torch.uint8), wq.view(torch.uint8)) and torch.equal(s, ws)
