@@ -50,20 +50,21 @@ def _quant_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_x, stride_q, QMAX: tl.cons
     for k0 in range(0, K, BLOCK):
         offs = k0 + tl.arange(0, BLOCK)
         y = tl.load(x_ptr + row * stride_x + offs, mask=offs < K, other=0.0).to(tl.float32)
-        tl.store(q_ptr + row * stride_q + offs, _quantize(y, scale, QMAX, IS_INT, EXACT_ROUND).to(q_ptr.dtype.element_ty),
-                 mask=offs < K)
+        _store_quantized(q_ptr + row * stride_q + offs, y, scale, offs < K, QMAX, IS_INT, EXACT_ROUND)
 
 
 @triton.jit
-def _quantize(y, scale, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT_ROUND: tl.constexpr):
-    # fp32 values -> int8 values (as fp32) or e4m3 bits (uint8): fp8 is stored through a uint8 view
+def _store_quantized(ptr, y, scale, mask, QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT_ROUND: tl.constexpr):
+    # fp32 values / scale -> int8, or e4m3 stored through a uint8 view
     y = y / scale
     if IS_INT:
-        return tl.clamp(_round_half_even(y), -QMAX - 1.0, QMAX)  # int8: [-128, 127]
-    y = tl.clamp(y, -QMAX, QMAX)
-    if EXACT_ROUND:
-        y = round_to_e4m3(y)
-    return y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
+        q = tl.clamp(_round_half_even(y), -QMAX - 1.0, QMAX)  # int8: [-128, 127]
+        tl.store(ptr, q.to(ptr.dtype.element_ty), mask=mask)
+    else:
+        y = tl.clamp(y, -QMAX, QMAX)
+        if EXACT_ROUND:
+            y = round_to_e4m3(y)
+        tl.store(ptr, y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True), mask=mask)
 
 
 def quant_rows_triton(x: torch.Tensor, qdtype: torch.dtype, static_scale: torch.Tensor | None = None):
@@ -104,7 +105,7 @@ def _qargs(qdtype: torch.dtype) -> tuple[float, bool]:
 
 
 def rms_norm_quant_ref(x, weight, eps, residual=None, qdtype=FP8):
-    """rms_norm_ref (with the residual add) followed by quant_rows_ref on its 16-bit output: (q, scale[, x + residual])."""
+    """rms_norm_ref (with the residual add), then quant_rows_ref on its 16-bit output: (q, scale[, x + residual])."""
     out = rms_norm_ref(x, weight, eps, residual)
     y, summed = out if residual is not None else (out, None)
     q, scale = quant_rows_ref(y.reshape(-1, y.shape[-1]), qdtype)
@@ -130,8 +131,7 @@ def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, q_ptr, s_ptr, sum_ptr, H, eps, H
     y = (y * w).to(x_ptr.dtype.element_ty).to(tl.float32)
     scale = tl.maximum(tl.max(tl.abs(y), axis=0) / QMAX, _MIN_SCALE)
     tl.store(s_ptr + row, scale)
-    tl.store(q_ptr + row * H + offs, _quantize(y, scale, QMAX, IS_INT, EXACT_ROUND).to(q_ptr.dtype.element_ty),
-             mask=mask)
+    _store_quantized(q_ptr + row * H + offs, y, scale, mask, QMAX, IS_INT, EXACT_ROUND)
 
 
 def rms_norm_quant_triton(x, weight, eps, residual=None, qdtype=FP8):
@@ -192,8 +192,7 @@ def _silu_mul_quant_kernel(x_ptr, q_ptr, s_ptr, stride_x, I, QMAX: tl.constexpr,
     for k0 in range(0, I, BLOCK):
         offs = k0 + tl.arange(0, BLOCK)
         y = _silu_act(x_ptr, row, stride_x, offs, offs < I, I)
-        tl.store(q_ptr + row * I + offs, _quantize(y, scale, QMAX, IS_INT, EXACT_ROUND).to(q_ptr.dtype.element_ty),
-                 mask=offs < I)
+        _store_quantized(q_ptr + row * I + offs, y, scale, offs < I, QMAX, IS_INT, EXACT_ROUND)
 
 
 def silu_and_mul_quant_triton(x: torch.Tensor, qdtype=FP8) -> tuple[torch.Tensor, torch.Tensor]:

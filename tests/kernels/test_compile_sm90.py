@@ -79,3 +79,40 @@ def test_decode_attention_compiles_for_sm90():
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("compiled") == len(DECODE_CASES)
+
+
+W8_SCRIPT = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from kvant.kernels import quant_rows, skinny_gemm
+
+def build(fn, types, constexprs, warps):
+    names = list(fn.arg_names)
+    types = types + ["constexpr"] * len(constexprs)
+    assert len(types) == len(names), (fn, len(types), len(names))
+    src = ASTSource(fn=fn, signature=dict(zip(names, types)), constexprs=constexprs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps)).asm["ptx"]
+
+for w_fp8, wtype in ((True, "*u8"), (False, "*i8")):  # the weight-only 8-bit decode GEMM, split-K reduced in-kernel
+    types = ["*bf16", wtype, "*fp32", "*bf16", "*bf16", "*fp32", "*i32"] + ["i32"] * 6 + ["i32", "i32"]
+    ptx = build(skinny_gemm._skinny_kernel, types, dict(HAS_BIAS=False, REDUCE=True, UPCAST=False, SILU_MUL=False,
+                W_FP8=w_fp8, HAS_SCALE=True, BLOCK_M=16, BLOCK_N=64, BLOCK_K=256), 4)
+    assert "mma" in ptx and "atom" in ptx, w_fp8
+    print("compiled skinny", w_fp8)
+for is_int, qtype in ((False, "*u8"), (True, "*i8")):  # RMSNorm and SiLU·mul writing per-token FP8 / INT8
+    ptx = build(quant_rows._rms_norm_quant_kernel, ["*bf16", "*bf16", "*bf16", qtype, "*fp32", "*bf16", "i32", "fp32"],
+                dict(HAS_RESIDUAL=True, QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT_ROUND=False, BLOCK=4096), 8)
+    assert "st.global" in ptx
+    ptx = build(quant_rows._silu_mul_quant_kernel, ["*bf16", qtype, "*fp32", "i32", "i32"],
+                dict(QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT_ROUND=False, BLOCK=4096), 8)
+    assert "st.global" in ptx
+    print("compiled quant", is_int)
+"""
+
+
+def test_w8_decode_gemm_and_fused_quant_compile_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-P", "-c", W8_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("compiled") == 4
