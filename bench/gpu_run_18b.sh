@@ -1,10 +1,10 @@
 # Device calls for issues 17 and 18 (run after `source bench/gpu_env.sh`), in parts chosen by env vars:
 #   TESTS=1  GPU tests: the tensor-core W4A16 GEMV, the 8-bit weight-only decode GEMM, the fused decode attention
 #   SWEEP=1  the decode attention sweep on this tree and on bench/old (the tree with three launches per layer)
-#   INT4=1   INT4 logits against the dequantized reference, Llama-3.1-8B INT4 TPOT (+ W1's first W1_LIMIT requests)
-#            on this tree and on bench/base (the tree before this session's kernels)
-#   FP8=1    the same for FP8 (logits for FP8 and INT8)
-#   PROF=1   with INT4/FP8: `kvant bench profile` of that format at batch 1, 64 and 256 (PROF_BS)
+#   QUANTS="bf16 int4 fp8 int8"  Qwen3-0.6B logits of the quantized formats against the dequantized reference, then
+#            per format Llama-3.1-8B TPOT at batch 1 and 64 and W1's first W1_LIMIT requests, one process each
+#   BASE_QUANTS="..."  the same engine runs on bench/base (the tree before this session's kernels)
+#   PROF="fp8 ..."  `kvant bench profile` of those formats at batch 1, 64 and 256 (PROF_BS)
 # Ends in $OUT/r18b.tgz.
 C=bench/configs
 W=$OUT/work; mkdir -p $W/now $W/base
@@ -16,10 +16,14 @@ if [ -n "$SWEEP" ]; then
   TAIL=2 step sweep-main 100 python -P bench/decode_attn_sweep.py --json $W/attn-main.json
   (source bench/old/bench/gpu_env.sh; cd bench/old; TAIL=2 step sweep-old 60 python -P ../decode_attn_sweep.py --label old --json $W/attn-old.json)
 fi
-for q in ${INT4:+int4} ${FP8:+fp8}; do
-  step logits-$q 50 python -P bench/check_logits.py --config $C/qwen3-0.6b.json --quant $([ $q = fp8 ] && echo fp8,int8 || echo int4) --prompts 8 --new 16
-  ENG="--model $C/llama-3.1-8b.json --quant $q --output-len 32 --limit ${W1_LIMIT:-64}"
-  TAIL=6 step $q-now 80 python -P bench/engine_quant_pass.py $ENG --out $W/now
-  (source bench/base/bench/gpu_env.sh; cd bench/base; TAIL=6 step $q-base 70 python -P bench/engine_quant_pass.py $ENG --out $W/base)
-  [ -n "$PROF" ] && TAIL=50 step $q-prof 80 python -P -m kvant.tui.cli bench profile --model $C/llama-3.1-8b.json --quant $q --batch-sizes ${PROF_BS:-1,64,256} --max-num-seqs 256 --top 12 --json $W/profile-$q.json
+LOGITS_Q=$(for q in $QUANTS; do [ $q != bf16 ] && echo -n "$q,"; done); LOGITS_Q=${LOGITS_Q%,}
+[ -n "$LOGITS_Q" ] && step logits 60 python -P bench/check_logits.py --config $C/qwen3-0.6b.json --quant $LOGITS_Q --prompts 8 --new 16
+for q in $QUANTS; do
+  TAIL=6 step $q-now ${T_ENGINE:-80} python -P bench/engine_quant_pass.py --model $C/llama-3.1-8b.json --quant $q --output-len 32 --limit ${W1_LIMIT:-64} --out $W/now
+done
+for q in $BASE_QUANTS; do
+  (source bench/base/bench/gpu_env.sh; cd bench/base; TAIL=6 step $q-base ${T_ENGINE:-80} python -P bench/engine_quant_pass.py --model $C/llama-3.1-8b.json --quant $q --output-len 32 --limit ${W1_LIMIT:-64} --out $W/base)
+done
+for q in $PROF; do
+  TAIL=50 step $q-prof 80 python -P -m kvant.tui.cli bench profile --model $C/llama-3.1-8b.json --quant $q --batch-sizes ${PROF_BS:-1,64,256} --max-num-seqs 256 --top 12 --json $W/profile-$q.json
 done
