@@ -8,7 +8,7 @@ import triton.language as tl
 from kvant.kernels.activation import silu_and_mul_ref
 from kvant.kernels.dispatch import interpreted, on_cuda
 from kvant.kernels.formats import FP8, FP8_MAX, INT8_MAX, INT8_MIN, MIN_SCALE
-from kvant.kernels.rmsnorm import rms_norm_ref
+from kvant.kernels.rmsnorm import rms_norm_ref, rms_norm_row
 
 # the same bounds, readable inside @triton.jit (the FP8 cache stores of kv_store and rope_store use FP8_MAX_TL)
 FP8_MAX_TL = tl.constexpr(FP8_MAX)
@@ -119,16 +119,8 @@ def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, q_ptr, s_ptr, sum_ptr, H, eps, H
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < H
-    x = tl.load(x_ptr + row * H + offs, mask=mask, other=0.0)
-    if HAS_RESIDUAL:
-        r = tl.load(r_ptr + row * H + offs, mask=mask, other=0.0)
-        x = (x.to(tl.float32) + r.to(tl.float32)).to(x_ptr.dtype.element_ty)
-        tl.store(sum_ptr + row * H + offs, x, mask=mask)
-    h = x.to(tl.float32)
-    inv = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / H + eps)
-    y = (h * inv).to(x_ptr.dtype.element_ty).to(tl.float32)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = (y * w).to(x_ptr.dtype.element_ty).to(tl.float32)
+    y = rms_norm_row(x_ptr, r_ptr, w_ptr, sum_ptr, row, offs, mask, H, eps, HAS_RESIDUAL)
+    y = y.to(x_ptr.dtype.element_ty).to(tl.float32)
     scale = tl.maximum(tl.max(tl.abs(y), axis=0) / QMAX, _MIN_SCALE)
     tl.store(s_ptr + row, scale)
     _store_quantized(q_ptr + row * H + offs, y, scale, mask, QMAX, IS_INT, EXACT_ROUND)

@@ -16,11 +16,9 @@ def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: to
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, sum_ptr, H, eps,
-                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < H
+def rms_norm_row(x_ptr, r_ptr, w_ptr, sum_ptr, row, offs, mask, H, eps, HAS_RESIDUAL: tl.constexpr):
+    # one row (all of it in offs): the residual add (stored to sum_ptr), then HF's order of rms_norm_ref; returns the
+    # normalised row times weight in fp32, before its final rounding (also kvant.kernels.quant_rows.rms_norm_quant's)
     x = tl.load(x_ptr + row * H + offs, mask=mask, other=0.0)
     if HAS_RESIDUAL:
         r = tl.load(r_ptr + row * H + offs, mask=mask, other=0.0)
@@ -29,8 +27,17 @@ def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, sum_ptr, H, eps,
     h = x.to(tl.float32)
     inv = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / H + eps)
     y = (h * inv).to(x_ptr.dtype.element_ty).to(tl.float32)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * H + offs, (y * w).to(out_ptr.dtype.element_ty), mask=mask)
+    return y * tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, sum_ptr, H, eps,
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < H
+    y = rms_norm_row(x_ptr, r_ptr, w_ptr, sum_ptr, row, offs, mask, H, eps, HAS_RESIDUAL)
+    tl.store(out_ptr + row * H + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
