@@ -1,3 +1,5 @@
+import os
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -9,10 +11,11 @@ from kvant.kernels.rope_store import _to_cache, check_rope_store, rope_store_kv_
 from kvant.kernels.splitk import splitk_buffers
 
 LOG2E = 1.4426950408889634
-# Decode attention's split-KV knobs (bench/decode_attn_sweep.py times them): the most splits per (sequence, kv head),
-# and whether the last split to arrive merges all the group's query heads in one tile or one head at a time
-MAX_SPLITS = 64
-MERGE3D = False
+# Decode attention's split-KV knobs (bench/decode_attn_sweep.py times them; the environment variables are for A/B
+# runs of whole engines): the most splits per (sequence, kv head), and whether the last split to arrive merges all the
+# group's query heads in one tile or one head at a time
+MAX_SPLITS = int(os.environ.get("KVANT_ATTN_MAX_SPLITS", "64"))
+MERGE3D = os.environ.get("KVANT_ATTN_MERGE3D", "0") == "1"
 
 
 # ---- torch references ----
