@@ -1,7 +1,7 @@
 # One device call (after `source bench/gpu_env.sh`): issue 17's decode attention knobs and issue 18's 8-bit decode GEMM.
 # 1. bench/decode_attn_sweep.py on this tree (MAX_SPLITS 64/16 x MERGE3D off/on) and on bench/old (three launches)
 # 2. Llama-3.1-8B bf16 TPOT at batch 1 and 64: default knobs, then KVANT_ATTN_MERGE3D=1 KVANT_ATTN_MAX_SPLITS=16,
-#    then default again (one process each), and the profile of the default at batch 1
+#    (REPEAT=1: then default again), one process each, and the profile of the default at batch 1
 # 3. bench/w8_decode_sweep.py (FP8 weights, rows 1 and 16) for what time is left
 # Ends in $OUT/r17n.tgz.
 C=bench/configs
@@ -15,6 +15,6 @@ TAIL=1 step sweep-main 90 python -P bench/decode_attn_sweep.py $SW --max-splits 
 LAT="bench latency --model $C/llama-3.1-8b.json --batch-sizes 1,64 --output-len 64"
 TAIL=2 step lat-default 50 python -P -m kvant.tui.cli $LAT --json $W/latency-default.json
 KVANT_ATTN_MERGE3D=1 KVANT_ATTN_MAX_SPLITS=16 TAIL=2 step lat-knobs 50 python -P -m kvant.tui.cli $LAT --json $W/latency-knobs.json
-TAIL=2 step lat-default-2 50 python -P -m kvant.tui.cli $LAT --json $W/latency-default-2.json
+[ -n "$REPEAT" ] && TAIL=2 step lat-default-2 50 python -P -m kvant.tui.cli $LAT --json $W/latency-default-2.json
 TAIL=30 step prof 45 python -P -m kvant.tui.cli bench profile --model $C/llama-3.1-8b.json --batch-sizes 1 --top 12 --json $W/profile-bf16.json
 TAIL=1 step w8-sweep ${T_W8:-130} python -P bench/w8_decode_sweep.py --rows 1,16 --seconds $(( ${T_W8:-130} - 15 )) --json $W/w8-sweep.json
