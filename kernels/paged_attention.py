@@ -13,9 +13,12 @@ from kvant.kernels.splitk import splitk_buffers
 LOG2E = 1.4426950408889634
 # Decode attention's split-KV knobs (bench/decode_attn_sweep.py times them; the environment variables are for A/B
 # runs of whole engines): the most splits per (sequence, kv head), and whether the last split to arrive merges all the
-# group's query heads in one tile or one head at a time
-MAX_SPLITS = int(os.environ.get("KVANT_ATTN_MAX_SPLITS", "64"))
-MERGE3D = os.environ.get("KVANT_ATTN_MERGE3D", "0") == "1"
+# group's query heads in one tile or one head at a time. H100, Llama-3.1-8B heads, 2026-12-06 (bench/RESULTS.md): at
+# batch 1 and 192 tokens 16 splits and the one-tile merge take 6.4 us per layer, 64 splits and the per-head merge
+# 11.5 us; at 2,048 tokens 10.5 against 15.6 us; batch 64 is one split either way. Contexts past 2,048 tokens at
+# batch 1 were not timed.
+MAX_SPLITS = int(os.environ.get("KVANT_ATTN_MAX_SPLITS", "16"))
+MERGE3D = os.environ.get("KVANT_ATTN_MERGE3D", "1") == "1"
 
 
 # ---- torch references ----
