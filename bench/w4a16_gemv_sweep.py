@@ -11,12 +11,16 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_bench import rel_err  # noqa: E402
+from w4a16_table import graph_us  # noqa: E402
 
 SHAPES = {  # name: (K, N)
     "llama qkv": (4096, 6144), "llama o": (4096, 4096), "llama gate_up": (4096, 28672), "llama down": (14336, 4096),
@@ -57,35 +61,6 @@ def int4_operands(k, n, group, asym, seed=0):
 
 def copies(nbytes: int) -> int:
     return max(2, min(256, math.ceil(STREAM_BYTES / nbytes)))
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.float(), ref.float()
-    return ((out - ref).abs().max() / ref.abs().max().clamp(min=1e-30)).item()
-
-
-def graph_us(fns, reps: int = 10) -> float:
-    """Median GPU time of one call, the calls of `fns` (one per weight copy) captured back to back in one graph."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for f in fns:
-            f()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for f in fns:
-            f()
-    graph.replay()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / len(fns))
-    return statistics.median(times)
 
 
 def copy_rate() -> tuple[float, float]:
