@@ -11,12 +11,17 @@ kernels (a tree without rope_store_decode times RoPE + KV store followed by deco
 """
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import kvant.kernels.paged_attention as pa
 from kvant.kernels.rope_store import rope_store_kv_triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from w4a16_table import graph_us  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1 and --check-only, at small shapes
 
@@ -63,30 +68,6 @@ def _knobs(args):
     return [{"MAX_SPLITS": s, "MERGE3D": m} for s in args.max_splits for m in (False, True)]
 
 
-def _time(fn, layers, reps):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        e.record()
-        e.synchronize()
-        times.append(a.elapsed_time(e) * 1e3 / layers)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1,8,64")
@@ -128,7 +109,7 @@ def main():
                             fn(q, k, v, pos, cs, kc, vc, slots, tables, lens, scale)
                     if args.check_only:
                         continue
-                    us = _time(run, args.layers, args.reps)
+                    us = graph_us([run], args.reps) / args.layers
                     row = dict(label=args.label, variant=name, batch=b, ctx=ctx, us_per_layer=round(us, 2), **knobs)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
