@@ -17,9 +17,11 @@ endif
 demo: $(VENV)/.installed
 	$(BIN)/kvant demo
 
-# One pytest process per test folder: each folder's models, engines and KV pools are freed before the next starts
-# (a single process holding them all outgrows a 24 GiB machine). Every folder runs; any failure fails the target.
+# One pytest process per test folder, two folders at a time (tests/run_folders.sh; JOBS=1 for one at a time). The
+# default model is pulled first, once, so that no two folders convert it at the same time. Every folder runs; any
+# failure fails the target.
 TEST_DIRS := $(sort $(dir $(wildcard tests/*/test_*.py)))
+JOBS ?= 2
 
 # The layer contract (pyproject.toml [tool.importlinter]) is checked first: a back-import fails the target.
 test: $(VENV)/.installed
@@ -27,12 +29,8 @@ test: $(VENV)/.installed
 ifdef PYTEST_ARGS
 	$(BIN)/python -P -m pytest -q -ra $(PYTEST_ARGS)
 else
-	@failed=""; for d in $(TEST_DIRS); do \
-		echo "== $$d"; start=$$(date +%s); \
-		$(BIN)/python -P -m pytest -q -ra $$d || failed="$$failed $$d"; \
-		echo "== $$d took $$(( $$(date +%s) - start )) s"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "FAILED in:$$failed"; exit 1; fi
+	-$(BIN)/python -P -c "from kvant.engine.registry import pull_default; print('default model:', pull_default())"
+	BIN=$(BIN) JOBS=$(JOBS) bash tests/run_folders.sh $(TEST_DIRS)
 endif
 
 install: $(VENV)/.installed
