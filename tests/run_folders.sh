@@ -26,8 +26,12 @@ run_one() {
   flock "$logs/print.lock" bash -c 'echo "== $1"; cat "$2"; echo "== $1 took $3 s (exit $4)"' _ "$d" "$log" \
     "$(( $(date +%s) - start ))" "$rc"
 }
+# JOBS folders share the machine's cores: each process's torch gets its share of them (OpenMP threads that outnumber
+# the cores spin against each other: quantize took 635 s beside another folder with two threads each, 257 s alone)
+cores=$(nproc)
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / JOBS > 0 ? cores / JOBS : 1 ))}
 export -f run_one
-export BIN logs
+export BIN logs OMP_NUM_THREADS
 printf '%s\n' "${ordered[@]}" | xargs -P "$JOBS" -I{} bash -c 'run_one "$1"' _ {}
 if [ -s "$logs/failed" ]; then
   echo "FAILED in: $(tr '\n' ' ' < "$logs/failed")"
