@@ -1,9 +1,7 @@
 """The GPU compiler checks what the Triton interpreter does not (branch-local shapes, return types): compile the
 fused RoPE + KV-store kernel for sm_90 on the CPU (PTX through the ptxas that ships with Triton), no GPU needed.
 It runs in a subprocess because this folder's tests run with TRITON_INTERPRET=1, which replaces @triton.jit."""
-import os
-import subprocess
-import sys
+from .compile_check import run_without_interpreter
 
 CASES = [
     (32, 8, False, False, "bf16"),  # Llama-3.1-8B
@@ -35,11 +33,7 @@ for hq, hkv, qk_norm, fp8, dtype in %r:
 
 
 def test_rope_store_compiles_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-P", "-c", SCRIPT % (CASES,)], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("compiled") == len(CASES)
+    assert run_without_interpreter(SCRIPT % (CASES,)).count("compiled") == len(CASES)
 
 
 DECODE_CASES = [  # (GROUP, HKV, splits, rope, qk_norm, fp8, dtype, merge3d)
@@ -74,11 +68,7 @@ for group, hkv, splits, rope, qk_norm, fp8, dtype, merge3d in %r:
 
 
 def test_decode_attention_compiles_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-P", "-c", DECODE_SCRIPT % (DECODE_CASES,)], env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("compiled") == len(DECODE_CASES)
+    assert run_without_interpreter(DECODE_SCRIPT % (DECODE_CASES,)).count("compiled") == len(DECODE_CASES)
 
 
 W8_SCRIPT = """
@@ -112,7 +102,4 @@ for is_int, qtype in ((False, "*u8"), (True, "*i8")):  # RMSNorm and SiLU·mul w
 
 
 def test_w8_decode_gemm_and_fused_quant_compile_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-P", "-c", W8_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("compiled") == 4
+    assert run_without_interpreter(W8_SCRIPT).count("compiled") == 4

@@ -1,9 +1,7 @@
 """The repacked W4A16 kernels (one-row GEMV in both forms, swap-AB tile with and without split-K) compiled for sm_90 on
 the CPU, as tests/kernels/test_compile_sm90.py does for RoPE + KV store: the interpreter this folder runs under does
 not lower tl.dot to wgmma nor check register-level types. Subprocess: TRITON_INTERPRET=1 replaces @triton.jit."""
-import os
-import subprocess
-import sys
+from .compile_check import run_without_interpreter
 
 SCRIPT = """
 import triton
@@ -32,7 +30,4 @@ for hz, split, bm, bn in [(False, 4, 16, 64), (True, 2, 64, 64), (False, 1, 128,
 
 
 def test_repacked_w4a16_kernels_compile_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-P", "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("compiled") == 7
+    assert run_without_interpreter(SCRIPT).count("compiled") == 7

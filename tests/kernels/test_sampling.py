@@ -4,6 +4,8 @@ import torch
 
 from kvant.kernels import sampling
 
+from .compile_check import run_without_interpreter
+
 
 def _case(b, v, dtype, device, seed):
     g = torch.Generator().manual_seed(seed)
@@ -94,14 +96,7 @@ print("compiled pending ids")
 
 
 def test_sampling_kernels_compile_for_sm90():
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-P", "-c", SM90_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("compiled") == 4
+    assert run_without_interpreter(SM90_SCRIPT).count("compiled") == 4
 
 
 def _pending_case(b, r, device, seed):

@@ -1,15 +1,13 @@
 """The tensor-core GEMV for 1..16 rows (kvant.kernels.w4a16_mma_gemv) against the checkpoint-layout torch reference on
 fresh random inputs under the interpreter, and compiled for sm_90 on the CPU (its register-level layout claims: the
 weight reaches the MMA without shared memory, in 16-byte loads)."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from kvant.kernels import w4a16_mma_gemv
 from kvant.kernels.w4a16_gemm import w4a16_gemm_ref
+
+from .compile_check import run_without_interpreter
 
 from .test_w4a16_repacked import TOL, _case, _repacked, interpreter_only
 
@@ -91,7 +89,4 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
 
 
 def test_mma_gemv_compiles_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-P", "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("compiled") == 5
+    assert run_without_interpreter(SCRIPT).count("compiled") == 5
