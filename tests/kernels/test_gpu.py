@@ -9,6 +9,20 @@ pytestmark = pytest.mark.gpu
 FP8 = torch.float8_e4m3fn
 
 
+def replay_twice(call, inputs: torch.Tensor, check) -> None:
+    """`call()` once outside a graph (compile, size the split-K buffers), then captured in a CUDA graph and replayed
+    twice, each time on fresh random `inputs` into an output poisoned with NaN, which `check` is given."""
+    call()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call()
+    for _ in range(2):
+        inputs.copy_(torch.randn_like(inputs))
+        out.fill_(float("nan"))
+        graph.replay()
+        check(out)
+
+
 @pytest.mark.parametrize("m", [1, 16, 300])
 def test_w4a16_dispatch(m):
     n, k, g = 2048, 4096, 128
@@ -31,16 +45,9 @@ def test_w4a16_families_in_a_cuda_graph(m, group, asym, k, n):
         if asym else None
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     packed = pack_int4(q)
-    w4a16_gemm.w4a16_gemm(x, packed, scale, group, zp)  # compile and size the split-K buffers outside the graph
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = w4a16_gemm.w4a16_gemm(x, packed, scale, group, zp)
-    for _ in range(2):
-        x.copy_(torch.randn_like(x))
-        out.fill_(float("nan"))
-        graph.replay()
-        torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2,
-                                   rtol=2e-2)
+    replay_twice(lambda: w4a16_gemm.w4a16_gemm(x, packed, scale, group, zp), x,
+                 lambda out: torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp),
+                                                        atol=3e-2, rtol=2e-2))
 
 
 @pytest.mark.parametrize("name", ["fp8", "int8"])
@@ -99,14 +106,8 @@ def test_rope_store_decode_in_a_cuda_graph(b, hq, hkv, qk_norm, cache):
     norm = dict(q_norm_weight=torch.rand(d, device="cuda").to(torch.bfloat16) + 0.5,
                 k_norm_weight=torch.rand(d, device="cuda").to(torch.bfloat16) + 0.5, eps=1e-6) if qk_norm else {}
     args = (q, k, v, pos, cs, kc, vc, slots, tables, lens, d**-0.5, scale, scale)
-    paged_attention.rope_store_decode(*args, **norm)  # compile outside the graph
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = paged_attention.rope_store_decode(*args, **norm)
-    for _ in range(2):
-        qkv.copy_(torch.randn_like(qkv))
-        out.fill_(float("nan"))
-        graph.replay()
+
+    def check(out):
         ref_k, ref_v = kc.clone(), vc.clone()
         want = paged_attention.rope_store_decode_ref(q, k, v, pos, cs, ref_k, ref_v, slots, tables, lens, d**-0.5,
                                                      scale, scale, **norm)
@@ -115,6 +116,8 @@ def test_rope_store_decode_in_a_cuda_graph(b, hq, hkv, qk_norm, cache):
         k_tol = dict(atol=1 / 16, rtol=0.13) if cache == FP8 else dict(atol=1e-2, rtol=1.6e-2)
         torch.testing.assert_close(kc.float(), ref_k.float(), **k_tol)
         torch.testing.assert_close(vc.float(), ref_v.float(), atol=0, rtol=0)
+
+    replay_twice(lambda: paged_attention.rope_store_decode(*args, **norm), qkv, check)
 
 
 @pytest.mark.parametrize("m", [1, 3, 12, 64, 200, 300])
@@ -133,18 +136,14 @@ def test_w4a16_repacked_families_in_a_cuda_graph(m, group, asym, k, n, dtype=tor
     packed = pack_int4(q)
     qweight, scales, zeros = repack_w4(packed, scale, group, zp)
     x = torch.randn(m, k, device="cuda", dtype=dtype)
-    w4a16_repacked_gemm(x, qweight, scales, group, zeros)  # compile and size the split-K buffers outside the graph
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = w4a16_repacked_gemm(x, qweight, scales, group, zeros)
-    for _ in range(2):
-        x.copy_(torch.randn_like(x))
-        out.fill_(float("nan"))
-        graph.replay()
+
+    def check(out):
         ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
         # past the swap-AB tile, dequantize + GEMM rounds the weight to 16 bits
         atol = 3e-2 if m <= SWAPAB_MAX_M else max(3e-2, 1e-2 * ref.abs().max().item())
         torch.testing.assert_close(out, ref, atol=atol, rtol=2e-2)
+
+    replay_twice(lambda: w4a16_repacked_gemm(x, qweight, scales, group, zeros), x, check)
 
 
 @pytest.mark.parametrize("m", [1, 12, 300])
@@ -213,16 +212,9 @@ def test_w4a16_mma_gemv_in_a_cuda_graph(group, asym, dtype, m):
     qweight, scales, zeros = repack_w4(packed, scale, group, zp)
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     for config in (MMA_GEMV_CONFIG, (64, 4, 1, 8, True)):
-        w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=config)  # compile, size split-K buffers
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=config)
-        for _ in range(2):
-            x.copy_(torch.randn_like(x))
-            out.fill_(float("nan"))
-            graph.replay()
-            torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2,
-                                       rtol=2e-2)
+        replay_twice(lambda c=config: w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=c), x,
+                     lambda out: torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp),
+                                                            atol=3e-2, rtol=2e-2))
 
 
 @pytest.mark.parametrize("m", [1, 48])
@@ -235,16 +227,9 @@ def test_skinny_gemm_every_candidate_in_a_cuda_graph(m, k, n, bias):
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     for config in skinny_gemm.candidates(m):
-        skinny_gemm.skinny_gemm_triton(x, w, b, config)  # compile, size the split-K buffers outside the graph
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = skinny_gemm.skinny_gemm_triton(x, w, b, config)
-        for _ in range(2):
-            x.copy_(torch.randn_like(x))
-            out.fill_(float("nan"))
-            graph.replay()
-            torch.testing.assert_close(out.float(), skinny_gemm.skinny_gemm_ref(x, w, b).float(), atol=2e-2,
-                                       rtol=2e-2)
+        replay_twice(lambda c=config: skinny_gemm.skinny_gemm_triton(x, w, b, c), x,
+                     lambda out: torch.testing.assert_close(out.float(), skinny_gemm.skinny_gemm_ref(x, w, b).float(),
+                                                            atol=2e-2, rtol=2e-2))
 
 
 @pytest.mark.parametrize("m", [1, 4, 16])
@@ -262,18 +247,13 @@ def test_skinny_gemm_8bit_weight_every_candidate_in_a_cuda_graph(m, k, n, bias, 
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     for config in skinny_gemm.candidates(m, w_bytes=1):
-        skinny_gemm.skinny_gemm_triton(x, w, b, config, scale=scale)  # compile, size split-K buffers
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = skinny_gemm.skinny_gemm_triton(x, w, b, config, scale=scale)
-        for _ in range(2):
-            x.copy_(torch.randn_like(x))
-            out.fill_(float("nan"))
-            graph.replay()
+        def check(out, config=config):
             want = skinny_gemm.skinny_gemm_ref(x, w, b, scale=scale).float()
-            torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
+            torch.testing.assert_close(out.float(), want, atol=2e-2, rtol=2e-2, msg=lambda e: f"{config}: {e}")
             plain = w8a16_gemm_triton(x, w, scale).float() + (b.float() if bias else 0)
             torch.testing.assert_close(out.float(), plain, atol=3e-2, rtol=3e-2)
+
+        replay_twice(lambda c=config: skinny_gemm.skinny_gemm_triton(x, w, b, c, scale=scale), x, check)
 
 
 @pytest.mark.parametrize("m", [1, 48])
@@ -287,16 +267,10 @@ def test_skinny_gemm_silu_mul_every_candidate_in_a_cuda_graph(m, k, n, bias):
     b = torch.randn(n, device="cuda", dtype=torch.bfloat16) if bias else None
     gate_up = torch.randn(m, 2 * k, device="cuda", dtype=torch.bfloat16)
     for config in skinny_gemm.candidates(m, silu_mul=True):
-        skinny_gemm.skinny_gemm_triton(gate_up, w, b, config, silu_mul=True)  # compile, size split-K buffers
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = skinny_gemm.skinny_gemm_triton(gate_up, w, b, config, silu_mul=True)
-        for _ in range(2):
-            gate_up.copy_(torch.randn_like(gate_up))
-            out.fill_(float("nan"))
-            graph.replay()
-            torch.testing.assert_close(out.float(), skinny_gemm.skinny_gemm_ref(gate_up, w, b, silu_mul=True).float(),
-                                       atol=2e-2, rtol=2e-2)
+        replay_twice(lambda c=config: skinny_gemm.skinny_gemm_triton(gate_up, w, b, c, silu_mul=True), gate_up,
+                     lambda out: torch.testing.assert_close(
+                         out.float(), skinny_gemm.skinny_gemm_ref(gate_up, w, b, silu_mul=True).float(), atol=2e-2,
+                         rtol=2e-2))
 
 
 @pytest.mark.parametrize("m", [1, 48])
@@ -316,8 +290,8 @@ def test_skinny_gemm_silu_mul_activations_equal_the_triton_kernel(m):
 @pytest.mark.parametrize("qdtype", [torch.float8_e4m3fn, torch.int8])
 @pytest.mark.parametrize("m", [1, 64, 256])
 def test_fused_activation_quant_equals_the_unfused_kernels(qdtype, m):
-    # RMSNorm (+ residual) and SiLU·mul writing their output quantised per token, compiled for this card, at Llama-3.1-8B
-    # widths: bit for bit the separate kernels' result (kvant.kernels.quant_rows)
+    # RMSNorm (+ residual) and SiLU·mul writing their output quantised per token, compiled for this card, at
+    # Llama-3.1-8B widths: bit for bit the separate kernels' result (kvant.kernels.quant_rows)
     from kvant.kernels import quant_rows
     from kvant.kernels.activation import silu_and_mul_triton
     from kvant.kernels.rmsnorm import rms_norm_triton
