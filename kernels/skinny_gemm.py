@@ -132,7 +132,6 @@ def _check(x: torch.Tensor, w: torch.Tensor, silu_mul: bool, scale: torch.Tensor
                               not scale.is_contiguous()):
         raise ValueError(f"scale must be contiguous fp32 [{w.shape[0]}] (kvant.kernels.dispatch.per_row), got "
                          f"{scale.dtype} {tuple(scale.shape)}")
-
     if x.shape[0] > MAX_M or w.stride(1) != 1:
         raise ValueError(f"skinny_gemm_triton takes at most {MAX_M} rows and a row-major weight, got {x.shape[0]} "
                          f"rows, weight strides {w.stride()}")
@@ -198,7 +197,7 @@ def pick(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool = F
            f"{'bias' if has_bias else ''}{'|silu_mul' if silu_mul else ''}{f'|x{str(x_dtype)[6:]}' if w8 else ''}")
     table = _table()
     if key not in table:
-        table[key] = _measure(w, m, has_bias, timer, silu_mul, x_dtype if w8 else w.dtype)
+        table[key] = _measure(w, m, has_bias, timer, silu_mul, x_dtype if w8 else None)
         _save()
     hit = table[key]
     return tuple(hit) if hit is not None else None
