@@ -87,9 +87,10 @@ def _warm(tasks):
     # cache, where the timed process finds them
     from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
     from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
-    from kvant.kernels.w4a16_swapab import w4a16_swapab_triton
+    from kvant.kernels.w4a16_swapab import w4a16_swapab_triton, w4a16_wide_triton
 
-    kernels = {"mma_gemv": w4a16_mma_gemv_triton, "fast_gemv": w4a16_fast_gemv_triton, "swapab": w4a16_swapab_triton}
+    kernels = {"mma_gemv": w4a16_mma_gemv_triton, "fast_gemv": w4a16_fast_gemv_triton, "swapab": w4a16_swapab_triton,
+               "wide": w4a16_wide_triton}
     done = 0
     for kernel, k, n, group, asym, m, config in tasks:
         qweight = torch.zeros(n, k // 8, dtype=torch.int32, device=DEVICE)
@@ -121,6 +122,11 @@ def warm_up(tasks, workers: int, timeout: float) -> None:
             vec = min(4, group // 32)
             split, per = split_count(k // (32 * vec), triton.cdiv(n, config[0]), sms, config[3])
             key = (config, group, asym, m == 1, triton.next_power_of_2(m), split, per == 1, per % 16 == 0)
+        elif kernel == "wide":  # ints specialise on == 1 and % 16 (the split count is a runtime int)
+            bm, bn, bk, waves = config[0], config[1], config[2], config[5]
+            split, per = split_count(k // bk, triton.cdiv(m, bm) * triton.cdiv(n, bn), sms, waves)
+            key = (kernel, tuple(config), split == 1, split % 16 == 0, per == 1, per % 16 == 0, m % 16 == 0, group,
+                   asym)
         by_key.setdefault(key, (kernel, k, n, group, asym, m, config))
     jobs = [[] for _ in range(workers)]
     for i, task in enumerate(by_key.values()):
@@ -187,7 +193,7 @@ def sweep_shape(name, k, n, group, asym, rows, configs, rw_rate):
                 del tgs
             except Exception as e:  # noqa: BLE001 - torch's private op may change its signature
                 row("tinygemm", None, error=f"{type(e).__name__}: {e}"[:300])
-    del packs
+    packs.clear()  # free the copies before the bf16 weights
     wb = torch.randn(n, k, device=DEVICE, dtype=torch.bfloat16)
     wbs = [wb] + [wb.clone() for _ in range(copies(2 * n * k) - 1)]
     for m in rows:

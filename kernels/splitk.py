@@ -31,9 +31,10 @@ def split_count(num_k_tiles: int, programs_mn: int, num_sms: int, waves: int) ->
 
 
 @triton.jit
-def store_or_reduce(acc, out_ptrs, mask, ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    # acc fp32 [BLOCK_M, BLOCK_N] of split pid_k for output tile tile_id; out_ptrs/mask address that tile
+def store_or_reduce(acc, out_ptrs, mask, ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    # acc fp32 [BLOCK_M, BLOCK_N] of split pid_k for output tile tile_id; out_ptrs/mask address that tile. SPLIT may
+    # be a constexpr or a runtime int (then Triton's specialisation of a 1 argument still compiles the 1-split form)
     if SPLIT == 1:
         tl.store(out_ptrs, acc.to(out_ptrs.dtype.element_ty), mask=mask)
     else:

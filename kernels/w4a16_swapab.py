@@ -1,7 +1,9 @@
 """W4A16 on the tensor cores for 5..256 rows, on the repacked layout (kvant.kernels.w4a16_layout): swap-AB (the
 weight tile is the MMA's wide operand, fed from registers where it is dequantized; the few tokens are the narrow one),
 the group scale applied to each tile's fp32 partial sum, split-K reduced in-kernel (kvant.kernels.splitk). Also the
-dequantize + vendor GEMM path for prefill-sized inputs."""
+dequantize + vendor GEMM path for prefill-sized inputs, and the "wide" tile for 32..256 rows: the tokens are the MMA's
+64-row side and the dequantized weight tile its wide side (up to 256 columns per instruction), programs that share a
+weight tile launched next to each other."""
 import torch
 import triton
 import triton.language as tl
@@ -47,6 +49,48 @@ def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K
     tile_id = pid_m * tl.num_programs(0) + pid_n
     store_or_reduce(acc, out, mask_n[:, None] & mask_m[None, :], ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_N,
                     BLOCK_M)
+
+
+@triton.jit
+def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_xm, stride_wn, stride_om,
+                 TILES_PER_SPLIT, SPLIT, HAS_ZP: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr,
+                 SCALE_IN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # acc [BLOCK_M, BLOCK_N] = x tile [BLOCK_M, BLOCK_K] @ W tile^T [BLOCK_K, BLOCK_N]; BLOCK_K divides G. SPLIT is
+    # a runtime int (one compile serves every split count but 1, which Triton specialises). SCALE_IN
+    # scales the dequantized tile in 16 bits (the weight rounded once, as a dequantizing GEMM does), so the MMAs
+    # accumulate into acc back to back; otherwise each tile's fp32 partial sum is scaled (exact codes times x)
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    pid_m, pid_n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # neighbours share a weight tile
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m, mask_n = offs_m < M, offs_n < N
+    w_rows = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    first = pid_k * TILES_PER_SPLIT
+    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)):
+        words = tl.load(w_rows + t * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)[None, :], mask=mask_n[:, None],
+                        other=0)  # [BLOCK_N, BLOCK_K / 8] int32
+        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+        group = (t * BLOCK_K) // G
+        scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+        if HAS_ZP:
+            zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
+        else:
+            zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
+        w = dequant_words(words, zero, BF16, UPCAST)  # [BLOCK_N, BLOCK_K], exact small integers
+        if UPCAST:
+            w = w.to(tl.float32)
+            x = x.to(tl.float32)
+        if SCALE_IN:
+            w = w * scale.to(w.dtype)[:, None]
+            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+        else:
+            acc += tl.dot(x, tl.trans(w)) * scale.to(tl.float32)[None, :]
+    out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    tile_id = pid_n * tl.num_programs(0) + pid_m
+    store_or_reduce(acc, out, mask_m[:, None] & mask_n[None, :], ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_M,
+                    BLOCK_N)
 
 
 @triton.jit
@@ -104,6 +148,35 @@ def w4a16_swapab_triton(x, qweight, scales, group_size, zeros=None, config=None)
         x, qweight, scales, zp, out, ws, cnt, m, n, k, group_size, x.stride(0), qweight.stride(0), out.stride(0),
         per_split, HAS_ZP=zeros is not None, SPLIT=split, BF16=x.dtype == torch.bfloat16,
         UPCAST=interpreted(_swapab_kernel), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    return out
+
+
+def wide_config(m: int, group_size: int) -> tuple[int, int, int, int, int, int, bool]:
+    # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves, scale_in)
+    bk = largest_pow2_divisor(group_size, 128)
+    return (64 if m <= 64 else 128), 128, bk, 4 if m <= 64 else 8, 3, 1, True
+
+
+def w4a16_wide_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
+    """x [M, K] -> [M, N] with the wide tile; qweight/scales/zeros as repack_w4 makes them; group_size a multiple
+    of 16."""
+    check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
+    if group_size % 16:
+        raise ValueError(f"the tensor-core W4A16 kernel needs a group size that is a multiple of 16, got {group_size}")
+    m, k = x.shape
+    n = qweight.shape[0]
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    bm, bn, bk, warps, stages, waves, scale_in = config or wide_config(m, group_size)
+    if group_size % bk:
+        raise ValueError(f"BLOCK_K={bk} must divide group_size={group_size}")
+    grid_mn = (triton.cdiv(m, bm), triton.cdiv(n, bn))
+    split, per_split = split_count(k // bk, grid_mn[0] * grid_mn[1], num_sms(x.device), waves)
+    ws, cnt = splitk_buffers(x.device, grid_mn[0] * grid_mn[1], split, bm * bn)
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    _wide_kernel[(*grid_mn, split)](
+        x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, group_size, x.stride(0),
+        qweight.stride(0), out.stride(0), per_split, split, HAS_ZP=zeros is not None, BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_wide_kernel), SCALE_IN=bool(scale_in), BLOCK_M=bm,
+        BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return out
 
 

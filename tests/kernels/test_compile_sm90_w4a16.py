@@ -1,4 +1,4 @@
-"""The repacked W4A16 kernels (one-row GEMV in both forms, swap-AB tile with and without split-K) compiled for sm_90 on
+"""The repacked W4A16 kernels (one-row GEMV in both forms, swap-AB and wide tiles with and without split-K) compiled for sm_90 on
 the CPU, as tests/kernels/test_compile_sm90.py does for RoPE + KV store: the interpreter this folder runs under does
 not lower tl.dot to wgmma nor check register-level types. Subprocess: TRITON_INTERPRET=1 replaces @triton.jit."""
 from .compile_check import run_without_interpreter
@@ -26,8 +26,11 @@ names = ["x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "ws_ptr", "cnt_ptr", "M"
 for hz, split, bm, bn in [(False, 4, 16, 64), (True, 2, 64, 64), (False, 1, 128, 128)]:
     compile90(s._swapab_kernel, names, ptrs + ["i32"] * 8,
               dict(HAS_ZP=hz, SPLIT=split, BF16=True, UPCAST=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128), 4, 3)
+for hz, bm, bn, scale_in, warps in [(False, 64, 128, True, 4), (True, 128, 256, False, 8)]:  # SPLIT a runtime int
+    compile90(s._wide_kernel, names + ["SPLIT"], ptrs + ["i32"] * 9, dict(HAS_ZP=hz, BF16=True, UPCAST=False,
+              SCALE_IN=scale_in, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128), warps, 3)
 """
 
 
 def test_repacked_w4a16_kernels_compile_for_sm90():
-    assert run_without_interpreter(SCRIPT).count("compiled") == 7
+    assert run_without_interpreter(SCRIPT).count("compiled") == 9

@@ -1,0 +1,154 @@
+"""The wide W4A16 tile for 32..256 rows (kvant.kernels.w4a16_swapab.w4a16_wide_triton) over a config sweep, against
+bf16 cuBLAS, the swap-AB tile the dispatch runs today at up to 128 rows, and dequantize + cuBLAS, on Llama-3.1-8B's
+merged g128 shapes (and Qwen3-0.6B's), with the copy rate measured in the same run. Every candidate is first checked
+against the torch reference on fresh random inputs, then timed as CUDA-graph replays over weight copies that L2
+cannot hold. Compiles run first in parallel worker processes (bench/w4a16_gemv_sweep.warm_up).
+
+    source bench/gpu_env.sh && python -P bench/w4a16_wide_sweep.py --out $OUT/wide.json [--rows 32,64,128,256] [--table w4a16_tune.json]
+"""
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_bench import rel_err  # noqa: E402
+from w4a16_gemv_sweep import copies, copy_rate, int4_operands, warm_up  # noqa: E402
+from w4a16_table import graph_us  # noqa: E402
+
+SHAPES = {  # name: (K, N)
+    "llama qkv": (4096, 6144), "llama o": (4096, 4096), "llama gate_up": (4096, 28672), "llama down": (14336, 4096),
+    "qwen qkv": (1024, 4096), "qwen o": (2048, 1024), "qwen gate_up": (1024, 6144), "qwen down": (3072, 1024)}
+MAX_ERR = 2e-2
+
+
+def configs(m: int) -> list[tuple]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves, scale_in): the token tile one or two MMA row
+    blocks, 128 or 256 weight columns, K tiles of 64 or 128, one or two warpgroups, and with or without a K split;
+    the fp32-partial scaling (scale_in False) only at the first tile shape"""
+    out = []
+    for bm in (64, 128) if m > 64 else (64,):
+        for bn in (128, 256):
+            for bk in (64, 128):
+                for warps in (4, 8):
+                    for stages in (3, 4):
+                        for waves in (1, 2):
+                            out.append((bm, bn, bk, warps, stages, waves, True))
+    out += [(64, 128, bk, 8, 3, waves, False) for bk in (64, 128) for waves in (1, 2)]
+    return out
+
+
+def sweep_shape(name, k, n, rows, rw_rate):
+    from kvant.kernels.w4a16_layout import w4a16_repacked_gemm_ref
+    from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
+
+    group = 128
+    _, _, (qweight, scales, zeros) = int4_operands(k, n, group, False)
+    w_bytes = n * k // 2 + scales.numel() * 2
+    c = copies(w_bytes)
+    packs = [(qweight, scales, zeros)] + [(qweight.clone(), scales.clone(), None) for _ in range(c - 1)]
+    out = []
+    for m in rows:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        ref = w4a16_repacked_gemm_ref(x, qweight, scales, group, zeros)
+        nbytes = w_bytes + 2 * m * (k + n)
+
+        def measure(fmt, fn, config=None):
+            r = dict(shape=name, k=k, n=n, m=m, format=fmt, config=config, copies=c)
+            try:
+                r["err"] = err = rel_err(fn(x, *packs[0]), ref)
+                if not err < MAX_ERR:
+                    r["error"] = f"error {err:.3g} over {MAX_ERR}"
+                else:
+                    us = graph_us([lambda p=p: fn(x, *p) for p in packs])
+                    r.update(us=round(us, 2), pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1))
+            except Exception as e:  # noqa: BLE001 - one broken candidate must not hide the others' numbers
+                r["error"] = f"{type(e).__name__}: {e}"[:300]
+            out.append(r)
+
+        for cf in configs(m):
+            measure("wide", lambda x, qw, s, z, cf=cf: w4a16_wide_triton(x, qw, s, group, z, config=cf), list(cf))
+        measure("swapab", lambda x, qw, s, z: w4a16_swapab_triton(x, qw, s, group, z))
+        measure("dequant+mm", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))
+    packs.clear()  # free the copies before the bf16 weights
+    wb = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+    wbs = [wb] + [wb.clone() for _ in range(copies(2 * n * k) - 1)]
+    for m in rows:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        us = graph_us([lambda w=w: x @ w.t() for w in wbs])
+        nbytes = 2 * n * k + 2 * m * (k + n)
+        out.append(dict(shape=name, k=k, n=n, m=m, format="bf16 cuBLAS", us=round(us, 2), copies=len(wbs),
+                        pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1)))
+    del wbs
+    torch.cuda.empty_cache()
+    for r in out:  # time of bf16 cuBLAS / time of this row (> 1: faster than bf16)
+        b = next(o["us"] for o in out if o["m"] == r["m"] and o["format"] == "bf16 cuBLAS")
+        if r.get("us"):
+            r["vs_bf16"] = round(b / r["us"], 2)
+    return out
+
+
+def summary(rows_out) -> list[str]:
+    lines = []
+    for shape, m in sorted({(r["shape"], r["m"]) for r in rows_out}):
+        rs = [r for r in rows_out if (r["shape"], r["m"]) == (shape, m) and r.get("us")]
+        wide = sorted((r for r in rs if r["format"] == "wide"), key=lambda r: r["us"])
+
+        def cell(fmt):
+            r = next((r for r in rs if r["format"] == fmt), None)
+            return f"{r['us']:7.2f} ({r.get('vs_bf16', 1):.2f}x)" if r else "   -   "
+        top = "; ".join(f"{r['us']:.2f} {r['vs_bf16']:.2f}x {r['config']}" for r in wide[:3])
+        lines.append(f"{shape:14s} m={m:<3d} bf16 {cell('bf16 cuBLAS')} swapab {cell('swapab')} dequant+mm "
+                     f"{cell('dequant+mm')} | wide best: {top}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--rows", default="32,64,128,256")
+    ap.add_argument("--table", default=None, help="write the picks here as a w4a16_tune.json")
+    ap.add_argument("--workers", type=int, default=min(14, max(1, mp.cpu_count() - 2)))
+    ap.add_argument("--warm-timeout", type=float, default=120.0, help="seconds the parallel compiles may take")
+    a = ap.parse_args()
+    start = time.time()
+    shapes = [s.strip() for s in a.shapes.split(",")]
+    rows = [int(r) for r in a.rows.split(",")]
+    tasks = [("wide", *SHAPES[s], 128, False, m, cf) for s in shapes for m in rows for cf in configs(m)]
+    warm_up(tasks, a.workers, a.warm_timeout)
+    rw, ro = copy_rate()
+    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                  copy_rw_GBps=round(rw, 1), copy_read_GBps=round(ro, 1), pct_copy_of="copy_rw_GBps", rows=[])
+    print(f"{result['device']}: copy {rw:.0f} GB/s read+write ({ro:.0f} read-only)", flush=True)
+    for name in shapes:
+        k, n = SHAPES[name]
+        result["rows"] += sweep_shape(name, k, n, rows, rw)
+        result["summary"] = summary(result["rows"])
+        result["seconds"] = round(time.time() - start, 1)
+        Path(a.out).write_text(json.dumps(result, indent=1))
+        print("\n".join(summary([r for r in result["rows"] if r["shape"] == name])), flush=True)
+    if a.table:  # the fastest kernel per shape and row bucket, in kvant.kernels.w4a16_tune's on-disk format
+        from kvant.kernels.w4a16_tune import key
+
+        names = {"wide": "wide", "swapab": "swapab", "dequant+mm": "repacked_dequant"}
+        table = {}
+        for name in shapes:
+            k, n = SHAPES[name]
+            for m in rows:
+                rs = [r for r in result["rows"] if (r["shape"], r["m"]) == (name, m) and r.get("us")
+                      and r["format"] in names]
+                best = min(rs, key=lambda r: r["us"])
+                table[key(result["device"], k, n, 128, False, m, repacked=True)] = [names[best["format"]],
+                                                                                    best["config"]]
+        Path(a.table).write_text(json.dumps(table, indent=0, sort_keys=True))
+    print(f"done in {time.time() - start:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
