@@ -18,6 +18,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_bench import rel_err  # noqa: E402
+import w4a16_gemv_sweep  # noqa: E402
 from w4a16_gemv_sweep import copies, copy_rate, int4_operands, warm_up  # noqa: E402
 from w4a16_table import graph_us  # noqa: E402
 
@@ -54,7 +55,7 @@ def sweep_shape(name, k, n, rows, rw_rate):
     packs = [(qweight, scales, zeros)] + [(qweight.clone(), scales.clone(), None) for _ in range(c - 1)]
     out = []
     for m in rows:
-        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(m, k, device=w4a16_gemv_sweep.DEVICE, dtype=torch.bfloat16)
         ref = w4a16_repacked_gemm_ref(x, qweight, scales, group, zeros)
         nbytes = w_bytes + 2 * m * (k + n)
 
@@ -76,10 +77,10 @@ def sweep_shape(name, k, n, rows, rw_rate):
         measure("swapab", lambda x, qw, s, z: w4a16_swapab_triton(x, qw, s, group, z))
         measure("dequant+mm", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))
     packs.clear()  # free the copies before the bf16 weights
-    wb = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+    wb = torch.randn(n, k, device=w4a16_gemv_sweep.DEVICE, dtype=torch.bfloat16)
     wbs = [wb] + [wb.clone() for _ in range(copies(2 * n * k) - 1)]
     for m in rows:
-        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(m, k, device=w4a16_gemv_sweep.DEVICE, dtype=torch.bfloat16)
         us = graph_us([lambda w=w: x @ w.t() for w in wbs])
         nbytes = 2 * n * k + 2 * m * (k + n)
         out.append(dict(shape=name, k=k, n=n, m=m, format="bf16 cuBLAS", us=round(us, 2), copies=len(wbs),
@@ -108,6 +109,22 @@ def summary(rows_out) -> list[str]:
     return lines
 
 
+def write_table(path, device, shapes, rows, results) -> None:
+    """The fastest kernel per shape and row bucket so far, in kvant.kernels.w4a16_tune's on-disk format."""
+    from kvant.kernels.w4a16_tune import key
+
+    names = {"wide": "wide", "swapab": "swapab", "dequant+mm": "repacked_dequant"}
+    table = {}
+    for name in shapes:
+        k, n = SHAPES[name]
+        for m in rows:
+            rs = [r for r in results if (r["shape"], r["m"]) == (name, m) and r.get("us") and r["format"] in names]
+            if rs:
+                best = min(rs, key=lambda r: r["us"])
+                table[key(device, k, n, 128, False, m, repacked=True)] = [names[best["format"]], best["config"]]
+    Path(path).write_text(json.dumps(table, indent=0, sort_keys=True))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
@@ -132,21 +149,9 @@ def main() -> None:
         result["summary"] = summary(result["rows"])
         result["seconds"] = round(time.time() - start, 1)
         Path(a.out).write_text(json.dumps(result, indent=1))
+        if a.table:
+            write_table(a.table, result["device"], shapes, rows, result["rows"])
         print("\n".join(summary([r for r in result["rows"] if r["shape"] == name])), flush=True)
-    if a.table:  # the fastest kernel per shape and row bucket, in kvant.kernels.w4a16_tune's on-disk format
-        from kvant.kernels.w4a16_tune import key
-
-        names = {"wide": "wide", "swapab": "swapab", "dequant+mm": "repacked_dequant"}
-        table = {}
-        for name in shapes:
-            k, n = SHAPES[name]
-            for m in rows:
-                rs = [r for r in result["rows"] if (r["shape"], r["m"]) == (name, m) and r.get("us")
-                      and r["format"] in names]
-                best = min(rs, key=lambda r: r["us"])
-                table[key(result["device"], k, n, 128, False, m, repacked=True)] = [names[best["format"]],
-                                                                                    best["config"]]
-        Path(a.table).write_text(json.dumps(table, indent=0, sort_keys=True))
     print(f"done in {time.time() - start:.1f} s", flush=True)
 
 
