@@ -8,7 +8,7 @@ import triton.language as tl
 from kvant.kernels.activation import silu_and_mul_ref
 from kvant.kernels.dispatch import interpreted, on_cuda
 from kvant.kernels.formats import FP8, FP8_MAX, INT8_MAX, INT8_MIN, MIN_SCALE
-from kvant.kernels.rmsnorm import rms_norm_ref, rms_norm_row
+from kvant.kernels.rmsnorm import norm_rows, rms_norm_ref, rms_norm_row
 
 # the same bounds, readable inside @triton.jit (the FP8 cache stores of kv_store and rope_store use FP8_MAX_TL)
 FP8_MAX_TL = tl.constexpr(FP8_MAX)
@@ -127,18 +127,11 @@ def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, q_ptr, s_ptr, sum_ptr, H, eps, H
 
 
 def rms_norm_quant_triton(x, weight, eps, residual=None, qdtype=FP8):
-    hidden = x.shape[-1]
-    if weight.shape != (hidden,):
-        raise ValueError(f"weight must have shape ({hidden},), got {tuple(weight.shape)}")
     qmax, is_int = _qargs(qdtype)
-    x2 = x.reshape(-1, hidden).contiguous()
-    m = x2.shape[0]
+    x2, r2, summed = norm_rows(x, weight, residual)
+    m, hidden = x2.shape
     q = torch.empty(m, hidden, dtype=qdtype, device=x.device)
     scale = torch.empty(m, 1, dtype=torch.float32, device=x.device)
-    r2 = summed = None
-    if residual is not None:
-        r2 = residual.reshape(-1, hidden).to(x.dtype).contiguous()
-        summed = torch.empty_like(x2)
     if m:
         _rms_norm_quant_kernel[(m,)](x2, r2 if r2 is not None else x2, weight.contiguous(),
                                      q if is_int else q.view(torch.uint8), scale,

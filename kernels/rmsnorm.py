@@ -40,16 +40,22 @@ def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, sum_ptr, H, eps,
     tl.store(out_ptr + row * H + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
-    shape, hidden = x.shape, x.shape[-1]
+def norm_rows(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None):
+    """The operands a row kernel of this file takes (also kvant.kernels.quant_rows.rms_norm_quant's): x and the
+    residual as contiguous [M, H] rows in x's dtype, and the [M, H] buffer for x + residual (None without one)."""
+    hidden = x.shape[-1]
     if weight.shape != (hidden,):
         raise ValueError(f"weight must have shape ({hidden},), got {tuple(weight.shape)}")
     x2 = x.reshape(-1, hidden).contiguous()
+    if residual is None:
+        return x2, None, None
+    return x2, residual.reshape(-1, hidden).to(x.dtype).contiguous(), torch.empty_like(x2)
+
+
+def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
+    shape, hidden = x.shape, x.shape[-1]
+    x2, r2, summed = norm_rows(x, weight, residual)
     out = torch.empty_like(x2)
-    r2 = summed = None
-    if residual is not None:
-        r2 = residual.reshape(-1, hidden).to(x.dtype).contiguous()
-        summed = torch.empty_like(x2)
     if x2.shape[0]:
         _rms_norm_kernel[(x2.shape[0],)](x2, r2 if r2 is not None else x2, weight.contiguous(), out,
                                          summed if summed is not None else out, hidden, float(eps),
