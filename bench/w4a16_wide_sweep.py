@@ -30,16 +30,15 @@ MAX_ERR = 2e-2
 
 def configs(m: int) -> list[tuple]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves, scale_in): the token tile one or two MMA row
-    blocks, 128 or 256 weight columns, K tiles of 64 or 128, one or two warpgroups, and with or without a K split;
-    the fp32-partial scaling (scale_in False) only at the first tile shape"""
+    blocks, 128 or 256 weight columns, K tiles of 64 or 128, one or two warpgroups, 3 stages, with or without a K
+    split; the fp32-partial scaling (scale_in False) only at 64 x 128 tiles with two warpgroups"""
     out = []
     for bm in (64, 128) if m > 64 else (64,):
         for bn in (128, 256):
             for bk in (64, 128):
                 for warps in (4, 8):
-                    for stages in (3, 4):
-                        for waves in (1, 2):
-                            out.append((bm, bn, bk, warps, stages, waves, True))
+                    for waves in (1, 2):
+                        out.append((bm, bn, bk, warps, 3, waves, True))
     out += [(64, 128, bk, 8, 3, waves, False) for bk in (64, 128) for waves in (1, 2)]
     return out
 
