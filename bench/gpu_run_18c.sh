@@ -1,5 +1,5 @@
 # Issue 18 (run after `source bench/gpu_env.sh`): the wide W4A16 tile's config sweep on Llama-3.1-8B's shapes at
-# 32-256 rows against swap-AB, dequantize + cuBLAS and bf16 cuBLAS; the picks land in w4a16_tune.json (the on-disk
+# 64-256 rows (ROWS) against swap-AB, dequantize + cuBLAS and bf16 cuBLAS; the picks land in w4a16_tune.json (the on-disk
 # table kvant.kernels.w4a16_tune reads) and in bench/seed/ for the engine runs that follow in the same call
 # (ENGINE="bf16 int4": bench/gpu_run_18b.sh with the whole W1). Ends in $OUT/r18c.tgz (and $OUT/r18b.tgz).
 W=$OUT/work; mkdir -p $W
