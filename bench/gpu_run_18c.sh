@@ -6,7 +6,7 @@ W=$OUT/work; mkdir -p $W
 export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee $W/device-sweep.txt
 timeout ${T_SWEEP:-240} python -P bench/w4a16_wide_sweep.py --out $W/wide.json --table $W/w4a16_tune.json \
-  --shapes "${SHAPES:-llama qkv,llama o,llama gate_up,llama down}" --rows ${ROWS:-64,128,256} 2>&1 | tee $W/log-wide.txt | grep -v "^warm-up .* m="
+  --shapes "${SHAPES:-llama qkv,llama o,llama gate_up,llama down}" --rows ${ROWS:-64,128,256} --warm-timeout ${T_WARM:-120} 2>&1 | tee $W/log-wide.txt | grep -v "^warm-up .* m="
 tar czf $OUT/r18c.tgz -C $W --exclude kvh .
 if [ -n "$ENGINE" ] && [ -f $W/w4a16_tune.json ]; then
   mkdir -p bench/seed && cp $W/w4a16_tune.json bench/seed/
