@@ -15,12 +15,37 @@ from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, dequant_words
 
 
 @triton.jit
+def _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP: tl.constexpr, BF16: tl.constexpr):
+    # MAGIC + the code of zero for the weight rows offs_n in `group`, fp32 [BLOCK_N, 1] (or [1, 1]: symmetric, 8)
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    if HAS_ZP:
+        zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
+    else:
+        zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
+    return zero
+
+
+@triton.jit
+def _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G, HAS_ZP: tl.constexpr,
+            BF16: tl.constexpr, UPCAST: tl.constexpr, BLOCK_K: tl.constexpr):
+    # K step t of a tile kernel: the weight tile dequantized to exact codes minus zero [BLOCK_N, BLOCK_K], the x tile
+    # [BLOCK_M, BLOCK_K], and the group scale of each weight row [BLOCK_N] as stored (BLOCK_K divides G)
+    words = tl.load(w_rows + t * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)[None, :], mask=mask_n[:, None],
+                    other=0)  # [BLOCK_N, BLOCK_K / 8] int32
+    offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
+    x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
+    group = (t * BLOCK_K) // G
+    scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+    w = dequant_words(words, _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP, BF16), BF16, UPCAST)
+    return w, x, scale
+
+
+@triton.jit
 def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_xm, stride_wn, stride_om,
                    TILES_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
                    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     # acc [BLOCK_N, BLOCK_M] = W tile [BLOCK_N, BLOCK_K] @ x tile^T [BLOCK_K, BLOCK_M]; BLOCK_K divides G, so each
     # tile has one scale (and zero) per weight row
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -29,22 +54,13 @@ def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     first = pid_k * TILES_PER_SPLIT
     for t in range(first, tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)):
-        words = tl.load(w_rows + t * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)[None, :], mask=mask_n[:, None],
-                        other=0)  # [BLOCK_N, BLOCK_K / 8] int32
-        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
-        group = (t * BLOCK_K) // G
-        scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-        if HAS_ZP:
-            zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
-        else:
-            zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
-        w = dequant_words(words, zero, BF16, UPCAST)  # [BLOCK_N, BLOCK_K], exact small integers
+        w, x, scale = _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G, HAS_ZP,
+                              BF16, UPCAST, BLOCK_K)
         if UPCAST:
             part = tl.dot(w.to(tl.float32), tl.trans(x.to(tl.float32)))
         else:
             part = tl.dot(w, tl.trans(x))
-        acc += part * scale[:, None]
+        acc += part * scale.to(tl.float32)[:, None]
     out = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
     tile_id = pid_m * tl.num_programs(0) + pid_n
     store_or_reduce(acc, out, mask_n[:, None] & mask_m[None, :], ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_N,
@@ -59,7 +75,6 @@ def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, 
     # a runtime int (one compile serves every split count but 1, which Triton specialises). SCALE_IN
     # scales the dequantized tile in 16 bits (the weight rounded once, as a dequantizing GEMM does), so the MMAs
     # accumulate into acc back to back; otherwise each tile's fp32 partial sum is scaled (exact codes times x)
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
     pid_m, pid_n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # neighbours share a weight tile
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -68,17 +83,8 @@ def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     first = pid_k * TILES_PER_SPLIT
     for t in range(first, tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)):
-        words = tl.load(w_rows + t * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)[None, :], mask=mask_n[:, None],
-                        other=0)  # [BLOCK_N, BLOCK_K / 8] int32
-        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
-        group = (t * BLOCK_K) // G
-        scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0)
-        if HAS_ZP:
-            zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
-        else:
-            zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
-        w = dequant_words(words, zero, BF16, UPCAST)  # [BLOCK_N, BLOCK_K], exact small integers
+        w, x, scale = _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G, HAS_ZP,
+                              BF16, UPCAST, BLOCK_K)
         if UPCAST:
             w = w.to(tl.float32)
             x = x.to(tl.float32)
@@ -97,7 +103,6 @@ def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, 
 def _dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, HAS_ZP: tl.constexpr, BF16: tl.constexpr,
                     UPCAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
     # repacked [N, K / 8] -> 16-bit [N, K]; 8 BLOCK_W divides G: one scale per row per program
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
     pid_n, pid_w = tl.program_id(0), tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -105,11 +110,7 @@ def _dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, HAS_ZP: tl
     words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_w[None, :], mask=mask_n[:, None], other=0)
     group = (pid_w * BLOCK_W * 8) // G
     scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-    if HAS_ZP:
-        zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
-    else:
-        zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
-    w = dequant_words(words, zero, BF16, UPCAST).to(tl.float32) * scale  # [BLOCK_N, 8 BLOCK_W]
+    w = dequant_words(words, _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP, BF16), BF16, UPCAST).to(tl.float32) * scale  # [BLOCK_N, 8 BLOCK_W]
     offs_k = pid_w * BLOCK_W * 8 + tl.arange(0, BLOCK_W * 8)
     tl.store(out_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], w.to(out_ptr.dtype.element_ty),
              mask=mask_n[:, None])
@@ -128,26 +129,32 @@ def swapab_config(m: int, group_size: int) -> tuple[int, int, int, int, int, int
     return 128, 128, bk, 8, 3, 1
 
 
-def w4a16_swapab_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
-    """x [M, K] -> [M, N]; qweight/scales/zeros as repack_w4 makes them; group_size a multiple of 16."""
+def _tile_operands(x, qweight, scales, group_size, zeros, bm, bn, bk, waves):
+    """What both tile kernels take beside their config: (x with unit stride in K, out, split-K workspace, counters,
+    split count, K tiles per split), after the argument checks."""
     check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
     if group_size % 16:
         raise ValueError(f"the tensor-core W4A16 kernel needs a group size that is a multiple of 16, got {group_size}")
-    m, k = x.shape
-    n = qweight.shape[0]
-    x = x if x.stride(-1) == 1 else x.contiguous()
-    bm, bn, bk, warps, stages, waves = config or swapab_config(m, group_size)
     if group_size % bk:
         raise ValueError(f"BLOCK_K={bk} must divide group_size={group_size}")
-    grid_mn = (triton.cdiv(n, bn), triton.cdiv(m, bm))
-    split, per_split = split_count(k // bk, grid_mn[0] * grid_mn[1], num_sms(x.device), waves)
-    ws, cnt = splitk_buffers(x.device, grid_mn[0] * grid_mn[1], split, bm * bn)
+    (m, k), n = x.shape, qweight.shape[0]
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    split, per_split = split_count(k // bk, tiles, num_sms(x.device), waves)
+    ws, cnt = splitk_buffers(x.device, tiles, split, bm * bn)
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    zp = zeros if zeros is not None else scales
-    _swapab_kernel[(*grid_mn, split)](
-        x, qweight, scales, zp, out, ws, cnt, m, n, k, group_size, x.stride(0), qweight.stride(0), out.stride(0),
-        per_split, HAS_ZP=zeros is not None, SPLIT=split, BF16=x.dtype == torch.bfloat16,
-        UPCAST=interpreted(_swapab_kernel), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+    return x if x.stride(-1) == 1 else x.contiguous(), out, ws, cnt, split, per_split
+
+
+def w4a16_swapab_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
+    """x [M, K] -> [M, N]; qweight/scales/zeros as repack_w4 makes them; group_size a multiple of 16."""
+    (m, k), n = x.shape, qweight.shape[0]
+    bm, bn, bk, warps, stages, waves = config or swapab_config(m, group_size)
+    x, out, ws, cnt, split, per_split = _tile_operands(x, qweight, scales, group_size, zeros, bm, bn, bk, waves)
+    _swapab_kernel[(triton.cdiv(n, bn), triton.cdiv(m, bm), split)](
+        x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, group_size, x.stride(0),
+        qweight.stride(0), out.stride(0), per_split, HAS_ZP=zeros is not None, SPLIT=split,
+        BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_swapab_kernel), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        num_warps=warps, num_stages=stages)
     return out
 
 
@@ -160,23 +167,14 @@ def wide_config(m: int, group_size: int) -> tuple[int, int, int, int, int, int, 
 def w4a16_wide_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
     """x [M, K] -> [M, N] with the wide tile; qweight/scales/zeros as repack_w4 makes them; group_size a multiple
     of 16."""
-    check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
-    if group_size % 16:
-        raise ValueError(f"the tensor-core W4A16 kernel needs a group size that is a multiple of 16, got {group_size}")
-    m, k = x.shape
-    n = qweight.shape[0]
-    x = x if x.stride(-1) == 1 else x.contiguous()
+    (m, k), n = x.shape, qweight.shape[0]
     bm, bn, bk, warps, stages, waves, scale_in = config or wide_config(m, group_size)
-    if group_size % bk:
-        raise ValueError(f"BLOCK_K={bk} must divide group_size={group_size}")
-    grid_mn = (triton.cdiv(m, bm), triton.cdiv(n, bn))
-    split, per_split = split_count(k // bk, grid_mn[0] * grid_mn[1], num_sms(x.device), waves)
-    ws, cnt = splitk_buffers(x.device, grid_mn[0] * grid_mn[1], split, bm * bn)
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    _wide_kernel[(*grid_mn, split)](
+    x, out, ws, cnt, split, per_split = _tile_operands(x, qweight, scales, group_size, zeros, bm, bn, bk, waves)
+    _wide_kernel[(triton.cdiv(m, bm), triton.cdiv(n, bn), split)](
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, group_size, x.stride(0),
-        qweight.stride(0), out.stride(0), per_split, split, HAS_ZP=zeros is not None, BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_wide_kernel), SCALE_IN=bool(scale_in), BLOCK_M=bm,
-        BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        qweight.stride(0), out.stride(0), per_split, split, HAS_ZP=zeros is not None, BF16=x.dtype == torch.bfloat16,
+        UPCAST=interpreted(_wide_kernel), SCALE_IN=bool(scale_in), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        num_warps=warps, num_stages=stages)
     return out
 
 
