@@ -4,7 +4,8 @@ merged g128 shapes (and Qwen3-0.6B's), with the copy rate measured in the same r
 against the torch reference on fresh random inputs, then timed as CUDA-graph replays over weight copies that L2
 cannot hold. Compiles run first in parallel worker processes (bench/w4a16_gemv_sweep.warm_up).
 
-    source bench/gpu_env.sh && python -P bench/w4a16_wide_sweep.py --out $OUT/wide.json [--rows 32,64,128,256] [--table w4a16_tune.json]
+    source bench/gpu_env.sh && python -P bench/w4a16_wide_sweep.py --out $OUT/wide.json [--rows 32,64,128,256] \
+        [--table w4a16_tune.json]
 """
 import argparse
 import json
@@ -19,13 +20,11 @@ import triton
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kernel_bench import rel_err  # noqa: E402
 import w4a16_gemv_sweep  # noqa: E402
-from w4a16_gemv_sweep import copies, copy_rate, int4_operands, warm_up  # noqa: E402
+from w4a16_gemv_sweep import SHAPES, copies, copy_rate, int4_operands, warm_up  # noqa: E402
 from w4a16_table import graph_us  # noqa: E402
 
-SHAPES = {  # name: (K, N)
-    "llama qkv": (4096, 6144), "llama o": (4096, 4096), "llama gate_up": (4096, 28672), "llama down": (14336, 4096),
-    "qwen qkv": (1024, 4096), "qwen o": (2048, 1024), "qwen gate_up": (1024, 6144), "qwen down": (3072, 1024)}
 MAX_ERR = 2e-2
+TUNED = ("wide", "swapab", "repacked_dequant")  # the formats timed here that the tuner's table can name
 
 
 def configs(m: int) -> list[tuple]:
@@ -74,7 +73,7 @@ def sweep_shape(name, k, n, rows, rw_rate):
         for cf in configs(m):
             measure("wide", lambda x, qw, s, z, cf=cf: w4a16_wide_triton(x, qw, s, group, z, config=cf), list(cf))
         measure("swapab", lambda x, qw, s, z: w4a16_swapab_triton(x, qw, s, group, z))
-        measure("dequant+mm", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))
+        measure("repacked_dequant", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))
     packs.clear()  # free the copies before the bf16 weights
     wb = torch.randn(n, k, device=w4a16_gemv_sweep.DEVICE, dtype=torch.bfloat16)
     wbs = [wb] + [wb.clone() for _ in range(copies(2 * n * k) - 1)]
@@ -104,7 +103,7 @@ def summary(rows_out) -> list[str]:
             return f"{r['us']:7.2f} ({r.get('vs_bf16', 1):.2f}x)" if r else "   -   "
         top = "; ".join(f"{r['us']:.2f} {r['vs_bf16']:.2f}x {r['config']}" for r in wide[:3])
         lines.append(f"{shape:14s} m={m:<3d} bf16 {cell('bf16 cuBLAS')} swapab {cell('swapab')} dequant+mm "
-                     f"{cell('dequant+mm')} | wide best: {top}")
+                     f"{cell('repacked_dequant')} | wide best: {top}")
     return lines
 
 
@@ -112,15 +111,14 @@ def write_table(path, device, shapes, rows, results) -> None:
     """The fastest kernel per shape and row bucket so far, in kvant.kernels.w4a16_tune's on-disk format."""
     from kvant.kernels.w4a16_tune import key
 
-    names = {"wide": "wide", "swapab": "swapab", "dequant+mm": "repacked_dequant"}
     table = {}
     for name in shapes:
         k, n = SHAPES[name]
         for m in rows:
-            rs = [r for r in results if (r["shape"], r["m"]) == (name, m) and r.get("us") and r["format"] in names]
+            rs = [r for r in results if (r["shape"], r["m"]) == (name, m) and r.get("us") and r["format"] in TUNED]
             if rs:
                 best = min(rs, key=lambda r: r["us"])
-                table[key(device, k, n, 128, False, m, repacked=True)] = [names[best["format"]], best["config"]]
+                table[key(device, k, n, 128, False, m, repacked=True)] = [best["format"], best["config"]]
     Path(path).write_text(json.dumps(table, indent=0, sort_keys=True))
 
 

@@ -110,7 +110,8 @@ def _dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, HAS_ZP: tl
     words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_w[None, :], mask=mask_n[:, None], other=0)
     group = (pid_w * BLOCK_W * 8) // G
     scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-    w = dequant_words(words, _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP, BF16), BF16, UPCAST).to(tl.float32) * scale  # [BLOCK_N, 8 BLOCK_W]
+    zero = _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP, BF16)
+    w = dequant_words(words, zero, BF16, UPCAST).to(tl.float32) * scale  # [BLOCK_N, 8 BLOCK_W]
     offs_k = pid_w * BLOCK_W * 8 + tl.arange(0, BLOCK_W * 8)
     tl.store(out_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], w.to(out_ptr.dtype.element_ty),
              mask=mask_n[:, None])
