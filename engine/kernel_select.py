@@ -125,8 +125,10 @@ def use_skinny_gemm(model, decode_rows: tuple[int, ...]) -> int:
             bound = MAX_M if isinstance(module, W8A16Linear) or module.weight_only else module.weight_only_max_m
             w, has_bias = module.weight, module.bias is not None
             picks = {m: c for m in rows if m <= bound and (c := pick(w, m, has_bias, x_dtype=x_dtype)) is not None}
+            # the scale as fp32 [N] once, for either kernel (the W8A16 GEMM would otherwise convert it every call)
+            module.row_scale = per_row(module.weight_scale, w.shape[0], "weight_scale")
             if picks:
-                module.decode_picks, module.row_scale = picks, per_row(module.weight_scale, w.shape[0], "weight_scale")
+                module.decode_picks = picks
                 weight_only += 1
             continue
         if type(module) is not nn.Linear or ".layers." not in f".{name}." or module.weight.dtype not in (

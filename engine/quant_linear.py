@@ -44,7 +44,8 @@ class _WeightOnly8(_QuantLinear):
     def _weight_only(self, flat: torch.Tensor) -> torch.Tensor:
         config = self.decode_picks.get(flat.shape[0]) if flat.is_cuda else None
         if config is None:
-            return self._bias(w8a16_gemm(flat, self.weight, self.weight_scale))
+            scale = self.row_scale if self.row_scale is not None else self.weight_scale
+            return self._bias(w8a16_gemm(flat, self.weight, scale))
         return skinny_gemm_triton(flat, self.weight, self.bias, config, scale=self.row_scale)
 
 

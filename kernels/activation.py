@@ -3,7 +3,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import on_cuda
+from kvant.kernels.dispatch import on_cuda, pdl_enter, pdl_launch
 
 
 def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
@@ -14,7 +14,8 @@ def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, I, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, I, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     row = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < I
@@ -35,7 +36,8 @@ def silu_and_mul_triton(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty(t, i, dtype=x.dtype, device=x.device)
     block = min(1024, triton.next_power_of_2(i))
     if t:
-        _silu_and_mul_kernel[(t, triton.cdiv(i, block))](x2, out, x2.stride(0), out.stride(0), i, BLOCK=block)
+        _silu_and_mul_kernel[(t, triton.cdiv(i, block))](x2, out, x2.stride(0), out.stride(0), i, BLOCK=block,
+                                                         **pdl_launch(x.device))
     return out.reshape(*shape[:-1], i)
 
 

@@ -1,4 +1,9 @@
+import functools
+import os
+
 import torch
+import triton
+import triton.language as tl
 
 
 def on_cuda(*tensors: torch.Tensor | None) -> bool:
@@ -47,3 +52,33 @@ def interpreted(kernel) -> bool:
     from triton.runtime.interpreter import InterpretedFunction
 
     return isinstance(kernel, InterpretedFunction)
+
+
+# ---- programmatic dependent launch (Hopper and later) ----
+# With KVANT_PDL=1 the decode step's Triton kernels launch with the programmatic-stream-serialization attribute: a
+# kernel's programs may be scheduled while the kernel before it drains, and they wait at `pdl_enter` (griddepcontrol)
+# until it has finished and its writes are visible. Each kernel that launches this way calls `pdl_enter` before its
+# first global read or write, so a chain of them is as ordered as plain launches; any other kernel (cuBLAS, torch)
+# is a full barrier. Off unless the variable is set: it is an A/B knob until the engine's TPOT says it pays.
+PDL = os.environ.get("KVANT_PDL", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_capable(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+def pdl_launch(device: torch.device) -> dict:
+    """Keywords for a kernel launch with a `PDL: tl.constexpr` parameter: PDL on where enabled and the device is a
+    CUDA device of compute capability 9.0 or later (never under the interpreter: `device` is then the CPU)."""
+    if PDL and device.type == "cuda" and _pdl_capable(device.index if device.index is not None else 0):
+        return {"PDL": True, "launch_pdl": True}
+    return {"PDL": False}
+
+
+@triton.jit
+def pdl_enter(PDL: tl.constexpr):
+    # wait for the kernel before this one (its writes visible), then let the next one be scheduled
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()

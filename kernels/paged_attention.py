@@ -5,7 +5,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import interpreted, num_sms, on_cuda, scale_float, scale_value
+from kvant.kernels.dispatch import interpreted, num_sms, on_cuda, pdl_enter, pdl_launch, scale_float, scale_value
 from kvant.kernels.formats import FP8
 from kvant.kernels.rope_store import _to_cache, check_rope_store, rope_store_kv_ref
 from kvant.kernels.splitk import splitk_buffers
@@ -184,7 +184,9 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, kc_ptr, vc_ptr, bt_ptr, lens_ptr, pos_pt
                    HKV: tl.constexpr, GROUP: tl.constexpr, BLOCK_H: tl.constexpr, D: tl.constexpr,
                    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
                    ROPE: tl.constexpr, QK_NORM: tl.constexpr, IS_FP8: tl.constexpr, UPCAST: tl.constexpr,
-                   EXACT_ROUND: tl.constexpr, MERGE3D: tl.constexpr, BLOCK_G: tl.constexpr):
+                   EXACT_ROUND: tl.constexpr, MERGE3D: tl.constexpr, BLOCK_G: tl.constexpr,
+                   PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     b, kvh, sp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     length = tl.load(lens_ptr + b)
     # this sequence's own length is split evenly (in whole BLOCK_N tiles) over the launched splits: a short context
@@ -328,7 +330,7 @@ def _decode(q, k_cache, v_cache, block_tables, context_lens, scale, k_scale, v_s
         BLOCK_S=triton.next_power_of_2(splits), ROPE=rope is not None, QK_NORM=rope is not None and rope[5] is not None,
         IS_FP8=k_cache.dtype == FP8, UPCAST=interpreted(_decode_kernel) and q.dtype == torch.bfloat16,
         EXACT_ROUND=interpreted(_decode_kernel), MERGE3D=MERGE3D, BLOCK_G=triton.next_power_of_2(hq // hkv),
-        num_warps=4, num_stages=2)
+        num_warps=4, num_stages=2, **pdl_launch(q.device))
     return out
 
 

@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.activation import silu_and_mul_ref
-from kvant.kernels.dispatch import interpreted, on_cuda
+from kvant.kernels.dispatch import interpreted, on_cuda, pdl_enter, pdl_launch
 from kvant.kernels.formats import FP8, FP8_MAX, INT8_MAX, INT8_MIN, MIN_SCALE
 from kvant.kernels.rmsnorm import norm_rows, rms_norm_ref, rms_norm_row
 
@@ -35,7 +35,9 @@ def round_to_e4m3(y):
 
 @triton.jit
 def _quant_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_x, stride_q, QMAX: tl.constexpr, IS_INT: tl.constexpr,
-                       STATIC: tl.constexpr, EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr):
+                       STATIC: tl.constexpr, EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr,
+                       PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     if STATIC:
         scale = tl.load(s_ptr)
@@ -82,7 +84,7 @@ def quant_rows_triton(x: torch.Tensor, qdtype: torch.dtype, static_scale: torch.
         _quant_rows_kernel[(m,)](x, q if is_int else q.view(torch.uint8), scale, k, x.stride(0), q.stride(0), QMAX=qmax, IS_INT=is_int,
                                  STATIC=static_scale is not None,
                                  EXACT_ROUND=interpreted(_quant_rows_kernel), BLOCK=min(4096, triton.next_power_of_2(k)),
-                                 num_warps=4)
+                                 num_warps=4, **pdl_launch(x.device))
     return q, scale
 
 
@@ -114,8 +116,10 @@ def rms_norm_quant_ref(x, weight, eps, residual=None, qdtype=FP8):
 
 @triton.jit
 def _rms_norm_quant_kernel(x_ptr, r_ptr, w_ptr, q_ptr, s_ptr, sum_ptr, H, eps, HAS_RESIDUAL: tl.constexpr,
-                           QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr):
+                           QMAX: tl.constexpr, IS_INT: tl.constexpr, EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr,
+                           PDL: tl.constexpr = False):
     # kvant.kernels.rmsnorm's row, rounded to x's dtype as it stores it, then quantised with the row's own scale
+    pdl_enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < H
@@ -138,7 +142,8 @@ def rms_norm_quant_triton(x, weight, eps, residual=None, qdtype=FP8):
                                      summed if summed is not None else x2, hidden, float(eps),
                                      HAS_RESIDUAL=residual is not None, QMAX=qmax, IS_INT=is_int,
                                      EXACT_ROUND=interpreted(_rms_norm_quant_kernel),
-                                     BLOCK=triton.next_power_of_2(hidden), num_warps=4 if hidden <= 2048 else 8)
+                                     BLOCK=triton.next_power_of_2(hidden), num_warps=4 if hidden <= 2048 else 8,
+                                     **pdl_launch(x.device))
     return (q, scale) if residual is None else (q, scale, summed.reshape(x.shape))
 
 
@@ -164,9 +169,10 @@ def _silu_act(x_ptr, row, stride_x, offs, mask, I):
 
 @triton.jit
 def _silu_mul_quant_kernel(x_ptr, q_ptr, s_ptr, stride_x, I, QMAX: tl.constexpr, IS_INT: tl.constexpr,
-                           EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr):
+                           EXACT_ROUND: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
     # two passes over the row: the activation's absmax, then the activation again (recomputed: gate_up is read twice,
     # the 16-bit activation is never written), quantised
+    pdl_enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     amax = tl.zeros((BLOCK,), dtype=tl.float32)
     for k0 in range(0, I, BLOCK):
@@ -192,7 +198,7 @@ def silu_and_mul_quant_triton(x: torch.Tensor, qdtype=FP8) -> tuple[torch.Tensor
     if m:
         _silu_mul_quant_kernel[(m,)](x2, q if is_int else q.view(torch.uint8), scale, x2.stride(0), i, QMAX=qmax,
                                      IS_INT=is_int, EXACT_ROUND=interpreted(_silu_mul_quant_kernel),
-                                     BLOCK=min(4096, triton.next_power_of_2(i)), num_warps=8)
+                                     BLOCK=min(4096, triton.next_power_of_2(i)), num_warps=8, **pdl_launch(x.device))
     return q, scale
 
 

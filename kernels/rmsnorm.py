@@ -2,7 +2,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import on_cuda
+from kvant.kernels.dispatch import on_cuda, pdl_enter, pdl_launch
 
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
@@ -32,7 +32,8 @@ def rms_norm_row(x_ptr, r_ptr, w_ptr, sum_ptr, row, offs, mask, H, eps, HAS_RESI
 
 @triton.jit
 def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, out_ptr, sum_ptr, H, eps,
-                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < H
@@ -60,7 +61,7 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, residual:
         _rms_norm_kernel[(x2.shape[0],)](x2, r2 if r2 is not None else x2, weight.contiguous(), out,
                                          summed if summed is not None else out, hidden, float(eps),
                                          HAS_RESIDUAL=residual is not None, BLOCK=triton.next_power_of_2(hidden),
-                                         num_warps=4 if hidden <= 2048 else 8)
+                                         num_warps=4 if hidden <= 2048 else 8, **pdl_launch(x.device))
     if residual is None:
         return out.reshape(shape)
     return out.reshape(shape), summed.reshape(shape)

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import on_cuda
+from kvant.kernels.dispatch import on_cuda, pdl_enter, pdl_launch
 
 CHUNK = 2048  # vocabulary entries per program of the first pass
 
@@ -86,8 +86,9 @@ def _hash32(x):
 
 @triton.jit
 def _chunk_max_kernel(logits_ptr, temp_ptr, seed_ptr, val_ptr, idx_ptr, stride_l, V, NUM_CHUNKS,
-                      CHUNK: tl.constexpr):
+                      CHUNK: tl.constexpr, PDL: tl.constexpr = False):
     # grid (B, NUM_CHUNKS): the best score and its index in one chunk of one row
+    pdl_enter(PDL)
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     offs = chunk * CHUNK + tl.arange(0, CHUNK)
@@ -110,8 +111,9 @@ def _chunk_max_kernel(logits_ptr, temp_ptr, seed_ptr, val_ptr, idx_ptr, stride_l
 
 
 @triton.jit
-def _pick_kernel(val_ptr, idx_ptr, out_ptr, NUM_CHUNKS, BLOCK_C: tl.constexpr):
+def _pick_kernel(val_ptr, idx_ptr, out_ptr, NUM_CHUNKS, BLOCK_C: tl.constexpr, PDL: tl.constexpr = False):
     # grid (B,): the first chunk holding the row's best score wins (its index is the smallest)
+    pdl_enter(PDL)
     row = tl.program_id(0)
     c = tl.arange(0, BLOCK_C)
     mask = c < NUM_CHUNKS
@@ -140,8 +142,9 @@ def sample_tokens_triton(logits: torch.Tensor, temperature: torch.Tensor, seeds:
     vals = torch.empty(b, num_chunks, dtype=torch.float32, device=logits.device)
     idxs = torch.empty(b, num_chunks, dtype=torch.int32, device=logits.device)
     _chunk_max_kernel[(b, num_chunks)](logits, temperature, seeds, vals, idxs, logits.stride(0), v, num_chunks,
-                                       CHUNK=CHUNK, num_warps=8)
-    _pick_kernel[(b,)](vals, idxs, out, num_chunks, BLOCK_C=max(triton.next_power_of_2(num_chunks), 2))
+                                       CHUNK=CHUNK, num_warps=8, **pdl_launch(logits.device))
+    _pick_kernel[(b,)](vals, idxs, out, num_chunks, BLOCK_C=max(triton.next_power_of_2(num_chunks), 2),
+                       **pdl_launch(logits.device))
     return out
 
 

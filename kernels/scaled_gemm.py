@@ -1,16 +1,22 @@
-"""One tiled Triton GEMM `out = (a @ b.T) * row_scale * col_scale + bias` shared by the W8A16, FP8 and INT8 paths."""
+"""One tiled Triton GEMM `out = (a @ b.T) * row_scale * col_scale + bias` shared by the W8A16, FP8 and INT8 paths.
+At decode sizes it splits K and reduces the splits inside the kernel (kvant.kernels.splitk): one launch, no zero-fill
+of an fp32 buffer and no cast of it afterwards."""
 import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import interpreted, num_sms
+from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
+from kvant.kernels.splitk import splitk_buffers, store_or_reduce
 
 
 @triton.jit
-def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, M, N, K, stride_am, stride_bn, stride_om,
+def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_am, stride_bn,
+                        stride_om,
                         TILES_PER_SPLIT, A_FP8: tl.constexpr, B_FP8: tl.constexpr, CONVERT_B: tl.constexpr, HAS_ROW_SCALE: tl.constexpr,
                         HAS_BIAS: tl.constexpr, INT_ACC: tl.constexpr, SPLIT: tl.constexpr, UPCAST: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                        PDL: tl.constexpr = False):
+    pdl_enter(PDL)
     pid, pid_k = tl.program_id(0), tl.program_id(1)
     # grouped tile order: GROUP_M row tiles share each weight tile while it is in L2
     num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -52,11 +58,7 @@ def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, M, N, K
         if pid_k == 0:
             out = out + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     dst = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    mask = mask_m[:, None] & mask_n[None, :]
-    if SPLIT > 1:
-        tl.atomic_add(dst, out, mask=mask)
-    else:
-        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=mask)
+    store_or_reduce(out, dst, mask_m[:, None] & mask_n[None, :], ws_ptr, cnt_ptr, pid, pid_k, SPLIT, BLOCK_M, BLOCK_N)
 
 
 def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor | None, col_scale: torch.Tensor,
@@ -87,16 +89,17 @@ def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor
     split = max(1, min(num_tiles, 2 * num_sms(a.device) // tiles_mn)) if m <= 16 else 1
     per_split = triton.cdiv(num_tiles, split)
     split = triton.cdiv(num_tiles, per_split)
-    out = (torch.zeros(m, n, dtype=torch.float32, device=a.device) if split > 1
-           else torch.empty(m, n, dtype=out_dtype, device=a.device))
+    out = torch.empty(m, n, dtype=out_dtype, device=a.device)
     if m == 0 or n == 0:
-        return out.to(out_dtype)
+        return out
+    ws, cnt = splitk_buffers(a.device, tiles_mn, split, bm * bn)
     a_fp8, b_fp8 = a.dtype == torch.float8_e4m3fn, b.dtype == torch.float8_e4m3fn
     a, b = (a.view(torch.uint8) if a_fp8 else a), (b.view(torch.uint8) if b_fp8 else b)
     upcast = interpreted(_scaled_gemm_kernel) and torch.bfloat16 in (a.dtype, b.dtype)
     _scaled_gemm_kernel[(tiles_mn, split)](
         a, b, row_scale if row_scale is not None else col_scale, col_scale, bias if bias is not None else col_scale,
-        out, m, n, k, a.stride(0), b.stride(0), out.stride(0), per_split, A_FP8=a_fp8, B_FP8=b_fp8,
+        out, ws, cnt, m, n, k, a.stride(0), b.stride(0), out.stride(0), per_split, A_FP8=a_fp8, B_FP8=b_fp8,
         CONVERT_B=convert_b, HAS_ROW_SCALE=row_scale is not None, HAS_BIAS=bias is not None, INT_ACC=int_acc, SPLIT=split,
-        UPCAST=upcast, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
-    return out.to(out_dtype) if split > 1 else out
+        UPCAST=upcast, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages,
+        **pdl_launch(a.device))
+    return out

@@ -20,11 +20,12 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.activation import silu_and_mul, silu_and_mul_ref
-from kvant.kernels.dispatch import interpreted, num_sms
+from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers
 
 MAX_M = 64  # the largest row count this kernel is offered for
 KERNEL_VERSION = 2  # in the on-disk table's keys: a changed kernel is measured again, never trusted from an old table
+W8_BASELINE = 2  # likewise for the W8A16 GEMM that 8-bit weights race (2: its split-K reduced in one launch)
 SMEM_BUDGET = 200 * 1024  # bytes of pipelined tiles a candidate may hold (Hopper has 227 KiB per block)
 
 
@@ -52,8 +53,9 @@ def _epilogue(acc, s_ptr, b_ptr, offs_n, mask_n, HAS_SCALE: tl.constexpr, HAS_BI
 def _skinny_kernel(x_ptr, w_ptr, s_ptr, b_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xm, stride_wn, stride_om,
                    TILES_PER_SPLIT, SPLIT, HAS_BIAS: tl.constexpr, REDUCE: tl.constexpr, UPCAST: tl.constexpr,
                    SILU_MUL: tl.constexpr, W_FP8: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
     # acc [BLOCK_N, BLOCK_M] = w tile [BLOCK_N, BLOCK_K] @ x tile^T [BLOCK_K, BLOCK_M], over this split's K tiles
+    pdl_enter(PDL)
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -156,7 +158,8 @@ def skinny_gemm_triton(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | No
         x, w.view(torch.uint8) if w_fp8 else w, scale if scale is not None else out, bias if bias is not None else out,
         out, ws, cnt, m, n, k, x.stride(0), w.stride(0), out.stride(0), per_split, split, HAS_BIAS=bias is not None,
         REDUCE=split > 1, UPCAST=interpreted(_skinny_kernel), SILU_MUL=silu_mul, W_FP8=w_fp8,
-        HAS_SCALE=scale is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        HAS_SCALE=scale is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
+        **pdl_launch(x.device))
     return out
 
 
@@ -194,7 +197,8 @@ def pick(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool = F
     if w8 and (silu_mul or x_dtype not in (torch.bfloat16, torch.float16)):
         raise ValueError(f"an 8-bit weight is raced without silu_mul, for bf16/fp16 activations; got x_dtype {x_dtype}")
     key = (f"v{KERNEL_VERSION}|{torch.cuda.get_device_name(w.device)}|{str(w.dtype)[6:]}|K{k}|N{n}|m{m}|"
-           f"{'bias' if has_bias else ''}{'|silu_mul' if silu_mul else ''}{f'|x{str(x_dtype)[6:]}' if w8 else ''}")
+           f"{'bias' if has_bias else ''}{'|silu_mul' if silu_mul else ''}"
+           f"{f'|x{str(x_dtype)[6:]}|base{W8_BASELINE}' if w8 else ''}")
     table = _table()
     if key not in table:
         table[key] = _measure(w, m, has_bias, timer, silu_mul, x_dtype if w8 else None)

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import num_sms
+from kvant.kernels.dispatch import num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_args import MAGIC, largest_pow2_divisor
 from kvant.kernels.w4a16_layout import check_repacked
@@ -23,9 +23,10 @@ F128 = tl.constexpr(0x43000000)  # fp32 128.0; a nibble u in bits 16..19 of its 
 @triton.jit
 def _fast_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, N, K, stride_wn, TILES_PER_SPLIT,
                       HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, PAIRS: tl.constexpr, GROUP: tl.constexpr,
-                      NG: tl.constexpr, BLOCK_N: tl.constexpr):
+                      NG: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr = False):
     # one tile = BLOCK_N weight rows x NG whole groups; words viewed [BLOCK_N, NG, WPG]
     WPG: tl.constexpr = GROUP // 8
+    pdl_enter(PDL)
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -84,5 +85,5 @@ def w4a16_fast_gemv_triton(x, qweight, scales, group_size, zeros=None, config=No
     _fast_gemv_kernel[(triton.cdiv(n, bn), split)](
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, n, k, qweight.stride(0), per_split,
         HAS_ZP=zeros is not None, SPLIT=split, PAIRS=pairs, GROUP=group_size, NG=ng, BLOCK_N=bn, num_warps=warps,
-        num_stages=stages)
+        num_stages=stages, **pdl_launch(x.device))
     return out

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import interpreted, num_sms
+from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_layout import check_repacked
 
@@ -106,11 +106,12 @@ def _mma_rows(t, WARPS: tl.constexpr):
 def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xw, stride_wn, stride_om,
                      BLOCKS_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
                      UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr,
-                     ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr):
+                     ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr = False):
     # acc [BLOCK_N, 16] = W rows @ x^T with the tokens padded to 16 (zeros: their columns of acc stay exactly 0);
     # ROWS = next power of two >= M, the columns stored and reduced
     BW: tl.constexpr = 4 * VEC  # words per row in a block
     MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    pdl_enter(PDL)
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -198,5 +199,5 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, x.stride(0) // 2,
         qweight.stride(0), out.stride(0), per_split, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_mma_gemv_kernel), GROUP=group_size, VEC=vec, BLOCK_N=bn,
-        ROWS=rows, WARPS=warps, PREFETCH=prefetch, num_warps=warps, num_stages=stages)
+        ROWS=rows, WARPS=warps, PREFETCH=prefetch, num_warps=warps, num_stages=stages, **pdl_launch(x.device))
     return out

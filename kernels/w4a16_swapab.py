@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvant.kernels.dispatch import interpreted, num_sms
+from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_args import largest_pow2_divisor
 from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, dequant_words
@@ -43,9 +43,11 @@ def _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stri
 @triton.jit
 def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_xm, stride_wn, stride_om,
                    TILES_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
-                   UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   PDL: tl.constexpr = False):
     # acc [BLOCK_N, BLOCK_M] = W tile [BLOCK_N, BLOCK_K] @ x tile^T [BLOCK_K, BLOCK_M]; BLOCK_K divides G, so each
     # tile has one scale (and zero) per weight row
+    pdl_enter(PDL)
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -70,11 +72,13 @@ def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K
 @triton.jit
 def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_xm, stride_wn, stride_om,
                  TILES_PER_SPLIT, SPLIT, HAS_ZP: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr,
-                 SCALE_IN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 SCALE_IN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 PDL: tl.constexpr = False):
     # acc [BLOCK_M, BLOCK_N] = x tile [BLOCK_M, BLOCK_K] @ W tile^T [BLOCK_K, BLOCK_N]; BLOCK_K divides G. SPLIT is
     # a runtime int (one compile serves every split count but 1, which Triton specialises). SCALE_IN
     # scales the dequantized tile in 16 bits (the weight rounded once, as a dequantizing GEMM does), so the MMAs
     # accumulate into acc back to back; otherwise each tile's fp32 partial sum is scaled (exact codes times x)
+    pdl_enter(PDL)
     pid_m, pid_n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # neighbours share a weight tile
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -155,7 +159,7 @@ def w4a16_swapab_triton(x, qweight, scales, group_size, zeros=None, config=None)
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, group_size, x.stride(0),
         qweight.stride(0), out.stride(0), per_split, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_swapab_kernel), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        num_warps=warps, num_stages=stages)
+        num_warps=warps, num_stages=stages, **pdl_launch(x.device))
     return out
 
 
@@ -175,7 +179,7 @@ def w4a16_wide_triton(x, qweight, scales, group_size, zeros=None, config=None) -
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, group_size, x.stride(0),
         qweight.stride(0), out.stride(0), per_split, split, HAS_ZP=zeros is not None, BF16=x.dtype == torch.bfloat16,
         UPCAST=interpreted(_wide_kernel), SCALE_IN=bool(scale_in), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        num_warps=warps, num_stages=stages)
+        num_warps=warps, num_stages=stages, **pdl_launch(x.device))
     return out
 
 

@@ -51,18 +51,19 @@ from triton.compiler import ASTSource
 from kvant.kernels import paged_attention
 fn = paged_attention._decode_kernel
 names = list(fn.arg_names)
-for group, hkv, splits, rope, qk_norm, fp8, dtype, merge3d in %r:
+for i, (group, hkv, splits, rope, qk_norm, fp8, dtype, merge3d) in enumerate(%r):
     cache = "*u8" if fp8 else f"*{dtype}"
     types = ([f"*{dtype}"] * 3 + [cache, cache, "*i32", "*i32", "*i64", "*i64", "*fp32", f"*{dtype}", f"*{dtype}",
               f"*{dtype}", "*fp32", "*fp32", "*i32", "fp32", "fp32", "fp32", "fp32"] + ["i64"] * 7)
     constexprs = dict(HKV=hkv, GROUP=group, BLOCK_H=16, D=128, BLOCK_SIZE=16, BLOCK_N=64, NUM_SPLITS=splits,
                       BLOCK_S=triton.next_power_of_2(splits), ROPE=rope, QK_NORM=qk_norm, IS_FP8=fp8, UPCAST=False,
-                      EXACT_ROUND=False, MERGE3D=merge3d, BLOCK_G=triton.next_power_of_2(group))
+                      EXACT_ROUND=False, MERGE3D=merge3d, BLOCK_G=triton.next_power_of_2(group), PDL=i == 1)
     types += ["constexpr"] * len(constexprs)
     assert len(types) == len(names), (len(types), len(names))
     src = ASTSource(fn=fn, signature=dict(zip(names, types)), constexprs=constexprs)
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=2)).asm["ptx"]
     assert ".target sm_90" in ptx and "st.global" in ptx and ("atom" in ptx) == (splits > 1), (group, splits, rope)
+    assert ("griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx) == (i == 1)
     print("compiled", group, hkv, splits, rope, qk_norm, fp8, dtype, merge3d)
 """
 
@@ -75,31 +76,42 @@ W8_SCRIPT = """
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from kvant.kernels import quant_rows, skinny_gemm
+from kvant.kernels import quant_rows, scaled_gemm, skinny_gemm
 
 def build(fn, types, constexprs, warps):
     names = list(fn.arg_names)
     types = types + ["constexpr"] * len(constexprs)
     assert len(types) == len(names), (fn, len(types), len(names))
     src = ASTSource(fn=fn, signature=dict(zip(names, types)), constexprs=constexprs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps)).asm["ptx"]
+    ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps)).asm["ptx"]
+    # programmatic dependent launch: the wait before the first access, then the release of the next kernel
+    assert ("griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx) == constexprs["PDL"]
+    return ptx
 
 for w_fp8, wtype in ((True, "*u8"), (False, "*i8")):  # the weight-only 8-bit decode GEMM, split-K reduced in-kernel
     types = ["*bf16", wtype, "*fp32", "*bf16", "*bf16", "*fp32", "*i32"] + ["i32"] * 6 + ["i32", "i32"]
     ptx = build(skinny_gemm._skinny_kernel, types, dict(HAS_BIAS=False, REDUCE=True, UPCAST=False, SILU_MUL=False,
-                W_FP8=w_fp8, HAS_SCALE=True, BLOCK_M=16, BLOCK_N=64, BLOCK_K=256), 4)
+                W_FP8=w_fp8, HAS_SCALE=True, BLOCK_M=16, BLOCK_N=64, BLOCK_K=256, PDL=w_fp8), 4)
     assert "mma" in ptx and "atom" in ptx, w_fp8
     print("compiled skinny", w_fp8)
 for is_int, qtype in ((False, "*u8"), (True, "*i8")):  # RMSNorm and SiLU·mul writing per-token FP8 / INT8
     ptx = build(quant_rows._rms_norm_quant_kernel, ["*bf16", "*bf16", "*bf16", qtype, "*fp32", "*bf16", "i32", "fp32"],
-                dict(HAS_RESIDUAL=True, QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT_ROUND=False, BLOCK=4096), 8)
+                dict(HAS_RESIDUAL=True, QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT_ROUND=False, BLOCK=4096,
+                     PDL=is_int), 8)
     assert "st.global" in ptx
     ptx = build(quant_rows._silu_mul_quant_kernel, ["*bf16", qtype, "*fp32", "i32", "i32"],
-                dict(QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT_ROUND=False, BLOCK=4096), 8)
+                dict(QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT_ROUND=False, BLOCK=4096, PDL=not is_int), 8)
     assert "st.global" in ptx
     print("compiled quant", is_int)
+for b_fp8, btype, split, pdl in ((True, "*u8", 4, True), (False, "*i8", 1, False)):  # the W8A16 GEMM at decode sizes
+    types = ["*bf16", btype, "*fp32", "*fp32", "*fp32", "*bf16", "*fp32", "*i32"] + ["i32"] * 7
+    ptx = build(scaled_gemm._scaled_gemm_kernel, types, dict(A_FP8=False, B_FP8=b_fp8, CONVERT_B=True,
+                HAS_ROW_SCALE=False, HAS_BIAS=False, INT_ACC=False, SPLIT=split, UPCAST=False, BLOCK_M=16, BLOCK_N=64,
+                BLOCK_K=256, GROUP_M=8, PDL=pdl), 4)
+    assert "mma" in ptx and ("atom" in ptx) == (split > 1), (b_fp8, split)  # splits reduced in the kernel
+    print("compiled w8a16", b_fp8)
 """
 
 
 def test_w8_decode_gemm_and_fused_quant_compile_for_sm90():
-    assert run_without_interpreter(W8_SCRIPT).count("compiled") == 4
+    assert run_without_interpreter(W8_SCRIPT).count("compiled") == 6

@@ -14,21 +14,24 @@ def compile90(fn, names, types, constexprs, warps, stages):
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages)).asm["ptx"]
     assert ".target sm_90" in ptx and "st.global" in ptx, (fn.__name__, constexprs)
+    # programmatic dependent launch: the wait before the first access, then the release of the next kernel
+    assert ("griddepcontrol.wait" in ptx and "griddepcontrol.launch_dependents" in ptx) == constexprs["PDL"]
     print("compiled", fn.__name__, constexprs)
 
 ptrs = ["*bf16", "*i32", "*bf16", "*bf16", "*bf16", "*fp32", "*i32"]
 names = ["x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "ws_ptr", "cnt_ptr", "N", "K", "stride_wn", "TILES_PER_SPLIT"]
-for hz, split, pairs, group in [(False, 1, False, 128), (True, 4, False, 32), (False, 4, True, 64), (True, 1, True, 128)]:
+for hz, split, pairs, group, pdl in [(False, 1, False, 128, True), (True, 4, False, 32, False), (False, 4, True, 64, False),
+                                    (True, 1, True, 128, False)]:
     compile90(g._fast_gemv_kernel, names, ptrs + ["i32"] * 4,
-              dict(HAS_ZP=hz, SPLIT=split, PAIRS=pairs, GROUP=group, NG=1024 // group, BLOCK_N=16), 4, 3)
+              dict(HAS_ZP=hz, SPLIT=split, PAIRS=pairs, GROUP=group, NG=1024 // group, BLOCK_N=16, PDL=pdl), 4, 3)
 names = ["x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "ws_ptr", "cnt_ptr", "M", "N", "K", "G", "stride_xm",
          "stride_wn", "stride_om", "TILES_PER_SPLIT"]
-for hz, split, bm, bn in [(False, 4, 16, 64), (True, 2, 64, 64), (False, 1, 128, 128)]:
+for hz, split, bm, bn, pdl in [(False, 4, 16, 64, True), (True, 2, 64, 64, False), (False, 1, 128, 128, False)]:
     compile90(s._swapab_kernel, names, ptrs + ["i32"] * 8,
-              dict(HAS_ZP=hz, SPLIT=split, BF16=True, UPCAST=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128), 4, 3)
-for hz, bm, bn, scale_in, warps in [(False, 64, 128, True, 4), (True, 128, 256, False, 8)]:  # SPLIT a runtime int
+              dict(HAS_ZP=hz, SPLIT=split, BF16=True, UPCAST=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, PDL=pdl), 4, 3)
+for hz, bm, bn, scale_in, warps, pdl in [(False, 64, 128, True, 4, True), (True, 128, 256, False, 8, False)]:  # SPLIT a runtime int
     compile90(s._wide_kernel, names + ["SPLIT"], ptrs + ["i32"] * 9, dict(HAS_ZP=hz, BF16=True, UPCAST=False,
-              SCALE_IN=scale_in, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128), warps, 3)
+              SCALE_IN=scale_in, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, PDL=pdl), warps, 3)
 """
 
 

@@ -308,3 +308,51 @@ def test_fused_activation_quant_equals_the_unfused_kernels(qdtype, m):
     q, s = quant_rows.silu_and_mul_quant_triton(gate_up, qdtype)
     wq, ws = quant_rows.quant_rows_triton(silu_and_mul_triton(gate_up), qdtype)
     assert torch.equal(q.view(torch.uint8), wq.view(torch.uint8)) and torch.equal(s, ws)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs compute capability 9.0")
+@pytest.mark.parametrize("m", [1, 16])
+def test_pdl_chain_in_a_cuda_graph_equals_plain_launches(monkeypatch, m):
+    # a decode layer's chain of dependent kernels, each reading the one before's output at once: launched with
+    # programmatic dependent launch (KVANT_PDL=1) and captured in a CUDA graph, replayed twice on fresh inputs, it
+    # gives bit for bit what plain launches give (a kernel that read before its wait would race and differ)
+    from kvant.kernels import dispatch, quant_rows, skinny_gemm
+    from kvant.kernels.rmsnorm import rms_norm_triton
+    from kvant.kernels.sampling import sample_tokens_triton
+    from kvant.kernels.w4a16_layout import repack_w4
+    from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
+    from kvant.kernels.w8a16_gemm import w8a16_gemm_triton
+
+    h, i, g = 4096, 14336, 128
+    x = torch.randn(m, h, device="cuda", dtype=torch.bfloat16)
+    res = torch.randn_like(x)
+    norm_w = torch.rand(h, device="cuda", dtype=torch.bfloat16) + 0.5
+    w16 = (torch.randn(2 * i, h, device="cuda") / h**0.5).to(torch.bfloat16)
+    w8 = (torch.randn(h, 2 * i, device="cuda") * 20).clamp(-448, 448).to(FP8)
+    s8 = torch.rand(h, device="cuda") / (20 * i**0.5) + 1e-4
+    q4 = torch.randint(-8, 8, (h, h), device="cuda", dtype=torch.int8)
+    qweight, scales, zeros = repack_w4(pack_int4(q4), (torch.rand(h, h // g, device="cuda") * 0.01 + 1e-3)
+                                       .to(torch.bfloat16), g, None)
+    temp, seeds = torch.zeros(m, device="cuda"), torch.arange(m, device="cuda", dtype=torch.int64)
+
+    def chain():
+        y, summed = rms_norm_triton(x, norm_w, 1e-5, res)
+        gate_up = skinny_gemm.skinny_gemm_triton(y, w16, None, (64, 128, 4, 4, 2))
+        down = w8a16_gemm_triton(gate_up, w8, s8)  # split K, reduced in the kernel
+        o = w4a16_repacked_gemm(down, qweight, scales, g, zeros)
+        q, s, _ = quant_rows.rms_norm_quant_triton(o, norm_w, 1e-5, summed, FP8)
+        logits = skinny_gemm.skinny_gemm_triton(o, w16, None, (64, 128, 4, 4, 2))
+        tokens = sample_tokens_triton(logits, temp, seeds)  # plain launches (torch ops) only from here on
+        return torch.cat([o.float().flatten(), q.view(torch.uint8).float().flatten(), s.flatten(), tokens.float()])
+
+    outs = {}
+    for pdl in (False, True):
+        monkeypatch.setattr(dispatch, "PDL", pdl)
+        assert dispatch.pdl_launch(x.device)["PDL"] == pdl
+        torch.manual_seed(0)
+        got = []
+        replay_twice(chain, x, lambda out: got.append(out.clone()))
+        outs[pdl] = got
+    for plain, chained in zip(outs[False], outs[True]):
+        assert torch.equal(plain, chained)

@@ -79,14 +79,16 @@ from triton.compiler import ASTSource
 from kvant.kernels import sampling
 for dtype in ("bf16", "fp32"):
     sig = dict(logits_ptr=f"*{dtype}", temp_ptr="*fp32", seed_ptr="*i64", val_ptr="*fp32", idx_ptr="*i32",
-               stride_l="i64", V="i32", NUM_CHUNKS="i32", CHUNK="constexpr")
-    src = ASTSource(fn=sampling._chunk_max_kernel, signature=sig, constexprs=dict(CHUNK=sampling.CHUNK))
+               stride_l="i64", V="i32", NUM_CHUNKS="i32", CHUNK="constexpr", PDL="constexpr")
+    pdl = dtype == "bf16"
+    src = ASTSource(fn=sampling._chunk_max_kernel, signature=sig, constexprs=dict(CHUNK=sampling.CHUNK, PDL=pdl))
     ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=8)).asm["ptx"]
-    assert ".target sm_90" in ptx and "st.global" in ptx
+    assert ".target sm_90" in ptx and "st.global" in ptx and ("griddepcontrol.wait" in ptx) == pdl
     print("compiled", dtype)
-sig = dict(val_ptr="*fp32", idx_ptr="*i32", out_ptr="*i64", NUM_CHUNKS="i32", BLOCK_C="constexpr")
-src = ASTSource(fn=sampling._pick_kernel, signature=sig, constexprs=dict(BLOCK_C=64))
-assert "st.global" in triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+sig = dict(val_ptr="*fp32", idx_ptr="*i32", out_ptr="*i64", NUM_CHUNKS="i32", BLOCK_C="constexpr", PDL="constexpr")
+src = ASTSource(fn=sampling._pick_kernel, signature=sig, constexprs=dict(BLOCK_C=64, PDL=True))
+ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+assert "st.global" in ptx and "griddepcontrol.wait" in ptx
 print("compiled pick")
 sig = dict(ids_ptr="*i64", rows_ptr="*i64", tok_ptr="*i64", out_ptr="*i64", B="i32", BLOCK="constexpr")
 src = ASTSource(fn=sampling._pending_ids_kernel, signature=sig, constexprs=dict(BLOCK=256))

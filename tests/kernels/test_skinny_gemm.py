@@ -169,7 +169,7 @@ def test_pick_races_an_8bit_weight_against_the_w8a16_gemm(monkeypatch, tmp_path)
     got = skinny_gemm.pick(w, 2, False, timer=lambda fn: (fn(), next(times))[1], x_dtype=torch.bfloat16)
     assert got == skinny_gemm.candidates(2, w_bytes=1)[1] and got[1] == 256  # 8-bit: twice the K of a 16-bit tile
     assert baseline and set(baseline) == {torch.float8_e4m3fn}
-    key = f"v{skinny_gemm.KERNEL_VERSION}|card|float8_e4m3fn|K256|N64|m2||xbfloat16"
+    key = f"v{skinny_gemm.KERNEL_VERSION}|card|float8_e4m3fn|K256|N64|m2||xbfloat16|base{skinny_gemm.W8_BASELINE}"
     assert key in skinny_gemm._table()
     with pytest.raises(ValueError, match="without silu_mul"):
         skinny_gemm.pick(w, 2, False, silu_mul=True, x_dtype=torch.bfloat16)

@@ -70,13 +70,14 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
         ("bf16", False, 3, 32, 64, 4, 1, True, 16)]:
     ptrs = [f"*{dt}", "*i32", f"*{dt}", f"*{dt}", f"*{dt}", "*fp32", "*i32"]
     constexprs = dict(HAS_ZP=hz, SPLIT=split, BF16=dt == "bf16", UPCAST=False, GROUP=group, VEC=min(4, group // 32),
-                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=prefetch)
+                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=prefetch, PDL=prefetch)
     sig = dict(zip(names, ptrs + ["i32"] * 7), **{k: "constexpr" for k in constexprs})
     src = ASTSource(fn=g._mma_gemv_kernel, signature=sig, constexprs=constexprs,
                     attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
     ptx, ttgir = k.asm["ptx"], k.asm["ttgir"]
     assert ".target sm_90" in ptx and "wgmma.mma_async" in ptx, constexprs
+    assert ("griddepcontrol.wait" in ptx) == constexprs["PDL"], constexprs
     if stages == 1 and group >= 64:  # the weight goes from its load to the MMA in registers (at g32 it does not:
         # one word per thread lays out differently), so the only shared tile is x's; VEC words in one load
         assert "ttg.local_load" not in ttgir and ttgir.count("ttg.local_alloc") == 1, constexprs
