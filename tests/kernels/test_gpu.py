@@ -310,6 +310,23 @@ def test_fused_activation_quant_equals_the_unfused_kernels(qdtype, m):
     assert torch.equal(q.view(torch.uint8), wq.view(torch.uint8)) and torch.equal(s, ws)
 
 
+@pytest.mark.parametrize("m", [1, 5, 16, 40])
+@pytest.mark.parametrize("k,n", [(4096, 6144), (4096, 4096), (14336, 4096), (1024, 1000)])
+@pytest.mark.parametrize("wdtype", [torch.float8_e4m3fn, torch.int8])
+def test_w8a16_gemm_split_k_in_a_cuda_graph(m, k, n, wdtype):
+    # the weight-only W8A16 GEMM at decode sizes splits K and sums the splits in the kernel (no zero-fill, no cast):
+    # replayed twice from a CUDA graph on fresh inputs, the counters reset and every replay matches the reference
+    from kvant.kernels.w8a16_gemm import w8a16_gemm_ref, w8a16_gemm_triton
+
+    w = (torch.randn(n, k, device="cuda") * 20).clamp(-127, 127)
+    w = w.round().to(torch.int8) if wdtype == torch.int8 else w.to(wdtype)
+    scale = torch.rand(n, 1, device="cuda") / (20 * k**0.5) + 1e-4
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    replay_twice(lambda: w8a16_gemm_triton(x, w, scale), x,
+                 lambda out: torch.testing.assert_close(out.float(), w8a16_gemm_ref(x, w, scale).float(), atol=2e-2,
+                                                        rtol=2e-2))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs compute capability 9.0")
 @pytest.mark.parametrize("m", [1, 16])
