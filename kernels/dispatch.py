@@ -58,8 +58,9 @@ def interpreted(kernel) -> bool:
 # With KVANT_PDL=1 the decode step's Triton kernels launch with the programmatic-stream-serialization attribute: a
 # kernel's programs may be scheduled while the kernel before it drains, and they wait at `pdl_enter` (griddepcontrol)
 # until it has finished and its writes are visible. Each kernel that launches this way calls `pdl_enter` before its
-# first global read or write, so a chain of them is as ordered as plain launches; any other kernel (cuBLAS, torch)
-# is a full barrier. Off unless the variable is set: it is an A/B knob until the engine's TPOT says it pays.
+# first access to memory that an earlier kernel may write (the tensor-core W4A16 GEMV reads its first weight block
+# before it: weights are never written in a step), so a chain of them is as ordered as plain launches; any other
+# kernel (cuBLAS, torch) is a full barrier. Off unless the variable is set: it is an A/B knob until the engine's TPOT says it pays.
 PDL = os.environ.get("KVANT_PDL", "0") == "1"
 
 

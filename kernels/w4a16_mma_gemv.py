@@ -111,7 +111,6 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     # ROWS = next power of two >= M, the columns stored and reduced
     BW: tl.constexpr = 4 * VEC  # words per row in a block
     MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
-    pdl_enter(PDL)
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -128,8 +127,10 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     acc = tl.zeros((BLOCK_N, 16), dtype=tl.float32)
     first = pid_k * BLOCKS_PER_SPLIT
     last = tl.minimum(first + BLOCKS_PER_SPLIT, K // (32 * VEC))
-    if PREFETCH:
+    if PREFETCH:  # the weight (never written by an earlier kernel) is read before the PDL wait, x after it
         words_next = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+    pdl_enter(PDL)
+    if PREFETCH:
         xw_next = tl.load(x_ptrs + first * (4 * BW), mask=mask_m[:, None], other=0)
     for b in range(first, last):
         if PREFETCH:
