@@ -1,5 +1,6 @@
-"""W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the CUDA-core GEMV at one
-row, the swap-AB tensor-core tile up to SWAPAB_MAX_M rows, dequantize + vendor GEMM beyond, unless
+"""W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the tensor-core GEMV at
+1-4 rows, the swap-AB tile, then the wide tile (tokens as the MMA's 64-row side) for large weights from 33 rows and for
+every weight at 65-128 rows, dequantize + vendor GEMM beyond, unless
 kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket
 (`tune(..., repacked=True)` fills it)."""
 import torch
@@ -8,7 +9,7 @@ from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
 from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
 from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, w4a16_repacked_gemm_ref
-from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton
+from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 from kvant.kernels.w4a16_tune import lookup
 
 # H200 table of 2026-12-05 (bench/RESULTS.md), Llama-3.1-8B shapes: swap-AB beat the checkpoint-layout kernels at
@@ -21,6 +22,12 @@ GEMV_MAX_M = 1
 # tinygemm at 2 and 4 rows on all but o_proj; at g32 it was about 20 % slower, so g32 keeps the older kernels
 MMA_GEMV_MAX_M = 4
 SWAPAB_MAX_M = 128
+# The wide tile in the H100 sweep of 2026-12-07 (bench/w4a16_wide_sweep.py, bench/RESULTS.md), Llama-3.1-8B g128: at
+# 64 rows it beat swap-AB on gate_up (1.38x bf16 cuBLAS against 1.20x) and down (1.28x against 1.11x) but not on qkv
+# and o; at 128 rows it was the fastest INT4 kernel on all four shapes; at 256 rows on gate_up and down (0.62x and
+# 0.66x against dequantize + cuBLAS's 0.46x and 0.50x), not on qkv and o. Large = at least WIDE_MIN_WEIGHT weights
+# (gate_up 117M, down 59M; qkv 25M, o 17M).
+WIDE_MIN_M, WIDE_MAX_M, WIDE_MIN_WEIGHT = 33, 256, 48 << 20
 
 
 def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Tensor:
@@ -42,6 +49,9 @@ def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Ten
         return w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros)
     if m <= GEMV_MAX_M and pow2:
         return w4a16_fast_gemv_triton(x, qweight, scales, group_size, zeros)
+    if group_size % 16 == 0 and WIDE_MIN_M <= m <= WIDE_MAX_M and (
+            qweight.shape[0] * x.shape[1] >= WIDE_MIN_WEIGHT or 64 < m <= SWAPAB_MAX_M):
+        return w4a16_wide_triton(x, qweight, scales, group_size, zeros)
     if m <= SWAPAB_MAX_M and group_size % 16 == 0:
         return w4a16_swapab_triton(x, qweight, scales, group_size, zeros)
     return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)

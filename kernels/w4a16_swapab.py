@@ -164,8 +164,9 @@ def w4a16_swapab_triton(x, qweight, scales, group_size, zeros=None, config=None)
 
 
 def wide_config(m: int, group_size: int) -> tuple[int, int, int, int, int, int, bool]:
-    # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves, scale_in)
-    bk = largest_pow2_divisor(group_size, 128)
+    # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves, scale_in): the H100 sweep's best on gate_up at 64,
+    # 128 and 256 rows (bench/RESULTS.md, 2026-12-07)
+    bk = largest_pow2_divisor(group_size, 128 if m <= 64 else 64)
     return (64 if m <= 64 else 128), 128, bk, 4 if m <= 64 else 8, 3, 1, True
 
 
