@@ -25,7 +25,9 @@ from kvant.kernels.splitk import split_count, splitk_buffers
 
 MAX_M = 64  # the largest row count this kernel is offered for
 KERNEL_VERSION = 2  # in the on-disk table's keys: a changed kernel is measured again, never trusted from an old table
-W8_BASELINE = 2  # likewise for the W8A16 GEMM that 8-bit weights race (2: its split-K reduced in one launch)
+# likewise for the race of 8-bit weights (2: the W8A16 GEMM reduces its split-K in one launch; 3: timed as decode
+# runs it, in CUDA-graph replays over weight copies that L2 cannot hold)
+W8_BASELINE = 3
 SMEM_BUDGET = 200 * 1024  # bytes of pipelined tiles a candidate may hold (Hopper has 227 KiB per block)
 
 
@@ -234,11 +236,14 @@ def _measure(w: torch.Tensor, m: int, has_bias: bool, timer=None, silu_mul: bool
     if w.dtype in W8:
         from kvant.kernels.w8a16_gemm import w8a16_gemm_triton
 
+        # as decode runs them: CUDA-graph replays (launch gaps count) over weight copies that L2 cannot hold (an
+        # FP8 o_proj of an 8B model fits in an H100's L2, where a single copy would be timed from cache)
         scale = torch.rand(w.shape[0], device=w.device, generator=gen) / w.shape[1] ** 0.5 + 1e-3
-        timer = timer or (lambda fn: triton.testing.do_bench(fn, warmup=3, rep=10, return_mode="median"))
+        ws = _weight_copies(w)
+        timer = timer or _graph_timer
         plus = (lambda y: y) if bias is None else (lambda y: y + bias)
-        baseline = lambda: plus(w8a16_gemm_triton(x, w, scale))  # noqa: E731
-        kernel = lambda c: skinny_gemm_triton(x, w, bias, c, scale=scale)  # noqa: E731
+        baseline = lambda: [plus(w8a16_gemm_triton(x, wi, scale)) for wi in ws][-1]  # noqa: E731
+        kernel = lambda c: [skinny_gemm_triton(x, wi, bias, c, scale=scale) for wi in ws][-1]  # noqa: E731
     elif silu_mul:
         # the fused kernel saves launches, which only a CUDA-graph replay shows; it races what the engine runs
         # without it: SiLU·mul, then this kernel where it was picked for these rows, else cuBLAS
