@@ -97,7 +97,10 @@ def profile_decode(engine, batch: int, input_len: int = 128, steps: int = 20, to
     while engine.has_unfinished_requests():  # finish the requests: no KV blocks left behind
         engine.step()
     layers = engine.model_config.num_hidden_layers
-    return {"batch": batch, "device": torch.cuda.get_device_name() if cuda else "cpu", "graph": replay_s > 0,
+    from kvant.kernels.dispatch import pdl_launch
+
+    pdl = cuda and pdl_launch(engine.runner.device)["PDL"]
+    return {"batch": batch, "device": torch.cuda.get_device_name() if cuda else "cpu", "graph": replay_s > 0, "pdl": pdl,
             "kernels_per_step": num_kernels, "kernels_per_layer": num_kernels / layers,
             "gpu_time_ms": gpu_us / 1e3, "step_ms": step_s * 1e3, "replay_ms": replay_s * 1e3,
             "host_ms": (step_s - replay_s) * 1e3 if replay_s else None,
@@ -110,5 +113,8 @@ def print_profile(res: dict) -> None:
     print(f"batch {res['batch']} on {res['device']}: {res['kernels_per_step']} kernels/step "
           f"({res['kernels_per_layer']:.1f}/layer), {what} {res['gpu_time_ms']:.2f} ms, step {res['step_ms']:.2f} ms, "
           f"replay {res['replay_ms']:.2f} ms, {host}")
+    if res.get("pdl"):
+        print("  programmatic dependent launch is on: a kernel's time includes its wait for the one before, so the GPU "
+              "time overlaps and the kernels below are no breakdown (KVANT_PDL=0 gives one)")
     for k in res["top_kernels"]:
         print(f"  {k['total_us']:9.1f} us  {k['calls']:4d}x  {k['name'][:100]}")
