@@ -1,5 +1,6 @@
 """The wide W4A16 tile for 32..256 rows (kvant.kernels.w4a16_swapab.w4a16_wide_triton) over a config sweep, against
-bf16 cuBLAS, the swap-AB tile the dispatch runs today at up to 128 rows, and dequantize + cuBLAS, on Llama-3.1-8B's
+bf16 cuBLAS, the swap-AB tile, the tensor-core GEMV (up to 64 rows: the weight stays in registers) and dequantize +
+cuBLAS, on Llama-3.1-8B's
 merged g128 shapes (and Qwen3-0.6B's), with the copy rate measured in the same run. Every candidate is first checked
 against the torch reference on fresh random inputs, then timed as CUDA-graph replays over weight copies that L2
 cannot hold. Compiles run first in parallel worker processes (bench/w4a16_gemv_sweep.warm_up).
@@ -24,7 +25,10 @@ from w4a16_gemv_sweep import SHAPES, copies, copy_rate, int4_operands, warm_up  
 from w4a16_table import graph_us  # noqa: E402
 
 MAX_ERR = 2e-2
-TUNED = ("wide", "swapab", "repacked_dequant")  # the formats timed here that the tuner's table can name
+TUNED = ("wide", "swapab", "repacked_dequant", "mma_gemv")  # the formats timed here that the tuner's table can name
+# the tensor-core GEMV (weight straight from its load into the MMA's registers, tokens as the narrow side) up to 64
+# rows: (BLOCK_N, num_warps, num_stages, waves, prefetch)
+MMA_GEMV = [(64, 4, 1, 4, True), (128, 8, 1, 2, True), (128, 8, 3, 2, False), (256, 8, 1, 1, True)]
 
 
 def configs(m: int) -> list[tuple]:
@@ -44,6 +48,7 @@ def configs(m: int) -> list[tuple]:
 
 def sweep_shape(name, k, n, rows, rw_rate):
     from kvant.kernels.w4a16_layout import w4a16_repacked_gemm_ref
+    from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, w4a16_mma_gemv_triton
     from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 
     group = 128
@@ -73,6 +78,9 @@ def sweep_shape(name, k, n, rows, rw_rate):
         for cf in configs(m):
             measure("wide", lambda x, qw, s, z, cf=cf: w4a16_wide_triton(x, qw, s, group, z, config=cf), list(cf))
         measure("swapab", lambda x, qw, s, z: w4a16_swapab_triton(x, qw, s, group, z))
+        for cf in MMA_GEMV if m <= MAX_ROWS else ():
+            measure("mma_gemv", lambda x, qw, s, z, cf=cf: w4a16_mma_gemv_triton(x, qw, s, group, z, config=cf),
+                    list(cf))
         measure("repacked_dequant", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))
     packs.clear()  # free the copies before the bf16 weights
     wb = torch.randn(n, k, device=w4a16_gemv_sweep.DEVICE, dtype=torch.bfloat16)
@@ -102,8 +110,10 @@ def summary(rows_out) -> list[str]:
             r = next((r for r in rs if r["format"] == fmt), None)
             return f"{r['us']:7.2f} ({r.get('vs_bf16', 1):.2f}x)" if r else "   -   "
         top = "; ".join(f"{r['us']:.2f} {r['vs_bf16']:.2f}x {r['config']}" for r in wide[:3])
+        gemv = min((r for r in rs if r["format"] == "mma_gemv"), key=lambda r: r["us"], default=None)
+        gemv = f" | mma_gemv best: {gemv['us']:.2f} {gemv['vs_bf16']:.2f}x {gemv['config']}" if gemv else ""
         lines.append(f"{shape:14s} m={m:<3d} bf16 {cell('bf16 cuBLAS')} swapab {cell('swapab')} dequant+mm "
-                     f"{cell('repacked_dequant')} | wide best: {top}")
+                     f"{cell('repacked_dequant')} | wide best: {top}{gemv}")
     return lines
 
 

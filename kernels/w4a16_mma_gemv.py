@@ -1,4 +1,4 @@
-"""W4A16 GEMV for 1..16 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
+"""W4A16 GEMV for 1..64 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
 no shared-memory round trip for the weight: each thread loads VEC consecutive words of a weight row (one 16-byte load
 at g128) and dequantizes them straight into the registers of the MMA's A operand, a shift, one LOP3 and one packed
 16-bit subtract per pair of values, no int->float conversion. Why that works: the MMA gives thread (g, t) of a quad the
@@ -12,7 +12,8 @@ pairs of 16-bit values and put in the same order. The rows are relabelled too (`
 layout (8 lanes, then warps, then registers along rows) reads as the MMA's (8 lanes, one register bit, warps).
 A block is 32 VEC columns, VEC = min(4, G / 32) words per thread, so every block lies in one group and its fp32 MMA
 result is scaled once per row; hence a group of at least 32 (at g32, one word per thread, the load lays out
-differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16.
+differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16
+(TOK = 16, 32 or 64 columns).
 Split-K is reduced in-kernel (kvant.kernels.splitk) on the real rows only."""
 import torch
 import triton
@@ -22,7 +23,7 @@ from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_layout import check_repacked
 
-MAX_ROWS = 16  # the MMA's narrow side
+MAX_ROWS = 64  # the MMA's narrow side (n of m64nNk16), padded to a power of two >= 16
 # (BLOCK_N, num_warps, num_stages, waves, prefetch): prefetch loads the next block's words and x into registers
 # while this block computes (for num_stages 1); num_stages > 1 lets Triton's pipeliner stage them in shared memory.
 # bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
@@ -107,8 +108,9 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
                      BLOCKS_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
                      UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr,
                      ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr = False):
-    # acc [BLOCK_N, 16] = W rows @ x^T with the tokens padded to 16 (zeros: their columns of acc stay exactly 0);
-    # ROWS = next power of two >= M, the columns stored and reduced
+    # acc [BLOCK_N, TOK] = W rows @ x^T with the tokens padded to TOK = max(16, ROWS) (zeros: their columns of acc
+    # stay exactly 0); ROWS = next power of two >= M, the columns stored and reduced
+    TOK: tl.constexpr = 16 if ROWS < 16 else ROWS
     BW: tl.constexpr = 4 * VEC  # words per row in a block
     MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
@@ -116,15 +118,15 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     mask_n = offs_n < N
     offs_r = tl.reshape(_mma_rows(tl.reshape(offs_n, (BLOCK_N, 1)), WARPS), (BLOCK_N,))  # the A operand's rows
     mask_r = offs_r < N
-    offs_m = tl.arange(0, 16)
+    offs_m = tl.arange(0, TOK)
     mask_m = offs_m < M
     # [BLOCK_N, BW]; contiguous runs of VEC only, so that the load's layout puts 4 lanes along a row at any VEC
     cols = tl.max_contiguous(tl.arange(0, BW), VEC)
     w_ptrs = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + cols[None, :]
     # x as int32 pairs of 16-bit values: pair j of a block is word j // 4's nibble pair j % 4
     x_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_m[:, None] * stride_xw
-              + tl.arange(0, 4 * BW)[None, :])  # [16, 4 BW]
-    acc = tl.zeros((BLOCK_N, 16), dtype=tl.float32)
+              + tl.arange(0, 4 * BW)[None, :])  # [TOK, 4 BW]
+    acc = tl.zeros((BLOCK_N, TOK), dtype=tl.float32)
     first = pid_k * BLOCKS_PER_SPLIT
     last = tl.minimum(first + BLOCKS_PER_SPLIT, K // (32 * VEC))
     if PREFETCH:  # the weight (never written by an earlier kernel) is read before the PDL wait, x after it
@@ -160,22 +162,22 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
                          _dequant(w3, zero, zero2, 4, BF16, UPCAST, HAS_ZP),
                          _dequant(w3, zero, zero2, 8, BF16, UPCAST, HAS_ZP),
                          _dequant(w3, zero, zero2, 12, BF16, UPCAST, HAS_ZP), VEC)  # [BLOCK_N, 32 VEC]
-        # x pairs [16, t, wr, pair // 2, pair % 2] -> [16, t, wr, pair % 2, pair // 2, lohi] -> A's column order
-        xh = _halves(tl.permute(tl.reshape(xw, (16, 4, VEC, 2, 2)), (0, 1, 2, 4, 3)), BF16, UPCAST)
-        xt = tl.trans(tl.reshape(tl.permute(xh, (0, 2, 4, 3, 1, 5)), (16, 32 * VEC)))  # [32 VEC, 16]
+        # x pairs [TOK, t, wr, pair // 2, pair % 2] -> [TOK, t, wr, pair % 2, pair // 2, lohi] -> A's column order
+        xh = _halves(tl.permute(tl.reshape(xw, (TOK, 4, VEC, 2, 2)), (0, 1, 2, 4, 3)), BF16, UPCAST)
+        xt = tl.trans(tl.reshape(tl.permute(xh, (0, 2, 4, 3, 1, 5)), (TOK, 32 * VEC)))  # [32 VEC, TOK]
         if UPCAST:
             part = tl.dot(a.to(tl.float32), xt.to(tl.float32))
         else:
             part = tl.dot(a, xt)
         acc += part * scale[:, None]
-    out = tl.sum(tl.reshape(acc, (BLOCK_N, 16 // ROWS, ROWS)), axis=1)  # [BLOCK_N, ROWS]: columns >= M are 0
+    out = tl.sum(tl.reshape(acc, (BLOCK_N, TOK // ROWS, ROWS)), axis=1)  # [BLOCK_N, ROWS]: columns >= M are 0
     offs_o = tl.arange(0, ROWS)
     store_or_reduce(out, out_ptr + offs_o[None, :] * stride_om + offs_r[:, None],
                     mask_r[:, None] & (offs_o < M)[None, :], ws_ptr, cnt_ptr, pid_n, pid_k, SPLIT, BLOCK_N, ROWS)
 
 
 def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
-    """x [M, K] -> [M, N] for 1 <= M <= 16; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
+    """x [M, K] -> [M, N] for 1 <= M <= 64; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
     bench sweeps (BLOCK_N a multiple of 16 num_warps: 64 rows per warpgroup)."""
     check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
     m, k = x.shape
