@@ -11,11 +11,10 @@ from kvant.kernels.splitk import splitk_buffers, store_or_reduce
 
 @triton.jit
 def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_am, stride_bn,
-                        stride_om,
-                        TILES_PER_SPLIT, A_FP8: tl.constexpr, B_FP8: tl.constexpr, CONVERT_B: tl.constexpr, HAS_ROW_SCALE: tl.constexpr,
-                        HAS_BIAS: tl.constexpr, INT_ACC: tl.constexpr, SPLIT: tl.constexpr, UPCAST: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                        PDL: tl.constexpr = False):
+                        stride_om, TILES_PER_SPLIT, A_FP8: tl.constexpr, B_FP8: tl.constexpr, CONVERT_B: tl.constexpr,
+                        HAS_ROW_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, INT_ACC: tl.constexpr, SPLIT: tl.constexpr,
+                        UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        GROUP_M: tl.constexpr, PDL: tl.constexpr = False):
     pdl_enter(PDL)
     pid, pid_k = tl.program_id(0), tl.program_id(1)
     # grouped tile order: GROUP_M row tiles share each weight tile while it is in L2
