@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
-from kvant.kernels.splitk import splitk_buffers, store_or_reduce
+from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 
 
 @triton.jit
@@ -60,10 +60,24 @@ def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, ws_ptr,
     store_or_reduce(out, dst, mask_m[:, None] & mask_n[None, :], ws_ptr, cnt_ptr, pid, pid_k, SPLIT, BLOCK_M, BLOCK_N)
 
 
+def default_config(m: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a rows, given the activation dtype
+    wide = dtype.itemsize == 1  # 8-bit operands: twice the K per tile for the same shared memory
+    if m <= 16:  # decode: bandwidth bound on the weight, split K so that every SM streams it
+        return 16, 64, 256 if wide else 128, 4, 4
+    if m <= 64:
+        return 64, 128, 128 if wide else 64, 4, 4
+    if dtype == torch.float8_e4m3fn:  # fastest of four tile shapes swept at M=4096 (bench/KERNELS.md)
+        return 256, 128, 128, 8, 3
+    return 128, 128, 128 if wide else 64, 8, 3
+
+
 def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor | None, col_scale: torch.Tensor,
                        out_dtype: torch.dtype, bias: torch.Tensor | None = None,
-                       config: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
-    # a [M, K], b [N, K] (K contiguous); row_scale fp32 [M] or None; col_scale fp32 [N]; -> [M, N] out_dtype
+                       config: tuple[int, ...] | None = None) -> torch.Tensor:
+    # a [M, K], b [N, K] (K contiguous); row_scale fp32 [M] or None; col_scale fp32 [N]; -> [M, N] out_dtype.
+    # config (bench sweeps): (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages[, waves]); waves > 0 splits K for
+    # about that many programs per SM where the output tiles are fewer (kvant.kernels.splitk), 0 never splits
     m, k = a.shape
     n = b.shape[0]
     if b.shape[1] != k:
@@ -72,22 +86,11 @@ def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor
     b = b if b.stride(-1) == 1 else b.contiguous()
     convert_b = a.dtype in (torch.bfloat16, torch.float16, torch.float32) and b.dtype != a.dtype
     int_acc = a.dtype == torch.int8
-    wide = a.element_size() == 1  # 8-bit operands: twice the K per tile for the same shared memory
-    if m <= 16:  # decode: bandwidth bound on the weight, split K so that every SM streams it
-        bm, bn, bk, warps, stages = 16, 64, 256 if wide else 128, 4, 4
-    elif m <= 64:
-        bm, bn, bk, warps, stages = 64, 128, 128 if wide else 64, 4, 4
-    elif a.dtype == torch.float8_e4m3fn:  # fastest of four tile shapes swept at M=4096 (bench/KERNELS.md)
-        bm, bn, bk, warps, stages = 256, 128, 128, 8, 3
-    else:
-        bm, bn, bk, warps, stages = 128, 128, 128 if wide else 64, 8, 3
-    if config is not None:  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), for bench sweeps
-        bm, bn, bk, warps, stages = config
+    bm, bn, bk, warps, stages, waves = config if config is not None and len(config) == 6 else (
+        *(config or default_config(m, a.dtype)), 2 if m <= 16 else 0)
     num_tiles = triton.cdiv(k, bk)
     tiles_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
-    split = max(1, min(num_tiles, 2 * num_sms(a.device) // tiles_mn)) if m <= 16 else 1
-    per_split = triton.cdiv(num_tiles, split)
-    split = triton.cdiv(num_tiles, per_split)
+    split, per_split = split_count(num_tiles, tiles_mn, num_sms(a.device), waves) if waves else (1, num_tiles)
     out = torch.empty(m, n, dtype=out_dtype, device=a.device)
     if m == 0 or n == 0:
         return out

@@ -165,6 +165,27 @@ def _int4_case(g, m, n, k, group, asym, dtype=torch.bfloat16):
     return torch.randn(m, k, generator=g).to(dtype), pack_rows_fast(q), scale, zp
 
 
+@pytest.mark.parametrize("name", ["fp8", "int8"])
+def test_w8a8_split_k_above_decode_rows(name):
+    # a config with split-K (its sixth field, waves) at a row count past the decode path's: several row tiles, each
+    # output tile's splits summed by its last split with the bias added once; a second call on fresh inputs, then
+    # no counter left raised
+    from kvant.kernels.scaled_gemm import scaled_gemm_triton
+    from kvant.kernels.splitk import _buffers
+
+    mod = fp8_gemm if name == "fp8" else int8_gemm
+    quant = getattr(mod, f"quant_{name}_per_token_ref")
+    for seed in (1, 2):
+        g = torch.Generator().manual_seed(seed)
+        xq, xs = quant(torch.randn(70, 512, generator=g))
+        wq, ws = quant(torch.randn(96, 512, generator=g))
+        bias = torch.randn(96, generator=g).to(torch.bfloat16)
+        out = scaled_gemm_triton(xq, wq, xs.view(-1), ws.view(-1), torch.bfloat16, bias, config=(32, 32, 64, 4, 1, 2))
+        torch.testing.assert_close(out, getattr(mod, f"{name}_gemm_ref")(xq, xs, wq, ws, torch.bfloat16, bias),
+                                   **TOL[torch.bfloat16])
+        assert all(int(cnt.abs().sum()) == 0 for _, cnt in _buffers[xq.device])
+
+
 @pytest.mark.parametrize("kernel", ["w4a16_gemm_triton", "w4a16_gemm_planes_triton"])
 def test_w4a16_split_k_reduces_in_kernel_and_resets(kernel):
     # many splits (small tiles, tiny interpreter SM count): the last split of each tile sums the partials and

@@ -328,6 +328,33 @@ def test_w8a16_gemm_split_k_in_a_cuda_graph(m, k, n, wdtype):
                                                         rtol=2e-2))
 
 
+@pytest.mark.parametrize("m", [33, 64, 256])
+@pytest.mark.parametrize("k,n", [(4096, 6144), (14336, 4096)])
+@pytest.mark.parametrize("fmt", ["fp8", "int8"])
+@pytest.mark.parametrize("config", [None, (64, 128, 128, 4, 4, 1), (128, 64, 128, 4, 4, 2)])
+def test_w8a8_gemm_mid_rows_in_a_cuda_graph(m, k, n, fmt, config):
+    # the W8A8 scaled GEMM at a busy decode step's row counts, with and without split-K, replayed twice from a CUDA
+    # graph on fresh inputs against the reference
+    from kvant.kernels import fp8_gemm, int8_gemm
+    from kvant.kernels.scaled_gemm import scaled_gemm_triton
+
+    mod = fp8_gemm if fmt == "fp8" else int8_gemm
+    quant = getattr(mod, f"quant_{fmt}_per_token_triton")
+    wq, ws = quant(torch.randn(n, k, device="cuda", dtype=torch.bfloat16))
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+
+    def run():
+        xq, xs = quant(x)
+        return scaled_gemm_triton(xq, wq, xs.view(-1), ws.view(-1), torch.bfloat16, config=config)
+
+    def check(out):
+        xq, xs = quant(x)
+        ref = getattr(mod, f"{fmt}_gemm_ref")(xq, xs, wq, ws, torch.bfloat16).float()
+        torch.testing.assert_close(out.float(), ref, atol=2e-2 * ref.abs().max().item(), rtol=2e-2)
+
+    replay_twice(run, x, check)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs compute capability 9.0")
 @pytest.mark.parametrize("m", [1, 16])
