@@ -20,8 +20,7 @@ from kvant.kernels.scaled_gemm import default_config, scaled_gemm_triton
 
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); each also with split-K at 1 and 2 waves
-BASES = [(64, 128, 128, 4, 4), (64, 64, 128, 4, 4), (64, 128, 256, 4, 3), (128, 128, 128, 8, 3),
-         (128, 64, 128, 4, 4), (128, 256, 128, 8, 3), (256, 128, 128, 8, 3), (64, 256, 128, 8, 3)]
+BASES = [(64, 128, 128, 4, 4), (64, 64, 128, 4, 4), (128, 128, 128, 8, 3), (128, 64, 128, 4, 4), (64, 256, 128, 8, 3)]
 
 
 def _us(fn, copies) -> float:
