@@ -26,8 +26,8 @@ from w4a16_table import graph_us  # noqa: E402
 
 MAX_ERR = 2e-2
 TUNED = ("wide", "swapab", "repacked_dequant", "mma_gemv")  # the formats timed here that the tuner's table can name
-# the tensor-core GEMV (weight straight from its load into the MMA's registers, tokens as the narrow side) up to 64
-# rows: (BLOCK_N, num_warps, num_stages, waves, prefetch)
+# the tensor-core GEMV (weight straight from its load into the MMA's registers, tokens as the narrow side) at 1-64
+# rows (past 64: kvant.kernels.w4a16_mma_gemv.ROWS128_CONFIGS): (BLOCK_N, num_warps, num_stages, waves, prefetch)
 MMA_GEMV = [(64, 4, 1, 4, True), (128, 8, 1, 2, True), (128, 8, 3, 2, False), (256, 8, 1, 1, True)]
 
 
@@ -48,7 +48,7 @@ def configs(m: int) -> list[tuple]:
 
 def sweep_shape(name, k, n, rows, rw_rate):
     from kvant.kernels.w4a16_layout import w4a16_repacked_gemm_ref
-    from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, w4a16_mma_gemv_triton
+    from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, ROWS128_CONFIGS, w4a16_mma_gemv_triton
     from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 
     group = 128
@@ -78,7 +78,7 @@ def sweep_shape(name, k, n, rows, rw_rate):
         for cf in configs(m):
             measure("wide", lambda x, qw, s, z, cf=cf: w4a16_wide_triton(x, qw, s, group, z, config=cf), list(cf))
         measure("swapab", lambda x, qw, s, z: w4a16_swapab_triton(x, qw, s, group, z))
-        for cf in MMA_GEMV if m <= MAX_ROWS else ():
+        for cf in (MMA_GEMV if m <= 64 else ROWS128_CONFIGS) if m <= MAX_ROWS else ():
             measure("mma_gemv", lambda x, qw, s, z, cf=cf: w4a16_mma_gemv_triton(x, qw, s, group, z, config=cf),
                     list(cf))
         measure("repacked_dequant", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))

@@ -1,4 +1,4 @@
-"""W4A16 GEMV for 1..64 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
+"""W4A16 GEMV for 1..128 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
 no shared-memory round trip for the weight: each thread loads VEC consecutive words of a weight row (one 16-byte load
 at g128) and dequantizes them straight into the registers of the MMA's A operand, a shift, one LOP3 and one packed
 16-bit subtract per pair of values, no int->float conversion. Why that works: the MMA gives thread (g, t) of a quad the
@@ -13,7 +13,7 @@ layout (8 lanes, then warps, then registers along rows) reads as the MMA's (8 la
 A block is 32 VEC columns, VEC = min(4, G / 32) words per thread, so every block lies in one group and its fp32 MMA
 result is scaled once per row; hence a group of at least 32 (at g32, one word per thread, the load lays out
 differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16
-(TOK = 16, 32 or 64 columns).
+(TOK = 16, 32, 64 or 128 columns).
 Split-K is reduced in-kernel (kvant.kernels.splitk) on the real rows only."""
 import torch
 import triton
@@ -23,7 +23,11 @@ from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_layout import check_repacked
 
-MAX_ROWS = 64  # the MMA's narrow side (n of m64nNk16), padded to a power of two >= 16
+MAX_ROWS = 128  # the MMA's narrow side (n of m64nNk16), padded to a power of two >= 16
+# Registers per thread (ptxas for sm_90, bf16 g128, prefetch on, no spills unless said): 64 tokens: BLOCK_N 64 with 4
+# warps 184, 128 with 8 warps 151, 256 with 8 warps 255 and spills; 128 tokens: 128 with 8 warps 246, 64 with 4 warps
+# spills. So past 64 rows only BLOCK_N 128 with 8 warps is offered (ROWS128_CONFIGS).
+ROWS128_CONFIGS = [(128, 8, 1, 2, True), (128, 8, 1, 1, True), (128, 8, 3, 1, False)]
 # (BLOCK_N, num_warps, num_stages, waves, prefetch): prefetch loads the next block's words and x into registers
 # while this block computes (for num_stages 1); num_stages > 1 lets Triton's pipeliner stage them in shared memory.
 # bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
@@ -177,7 +181,7 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
 
 
 def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
-    """x [M, K] -> [M, N] for 1 <= M <= 64; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
+    """x [M, K] -> [M, N] for 1 <= M <= 128; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
     bench sweeps (BLOCK_N a multiple of 16 num_warps: 64 rows per warpgroup)."""
     check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
     m, k = x.shape

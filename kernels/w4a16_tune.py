@@ -13,7 +13,7 @@ import triton
 from kvant.kernels.w4a16_dequant import w4a16_dequant_mm_triton
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
 from kvant.kernels.w4a16_gemv import w4a16_gemv_triton
-from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, w4a16_mma_gemv_triton
+from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, ROWS128_CONFIGS, w4a16_mma_gemv_triton
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 from kvant.kernels.w4a16_tiles import w4a16_gemm_planes_triton, w4a16_gemm_triton
 
@@ -78,8 +78,11 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
                 for waves in (2, 4) for pairs in (False, True)]
     if m <= MAX_ROWS and group_size >= 32 and group_size & (group_size - 1) == 0:
         # register prefetch (1 stage) or Triton's shared-memory pipeline; one or two warpgroups
-        out += [("mma_gemv", (bn, warps, stages, waves, stages == 1)) for bn, warps in ((64, 4), (128, 8))
-                for stages in (1, 3) for waves in (2, 4)]
+        if m <= 64:
+            out += [("mma_gemv", (bn, warps, stages, waves, stages == 1)) for bn, warps in ((64, 4), (128, 8))
+                    for stages in (1, 3) for waves in (2, 4)]
+        else:
+            out += [("mma_gemv", c) for c in ROWS128_CONFIGS]
     if group_size % 16 == 0:
         bm = min(128, max(16, triton.next_power_of_2(m)))
         bk = group_size & -group_size if group_size & -group_size < 128 else 128

@@ -1,4 +1,4 @@
-"""The tensor-core GEMV for 1..64 rows (kvant.kernels.w4a16_mma_gemv) against the checkpoint-layout torch reference on
+"""The tensor-core GEMV for 1..128 rows (kvant.kernels.w4a16_mma_gemv) against the checkpoint-layout torch reference on
 fresh random inputs under the interpreter, and compiled for sm_90 on the CPU (its register-level layout claims: the
 weight reaches the MMA without shared memory, in 16-byte loads)."""
 import pytest
@@ -25,6 +25,7 @@ from .test_w4a16_repacked import TOL, _case, _repacked, interpreter_only
     (16, 72, 512, 64, False, torch.float16, (64, 4, 1, 4, True)),
     (21, 130, 512, 128, True, torch.bfloat16, (64, 4, 1, 4, True)),  # 32 token columns, 11 of them padding
     (64, 72, 256, 64, False, torch.bfloat16, (128, 8, 3, 0, False)),  # 64 token columns
+    (100, 130, 256, 128, True, torch.bfloat16, (128, 8, 1, 4, True)),  # 128 token columns, K split
 ])
 def test_mma_gemv(m, n, k, group, asym, dtype, config):
     x, packed, scale, zp = _case(m * 100 + n + k + asym, m, n, k, group, asym, dtype)
@@ -46,8 +47,8 @@ def test_mma_gemv_split_k_reduces_in_kernel_and_resets():
 def test_mma_gemv_bad_operands_are_named():
     w, s = torch.zeros(64, 16, dtype=torch.int32), torch.ones(4, 64, dtype=torch.bfloat16)
     x = torch.zeros(1, 128, dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="1..64 rows"):
-        w4a16_mma_gemv.w4a16_mma_gemv_triton(x.expand(65, 128), w, s, 32)
+    with pytest.raises(ValueError, match="1..128 rows"):
+        w4a16_mma_gemv.w4a16_mma_gemv_triton(x.expand(129, 128), w, s, 32)
     with pytest.raises(ValueError, match="group size >= 32"):
         w4a16_mma_gemv.w4a16_mma_gemv_triton(x, w, torch.ones(8, 64, dtype=torch.bfloat16), 16)
     with pytest.raises(ValueError, match="BLOCK_N"):
@@ -70,7 +71,7 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
         ("bf16", False, 4, 128, 64, 4, 1, True, 1), ("bf16", True, 1, 128, 128, 8, 1, False, 4),
         ("fp16", True, 2, 64, 64, 4, 1, False, 2), ("bf16", False, 2, 128, 64, 4, 3, False, 1),
         ("bf16", False, 3, 32, 64, 4, 1, True, 16), ("bf16", False, 2, 128, 128, 8, 1, True, 32),
-        ("bf16", True, 2, 128, 128, 8, 1, False, 64)]:
+        ("bf16", True, 2, 128, 128, 8, 1, False, 64), ("bf16", False, 2, 128, 128, 8, 1, True, 128)]:
     ptrs = [f"*{dt}", "*i32", f"*{dt}", f"*{dt}", f"*{dt}", "*fp32", "*i32"]
     constexprs = dict(HAS_ZP=hz, SPLIT=split, BF16=dt == "bf16", UPCAST=False, GROUP=group, VEC=min(4, group // 32),
                       BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=prefetch, PDL=prefetch)
@@ -93,4 +94,4 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
 
 
 def test_mma_gemv_compiles_for_sm90():
-    assert run_without_interpreter(SCRIPT).count("compiled") == 7
+    assert run_without_interpreter(SCRIPT).count("compiled") == 8
