@@ -171,11 +171,11 @@ def test_w4a16_repacked_gemv_compiled(pairs, group, asym, k, n):
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("m", [1, 2, 4, 40, 100])
 @pytest.mark.parametrize("k,n", [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096)])  # Llama-3.1-8B merged
 def test_w4a16_mma_gemv_llama_shapes(m, k, n):
-    # the tensor-core GEMV for 1..16 rows (the dispatch's pick at 1-4 rows, g64 and up), g128, every config the tuner
-    # may pick, asymmetric at 2 rows
+    # the tensor-core GEMV for 1..128 rows (the dispatch's pick at 1-4 rows, g64 and up), g128, every config the
+    # tuner may pick (64 and 128 token columns at 40 and 100 rows), asymmetric at 2 rows
     from kvant.kernels.w4a16_layout import repack_w4
     from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
     from kvant.kernels.w4a16_tune import repacked_candidates
