@@ -197,7 +197,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         gate_up = self.gate_up_proj(x)
-        if hasattr(type(self.down_proj), "forward_silu_mul"):  # SkinnyLinear: SiLU·mul inside its decode GEMM
+        if hasattr(type(self.down_proj), "forward_silu_mul"):  # SkinnyLinear, W4A16Linear: SiLU·mul inside the GEMM
             return self.down_proj.forward_silu_mul(gate_up)
         if (quant := act_quant(self.down_proj, gate_up)) is not None:  # W8A8: SiLU·mul writes it quantised
             return self.down_proj(QuantAct(*silu_and_mul_quant(gate_up, quant), gate_up.dtype))

@@ -14,7 +14,7 @@ from kvant.kernels.skinny_gemm import skinny_gemm_triton
 from kvant.kernels.w4a16_cpu import CpuW4, prepare_w4_cpu, w4a16_cpu_gemm
 from kvant.kernels.w4a16_gemm import w4a16_gemm
 from kvant.kernels.w4a16_layout import repack_w4, unrepack_w4
-from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
+from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm, w4a16_repacked_silu_mul_gemm
 from kvant.kernels.w8a16_gemm import w8a16_gemm
 
 
@@ -94,6 +94,15 @@ class W4A16Linear(_QuantLinear):
         else:
             y = w4a16_repacked_gemm(self._flat(x), self.qweight, self.scales, self.group_size, self.zeros)
         return self._out(self._bias(y), x)
+
+    def forward_silu_mul(self, gate_up):
+        """self(silu_and_mul(gate_up)) as an MLP's down_proj: on the GPU the tensor-core GEMV applies SiLU·mul as it
+        loads its input where the dispatch picks it (kvant.kernels.w4a16_repacked), so that is one launch."""
+        if self.qweight is None or not gate_up.is_cuda:
+            return self(silu_and_mul(gate_up))
+        flat = gate_up.reshape(-1, 2 * self.in_features)
+        y = w4a16_repacked_silu_mul_gemm(flat, self.qweight, self.scales, self.group_size, self.zeros)
+        return self._bias(y).reshape(*gate_up.shape[:-1], self.out_features)
 
 
 class W8A16Linear(_WeightOnly8):

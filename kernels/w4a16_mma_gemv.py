@@ -14,7 +14,9 @@ A block is 32 VEC columns, VEC = min(4, G / 32) words per thread, so every block
 result is scaled once per row; hence a group of at least 32 (at g32, one word per thread, the load lays out
 differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16
 (TOK = 16, 32, 64 or 128 columns).
-Split-K is reduced in-kernel (kvant.kernels.splitk) on the real rows only."""
+Split-K is reduced in-kernel (kvant.kernels.splitk) on the real rows only. With SILU the kernel takes the MLP's
+gate_up output and forms silu(gate) * up as it loads x, rounded to 16 bits as kvant.kernels.activation's kernel
+rounds it, so down_proj(silu_and_mul(gate_up)) is one launch with the same result."""
 import torch
 import triton
 import triton.language as tl
@@ -90,6 +92,26 @@ def _halves(v, BF16: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _bits16(v, BF16: tl.constexpr):
+    # fp32 -> the 16-bit float's bits (round to nearest even) in the low half of an int32; bf16 in integer
+    # arithmetic, which the interpreter gets right
+    if BF16:
+        b = v.to(tl.int32, bitcast=True)
+        return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF
+    else:
+        return v.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
+@triton.jit
+def _silu_mul_pairs(gw, uw, BF16: tl.constexpr, UPCAST: tl.constexpr):
+    # int32 pairs of gate and of up values -> int32 pairs of silu(gate) * up, computed in fp32 (kvant.kernels.activation)
+    g = _halves(gw, BF16, UPCAST).to(tl.float32)
+    y = g * tl.sigmoid(g) * _halves(uw, BF16, UPCAST).to(tl.float32)
+    lo, hi = tl.split(y)
+    return _bits16(lo, BF16) | (_bits16(hi, BF16) << 16)
+
+
+@triton.jit
 def _mma_columns(p0, p1, p2, p3, VEC: tl.constexpr):
     # pair tensors [R, t, wr, lohi] of pairs 0..3 -> [R, 32 VEC], column kk = lohi + 2 t + 8 pair + 32 wr
     q = tl.join(tl.join(p0, p1), tl.join(p2, p3))  # [R, t, wr, lohi, pair % 2, pair // 2]
@@ -108,12 +130,23 @@ def _mma_rows(t, WARPS: tl.constexpr):
 
 
 @triton.jit
+def _x_block(x_ptrs, offset, UP_WORDS, mask_m, BF16: tl.constexpr, UPCAST: tl.constexpr, SILU: tl.constexpr):
+    # x's int32 pairs of one block [TOK, 4 BW]; SILU: silu(gate) * up from gate_up's two halves
+    xw = tl.load(x_ptrs + offset, mask=mask_m[:, None], other=0)
+    if SILU:
+        xw = _silu_mul_pairs(xw, tl.load(x_ptrs + UP_WORDS + offset, mask=mask_m[:, None], other=0), BF16, UPCAST)
+    return xw
+
+
+@triton.jit
 def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xw, stride_wn, stride_om,
-                     BLOCKS_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
+                     BLOCKS_PER_SPLIT, UP_WORDS, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
                      UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr,
-                     ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr = False):
+                     ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, SILU: tl.constexpr = False,
+                     PDL: tl.constexpr = False):
     # acc [BLOCK_N, TOK] = W rows @ x^T with the tokens padded to TOK = max(16, ROWS) (zeros: their columns of acc
-    # stay exactly 0); ROWS = next power of two >= M, the columns stored and reduced
+    # stay exactly 0); ROWS = next power of two >= M, the columns stored and reduced; SILU: x is gate_up, its up half
+    # UP_WORDS int32 pairs after the gate half
     TOK: tl.constexpr = 16 if ROWS < 16 else ROWS
     BW: tl.constexpr = 4 * VEC  # words per row in a block
     MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
@@ -137,16 +170,16 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
         words_next = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
     pdl_enter(PDL)
     if PREFETCH:
-        xw_next = tl.load(x_ptrs + first * (4 * BW), mask=mask_m[:, None], other=0)
+        xw_next = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
     for b in range(first, last):
         if PREFETCH:
             words, xw = words_next, xw_next
             nb = tl.minimum(b + 1, last - 1)  # the last iteration reloads its own block (cached) rather than mask
             words_next = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-            xw_next = tl.load(x_ptrs + nb * (4 * BW), mask=mask_m[:, None], other=0)
+            xw_next = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         else:
             words = tl.load(w_ptrs + b * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-            xw = tl.load(x_ptrs + b * (4 * BW), mask=mask_m[:, None], other=0)
+            xw = _x_block(x_ptrs, b * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         group = (b * 32 * VEC) // GROUP
         scale = tl.load(s_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32)
         if HAS_ZP:
@@ -180,11 +213,16 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
                     mask_r[:, None] & (offs_o < M)[None, :], ws_ptr, cnt_ptr, pid_n, pid_k, SPLIT, BLOCK_N, ROWS)
 
 
-def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
+def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=None,
+                          silu_mul: bool = False) -> torch.Tensor:
     """x [M, K] -> [M, N] for 1 <= M <= 128; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
-    bench sweeps (BLOCK_N a multiple of 16 num_warps: 64 rows per warpgroup)."""
-    check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
-    m, k = x.shape
+    bench sweeps (BLOCK_N a multiple of 16 num_warps: 64 rows per warpgroup); silu_mul: x is gate_up [M, 2K] (gate
+    half, then up half) and the GEMM runs on silu(gate) * up."""
+    k = qweight.shape[1] * 8
+    if silu_mul and (x.dim() != 2 or x.shape[1] != 2 * k):
+        raise ValueError(f"with silu_mul, x must be gate_up [M, {2 * k}], got {tuple(x.shape)}")
+    check_repacked(x[:, :k] if silu_mul else x, qweight, scales, group_size, zeros, sixteen_bit=True)
+    m = x.shape[0]
     n = qweight.shape[0]
     if not 1 <= m <= MAX_ROWS:
         raise ValueError(f"w4a16_mma_gemv_triton takes 1..{MAX_ROWS} rows, got {m}")
@@ -204,7 +242,8 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _mma_gemv_kernel[(triton.cdiv(n, bn), split)](
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, x.stride(0) // 2,
-        qweight.stride(0), out.stride(0), per_split, HAS_ZP=zeros is not None, SPLIT=split,
+        qweight.stride(0), out.stride(0), per_split, k // 2, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_mma_gemv_kernel), GROUP=group_size, VEC=vec, BLOCK_N=bn,
-        ROWS=rows, WARPS=warps, PREFETCH=prefetch, num_warps=warps, num_stages=stages, **pdl_launch(x.device))
+        ROWS=rows, WARPS=warps, PREFETCH=prefetch, SILU=silu_mul, num_warps=warps, num_stages=stages,
+        **pdl_launch(x.device))
     return out

@@ -5,6 +5,7 @@ kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape
 (`tune(..., repacked=True)` fills it)."""
 import torch
 
+from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
 from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
@@ -30,28 +31,45 @@ SWAPAB_MAX_M = 128
 WIDE_MIN_M, WIDE_MAX_M, WIDE_MIN_WEIGHT = 33, 256, 48 << 20
 
 
+def _pick(x, qweight, group_size, zeros):
+    # (kernel, config or None) for 16-bit x on the GPU: the tuned table's measured pick, else the static dispatch
+    tuned = lookup(x, qweight, group_size, zeros, repacked=True)
+    if tuned is not None:  # measured on this card for this shape and row bucket (kvant.kernels.w4a16_tune)
+        return tuned
+    m = x.shape[0]
+    pow2 = group_size & (group_size - 1) == 0
+    if m <= MMA_GEMV_MAX_M and pow2 and group_size >= 64:
+        return w4a16_mma_gemv_triton, None
+    if m <= GEMV_MAX_M and pow2:
+        return w4a16_fast_gemv_triton, None
+    if group_size % 16 == 0 and WIDE_MIN_M <= m <= WIDE_MAX_M and (
+            qweight.shape[0] * x.shape[1] >= WIDE_MIN_WEIGHT or 64 < m <= SWAPAB_MAX_M):
+        return w4a16_wide_triton, None
+    if m <= SWAPAB_MAX_M and group_size % 16 == 0:
+        return w4a16_swapab_triton, None
+    return w4a16_repacked_dequant_mm, None
+
+
 def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Tensor:
     # x [M, K] 16-bit -> [M, N]; the torch reference where any operand is off the GPU
     check_repacked(x, qweight, scales, group_size, zeros)
     if not on_cuda(x, qweight, scales, zeros):
         return w4a16_repacked_gemm_ref(x, qweight, scales, group_size, zeros)
-    m = x.shape[0]
-    tuned = lookup(x, qweight, group_size, zeros, repacked=True) if x.dtype in MAGIC16 else None
-    if tuned is not None:  # measured on this card for this shape and row bucket (kvant.kernels.w4a16_tune)
-        kernel, config = tuned
-        if config is None:
-            return kernel(x, qweight, scales, group_size, zeros)
-        return kernel(x, qweight, scales, group_size, zeros, config=config)
     if x.dtype not in MAGIC16:  # fp32 activations: dequantize (exactly, in fp32) + GEMM
         return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
-    pow2 = group_size & (group_size - 1) == 0
-    if m <= MMA_GEMV_MAX_M and pow2 and group_size >= 64:
-        return w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros)
-    if m <= GEMV_MAX_M and pow2:
-        return w4a16_fast_gemv_triton(x, qweight, scales, group_size, zeros)
-    if group_size % 16 == 0 and WIDE_MIN_M <= m <= WIDE_MAX_M and (
-            qweight.shape[0] * x.shape[1] >= WIDE_MIN_WEIGHT or 64 < m <= SWAPAB_MAX_M):
-        return w4a16_wide_triton(x, qweight, scales, group_size, zeros)
-    if m <= SWAPAB_MAX_M and group_size % 16 == 0:
-        return w4a16_swapab_triton(x, qweight, scales, group_size, zeros)
-    return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
+    kernel, config = _pick(x, qweight, group_size, zeros)
+    if config is None:
+        return kernel(x, qweight, scales, group_size, zeros)
+    return kernel(x, qweight, scales, group_size, zeros, config=config)
+
+
+def w4a16_repacked_silu_mul_gemm(gate_up, qweight, scales, group_size, zeros=None) -> torch.Tensor:
+    """down_proj(silu_and_mul(gate_up)): gate_up [M, 2K] 16-bit -> [M, N]. Where the dispatch picks the tensor-core
+    GEMV, SiLU·mul runs inside it as it loads x (one launch, the same result); elsewhere SiLU·mul runs first."""
+    k = qweight.shape[1] * 8
+    if gate_up.dim() == 2 and gate_up.shape[1] == 2 * k and gate_up.dtype in MAGIC16 and on_cuda(
+            gate_up, qweight, scales, zeros):
+        kernel, config = _pick(gate_up[:, :k], qweight, group_size, zeros)
+        if kernel is w4a16_mma_gemv_triton:
+            return kernel(gate_up, qweight, scales, group_size, zeros, config=config, silu_mul=True)
+    return w4a16_repacked_gemm(silu_and_mul(gate_up), qweight, scales, group_size, zeros)

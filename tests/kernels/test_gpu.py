@@ -218,6 +218,29 @@ def test_w4a16_mma_gemv_in_a_cuda_graph(group, asym, dtype, m):
                                                             atol=3e-2, rtol=2e-2))
 
 
+@pytest.mark.parametrize("m", [1, 4, 64])
+@pytest.mark.parametrize("asym", [False, True])
+def test_w4a16_down_proj_with_silu_mul_fused_in_a_cuda_graph(m, asym):
+    # Llama-3.1-8B's down_proj fed gate_up: the dispatch fuses SiLU·mul into the tensor-core GEMV where it picks it (1
+    # and 4 rows) and runs the activation kernel first elsewhere; replayed twice from a CUDA graph on fresh inputs, it
+    # equals SiLU·mul then the GEMM bit for bit
+    from kvant.kernels.activation import silu_and_mul_triton
+    from kvant.kernels.w4a16_layout import repack_w4
+    from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm, w4a16_repacked_silu_mul_gemm
+
+    k, n, group = 14336, 4096, 128
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    qweight, scales, zeros = repack_w4(pack_int4(q), scale, group, zp)
+    gate_up = torch.randn(m, 2 * k, device="cuda", dtype=torch.bfloat16) * 2
+    replay_twice(lambda: w4a16_repacked_silu_mul_gemm(gate_up, qweight, scales, group, zeros), gate_up,
+                 lambda out: torch.testing.assert_close(
+                     out, w4a16_repacked_gemm(silu_and_mul_triton(gate_up), qweight, scales, group, zeros),
+                     atol=0, rtol=0))
+
+
 @pytest.mark.parametrize("m", [1, 48])
 @pytest.mark.parametrize("k,n,bias", [(14336, 4096, False), (1024, 1000, True)])
 def test_skinny_gemm_every_candidate_in_a_cuda_graph(m, k, n, bias):

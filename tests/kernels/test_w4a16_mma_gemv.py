@@ -34,6 +34,26 @@ def test_mma_gemv(m, n, k, group, asym, dtype, config):
 
 
 @interpreter_only
+@pytest.mark.parametrize("m,dtype,asym", [(1, torch.bfloat16, False), (3, torch.float16, True),
+                                          (20, torch.bfloat16, True)])
+def test_mma_gemv_with_silu_mul_fused(m, dtype, asym):
+    # gate_up [M, 2K] in: silu(gate) * up formed as x is loaded, rounded to 16 bits as the activation kernel rounds
+    # it, so the result equals the GEMV of the unfused activation (the torch one, which rounds the same way)
+    from kvant.kernels.activation import silu_and_mul_ref
+
+    x, packed, scale, zp = _case(m * 10 + asym, m, 130, 512, 128, asym, dtype)
+    gate_up = torch.cat([x * 2, torch.randn(m, 512, generator=torch.Generator().manual_seed(m)).to(dtype)], dim=1)
+    qw, s, _, z = _repacked(packed, scale, 128, zp)
+    fused = w4a16_mma_gemv.w4a16_mma_gemv_triton(gate_up, qw, s, 128, z, config=(64, 4, 1, 4, True), silu_mul=True)
+    unfused = w4a16_mma_gemv.w4a16_mma_gemv_triton(silu_and_mul_ref(gate_up), qw, s, 128, z,
+                                                   config=(64, 4, 1, 4, True))
+    torch.testing.assert_close(fused, unfused, atol=0, rtol=0)
+    torch.testing.assert_close(fused, w4a16_gemm_ref(silu_and_mul_ref(gate_up), packed, scale, 128, zp), **TOL[dtype])
+    with pytest.raises(ValueError, match="gate_up"):
+        w4a16_mma_gemv.w4a16_mma_gemv_triton(x, qw, s, 128, z, silu_mul=True)
+
+
+@interpreter_only
 def test_mma_gemv_split_k_reduces_in_kernel_and_resets():
     from kvant.kernels.splitk import _buffers
 
@@ -65,17 +85,19 @@ from triton.compiler import ASTSource
 from kvant.kernels import w4a16_mma_gemv as g
 
 names = ["x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "ws_ptr", "cnt_ptr", "M", "N", "K", "stride_xw", "stride_wn",
-         "stride_om", "BLOCKS_PER_SPLIT"]
-aligned = {i for i, n in enumerate(names) if n not in ("M", "BLOCKS_PER_SPLIT")}  # what a Llama-shaped launch gets
+         "stride_om", "BLOCKS_PER_SPLIT", "UP_WORDS"]
+aligned = {i for i, n in enumerate(names) if n not in ("M", "BLOCKS_PER_SPLIT", "UP_WORDS")}  # a Llama-shaped launch's
 for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
         ("bf16", False, 4, 128, 64, 4, 1, True, 1), ("bf16", True, 1, 128, 128, 8, 1, False, 4),
         ("fp16", True, 2, 64, 64, 4, 1, False, 2), ("bf16", False, 2, 128, 64, 4, 3, False, 1),
         ("bf16", False, 3, 32, 64, 4, 1, True, 16), ("bf16", False, 2, 128, 128, 8, 1, True, 32),
-        ("bf16", True, 2, 128, 128, 8, 1, False, 64), ("bf16", False, 2, 128, 128, 8, 1, True, 128)]:
+        ("bf16", True, 2, 128, 128, 8, 1, False, 64), ("bf16", False, 2, 128, 128, 8, 1, True, 128),
+        ("bf16", False, 4, 128, 64, 4, 1, True, -1)]:  # rows -1: one row with SiLU·mul fused in
+    silu, rows = rows < 0, abs(rows)
     ptrs = [f"*{dt}", "*i32", f"*{dt}", f"*{dt}", f"*{dt}", "*fp32", "*i32"]
     constexprs = dict(HAS_ZP=hz, SPLIT=split, BF16=dt == "bf16", UPCAST=False, GROUP=group, VEC=min(4, group // 32),
-                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=prefetch, PDL=prefetch)
-    sig = dict(zip(names, ptrs + ["i32"] * 7), **{k: "constexpr" for k in constexprs})
+                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=prefetch, SILU=silu, PDL=prefetch)
+    sig = dict(zip(names, ptrs + ["i32"] * 8), **{k: "constexpr" for k in constexprs})
     src = ASTSource(fn=g._mma_gemv_kernel, signature=sig, constexprs=constexprs,
                     attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
@@ -94,4 +116,4 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
 
 
 def test_mma_gemv_compiles_for_sm90():
-    assert run_without_interpreter(SCRIPT).count("compiled") == 8
+    assert run_without_interpreter(SCRIPT).count("compiled") == 9
