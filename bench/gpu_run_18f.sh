@@ -6,7 +6,7 @@ W=$OUT/work; mkdir -p $W
 export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
 step() { local name=$1 t=$2; shift 2; echo "== $name $(date +%T)"; timeout "$t" "$@" > "$W/log-$name.txt" 2>&1; echo "rc=$?"; tail -${TAIL:-3} "$W/log-$name.txt"; cp $KVANT_HOME/*.json $W/ 2>/dev/null; tar czf $OUT/r18f.tgz -C $W --exclude kvh .; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee $W/device.txt
-TAIL=2 step tests ${T_TESTS:-70} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "w8a8_gemm_mid_rows or (repacked_families_in_a_cuda_graph and 100)"
+TAIL=2 step tests ${T_TESTS:-70} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "w8a8_gemm_mid_rows or (repacked_families_in_a_cuda_graph and 100) or silu_mul_fused"
 for q in ${QUANTS:-bf16 fp8 int4}; do
   TAIL=3 step lat-$q ${T_LAT:-70} python -P -m kvant.tui.cli bench latency --model $C/llama-3.1-8b.json --quant $q --batch-sizes 1,64 --output-len 64 --json $W/latency-$q.json
 done
