@@ -130,14 +130,22 @@ def _time(fn, timer) -> float:
 def tune(x, weight_packed, weight_scale, group_size, weight_zero_point=None, timer=None, save: bool = True,
          repacked: bool = False):
     """Time every candidate on these operands, keep the fastest in the table (on disk when `save`); returns it.
-    `repacked`: the operands are repack_w4's (qweight, scales, zeros) and the repacked kernels compete."""
+    `repacked`: the operands are repack_w4's (qweight, scales, zeros) and the repacked kernels compete. A candidate
+    whose output strays from the torch reference is never timed, so a kernel wrong on this card cannot be picked."""
+    from kvant.kernels.w4a16_gemm import w4a16_gemm_ref  # here: kvant.kernels.w4a16_gemm imports this module
+    from kvant.kernels.w4a16_layout import w4a16_repacked_gemm_ref
+
     m, k = x.shape
+    args = (x, weight_packed, weight_scale, group_size, weight_zero_point)
+    ref = (w4a16_repacked_gemm_ref if repacked else w4a16_gemm_ref)(*args).float()
+    tol = dict(atol=2e-2 * max(ref.abs().max().item(), 1e-6), rtol=2e-2)
     best = None
     for kernel, config in (repacked_candidates if repacked else candidates)(m, group_size):
         fn = KERNELS[kernel]
-        args = (x, weight_packed, weight_scale, group_size, weight_zero_point)
         call = (lambda fn=fn: fn(*args)) if config is None else (lambda fn=fn, c=config: fn(*args, config=c))
         try:
+            if not torch.allclose(call().float(), ref, **tol):
+                continue
             t = _time(call, timer)
         except Exception:  # noqa: BLE001 - a config this card or shape cannot compile or run is skipped
             continue

@@ -211,6 +211,22 @@ def test_w4a16_dispatch_on_qwen3_0_6b_shapes(m, k, n):
                                **TOL[torch.bfloat16])
 
 
+def test_w4a16_tune_never_picks_a_wrong_kernel(tmp_path, monkeypatch):
+    # a candidate whose output strays from the reference is skipped before it is timed, however fast it would be
+    from kvant.kernels import w4a16_tune
+
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path))
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    right = w4a16_tune.KERNELS["tile"]
+    monkeypatch.setitem(w4a16_tune.KERNELS, "wrong", lambda *a, config=None: right(*a, config=config) * 1.1)
+    monkeypatch.setattr(w4a16_tune, "candidates", lambda m, g: [("tile", (16, 64, 128, 4, 3, 1)),
+                                                                 ("wrong", (16, 64, 128, 4, 3, 1))])
+    x, packed, scale, _ = _int4_case(torch.Generator().manual_seed(22), 3, 48, 256, 128, asym=False)
+    timed = []
+    entry = w4a16_tune.tune(x, packed, scale, 128, timer=lambda fn: timed.append(fn) or 10.0 / len(timed))
+    assert entry == ["tile", [16, 64, 128, 4, 3, 1]] and len(timed) == 1
+
+
 def test_w4a16_tuned_table_persists_and_is_used(tmp_path, monkeypatch):
     # tune() keeps the fastest candidate on disk; a fresh process (table dropped from memory) reads it back, and
     # the chosen kernel still matches the reference on fresh inputs
