@@ -86,7 +86,8 @@ def main():
                     best = timed[0][0]
                     res["best_over_bf16"] = res["bf16_cublas_us"] / best
                     res["vendor_over_bf16"] = res["bf16_cublas_us"] / res["vendor_us"] if "vendor_us" in res else None
-                    res["default_over_bf16"] = (res["bf16_cublas_us"] / res["default_us"]) if res["default_us"] else None
+                    d = res["default_us"]
+                    res["default_over_bf16"] = res["bf16_cublas_us"] / d if d else None
                     res["best_weight_GBps"] = n * k / best / 1e3
                 out["results"].append(res)
                 print(json.dumps(res), flush=True)

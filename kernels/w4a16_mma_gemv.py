@@ -104,7 +104,7 @@ def _bits16(v, BF16: tl.constexpr):
 
 @triton.jit
 def _silu_mul_pairs(gw, uw, BF16: tl.constexpr, UPCAST: tl.constexpr):
-    # int32 pairs of gate and of up values -> int32 pairs of silu(gate) * up, computed in fp32 (kvant.kernels.activation)
+    # int32 pairs of gate and of up values -> int32 pairs of silu(gate) * up in fp32, as kvant.kernels.activation
     g = _halves(gw, BF16, UPCAST).to(tl.float32)
     y = g * tl.sigmoid(g) * _halves(uw, BF16, UPCAST).to(tl.float32)
     lo, hi = tl.split(y)
