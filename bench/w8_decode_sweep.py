@@ -20,8 +20,20 @@ from kvant.kernels.w8a16_gemm import w8a16_gemm_triton
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 
 
-def _us(fn, copies) -> float:
+def copies_us(fn, copies) -> float:
+    """µs per call of fn(i) over `copies` weight copies, replayed from one CUDA graph."""
     return sg._graph_timer(lambda: [fn(i) for i in range(copies)]) / copies * 1e3
+
+
+def w8_operands(name: str, wdtype: torch.dtype):
+    """(k, n, w, copies of w that L2 cannot hold, bf16 weights of the shape for cuBLAS, fp32 row scale [N]) for one
+    of SHAPES, an FP8 or INT8 weight."""
+    k, n = SHAPES[name]
+    w = (torch.randn(n, k, device="cuda") * 20).clamp(-127, 127)
+    w = w.round().to(torch.int8) if wdtype == torch.int8 else w.to(wdtype)
+    ws = sg._weight_copies(w)
+    wb = [(torch.randn(n, k, device="cuda") / k**0.5).to(torch.bfloat16) for _ in range(len(ws) // 2 + 1)]
+    return k, n, w, ws, wb, torch.rand(n, device="cuda") / (20 * k**0.5) + 1e-4
 
 
 def main():
@@ -36,18 +48,13 @@ def main():
     wdtype = torch.float8_e4m3fn if a.wdtype == "fp8" else torch.int8
     out = {"device": torch.cuda.get_device_name(), "wdtype": a.wdtype, "results": []}
     for name in a.shapes.split(","):
-        k, n = SHAPES[name]
-        w = (torch.randn(n, k, device="cuda") * 20).clamp(-127, 127)
-        w = w.round().to(torch.int8) if wdtype == torch.int8 else w.to(wdtype)
-        ws = sg._weight_copies(w)
-        wb = [(torch.randn(n, k, device="cuda") / k**0.5).to(torch.bfloat16) for _ in range(len(ws) // 2 + 1)]
-        scale = torch.rand(n, device="cuda") / (20 * k**0.5) + 1e-4
+        k, n, w, ws, wb, scale = w8_operands(name, wdtype)
         for m in [int(r) for r in a.rows.split(",")]:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             ref = sg.skinny_gemm_ref(x, w, None, scale=scale).float()
             res = {"shape": name, "k": k, "n": n, "rows": m, "copies": len(ws),
-                   "w8a16_us": _us(lambda i: w8a16_gemm_triton(x, ws[i], scale), len(ws)),
-                   "bf16_cublas_us": _us(lambda i: F.linear(x, wb[i]), len(wb))}
+                   "w8a16_us": copies_us(lambda i: w8a16_gemm_triton(x, ws[i], scale), len(ws)),
+                   "bf16_cublas_us": copies_us(lambda i: F.linear(x, wb[i]), len(wb))}
             timed = []
             for bn, bk, warps, stages, waves in itertools.product((32, 64, 128), (256, 512, 1024), (4, 8), (3, 5),
                                                                    (1, 2)):
@@ -61,7 +68,7 @@ def main():
                     if not torch.allclose(y, ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item()):
                         print("wrong", name, m, c, flush=True)
                         continue
-                    t = _us(lambda i, c=c: sg.skinny_gemm_triton(x, ws[i], None, c, scale=scale), len(ws))
+                    t = copies_us(lambda i, c=c: sg.skinny_gemm_triton(x, ws[i], None, c, scale=scale), len(ws))
                 except Exception as exc:  # noqa: BLE001 - a config this card cannot compile or run is skipped
                     print("skip", c, type(exc).__name__, flush=True)
                     continue

@@ -8,23 +8,21 @@ before it is timed. Stops after --seconds and writes what it has.
 """
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from kvant.kernels import skinny_gemm as sg
 from kvant.kernels.fp8_gemm import fp8_gemm_ref, fp8_gemm_scaled_mm
 from kvant.kernels.int8_gemm import int8_gemm_int_mm, int8_gemm_ref
 from kvant.kernels.scaled_gemm import default_config, default_waves, scaled_gemm_triton
 
-SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from w8_decode_sweep import copies_us as _us, w8_operands  # noqa: E402
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); each also with split-K at 1 and 2 waves
 BASES = [(64, 128, 128, 4, 4), (64, 64, 128, 4, 4), (128, 128, 128, 8, 3), (128, 64, 128, 4, 4), (64, 256, 128, 8, 3)]
-
-
-def _us(fn, copies) -> float:
-    return sg._graph_timer(lambda: [fn(i) for i in range(copies)]) / copies * 1e3
 
 
 def main():
@@ -41,12 +39,7 @@ def main():
         dtype = torch.int8 if fmt == "int8" else torch.float8_e4m3fn
         vendor, ref_fn = (int8_gemm_int_mm, int8_gemm_ref) if fmt == "int8" else (fp8_gemm_scaled_mm, fp8_gemm_ref)
         for name in a.shapes.split(","):
-            k, n = SHAPES[name]
-            w = (torch.randn(n, k, device="cuda") * 20).clamp(-127, 127)
-            w = w.round().to(torch.int8) if dtype == torch.int8 else w.to(dtype)
-            ws = sg._weight_copies(w)
-            wb = [(torch.randn(n, k, device="cuda") / k**0.5).to(torch.bfloat16) for _ in range(len(ws) // 2 + 1)]
-            w_scale = torch.rand(n, device="cuda") / (20 * k**0.5) + 1e-4
+            k, n, w, ws, wb, w_scale = w8_operands(name, dtype)
             for m in [int(r) for r in a.rows.split(",")]:
                 if time.time() - start > a.seconds:
                     break
