@@ -57,7 +57,10 @@ def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Ten
         return w4a16_repacked_gemm_ref(x, qweight, scales, group_size, zeros)
     if x.dtype not in MAGIC16:  # fp32 activations: dequantize (exactly, in fp32) + GEMM
         return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
-    kernel, config = _pick(x, qweight, group_size, zeros)
+    return _run(*_pick(x, qweight, group_size, zeros), x, qweight, scales, group_size, zeros)
+
+
+def _run(kernel, config, x, qweight, scales, group_size, zeros):
     if config is None:
         return kernel(x, qweight, scales, group_size, zeros)
     return kernel(x, qweight, scales, group_size, zeros, config=config)
@@ -72,4 +75,5 @@ def w4a16_repacked_silu_mul_gemm(gate_up, qweight, scales, group_size, zeros=Non
         kernel, config = _pick(gate_up[:, :k], qweight, group_size, zeros)
         if kernel is w4a16_mma_gemv_triton:
             return kernel(gate_up, qweight, scales, group_size, zeros, config=config, silu_mul=True)
+        return _run(kernel, config, silu_and_mul(gate_up), qweight, scales, group_size, zeros)  # picked once
     return w4a16_repacked_gemm(silu_and_mul(gate_up), qweight, scales, group_size, zeros)
