@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from kvant.kernels.fp8_gemm import fp8_gemm_ref, fp8_gemm_scaled_mm
 from kvant.kernels.int8_gemm import int8_gemm_int_mm, int8_gemm_ref
-from kvant.kernels.scaled_gemm import default_config, default_waves, scaled_gemm_triton
+from kvant.kernels.scaled_gemm import default_config, scaled_gemm_triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from w8_decode_sweep import copies_us as _us, w8_operands  # noqa: E402
@@ -51,7 +51,7 @@ def main():
                 tol = 2e-2 * ref.abs().max().item()
                 res = {"format": fmt, "shape": name, "k": k, "n": n, "rows": m, "copies": len(ws),
                        "bf16_cublas_us": _us(lambda i: F.linear(xb, wb[i]), len(wb)),
-                       "default": [*default_config(m, dtype), default_waves(m)]}
+                       "default": list(default_config(m, dtype, n, k, torch.cuda.get_device_properties(0).multi_processor_count))}
                 y = vendor(xq, x_scale, w, w_scale, torch.bfloat16).float()
                 if torch.allclose(y, ref, rtol=2e-2, atol=tol):
                     res["vendor_us"] = _us(lambda i: vendor(xq, x_scale, ws[i], w_scale, torch.bfloat16), len(ws))

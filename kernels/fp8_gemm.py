@@ -6,6 +6,10 @@ from kvant.kernels.scaled_gemm import scaled_gemm_triton
 
 # "scaled_mm" (cuBLASLt via torch._scaled_mm) or "triton"; bench/KERNELS.md has the measurement behind the choice
 FP8_GEMM_BACKEND = "scaled_mm"
+# up to this many rows kvant's split-K GEMM runs even with the "scaled_mm" backend: at 64 rows it beat cuBLASLt on
+# Llama-3.1-8B's o and down (1.27x / 1.61x bf16 against 1.12x / 1.26x) and lost at 128-256 rows (bench/RESULTS.md,
+# W8A8 mid-size sweep of 2026-12-07)
+FP8_TRITON_MAX_M = 64
 
 
 # ---- torch references ----
@@ -56,7 +60,8 @@ def fp8_gemm_scaled_mm(xq, x_scale, w, w_scale, out_dtype, bias=None) -> torch.T
 
 
 def _scaled_mm_ok(xq: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype) -> bool:
-    return (FP8_GEMM_BACKEND == "scaled_mm" and out_dtype == torch.bfloat16 and xq.shape[1] % 16 == 0
+    return (FP8_GEMM_BACKEND == "scaled_mm" and xq.shape[0] > FP8_TRITON_MAX_M and out_dtype == torch.bfloat16
+            and xq.shape[1] % 16 == 0
             and w.shape[0] % 16 == 0 and torch.cuda.get_device_capability(xq.device) >= (8, 9))
 
 

@@ -60,16 +60,26 @@ def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, ws_ptr,
     store_or_reduce(out, dst, mask_m[:, None] & mask_n[None, :], ws_ptr, cnt_ptr, pid, pid_k, SPLIT, BLOCK_M, BLOCK_N)
 
 
-def default_config(m: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
-    # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a rows, given the activation dtype
+def default_config(m: int, dtype: torch.dtype, n: int = 0, k: int = 0, sms: int = 132) -> tuple[int, ...]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, waves) for an [m, k] x [k, n] product with `dtype`
+    activations on a card with `sms` SMs; waves as in scaled_gemm_triton (0: no split-K)."""
     wide = dtype.itemsize == 1  # 8-bit operands: twice the K per tile for the same shared memory
     if m <= 16:  # decode: bandwidth bound on the weight, split K so that every SM streams it
-        return 16, 64, 256 if wide else 128, 4, 4
+        return 16, 64, 256 if wide else 128, 4, 4, default_waves(m)
+    if wide and m <= 256:
+        # a busy decode step, 8-bit (bench/w8a8_mid_sweep.py on an H100, Llama-3.1-8B's shapes, bench/RESULTS.md):
+        # one big tile where the output alone fills the card (gate_up), else small tiles and split-K, two waves
+        # where K is long enough for it (down)
+        big = 128 if m > 64 else 64
+        if triton.cdiv(m, big) * triton.cdiv(n, 128) >= sms * (1 if m <= 128 else 2):
+            return (128, 128, 128, 8, 3, 0) if big == 128 else (64, 128, 128, 4, 4, 0)
+        waves = 2 if k >= 8192 else 1
+        return (64, 64, 128, 4, 4, waves) if m <= 128 else (64, 128, 128, 4, 4, waves)
     if m <= 64:
-        return 64, 128, 128 if wide else 64, 4, 4
+        return 64, 128, 128 if wide else 64, 4, 4, default_waves(m)
     if dtype == torch.float8_e4m3fn:  # fastest of four tile shapes swept at M=4096 (bench/KERNELS.md)
-        return 256, 128, 128, 8, 3
-    return 128, 128, 128 if wide else 64, 8, 3
+        return 256, 128, 128, 8, 3, default_waves(m)
+    return 128, 128, 128 if wide else 64, 8, 3, default_waves(m)
 
 
 def default_waves(m: int) -> int:
@@ -93,8 +103,9 @@ def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor
     b = b if b.stride(-1) == 1 else b.contiguous()
     convert_b = a.dtype in (torch.bfloat16, torch.float16, torch.float32) and b.dtype != a.dtype
     int_acc = a.dtype == torch.int8
-    bm, bn, bk, warps, stages, waves = config if config is not None and len(config) == 6 else (
-        *(config or default_config(m, a.dtype)), default_waves(m))
+    if config is None:
+        config = default_config(m, a.dtype, n, k, num_sms(a.device))
+    bm, bn, bk, warps, stages, waves = config if len(config) == 6 else (*config, default_waves(m))
     num_tiles = triton.cdiv(k, bk)
     tiles_mn = triton.cdiv(m, bm) * triton.cdiv(n, bn)
     split, per_split = split_count(num_tiles, tiles_mn, num_sms(a.device), waves) if waves else (1, num_tiles)

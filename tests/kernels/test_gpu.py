@@ -351,8 +351,8 @@ def test_w8a16_gemm_split_k_in_a_cuda_graph(m, k, n, wdtype):
                                                         rtol=2e-2))
 
 
-@pytest.mark.parametrize("m", [33, 64, 256])
-@pytest.mark.parametrize("k,n", [(4096, 6144), (14336, 4096)])
+@pytest.mark.parametrize("m", [33, 64, 128, 256])
+@pytest.mark.parametrize("k,n", [(4096, 6144), (14336, 4096), (4096, 28672)])
 @pytest.mark.parametrize("fmt", ["fp8", "int8"])
 @pytest.mark.parametrize("config", [None, (64, 128, 128, 4, 4, 1), (128, 64, 128, 4, 4, 2)])
 def test_w8a8_gemm_mid_rows_in_a_cuda_graph(m, k, n, fmt, config):
