@@ -30,8 +30,9 @@ MAX_ROWS = 128  # the MMA's narrow side (n of m64nNk16), padded to a power of tw
 # warps 184, 128 with 8 warps 151, 256 with 8 warps 255 and spills; 128 tokens: 128 with 8 warps 246, 64 with 4 warps
 # spills. So past 64 rows only BLOCK_N 128 with 8 warps is offered (ROWS128_CONFIGS).
 ROWS128_CONFIGS = [(128, 8, 1, 2, True), (128, 8, 1, 1, True), (128, 8, 3, 1, False)]
-# (BLOCK_N, num_warps, num_stages, waves, prefetch): prefetch loads the next block's words and x into registers
-# while this block computes (for num_stages 1); num_stages > 1 lets Triton's pipeliner stage them in shared memory.
+# (BLOCK_N, num_warps, num_stages, waves, prefetch): prefetch (True = 1, or 2) loads the next block's (or next two
+# blocks') words and x into registers while this block computes (for num_stages 1); num_stages > 1 lets Triton's
+# pipeliner stage them in shared memory.
 # bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
 MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweep's most frequent best at 1-4 rows (bench/RESULTS.md)
 
@@ -166,15 +167,28 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     acc = tl.zeros((BLOCK_N, TOK), dtype=tl.float32)
     first = pid_k * BLOCKS_PER_SPLIT
     last = tl.minimum(first + BLOCKS_PER_SPLIT, K // (32 * VEC))
-    if PREFETCH:  # the weight (never written by an earlier kernel) is read before the PDL wait, x after it
+    # PREFETCH blocks ahead (0, 1 or 2) in registers; the weight (never written by an earlier kernel) is read before
+    # the PDL wait, x after it. Near the end the reads clamp to the last block (cached) rather than mask.
+    if PREFETCH:
         words_next = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+    if PREFETCH >= 2:
+        b1 = tl.minimum(first + 1, last - 1)
+        words_next2 = tl.load(w_ptrs + b1 * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
     pdl_enter(PDL)
     if PREFETCH:
         xw_next = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+    if PREFETCH >= 2:
+        xw_next2 = _x_block(x_ptrs, b1 * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
     for b in range(first, last):
-        if PREFETCH:
+        if PREFETCH >= 2:
             words, xw = words_next, xw_next
-            nb = tl.minimum(b + 1, last - 1)  # the last iteration reloads its own block (cached) rather than mask
+            words_next, xw_next = words_next2, xw_next2
+            nb = tl.minimum(b + 2, last - 1)
+            words_next2 = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            xw_next2 = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+        elif PREFETCH:
+            words, xw = words_next, xw_next
+            nb = tl.minimum(b + 1, last - 1)
             words_next = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
             xw_next = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         else:
@@ -244,6 +258,6 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, x.stride(0) // 2,
         qweight.stride(0), out.stride(0), per_split, k // 2, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_mma_gemv_kernel), GROUP=group_size, VEC=vec, BLOCK_N=bn,
-        ROWS=rows, WARPS=warps, PREFETCH=prefetch, SILU=silu_mul, num_warps=warps, num_stages=stages,
+        ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu_mul, num_warps=warps, num_stages=stages,
         **pdl_launch(x.device))
     return out

@@ -81,6 +81,8 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
         if m <= 64:
             out += [("mma_gemv", (bn, warps, stages, waves, stages == 1)) for bn, warps in ((64, 4), (128, 8))
                     for stages in (1, 3) for waves in (2, 4)]
+            if m <= 16:  # two blocks in flight per thread: more bytes in flight where the weight is all there is
+                out += [("mma_gemv", (64, 4, 1, waves, 2)) for waves in (2, 4)]
         else:
             out += [("mma_gemv", c) for c in ROWS128_CONFIGS]
     if group_size % 16 == 0:
