@@ -242,7 +242,7 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         raise ValueError(f"w4a16_mma_gemv_triton takes 1..{MAX_ROWS} rows, got {m}")
     if group_size < 32 or group_size & (group_size - 1):
         raise ValueError(f"w4a16_mma_gemv_triton needs a power-of-two group size >= 32, got {group_size}")
-    bn, warps, stages, waves, prefetch = config or MMA_GEMV_CONFIG
+    bn, warps, stages, waves, prefetch = config or (MMA_GEMV_CONFIG if m <= 64 else ROWS128_CONFIGS[0])
     if bn % (16 * warps) or bn & (bn - 1):
         raise ValueError(f"BLOCK_N must be a power of two and a multiple of 16 * num_warps, got {bn} with {warps} "
                          "warps")
