@@ -37,6 +37,18 @@ ROWS128_CONFIGS = [(128, 8, 1, 2, True), (128, 8, 1, 1, True), (128, 8, 3, 1, Fa
 MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweep's most frequent best at 1-4 rows (bench/RESULTS.md)
 
 
+def default_config(m: int, n: int, sms: int = 132) -> tuple:
+    """The config for m rows and N output columns, from the H100 sweeps of 2026-12-07 (bench/RESULTS.md) on
+    Llama-3.1-8B's g128 shapes: two warpgroups per program and two waves at <= 16 rows; one warpgroup and four waves at
+    17-64 rows, except for a weight so wide (gate_up) that 256-column tiles still give every other SM one, which
+    reads x from L2 a quarter as often; past 64 rows ROWS128_CONFIGS' shared-memory pipelined form."""
+    if m <= 16:
+        return 128, 8, 1, 2, True
+    if m <= 64:
+        return (256, 8, 1, 1, True) if m > 32 and -(-n // 256) >= sms // 2 else MMA_GEMV_CONFIG
+    return ROWS128_CONFIGS[2]
+
+
 @triton.jit
 def _nibble_pairs(words, SHIFT: tl.constexpr, BF16: tl.constexpr, ASM: tl.constexpr):
     # ((words >> SHIFT) & 0x000F000F) | magic: two 16-bit floats MAGIC + u; ASM makes it one LOP3 (the compiler
@@ -242,7 +254,7 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         raise ValueError(f"w4a16_mma_gemv_triton takes 1..{MAX_ROWS} rows, got {m}")
     if group_size < 32 or group_size & (group_size - 1):
         raise ValueError(f"w4a16_mma_gemv_triton needs a power-of-two group size >= 32, got {group_size}")
-    bn, warps, stages, waves, prefetch = config or (MMA_GEMV_CONFIG if m <= 64 else ROWS128_CONFIGS[0])
+    bn, warps, stages, waves, prefetch = config or default_config(m, n, num_sms(x.device))
     if bn % (16 * warps) or bn & (bn - 1):
         raise ValueError(f"BLOCK_N must be a power of two and a multiple of 16 * num_warps, got {bn} with {warps} "
                          "warps")

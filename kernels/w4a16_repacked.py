@@ -1,6 +1,7 @@
 """W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the tensor-core GEMV at
-1-4 rows, the swap-AB tile, then the wide tile (tokens as the MMA's 64-row side) for large weights from 33 rows and for
-every weight at 65-128 rows, dequantize + vendor GEMM beyond, unless
+1-64 rows and for all but the largest weights at 65-128 rows (g64 and up), the swap-AB tile, then the wide tile (tokens
+as the MMA's 64-row side) for large weights from 33 rows and for every weight at 65-128 rows, dequantize + vendor GEMM
+beyond, unless
 kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket
 (`tune(..., repacked=True)` fills it)."""
 import torch
@@ -8,7 +9,7 @@ import torch
 from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
-from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
+from kvant.kernels.w4a16_mma_gemv import MAX_ROWS as MMA_GEMV_MAX_ROWS, w4a16_mma_gemv_triton
 from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, w4a16_repacked_gemm_ref
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 from kvant.kernels.w4a16_tune import lookup
@@ -18,10 +19,16 @@ from kvant.kernels.w4a16_tune import lookup
 # 0.42-0.50x); 65..255 rows were not measured, so the bound sits between. One row: the one-row GEMV, 1.62x (planes)
 # and 1.74x (pairs, the default) bf16 cuBLAS on qkv in the H100 table of 2026-12-05 (bench/RESULTS.md).
 GEMV_MAX_M = 1
-# The tensor-core GEMV (kvant.kernels.w4a16_mma_gemv) at 1-4 rows, g64 and up: in the H100 sweep of 2026-12-06
-# (bench/w4a16_gemv_sweep.py) on Llama-3.1-8B's g128 shapes it ran 1.26-1.82x the one-row GEMV at one row and beat
-# tinygemm at 2 and 4 rows on all but o_proj; at g32 it was about 20 % slower, so g32 keeps the older kernels
-MMA_GEMV_MAX_M = 4
+# The tensor-core GEMV (kvant.kernels.w4a16_mma_gemv) at 1-64 rows, g64 and up, and at 65-128 rows for weights below
+# MMA_GEMV_MAX_WEIGHT_128: in the H100 sweeps of 2026-12-07 (bench/w4a16_gemv_sweep.py, bench/w4a16_wide_sweep.py) on
+# Llama-3.1-8B's g128 shapes it was the fastest INT4 kernel at 1-64 rows on every shape (2.1-2.7x bf16 cuBLAS at
+# 16-32 rows, where swap-AB ran 1.15-1.66x; 1.02-1.70x at 64 against the wide tile's 0.94-1.49x) and at 128 rows on
+# qkv, o and down (0.69-0.96x against 0.65-0.90x), not on gate_up (0.90x against 1.05x). At g32 it was about 20 %
+# slower than the older kernels at one row, so g32 keeps them.
+MMA_GEMV_MAX_M, MMA_GEMV_MAX_WEIGHT_128 = 64, 96 << 20
+# SiLU·mul inside the GEMV costs a sigmoid per x element per program (every column tile recomputes it), so it is fused
+# only where that is a few thousand elements per program (decode rows)
+SILU_FUSE_MAX_M = 4
 SWAPAB_MAX_M = 128
 # The wide tile in the H100 sweep of 2026-12-07 (bench/w4a16_wide_sweep.py, bench/RESULTS.md), Llama-3.1-8B g128: at
 # 64 rows it beat swap-AB on gate_up (1.38x bf16 cuBLAS against 1.20x) and down (1.28x against 1.11x) but not on qkv
@@ -38,7 +45,8 @@ def _pick(x, qweight, group_size, zeros):
         return tuned
     m = x.shape[0]
     pow2 = group_size & (group_size - 1) == 0
-    if m <= MMA_GEMV_MAX_M and pow2 and group_size >= 64:
+    if pow2 and group_size >= 64 and (m <= MMA_GEMV_MAX_M or (
+            m <= MMA_GEMV_MAX_ROWS and qweight.shape[0] * x.shape[1] < MMA_GEMV_MAX_WEIGHT_128)):
         return w4a16_mma_gemv_triton, None
     if m <= GEMV_MAX_M and pow2:
         return w4a16_fast_gemv_triton, None
@@ -73,7 +81,7 @@ def w4a16_repacked_silu_mul_gemm(gate_up, qweight, scales, group_size, zeros=Non
     if gate_up.dim() == 2 and gate_up.shape[1] == 2 * k and gate_up.dtype in MAGIC16 and on_cuda(
             gate_up, qweight, scales, zeros):
         kernel, config = _pick(gate_up[:, :k], qweight, group_size, zeros)
-        if kernel is w4a16_mma_gemv_triton:
+        if kernel is w4a16_mma_gemv_triton and gate_up.shape[0] <= SILU_FUSE_MAX_M:
             return kernel(gate_up, qweight, scales, group_size, zeros, config=config, silu_mul=True)
         return _run(kernel, config, silu_and_mul(gate_up), qweight, scales, group_size, zeros)  # picked once
     return w4a16_repacked_gemm(silu_and_mul(gate_up), qweight, scales, group_size, zeros)

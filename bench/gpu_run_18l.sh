@@ -1,0 +1,15 @@
+# Issue 18 (run after `source bench/gpu_env.sh`): GPU tests of the INT4 dispatch (tensor-core GEMV to 64 rows and at
+# 65-128 rows below gate_up's size, SiLU·mul fused only at <= 4 rows); Llama-3.1-8B TPOT b1/b64 for bf16 and INT4 with
+# no tuned table, then INT4's whole W1 (bench/engine_quant_pass.py, W1=1); then the INT4 streaming probe
+# (bench/w4_stream_probe.py). Ends in $OUT/r18l.tgz.
+C=bench/configs
+W=$OUT/work; mkdir -p $W
+export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
+step() { local name=$1 t=$2; shift 2; echo "== $name $(date +%T)"; timeout "$t" "$@" > "$W/log-$name.txt" 2>&1; echo "rc=$?"; tail -${TAIL:-3} "$W/log-$name.txt"; tar czf $OUT/r18l.tgz -C $W --exclude kvh .; }
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee $W/device.txt
+TAIL=2 step tests ${T_TESTS:-60} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "silu_mul_fused or repacked_families or mma_gemv_in_a_cuda_graph"
+for q in bf16 int4; do
+  TAIL=3 step lat-$q 60 python -P -m kvant.tui.cli bench latency --model $C/llama-3.1-8b.json --quant $q --batch-sizes 1,64 --output-len 64 --json $W/latency-$q.json
+done
+[ -n "$W1" ] && TAIL=6 step int4-w1 ${T_ENGINE:-105} python -P bench/engine_quant_pass.py --model $C/llama-3.1-8b.json --quant int4 --output-len 32 --out $W
+TAIL=60 step probe ${T_PROBE:-150} python -P bench/w4_stream_probe.py --json $W/stream.json
