@@ -1,7 +1,7 @@
 # Issue 18 (run after `source bench/gpu_env.sh`): GPU tests of the INT4 dispatch (tensor-core GEMV to 64 rows and at
 # 65-128 rows below gate_up's size, SiLU·mul fused only at <= 4 rows); Llama-3.1-8B TPOT b1/b64 for bf16 and INT4 with
 # no tuned table, then INT4's whole W1 (bench/engine_quant_pass.py, W1=1); then the INT4 streaming probe
-# (bench/w4_stream_probe.py). Ends in $OUT/r18l.tgz.
+# (bench/w4_stream_probe.py); with GEMV=1 the GEMV sweep at 1-4 rows (pairs of blocks among its configs). Ends in $OUT/r18l.tgz.
 C=bench/configs
 W=$OUT/work; mkdir -p $W
 export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
@@ -13,3 +13,4 @@ for q in bf16 int4; do
 done
 [ -n "$W1" ] && TAIL=6 step int4-w1 ${T_ENGINE:-105} python -P bench/engine_quant_pass.py --model $C/llama-3.1-8b.json --quant int4 --output-len 32 --out $W
 TAIL=60 step probe ${T_PROBE:-150} python -P bench/w4_stream_probe.py --json $W/stream.json
+[ -n "$GEMV" ] && TAIL=20 step gemv ${T_GEMV:-120} python -P bench/w4a16_gemv_sweep.py --out $W/gemv.json --shapes "llama gate_up,llama down,llama qkv,llama o" --warm-timeout 70

@@ -33,7 +33,8 @@ ROWS = (1, 2, 4)
 CONFIGS = [(64, 4, 1, 2, True), (64, 4, 1, 4, True), (64, 4, 1, 8, True), (64, 4, 1, 4, False),
            (64, 4, 3, 2, False), (64, 4, 3, 4, False), (128, 8, 1, 2, True), (128, 8, 1, 4, True),
            (128, 8, 3, 2, False), (128, 4, 3, 2, False), (256, 8, 3, 1, False),
-           (64, 4, 1, 2, 2), (64, 4, 1, 4, 2), (64, 4, 1, 8, 2), (128, 8, 1, 2, 2)]  # prefetch 2: two blocks ahead
+           (64, 4, 1, 2, 2), (64, 4, 1, 4, 2), (64, 4, 1, 8, 2), (128, 8, 1, 2, 2),  # prefetch 2: two blocks ahead
+           (64, 4, 1, 4, True, True), (64, 4, 1, 8, True, True), (128, 8, 1, 2, True, True)]  # pairs of blocks
 # (shape, group, asym) checked and timed at 1 and 4 rows with a few configs (each group size compiles anew)
 EXTRA = [("llama qkv", 128, True), ("llama qkv", 32, False)]
 EXTRA_CONFIGS = [(64, 4, 1, 4, True), (64, 4, 3, 4, False), (128, 8, 1, 2, True), (128, 8, 3, 2, False)]

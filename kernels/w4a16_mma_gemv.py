@@ -30,9 +30,9 @@ MAX_ROWS = 128  # the MMA's narrow side (n of m64nNk16), padded to a power of tw
 # warps 184, 128 with 8 warps 151, 256 with 8 warps 255 and spills; 128 tokens: 128 with 8 warps 246, 64 with 4 warps
 # spills. So past 64 rows only BLOCK_N 128 with 8 warps is offered (ROWS128_CONFIGS).
 ROWS128_CONFIGS = [(128, 8, 1, 2, True), (128, 8, 1, 1, True), (128, 8, 3, 1, False)]
-# (BLOCK_N, num_warps, num_stages, waves, prefetch): prefetch (True = 1, or 2) loads the next block's (or next two
-# blocks') words and x into registers while this block computes (for num_stages 1); num_stages > 1 lets Triton's
-# pipeliner stage them in shared memory.
+# (BLOCK_N, num_warps, num_stages, waves, prefetch[, pair]): prefetch (True = 1, or 2) loads the next block's (or next
+# two blocks') words and x into registers while this block computes (for num_stages 1); num_stages > 1 lets Triton's
+# pipeliner stage them in shared memory; pair steps two blocks at a time, the next pair loaded together.
 # bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
 MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweep's most frequent best at 1-4 rows (bench/RESULTS.md)
 
@@ -152,11 +152,47 @@ def _x_block(x_ptrs, offset, UP_WORDS, mask_m, BF16: tl.constexpr, UPCAST: tl.co
 
 
 @triton.jit
+def _block_part(words, xw, b, live, s_ptr, z_ptr, N, offs_r, mask_r, x_dtype: tl.constexpr, HAS_ZP: tl.constexpr,
+                BF16: tl.constexpr, UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr,
+                BLOCK_N: tl.constexpr, TOK: tl.constexpr, WARPS: tl.constexpr):
+    # block b's contribution [BLOCK_N, TOK] (zero where not live): its words [BLOCK_N, 4 VEC] dequantized into the
+    # MMA's A operand, x's int32 pairs [TOK, 16 VEC] into B, scaled per row
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    group = (b * 32 * VEC) // GROUP
+    scale = tl.where(live, tl.load(s_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32), 0.0)
+    if HAS_ZP:
+        zero = tl.load(z_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32) + MAGIC
+    else:
+        zero = tl.full((BLOCK_N,), MAGIC + 8.0, tl.float32)
+    zero = zero[:, None, None]  # [BLOCK_N, t, wr]
+    if not UPCAST or not BF16:
+        zero = zero.to(x_dtype)
+    zero2 = zero  # only the packed path reads it
+    if HAS_ZP and not UPCAST:
+        bits = (-zero).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+        zero2 = bits | (bits << 16)
+    zero = zero[:, :, :, None]
+    w3 = tl.reshape(_mma_rows(words, WARPS), (BLOCK_N, 4, VEC))
+    a = _mma_columns(_dequant(w3, zero, zero2, 0, BF16, UPCAST, HAS_ZP),
+                     _dequant(w3, zero, zero2, 4, BF16, UPCAST, HAS_ZP),
+                     _dequant(w3, zero, zero2, 8, BF16, UPCAST, HAS_ZP),
+                     _dequant(w3, zero, zero2, 12, BF16, UPCAST, HAS_ZP), VEC)  # [BLOCK_N, 32 VEC]
+    # x pairs [TOK, t, wr, pair // 2, pair % 2] -> [TOK, t, wr, pair % 2, pair // 2, lohi] -> A's column order
+    xh = _halves(tl.permute(tl.reshape(xw, (TOK, 4, VEC, 2, 2)), (0, 1, 2, 4, 3)), BF16, UPCAST)
+    xt = tl.trans(tl.reshape(tl.permute(xh, (0, 2, 4, 3, 1, 5)), (TOK, 32 * VEC)))  # [32 VEC, TOK]
+    if UPCAST:
+        part = tl.dot(a.to(tl.float32), xt.to(tl.float32))
+    else:
+        part = tl.dot(a, xt)
+    return part * scale[:, None]
+
+
+@triton.jit
 def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, stride_xw, stride_wn, stride_om,
                      BLOCKS_PER_SPLIT, UP_WORDS, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
                      UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr,
                      ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, SILU: tl.constexpr = False,
-                     PDL: tl.constexpr = False):
+                     PDL: tl.constexpr = False, PAIR: tl.constexpr = False):
     # acc [BLOCK_N, TOK] = W rows @ x^T with the tokens padded to TOK = max(16, ROWS) (zeros: their columns of acc
     # stay exactly 0); ROWS = next power of two >= M, the columns stored and reduced; SILU: x is gate_up, its up half
     # UP_WORDS int32 pairs after the gate half
@@ -179,60 +215,58 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     acc = tl.zeros((BLOCK_N, TOK), dtype=tl.float32)
     first = pid_k * BLOCKS_PER_SPLIT
     last = tl.minimum(first + BLOCKS_PER_SPLIT, K // (32 * VEC))
-    # PREFETCH blocks ahead (0, 1 or 2) in registers; the weight (never written by an earlier kernel) is read before
-    # the PDL wait, x after it. Near the end the reads clamp to the last block (cached) rather than mask.
-    if PREFETCH:
-        words_next = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-    if PREFETCH >= 2:
-        b1 = tl.minimum(first + 1, last - 1)
-        words_next2 = tl.load(w_ptrs + b1 * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-    pdl_enter(PDL)
-    if PREFETCH:
-        xw_next = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-    if PREFETCH >= 2:
-        xw_next2 = _x_block(x_ptrs, b1 * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-    for b in range(first, last):
+    if PAIR:  # two blocks per step, the next step's pair loaded together: each row's two 64-byte halves of a
+        # 128-byte line are asked for at once (the last step's second block, past `last`, is the last block again and
+        # counts zero)
+        wa = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+        wb = tl.load(w_ptrs + tl.minimum(first + 1, last - 1) * BW, mask=mask_n[:, None], other=0,
+                     eviction_policy="evict_first")
+        pdl_enter(PDL)
+        xa = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+        xb = _x_block(x_ptrs, tl.minimum(first + 1, last - 1) * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+        for b in range(first, last, 2):
+            cwa, cwb, cxa, cxb = wa, wb, xa, xb
+            na, nb = tl.minimum(b + 2, last - 1), tl.minimum(b + 3, last - 1)
+            wa = tl.load(w_ptrs + na * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            wb = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            xa = _x_block(x_ptrs, na * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+            xb = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+            acc += _block_part(cwa, cxa, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
+                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS)
+            acc += _block_part(cwb, cxb, tl.minimum(b + 1, last - 1), b + 1 < last, s_ptr, z_ptr, N, offs_r, mask_r,
+                               x_ptr.dtype.element_ty, HAS_ZP, BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS)
+    else:
+        # PREFETCH blocks ahead (0, 1 or 2) in registers; the weight (never written by an earlier kernel) is read
+        # before the PDL wait, x after it. Near the end the reads clamp to the last block (cached) rather than mask.
+        if PREFETCH:
+            words_next = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
         if PREFETCH >= 2:
-            words, xw = words_next, xw_next
-            words_next, xw_next = words_next2, xw_next2
-            nb = tl.minimum(b + 2, last - 1)
-            words_next2 = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-            xw_next2 = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-        elif PREFETCH:
-            words, xw = words_next, xw_next
-            nb = tl.minimum(b + 1, last - 1)
-            words_next = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-            xw_next = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-        else:
-            words = tl.load(w_ptrs + b * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-            xw = _x_block(x_ptrs, b * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-        group = (b * 32 * VEC) // GROUP
-        scale = tl.load(s_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32)
-        if HAS_ZP:
-            zero = tl.load(z_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32) + MAGIC
-        else:
-            zero = tl.full((BLOCK_N,), MAGIC + 8.0, tl.float32)
-        zero = zero[:, None, None]  # [BLOCK_N, t, wr]
-        if not UPCAST or not BF16:
-            zero = zero.to(x_ptr.dtype.element_ty)
-        zero2 = zero  # only the packed path reads it
-        if HAS_ZP and not UPCAST:
-            bits = (-zero).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-            zero2 = bits | (bits << 16)
-        zero = zero[:, :, :, None]
-        w3 = tl.reshape(_mma_rows(words, WARPS), (BLOCK_N, 4, VEC))
-        a = _mma_columns(_dequant(w3, zero, zero2, 0, BF16, UPCAST, HAS_ZP),
-                         _dequant(w3, zero, zero2, 4, BF16, UPCAST, HAS_ZP),
-                         _dequant(w3, zero, zero2, 8, BF16, UPCAST, HAS_ZP),
-                         _dequant(w3, zero, zero2, 12, BF16, UPCAST, HAS_ZP), VEC)  # [BLOCK_N, 32 VEC]
-        # x pairs [TOK, t, wr, pair // 2, pair % 2] -> [TOK, t, wr, pair % 2, pair // 2, lohi] -> A's column order
-        xh = _halves(tl.permute(tl.reshape(xw, (TOK, 4, VEC, 2, 2)), (0, 1, 2, 4, 3)), BF16, UPCAST)
-        xt = tl.trans(tl.reshape(tl.permute(xh, (0, 2, 4, 3, 1, 5)), (TOK, 32 * VEC)))  # [32 VEC, TOK]
-        if UPCAST:
-            part = tl.dot(a.to(tl.float32), xt.to(tl.float32))
-        else:
-            part = tl.dot(a, xt)
-        acc += part * scale[:, None]
+            b1 = tl.minimum(first + 1, last - 1)
+            words_next2 = tl.load(w_ptrs + b1 * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+        pdl_enter(PDL)
+        if PREFETCH:
+            xw_next = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+        if PREFETCH >= 2:
+            xw_next2 = _x_block(x_ptrs, b1 * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+        for b in range(first, last):
+            if PREFETCH >= 2:
+                words, xw = words_next, xw_next
+                words_next, xw_next = words_next2, xw_next2
+                nb = tl.minimum(b + 2, last - 1)
+                words_next2 = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0,
+                                      eviction_policy="evict_first")
+                xw_next2 = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+            elif PREFETCH:
+                words, xw = words_next, xw_next
+                nb = tl.minimum(b + 1, last - 1)
+                words_next = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0,
+                                     eviction_policy="evict_first")
+                xw_next = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+            else:
+                words = tl.load(w_ptrs + b * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+                xw = _x_block(x_ptrs, b * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+            acc += _block_part(words, xw, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
+                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS)
     out = tl.sum(tl.reshape(acc, (BLOCK_N, TOK // ROWS, ROWS)), axis=1)  # [BLOCK_N, ROWS]: columns >= M are 0
     offs_o = tl.arange(0, ROWS)
     store_or_reduce(out, out_ptr + offs_o[None, :] * stride_om + offs_r[:, None],
@@ -254,7 +288,7 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         raise ValueError(f"w4a16_mma_gemv_triton takes 1..{MAX_ROWS} rows, got {m}")
     if group_size < 32 or group_size & (group_size - 1):
         raise ValueError(f"w4a16_mma_gemv_triton needs a power-of-two group size >= 32, got {group_size}")
-    bn, warps, stages, waves, prefetch = config or default_config(m, n, num_sms(x.device))
+    bn, warps, stages, waves, prefetch, *pair = config or default_config(m, n, num_sms(x.device))
     if bn % (16 * warps) or bn & (bn - 1):
         raise ValueError(f"BLOCK_N must be a power of two and a multiple of 16 * num_warps, got {bn} with {warps} "
                          "warps")
@@ -270,6 +304,7 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, x.stride(0) // 2,
         qweight.stride(0), out.stride(0), per_split, k // 2, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_mma_gemv_kernel), GROUP=group_size, VEC=vec, BLOCK_N=bn,
-        ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu_mul, num_warps=warps, num_stages=stages,
+        ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu_mul, PAIR=bool(pair and pair[0]),
+        num_warps=warps, num_stages=stages,
         **pdl_launch(x.device))
     return out

@@ -83,6 +83,7 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
                     for stages in (1, 3) for waves in (2, 4)]
             if m <= 16:  # two blocks in flight per thread: more bytes in flight where the weight is all there is
                 out += [("mma_gemv", (64, 4, 1, waves, 2)) for waves in (2, 4)]
+                out += [("mma_gemv", (64, 4, 1, 4, True, True)), ("mma_gemv", (128, 8, 1, 2, True, True))]  # pairs
         else:
             out += [("mma_gemv", c) for c in ROWS128_CONFIGS]
     if group_size % 16 == 0:

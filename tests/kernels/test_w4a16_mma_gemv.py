@@ -24,6 +24,8 @@ from .test_w4a16_repacked import TOL, _case, _repacked, interpreter_only
     (4, 40, 1024, 128, False, torch.bfloat16, (64, 4, 1, 4, True)),
     (1, 130, 544, 32, True, torch.bfloat16, (64, 4, 1, 4, 2)),  # two blocks ahead, splits of 2-3 blocks
     (2, 130, 1024, 128, False, torch.float16, (64, 4, 1, 0, 2)),  # two blocks ahead, one split of 8
+    (1, 130, 544, 32, True, torch.bfloat16, (64, 4, 1, 4, True, True)),  # pairs of blocks, odd splits (last pair half)
+    (3, 130, 1024, 128, False, torch.bfloat16, (128, 8, 1, 0, True, True)),  # pairs of blocks, one split of 8
     (16, 72, 512, 64, False, torch.float16, (64, 4, 1, 4, True)),
     (21, 130, 512, 128, True, torch.bfloat16, (64, 4, 1, 4, True)),  # 32 token columns, 11 of them padding
     (64, 72, 256, 64, False, torch.bfloat16, (128, 8, 3, 0, False)),  # 64 token columns
@@ -94,11 +96,13 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
         ("fp16", True, 2, 64, 64, 4, 1, False, 2), ("bf16", False, 2, 128, 64, 4, 3, False, 1),
         ("bf16", False, 3, 32, 64, 4, 1, True, 16), ("bf16", False, 2, 128, 128, 8, 1, True, 32),
         ("bf16", True, 2, 128, 128, 8, 1, False, 64), ("bf16", False, 2, 128, 128, 8, 1, True, 128),
-        ("bf16", False, 4, 128, 64, 4, 1, True, -1), ("bf16", True, 4, 128, 64, 4, 1, 2, 1)]:  # rows -1: one row with SiLU·mul fused in
+        ("bf16", False, 4, 128, 64, 4, 1, True, -1), ("bf16", True, 4, 128, 64, 4, 1, 2, 1),
+        ("bf16", False, 2, 128, 128, 8, 1, 3, 1)]:  # rows -1: one row with SiLU·mul fused in; prefetch 3: pairs
     silu, rows = rows < 0, abs(rows)
     ptrs = [f"*{dt}", "*i32", f"*{dt}", f"*{dt}", f"*{dt}", "*fp32", "*i32"]
     constexprs = dict(HAS_ZP=hz, SPLIT=split, BF16=dt == "bf16", UPCAST=False, GROUP=group, VEC=min(4, group // 32),
-                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu, PDL=bool(prefetch))
+                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=min(int(prefetch), 2), SILU=silu, PDL=bool(prefetch),
+                      PAIR=prefetch == 3)
     sig = dict(zip(names, ptrs + ["i32"] * 8), **{k: "constexpr" for k in constexprs})
     src = ASTSource(fn=g._mma_gemv_kernel, signature=sig, constexprs=constexprs,
                     attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
@@ -108,7 +112,8 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
     assert ("griddepcontrol.wait" in ptx) == constexprs["PDL"], constexprs
     if stages == 1 and group >= 64:  # the weight goes from its load to the MMA in registers (at g32 it does not:
         # one word per thread lays out differently), so the only shared tile is x's; VEC words in one load
-        assert "ttg.local_load" not in ttgir and ttgir.count("ttg.local_alloc") == 1, constexprs
+        assert "ttg.local_load" not in ttgir, constexprs
+        assert ttgir.count("ttg.local_alloc") == 1 + constexprs["PAIR"], constexprs  # x's tile, one per block of a step
         width = "v4" if group >= 128 else "v2"
         assert re.search(r"ld\\.global\\.L1::evict_first[.\\w:]*\\." + width + r"\\.b32", ptx), constexprs
     if hz:
@@ -118,4 +123,4 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
 
 
 def test_mma_gemv_compiles_for_sm90():
-    assert run_without_interpreter(SCRIPT).count("compiled") == 10
+    assert run_without_interpreter(SCRIPT).count("compiled") == 11
