@@ -17,7 +17,7 @@ import triton.language as tl
 from kvant.kernels import skinny_gemm as sg
 from kvant.kernels.splitk import split_count
 
-SHAPES = {"qkv": (4096, 6144), "gate_up": (4096, 28672), "down": (14336, 4096)}  # (K, N), Llama-3.1-8B
+SHAPES = {"gate_up": (4096, 28672), "qkv": (4096, 6144)}  # (K, N), Llama-3.1-8B
 
 
 @triton.jit
@@ -71,7 +71,7 @@ def main():
                 for tiled in (False, True):
                     src = tile_major(w, block_n, chunk) if tiled else w
                     copies = sg._weight_copies(src)
-                    for stages, waves in ((1, 4), (3, 2), (1, 8)):
+                    for stages, waves in ((1, 4), (3, 2)):
                         try:
                             t = sg._graph_timer(lambda: [stream(c, n, kw, tiled, block_n, chunk, warps, stages, waves,
                                                                 out) for c in copies]) / len(copies) * 1e3
