@@ -12,5 +12,5 @@ for q in bf16 int4; do
   TAIL=3 step lat-$q 60 python -P -m kvant.tui.cli bench latency --model $C/llama-3.1-8b.json --quant $q --batch-sizes 1,64 --output-len 64 --json $W/latency-$q.json
 done
 [ -n "$W1" ] && TAIL=6 step int4-w1 ${T_ENGINE:-105} python -P bench/engine_quant_pass.py --model $C/llama-3.1-8b.json --quant int4 --output-len 32 --out $W
-TAIL=60 step probe ${T_PROBE:-150} python -P bench/w4_stream_probe.py --json $W/stream.json
 [ -n "$GEMV" ] && TAIL=20 step gemv ${T_GEMV:-120} python -P bench/w4a16_gemv_sweep.py --out $W/gemv.json --shapes "llama gate_up,llama down,llama qkv,llama o" --warm-timeout 70
+TAIL=60 step probe ${T_PROBE:-150} python -P bench/w4_stream_probe.py --json $W/stream.json
