@@ -38,9 +38,12 @@ def test_mma_gemv(m, n, k, group, asym, dtype, config):
 
 
 @interpreter_only
-@pytest.mark.parametrize("m,dtype,asym", [(1, torch.bfloat16, False), (3, torch.float16, True),
-                                          (20, torch.bfloat16, True)])
-def test_mma_gemv_with_silu_mul_fused(m, dtype, asym):
+@pytest.mark.parametrize("m,dtype,asym,config", [(1, torch.bfloat16, False, (64, 4, 1, 4, True)),
+                                                 (3, torch.float16, True, (64, 4, 1, 4, True)),
+                                                 (20, torch.bfloat16, True, (64, 4, 1, 4, True)),
+                                                 (4, torch.bfloat16, False, (128, 8, 1, 2, True)),  # the <=16-row default
+                                                 (2, torch.bfloat16, True, (64, 4, 1, 4, True, True))])  # pairs
+def test_mma_gemv_with_silu_mul_fused(m, dtype, asym, config):
     # gate_up [M, 2K] in: silu(gate) * up formed as x is loaded, rounded to 16 bits as the activation kernel rounds
     # it, so the result equals the GEMV of the unfused activation (the torch one, which rounds the same way)
     from kvant.kernels.activation import silu_and_mul_ref
@@ -48,9 +51,8 @@ def test_mma_gemv_with_silu_mul_fused(m, dtype, asym):
     x, packed, scale, zp = _case(m * 10 + asym, m, 130, 512, 128, asym, dtype)
     gate_up = torch.cat([x * 2, torch.randn(m, 512, generator=torch.Generator().manual_seed(m)).to(dtype)], dim=1)
     qw, s, _, z = _repacked(packed, scale, 128, zp)
-    fused = w4a16_mma_gemv.w4a16_mma_gemv_triton(gate_up, qw, s, 128, z, config=(64, 4, 1, 4, True), silu_mul=True)
-    unfused = w4a16_mma_gemv.w4a16_mma_gemv_triton(silu_and_mul_ref(gate_up), qw, s, 128, z,
-                                                   config=(64, 4, 1, 4, True))
+    fused = w4a16_mma_gemv.w4a16_mma_gemv_triton(gate_up, qw, s, 128, z, config=config, silu_mul=True)
+    unfused = w4a16_mma_gemv.w4a16_mma_gemv_triton(silu_and_mul_ref(gate_up), qw, s, 128, z, config=config)
     torch.testing.assert_close(fused, unfused, atol=0, rtol=0)
     torch.testing.assert_close(fused, w4a16_gemm_ref(silu_and_mul_ref(gate_up), packed, scale, 128, zp), **TOL[dtype])
     with pytest.raises(ValueError, match="gate_up"):

@@ -170,3 +170,44 @@ def test_tuned_table_picks_a_repacked_kernel_and_the_dispatch_uses_it(tmp_path, 
     assert calls == [tuple(chosen[1])]
     torch.testing.assert_close(out, w4a16_gemm_ref(x2, packed2, scale2, 64, zp2), **TOL[torch.bfloat16])
     assert w4a16_tune.lookup(x2, qweight, 64, zeros) is None  # the checkpoint layout's entries are apart
+
+
+def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
+    # with no tuned table: the tensor-core GEMV at 1-64 rows on every Llama-3.1-8B shape and at 65-128 on all but
+    # gate_up (the wide tile there), as the H100 sweeps measured; its config follows the row count; SiLU·mul is fused
+    # into down_proj only at decode rows (meta tensors: only shapes are read)
+    from kvant.kernels import w4a16_mma_gemv, w4a16_tune
+
+    monkeypatch.setenv("KVANT_HOME", str(tmp_path))
+    monkeypatch.setattr(w4a16_tune, "_table", None)
+    shapes = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
+
+    def pick(m, name):
+        k, n = shapes[name]
+        x = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
+        return w4a16_repacked._pick(x, torch.empty(n, k // 8, dtype=torch.int32, device="meta"), 128, None)[0]
+
+    gemv, wide = w4a16_mma_gemv.w4a16_mma_gemv_triton, w4a16_swapab.w4a16_wide_triton
+    assert all(pick(m, s) is gemv for m in (1, 4, 16, 33, 64) for s in shapes)
+    assert [pick(100, s) for s in shapes] == [gemv, gemv, wide, gemv]
+    assert pick(256, "gate_up") is wide and pick(256, "qkv") is w4a16_swapab.w4a16_repacked_dequant_mm
+    assert w4a16_mma_gemv.default_config(1, 6144)[:2] == (128, 8)
+    assert w4a16_mma_gemv.default_config(64, 28672)[0] == 256 and w4a16_mma_gemv.default_config(64, 6144)[0] == 64
+    assert w4a16_mma_gemv.default_config(100, 4096) == w4a16_mma_gemv.ROWS128_CONFIGS[2]
+
+
+@interpreter_only
+def test_silu_mul_is_fused_into_the_gemv_only_at_decode_rows(monkeypatch):
+    # fused, every column tile recomputes SiLU·mul over all of x: worth it at a few rows, not at a busy step's
+    from kvant.kernels.activation import silu_and_mul_ref
+
+    monkeypatch.setattr(w4a16_repacked, "on_cuda", lambda *t: True)
+    separate = []
+    monkeypatch.setattr(w4a16_repacked, "silu_and_mul", lambda g: separate.append(g.shape[0]) or silu_and_mul_ref(g))
+    for m in (2, 8):
+        x, packed, scale, zp = _case(m, m, 64, 256, 128, asym=False)
+        gate_up = torch.cat([x, x.flip(1)], dim=1)
+        out = w4a16_repacked.w4a16_repacked_silu_mul_gemm(gate_up, *_repacked(packed, scale, 128, zp))
+        torch.testing.assert_close(out, w4a16_gemm_ref(silu_and_mul_ref(gate_up), packed, scale, 128, zp),
+                                   **TOL[torch.bfloat16])
+    assert separate == [8]
