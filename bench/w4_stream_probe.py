@@ -31,8 +31,8 @@ def _stream_kernel(w_ptr, out_ptr, N, KW, STEPS_PER_SPLIT, TILED: tl.constexpr, 
     first = pid_k * STEPS_PER_SPLIT
     for s in range(first, tl.minimum(first + STEPS_PER_SPLIT, steps)):
         if TILED:  # [N / BLOCK_N, steps, BLOCK_N, CHUNK]: one contiguous tile per step
-            ptrs = w_ptr + ((pid_n * steps + s) * BLOCK_N).to(tl.int64) * CHUNK + tl.arange(0, BLOCK_N)[:, None] * CHUNK \
-                + cols[None, :]
+            tile = ((pid_n * steps + s) * BLOCK_N).to(tl.int64) * CHUNK
+            ptrs = w_ptr + tile + tl.arange(0, BLOCK_N)[:, None] * CHUNK + cols[None, :]
         else:
             ptrs = w_ptr + rows[:, None].to(tl.int64) * KW + s * CHUNK + cols[None, :]
         acc ^= tl.load(ptrs, eviction_policy="evict_first")

@@ -35,6 +35,7 @@ def main():
     a = ap.parse_args()
     start = time.time()
     out = {"device": torch.cuda.get_device_name(), "results": []}
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     for fmt in a.formats.split(","):
         dtype = torch.int8 if fmt == "int8" else torch.float8_e4m3fn
         vendor, ref_fn = (int8_gemm_int_mm, int8_gemm_ref) if fmt == "int8" else (fp8_gemm_scaled_mm, fp8_gemm_ref)
@@ -51,7 +52,7 @@ def main():
                 tol = 2e-2 * ref.abs().max().item()
                 res = {"format": fmt, "shape": name, "k": k, "n": n, "rows": m, "copies": len(ws),
                        "bf16_cublas_us": _us(lambda i: F.linear(xb, wb[i]), len(wb)),
-                       "default": list(default_config(m, dtype, n, k, torch.cuda.get_device_properties(0).multi_processor_count))}
+                       "default": list(default_config(m, dtype, n, k, sms))}
                 y = vendor(xq, x_scale, w, w_scale, torch.bfloat16).float()
                 if torch.allclose(y, ref, rtol=2e-2, atol=tol):
                     res["vendor_us"] = _us(lambda i: vendor(xq, x_scale, ws[i], w_scale, torch.bfloat16), len(ws))

@@ -41,7 +41,7 @@ def test_mma_gemv(m, n, k, group, asym, dtype, config):
 @pytest.mark.parametrize("m,dtype,asym,config", [(1, torch.bfloat16, False, (64, 4, 1, 4, True)),
                                                  (3, torch.float16, True, (64, 4, 1, 4, True)),
                                                  (20, torch.bfloat16, True, (64, 4, 1, 4, True)),
-                                                 (4, torch.bfloat16, False, (128, 8, 1, 2, True)),  # the <=16-row default
+                                                 (4, torch.bfloat16, False, (128, 8, 1, 2, True)),  # <= 16 rows
                                                  (2, torch.bfloat16, True, (64, 4, 1, 4, True, True))])  # pairs
 def test_mma_gemv_with_silu_mul_fused(m, dtype, asym, config):
     # gate_up [M, 2K] in: silu(gate) * up formed as x is loaded, rounded to 16 bits as the activation kernel rounds
