@@ -2,10 +2,7 @@
 # of the tensor-core INT4 GEMV; TPOT b1/b64 per format (QUANTS, default bf16 fp8 int8) with this tree's defaults;
 # then the INT4 wide sweep with the tensor-core GEMV at ROWS (bench/w4a16_wide_sweep.py). Ends in $OUT/r18i.tgz.
 C=bench/configs
-W=$OUT/work; mkdir -p $W
-export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
-step() { local name=$1 t=$2; shift 2; echo "== $name $(date +%T)"; timeout "$t" "$@" > "$W/log-$name.txt" 2>&1; echo "rc=$?"; tail -${TAIL:-3} "$W/log-$name.txt"; tar czf $OUT/r18i.tgz -C $W --exclude kvh .; }
-nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee $W/device.txt
+TGZ=r18i.tgz; source bench/gpu_lib.sh
 TAIL=2 step tests ${T_TESTS:-80} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "w8a8_gemm_mid_rows or mma_gemv"
 for q in ${QUANTS:-bf16 fp8 int8}; do
   TAIL=3 step lat-$q ${T_LAT:-60} python -P -m kvant.tui.cli bench latency --model $C/llama-3.1-8b.json --quant $q --batch-sizes 1,64 --output-len 64 --json $W/latency-$q.json

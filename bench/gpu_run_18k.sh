@@ -3,10 +3,7 @@
 # that table; then the GEMV at 1-4 rows with one and two blocks prefetched (bench/w4a16_gemv_sweep.py, GEMV=1).
 # Ends in $OUT/r18k.tgz.
 C=bench/configs
-W=$OUT/work; mkdir -p $W
-export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
-step() { local name=$1 t=$2; shift 2; echo "== $name $(date +%T)"; timeout "$t" "$@" > "$W/log-$name.txt" 2>&1; echo "rc=$?"; tail -${TAIL:-3} "$W/log-$name.txt"; tar czf $OUT/r18k.tgz -C $W --exclude kvh .; }
-nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee $W/device.txt
+TGZ=r18k.tgz; source bench/gpu_lib.sh
 TAIL=30 step wide ${T_SWEEP:-200} python -P bench/w4a16_wide_sweep.py --out $W/wide.json --table $W/w4a16_tune.json \
   --shapes "llama qkv,llama o,llama gate_up,llama down" --rows ${ROWS:-16,32,64,128} --warm-timeout ${T_WARM:-90}
 TAIL=3 step lat-bf16 60 python -P -m kvant.tui.cli bench latency --model $C/llama-3.1-8b.json --quant bf16 --batch-sizes 1,64 --output-len 64 --json $W/latency-bf16.json

@@ -3,10 +3,7 @@
 # no tuned table, then INT4's whole W1 (bench/engine_quant_pass.py, W1=1); then the INT4 streaming probe
 # (bench/w4_stream_probe.py); with GEMV=1 the GEMV sweep at 1-4 rows (pairs of blocks among its configs). Ends in $OUT/r18l.tgz.
 C=bench/configs
-W=$OUT/work; mkdir -p $W
-export KVANT_HOME=$W/kvh; mkdir -p $KVANT_HOME; cp bench/seed/skinny_gemm.json $KVANT_HOME/ 2>/dev/null
-step() { local name=$1 t=$2; shift 2; echo "== $name $(date +%T)"; timeout "$t" "$@" > "$W/log-$name.txt" 2>&1; echo "rc=$?"; tail -${TAIL:-3} "$W/log-$name.txt"; tar czf $OUT/r18l.tgz -C $W --exclude kvh .; }
-nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv,noheader | tee $W/device.txt
+TGZ=r18l.tgz; source bench/gpu_lib.sh
 TAIL=2 step tests ${T_TESTS:-60} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "silu_mul_fused or repacked_families or mma_gemv_in_a_cuda_graph"
 for q in bf16 int4; do
   TAIL=3 step lat-$q 60 python -P -m kvant.tui.cli bench latency --model $C/llama-3.1-8b.json --quant $q --batch-sizes 1,64 --output-len 64 --json $W/latency-$q.json
