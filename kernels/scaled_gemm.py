@@ -33,9 +33,9 @@ def _scaled_gemm_kernel(a_ptr, b_ptr, rs_ptr, cs_ptr, bias_ptr, out_ptr, ws_ptr,
     for t in range(first, tl.minimum(first + TILES_PER_SPLIT, tl.cdiv(K, BLOCK_K))):
         offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
         mask_k = offs_k < K
-        a = tl.load(a_rows + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0)
-        b = tl.load(b_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0)  # [BLOCK_N, BLOCK_K]
-        if A_FP8:  # fp8 travels as uint8 bits: zero bits are 0.0, so masked lanes need no fp8 constant
+        a = tl.load(a_rows + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        b = tl.load(b_rows + offs_k[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_N, BLOCK_K]
+        if A_FP8:  # fp8 as uint8 bits (the interpreter has no fp8 loads); zero bits are 0.0
             a = a.to(tl.float8e4nv, bitcast=True)
         if B_FP8:
             b = b.to(tl.float8e4nv, bitcast=True)
@@ -113,7 +113,11 @@ def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor
     if m == 0 or n == 0:
         return out
     ws, cnt = splitk_buffers(a.device, tiles_mn, split, bm * bn)
-    a_fp8, b_fp8 = a.dtype == torch.float8_e4m3fn, b.dtype == torch.float8_e4m3fn
+    # on the GPU fp8 operands load as fp8, so that both go from shared memory straight into the wgmma (a bitcast after
+    # the load kept A in registers: an sm_90 compile shows a shared-memory load back into registers); the interpreter
+    # gets their uint8 bits
+    bits = interpreted(_scaled_gemm_kernel)
+    a_fp8, b_fp8 = bits and a.dtype == torch.float8_e4m3fn, bits and b.dtype == torch.float8_e4m3fn
     a, b = (a.view(torch.uint8) if a_fp8 else a), (b.view(torch.uint8) if b_fp8 else b)
     upcast = interpreted(_scaled_gemm_kernel) and torch.bfloat16 in (a.dtype, b.dtype)
     _scaled_gemm_kernel[(tiles_mn, split)](

@@ -103,15 +103,27 @@ for is_int, qtype in ((False, "*u8"), (True, "*i8")):  # RMSNorm and SiLU·mul w
                 dict(QMAX=127.0 if is_int else 448.0, IS_INT=is_int, EXACT_ROUND=False, BLOCK=4096, PDL=not is_int), 8)
     assert "st.global" in ptx
     print("compiled quant", is_int)
-for b_fp8, btype, split, pdl in ((True, "*u8", 4, True), (False, "*i8", 1, False)):  # the W8A16 GEMM at decode sizes
-    types = ["*bf16", btype, "*fp32", "*fp32", "*fp32", "*bf16", "*fp32", "*i32"] + ["i32"] * 7
-    ptx = build(scaled_gemm._scaled_gemm_kernel, types, dict(A_FP8=False, B_FP8=b_fp8, CONVERT_B=True,
+for b_fp8, btype, split, pdl in ((True, "*fp8e4nv", 4, True), (False, "*i8", 1, False)):  # the W8A16 GEMM at decode
+    types = ["*bf16", btype, "*fp32", "*fp32", "*fp32", "*bf16", "*fp32", "*i32"] + ["i32"] * 7  # sizes
+    ptx = build(scaled_gemm._scaled_gemm_kernel, types, dict(A_FP8=False, B_FP8=False, CONVERT_B=True,
                 HAS_ROW_SCALE=False, HAS_BIAS=False, INT_ACC=False, SPLIT=split, UPCAST=False, BLOCK_M=16, BLOCK_N=64,
                 BLOCK_K=256, GROUP_M=8, PDL=pdl), 4)
     assert "mma" in ptx and ("atom" in ptx) == (split > 1), (b_fp8, split)  # splits reduced in the kernel
     print("compiled w8a16", b_fp8)
+for fp8 in (True, False):  # W8A8 at a busy step's tile: both operands go from shared memory into the wgmma
+    qtype = "*fp8e4nv" if fp8 else "*i8"
+    types = [qtype, qtype, "*fp32", "*fp32", "*fp32", "*bf16", "*fp32", "*i32"] + ["i32"] * 7
+    names = list(scaled_gemm._scaled_gemm_kernel.arg_names)
+    constexprs = dict(A_FP8=False, B_FP8=False, CONVERT_B=False, HAS_ROW_SCALE=True, HAS_BIAS=False, INT_ACC=not fp8,
+                      SPLIT=1, UPCAST=False, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128, GROUP_M=8, PDL=True)
+    src = ASTSource(fn=scaled_gemm._scaled_gemm_kernel, signature=dict(zip(names, types + ["constexpr"] * 13)),
+                    constexprs=constexprs)
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=8, num_stages=3))
+    assert ("e4m3" if fp8 else ".s8") in k.asm["ptx"] and "wgmma" in k.asm["ptx"], fp8
+    assert "ttg.local_load" not in k.asm["ttgir"], fp8
+    print("compiled w8a8", fp8)
 """
 
 
 def test_w8_decode_gemm_and_fused_quant_compile_for_sm90():
-    assert run_without_interpreter(W8_SCRIPT).count("compiled") == 6
+    assert run_without_interpreter(W8_SCRIPT).count("compiled") == 8
