@@ -198,7 +198,6 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     # UP_WORDS int32 pairs after the gate half
     TOK: tl.constexpr = 16 if ROWS < 16 else ROWS
     BW: tl.constexpr = 4 * VEC  # words per row in a block
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
