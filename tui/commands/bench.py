@@ -1,6 +1,8 @@
 """`kvant bench throughput | latency | profile`: seeded workloads against the roofline measured on the same card."""
 import argparse
 import json
+import statistics
+import time
 from pathlib import Path
 
 QUANTS = ("bf16", "fp8", "int8", "int4")
@@ -36,6 +38,7 @@ def add_parser(sub) -> None:
             k.add_argument("--batch-sizes", default="1,4,16,64")
             k.add_argument("--input-len", type=int, default=128)
             k.add_argument("--output-len", type=int, default=128)
+            k.add_argument("--repeats", type=int, default=3, help="runs per batch size (medians kept)")
         else:
             k.add_argument("--batch-sizes", default="1,64")
             k.add_argument("--input-len", type=int, default=128)
@@ -119,8 +122,6 @@ def run_serve(args) -> int:
 
 
 def run(args) -> int:
-    import time
-
     if args.kind == "serve":
         return run_serve(args)
     if args.kind == "profile":
@@ -173,25 +174,15 @@ def run(args) -> int:
     else:
         rows = []
         for bs in [int(x) for x in args.batch_sizes.split(",")]:
-            prompts = [[(7 * i + j) % 10000 for j in range(args.input_len)] for i in range(bs)]
-            # warm-up at this batch size with the same sampling (compiles every kernel variant both runs use);
-            # prefix caching is off for latency runs, so each run below prefills its prompts in full
-            llm.generate(prompts, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
-            t0 = time.perf_counter()
-            llm.generate(prompts, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
-            ttft = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            llm.generate(prompts, SamplingParams(temperature=0, max_tokens=args.output_len, ignore_eos=True))
-            total = time.perf_counter() - t0
-            tpot = (total - ttft) / (args.output_len - 1)
-            row = {"batch": bs, "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3}
+            row = latency_row(llm, bs, args.input_len, args.output_len, getattr(args, "repeats", 3))
             if ceil:
                 ctx = args.input_len + args.output_len // 2
                 step_bytes = R.model_bytes(cfg, quant) + bs * ctx * kv_bytes_per_token(cfg, R.KV_BYTES[kv])
                 floor = step_bytes / ceil.copy_bytes_per_s
-                row.update(roofline_tpot_ms=floor * 1e3, pct_of_roofline=100 * floor / tpot)
+                row.update(roofline_tpot_ms=floor * 1e3, pct_of_roofline=100 * floor / (row["tpot_ms"] / 1e3))
             rows.append(row)
-            print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            print("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                            if not k.endswith("_runs")))
         results["rows"] = rows
     if ceil:
         results["ceilings"] = {"copy_GBps": ceil.copy_bytes_per_s / 1e9, "bf16_TFLOPs": ceil.bf16_flops / 1e12,
@@ -201,6 +192,28 @@ def run(args) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def latency_row(llm, bs: int, input_len: int, output_len: int, repeats: int = 3) -> dict:
+    """TTFT and TPOT at batch size bs: TPOT = (time for output_len tokens - time for one) / (output_len - 1), each
+    the median of `repeats` alternating runs, after a warm-up run at this batch size with the same sampling (it
+    compiles every kernel variant both runs use). A single slow sample of either would otherwise move TPOT by its
+    excess / (output_len - 1). Prefix caching is off for latency runs, so every run prefills its prompts in full."""
+    from kvant.engine.sampling_params import SamplingParams
+
+    prompts = [[(7 * i + j) % 10000 for j in range(input_len)] for i in range(bs)]
+    llm.generate(prompts, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    ttfts, totals = [], []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        llm.generate(prompts, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
+        ttfts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        llm.generate(prompts, SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True))
+        totals.append(time.perf_counter() - t0)
+    ttft, total = statistics.median(ttfts), statistics.median(totals)
+    return {"batch": bs, "ttft_ms": ttft * 1e3, "tpot_ms": (total - ttft) / (output_len - 1) * 1e3,
+            "ttft_ms_runs": [t * 1e3 for t in ttfts], "total_ms_runs": [t * 1e3 for t in totals]}
 
 
 def run_profile(args) -> int:
