@@ -116,10 +116,10 @@ def scaled_gemm_triton(a: torch.Tensor, b: torch.Tensor, row_scale: torch.Tensor
     # on the GPU fp8 operands load as fp8, so that both go from shared memory straight into the wgmma (a bitcast after
     # the load kept A in registers: an sm_90 compile shows a shared-memory load back into registers); the interpreter
     # gets their uint8 bits
-    bits = interpreted(_scaled_gemm_kernel)
-    a_fp8, b_fp8 = bits and a.dtype == torch.float8_e4m3fn, bits and b.dtype == torch.float8_e4m3fn
+    interp = interpreted(_scaled_gemm_kernel)
+    a_fp8, b_fp8 = interp and a.dtype == torch.float8_e4m3fn, interp and b.dtype == torch.float8_e4m3fn
     a, b = (a.view(torch.uint8) if a_fp8 else a), (b.view(torch.uint8) if b_fp8 else b)
-    upcast = interpreted(_scaled_gemm_kernel) and torch.bfloat16 in (a.dtype, b.dtype)
+    upcast = interp and torch.bfloat16 in (a.dtype, b.dtype)
     _scaled_gemm_kernel[(tiles_mn, split)](
         a, b, row_scale if row_scale is not None else col_scale, col_scale, bias if bias is not None else col_scale,
         out, ws, cnt, m, n, k, a.stride(0), b.stride(0), out.stride(0), per_split, A_FP8=a_fp8, B_FP8=b_fp8,

@@ -34,7 +34,7 @@ ROWS128_CONFIGS = [(128, 8, 1, 2, True), (128, 8, 1, 1, True), (128, 8, 3, 1, Fa
 # two blocks') words and x into registers while this block computes (for num_stages 1); num_stages > 1 lets Triton's
 # pipeliner stage them in shared memory; pair steps two blocks at a time, the next pair loaded together.
 # bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
-MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweep's most frequent best at 1-4 rows (bench/RESULTS.md)
+MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweeps' best at 17-64 rows on all but gate_up (bench/RESULTS.md)
 
 
 def default_config(m: int, n: int, sms: int = 132) -> tuple:
@@ -45,7 +45,7 @@ def default_config(m: int, n: int, sms: int = 132) -> tuple:
     if m <= 16:
         return 128, 8, 1, 2, True
     if m <= 64:
-        return (256, 8, 1, 1, True) if m > 32 and -(-n // 256) >= sms // 2 else MMA_GEMV_CONFIG
+        return (256, 8, 1, 1, True) if m > 32 and triton.cdiv(n, 256) >= sms // 2 else MMA_GEMV_CONFIG
     return ROWS128_CONFIGS[2]
 
 
@@ -143,6 +143,12 @@ def _mma_rows(t, WARPS: tl.constexpr):
 
 
 @triton.jit
+def _w_block(w_ptrs, blk, BW: tl.constexpr, mask_n):
+    # block blk's words [BLOCK_N, BW] of the program's rows, read once and streamed past the caches
+    return tl.load(w_ptrs + blk * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+
+
+@triton.jit
 def _x_block(x_ptrs, offset, UP_WORDS, mask_m, BF16: tl.constexpr, UPCAST: tl.constexpr, SILU: tl.constexpr):
     # x's int32 pairs of one block [TOK, 4 BW]; SILU: silu(gate) * up from gate_up's two halves
     xw = tl.load(x_ptrs + offset, mask=mask_m[:, None], other=0)
@@ -217,17 +223,16 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     if PAIR:  # two blocks per step, the next step's pair loaded together: each row's two 64-byte halves of a
         # 128-byte line are asked for at once (the last step's second block, past `last`, is the last block again and
         # counts zero)
-        wa = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-        wb = tl.load(w_ptrs + tl.minimum(first + 1, last - 1) * BW, mask=mask_n[:, None], other=0,
-                     eviction_policy="evict_first")
+        wa = _w_block(w_ptrs, first, BW, mask_n)
+        wb = _w_block(w_ptrs, tl.minimum(first + 1, last - 1), BW, mask_n)
         pdl_enter(PDL)
         xa = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         xb = _x_block(x_ptrs, tl.minimum(first + 1, last - 1) * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         for b in range(first, last, 2):
             cwa, cwb, cxa, cxb = wa, wb, xa, xb
             na, nb = tl.minimum(b + 2, last - 1), tl.minimum(b + 3, last - 1)
-            wa = tl.load(w_ptrs + na * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
-            wb = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            wa = _w_block(w_ptrs, na, BW, mask_n)
+            wb = _w_block(w_ptrs, nb, BW, mask_n)
             xa = _x_block(x_ptrs, na * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             xb = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             acc += _block_part(cwa, cxa, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
@@ -238,10 +243,10 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
         # PREFETCH blocks ahead (0, 1 or 2) in registers; the weight (never written by an earlier kernel) is read
         # before the PDL wait, x after it. Near the end the reads clamp to the last block (cached) rather than mask.
         if PREFETCH:
-            words_next = tl.load(w_ptrs + first * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            words_next = _w_block(w_ptrs, first, BW, mask_n)
         if PREFETCH >= 2:
             b1 = tl.minimum(first + 1, last - 1)
-            words_next2 = tl.load(w_ptrs + b1 * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+            words_next2 = _w_block(w_ptrs, b1, BW, mask_n)
         pdl_enter(PDL)
         if PREFETCH:
             xw_next = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
@@ -252,17 +257,15 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
                 words, xw = words_next, xw_next
                 words_next, xw_next = words_next2, xw_next2
                 nb = tl.minimum(b + 2, last - 1)
-                words_next2 = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0,
-                                      eviction_policy="evict_first")
+                words_next2 = _w_block(w_ptrs, nb, BW, mask_n)
                 xw_next2 = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             elif PREFETCH:
                 words, xw = words_next, xw_next
                 nb = tl.minimum(b + 1, last - 1)
-                words_next = tl.load(w_ptrs + nb * BW, mask=mask_n[:, None], other=0,
-                                     eviction_policy="evict_first")
+                words_next = _w_block(w_ptrs, nb, BW, mask_n)
                 xw_next = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             else:
-                words = tl.load(w_ptrs + b * BW, mask=mask_n[:, None], other=0, eviction_policy="evict_first")
+                words = _w_block(w_ptrs, b, BW, mask_n)
                 xw = _x_block(x_ptrs, b * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             acc += _block_part(words, xw, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
                                BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS)
