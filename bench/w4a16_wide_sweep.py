@@ -26,7 +26,8 @@ from w4a16_table import graph_us  # noqa: E402
 MAX_ERR = 2e-2
 TUNED = ("wide", "swapab", "repacked_dequant", "mma_gemv")  # the formats timed here that the tuner's table can name
 # the tensor-core GEMV (weight straight from its load into the MMA's registers, tokens as the narrow side) at 1-64
-# rows (past 64: kvant.kernels.w4a16_mma_gemv.ROWS128_CONFIGS): (BLOCK_N, num_warps, num_stages, waves, prefetch)
+# rows (past 64: kvant.kernels.w4a16_mma_gemv.ROWS128_CONFIGS, past 128 ROWS256_CONFIGS, each also with SCALE_IN):
+# (BLOCK_N, num_warps, num_stages, waves, prefetch[, pair, scale_in])
 MMA_GEMV = [(64, 4, 1, 4, True), (128, 8, 1, 2, True), (128, 8, 3, 2, False), (256, 8, 1, 1, True)]
 
 
@@ -45,9 +46,9 @@ def configs(m: int) -> list[tuple]:
     return out
 
 
-def sweep_shape(name, k, n, rows, rw_rate):
+def sweep_shape(name, k, n, rows, rw_rate, wide_configs=configs):
     from kvant.kernels.w4a16_layout import w4a16_repacked_gemm_ref
-    from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, ROWS128_CONFIGS, w4a16_mma_gemv_triton
+    from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, ROWS128_CONFIGS, ROWS256_CONFIGS, w4a16_mma_gemv_triton
     from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 
     group = 128
@@ -74,10 +75,17 @@ def sweep_shape(name, k, n, rows, rw_rate):
                 r["error"] = f"{type(e).__name__}: {e}"[:300]
             out.append(r)
 
-        for cf in configs(m):
+        for cf in wide_configs(m):
             measure("wide", lambda x, qw, s, z, cf=cf: w4a16_wide_triton(x, qw, s, group, z, config=cf), list(cf))
         measure("swapab", lambda x, qw, s, z: w4a16_swapab_triton(x, qw, s, group, z))
-        for cf in (MMA_GEMV if m <= 64 else ROWS128_CONFIGS) if m <= MAX_ROWS else ():
+        if m > 64:  # the weight tile scaled in 16 bits, MMAs chained (weight rows x token columns)
+            for cf in dict.fromkeys([(min(256, m), 128, 64, 8, 3, 1, True), (128, 128, 64, 8, 3, 1, True),
+                                     (128, 64, 64, 4, 3, 2, True)]):
+                measure("swapab", lambda x, qw, s, z, cf=cf: w4a16_swapab_triton(x, qw, s, group, z, config=cf),
+                        list(cf))
+        gemv = (MMA_GEMV + [(64, 4, 1, 4, True, False, True), (128, 8, 1, 2, True, False, True)] if m <= 64 else
+                ROWS128_CONFIGS + [(*c, False, True) for c in ROWS128_CONFIGS] if m <= 128 else ROWS256_CONFIGS)
+        for cf in gemv if m <= MAX_ROWS else ():
             measure("mma_gemv", lambda x, qw, s, z, cf=cf: w4a16_mma_gemv_triton(x, qw, s, group, z, config=cf),
                     list(cf))
         measure("repacked_dequant", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))
@@ -137,13 +145,22 @@ def main() -> None:
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--rows", default="32,64,128,256")
     ap.add_argument("--table", default=None, help="write the picks here as a w4a16_tune.json")
+    ap.add_argument("--wide", choices=("all", "default"), default="all",
+                    help="the wide tile's configs to time: the whole sweep, or only its default (wide_config)")
     ap.add_argument("--workers", type=int, default=min(14, max(1, mp.cpu_count() - 2)))
     ap.add_argument("--warm-timeout", type=float, default=120.0, help="seconds the parallel compiles may take")
     a = ap.parse_args()
     start = time.time()
     shapes = [s.strip() for s in a.shapes.split(",")]
     rows = [int(r) for r in a.rows.split(",")]
-    tasks = [("wide", *SHAPES[s], 128, False, m, cf) for s in shapes for m in rows for cf in configs(m)]
+    if a.wide == "all":
+        wide_configs = configs
+    else:
+        from kvant.kernels.w4a16_swapab import wide_config
+
+        def wide_configs(m):
+            return [wide_config(m, 128)]
+    tasks = [("wide", *SHAPES[s], 128, False, m, cf) for s in shapes for m in rows for cf in wide_configs(m)]
     warm_up(tasks, a.workers, a.warm_timeout)
     rw, ro = copy_rate()
     result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
@@ -151,7 +168,7 @@ def main() -> None:
     print(f"{result['device']}: copy {rw:.0f} GB/s read+write ({ro:.0f} read-only)", flush=True)
     for name in shapes:
         k, n = SHAPES[name]
-        result["rows"] += sweep_shape(name, k, n, rows, rw)
+        result["rows"] += sweep_shape(name, k, n, rows, rw, wide_configs)
         result["summary"] = summary(result["rows"])
         result["seconds"] = round(time.time() - start, 1)
         Path(a.out).write_text(json.dumps(result, indent=1))

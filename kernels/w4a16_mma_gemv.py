@@ -1,4 +1,4 @@
-"""W4A16 GEMV for 1..128 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
+"""W4A16 GEMV for 1..256 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
 no shared-memory round trip for the weight: each thread loads VEC consecutive words of a weight row (one 16-byte load
 at g128) and dequantizes them straight into the registers of the MMA's A operand, a shift, one LOP3 and one packed
 16-bit subtract per pair of values, no int->float conversion. Why that works: the MMA gives thread (g, t) of a quad the
@@ -13,7 +13,10 @@ layout (8 lanes, then warps, then registers along rows) reads as the MMA's (8 la
 A block is 32 VEC columns, VEC = min(4, G / 32) words per thread, so every block lies in one group and its fp32 MMA
 result is scaled once per row; hence a group of at least 32 (at g32, one word per thread, the load lays out
 differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16
-(TOK = 16, 32, 64 or 128 columns).
+(TOK = 16, 32, 64, 128 or 256 columns). SCALE_IN scales the dequantized block in 16 bits (the weight rounded once, as
+a dequantizing GEMM rounds it) so that the MMAs accumulate into one accumulator: no fp32 partial per block, 40-odd
+registers fewer, which is what lets 256 tokens fit (ptxas, sm_90: 255 registers, no spills, at BLOCK_N 128 with 8
+warps and 3 stages; without SCALE_IN it spills).
 Split-K is reduced in-kernel (kvant.kernels.splitk) on the real rows only. With SILU the kernel takes the MLP's
 gate_up output and forms silu(gate) * up as it loads x, rounded to 16 bits as kvant.kernels.activation's kernel
 rounds it, so down_proj(silu_and_mul(gate_up)) is one launch with the same result."""
@@ -25,12 +28,15 @@ from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_layout import check_repacked
 
-MAX_ROWS = 128  # the MMA's narrow side (n of m64nNk16), padded to a power of two >= 16
+MAX_ROWS = 256  # the MMA's narrow side (n of m64nNk16), padded to a power of two >= 16
 # Registers per thread (ptxas for sm_90, bf16 g128, prefetch on, no spills unless said): 64 tokens: BLOCK_N 64 with 4
 # warps 184, 128 with 8 warps 151, 256 with 8 warps 255 and spills; 128 tokens: 128 with 8 warps 246, 64 with 4 warps
 # spills. So past 64 rows only BLOCK_N 128 with 8 warps is offered (ROWS128_CONFIGS).
 ROWS128_CONFIGS = [(128, 8, 1, 2, True), (128, 8, 1, 1, True), (128, 8, 3, 1, False)]
-# (BLOCK_N, num_warps, num_stages, waves, prefetch[, pair]): prefetch (True = 1, or 2) loads the next block's (or next
+# 129-256 rows: SCALE_IN only; 3 stages use 208 KB of shared memory (x's 256-token block), 1 stage 128 KB
+ROWS256_CONFIGS = [(128, 8, 3, 1, False, False, True), (128, 8, 1, 1, False, False, True),
+                   (128, 8, 3, 2, False, False, True)]
+# (BLOCK_N, num_warps, num_stages, waves, prefetch[, pair[, scale_in]]): prefetch (True = 1, or 2) loads the next block's (or next
 # two blocks') words and x into registers while this block computes (for num_stages 1); num_stages > 1 lets Triton's
 # pipeliner stage them in shared memory; pair steps two blocks at a time, the next pair loaded together.
 # bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
@@ -41,12 +47,13 @@ def default_config(m: int, n: int, sms: int = 132) -> tuple:
     """The config for m rows and N output columns, from the H100 sweeps of 2026-12-07 (bench/RESULTS.md) on
     Llama-3.1-8B's g128 shapes: two warpgroups per program and two waves at <= 16 rows; one warpgroup and four waves at
     17-64 rows, except for a weight so wide (gate_up) that 256-column tiles still give every other SM one, which
-    reads x from L2 a quarter as often; past 64 rows ROWS128_CONFIGS' shared-memory pipelined form."""
+    reads x from L2 a quarter as often; past 64 rows ROWS128_CONFIGS' shared-memory pipelined form; past 128 rows
+    the same with SCALE_IN (untimed: bench/w4a16_wide_sweep.py measures it)."""
     if m <= 16:
         return 128, 8, 1, 2, True
     if m <= 64:
         return (256, 8, 1, 1, True) if m > 32 and triton.cdiv(n, 256) >= sms // 2 else MMA_GEMV_CONFIG
-    return ROWS128_CONFIGS[2]
+    return ROWS128_CONFIGS[2] if m <= 128 else ROWS256_CONFIGS[0]
 
 
 @triton.jit
@@ -158,9 +165,9 @@ def _x_block(x_ptrs, offset, UP_WORDS, mask_m, BF16: tl.constexpr, UPCAST: tl.co
 
 
 @triton.jit
-def _block_part(words, xw, b, live, s_ptr, z_ptr, N, offs_r, mask_r, x_dtype: tl.constexpr, HAS_ZP: tl.constexpr,
-                BF16: tl.constexpr, UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr,
-                BLOCK_N: tl.constexpr, TOK: tl.constexpr, WARPS: tl.constexpr):
+def _block_part(acc, words, xw, b, live, s_ptr, z_ptr, N, offs_r, mask_r, x_dtype: tl.constexpr,
+                HAS_ZP: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr,
+                BLOCK_N: tl.constexpr, TOK: tl.constexpr, WARPS: tl.constexpr, SCALE_IN: tl.constexpr = False):
     # block b's contribution [BLOCK_N, TOK] (zero where not live): its words [BLOCK_N, 4 VEC] dequantized into the
     # MMA's A operand, x's int32 pairs [TOK, 16 VEC] into B, scaled per row
     MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
@@ -187,10 +194,11 @@ def _block_part(words, xw, b, live, s_ptr, z_ptr, N, offs_r, mask_r, x_dtype: tl
     xh = _halves(tl.permute(tl.reshape(xw, (TOK, 4, VEC, 2, 2)), (0, 1, 2, 4, 3)), BF16, UPCAST)
     xt = tl.trans(tl.reshape(tl.permute(xh, (0, 2, 4, 3, 1, 5)), (TOK, 32 * VEC)))  # [32 VEC, TOK]
     if UPCAST:
-        part = tl.dot(a.to(tl.float32), xt.to(tl.float32))
-    else:
-        part = tl.dot(a, xt)
-    return part * scale[:, None]
+        a = a.to(tl.float32)
+        xt = xt.to(tl.float32)
+    if SCALE_IN:
+        return tl.dot((a * scale.to(a.dtype)[:, None]).to(xt.dtype), xt, acc)
+    return acc + tl.dot(a, xt) * scale[:, None]
 
 
 @triton.jit
@@ -198,7 +206,7 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
                      BLOCKS_PER_SPLIT, UP_WORDS, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
                      UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr,
                      ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, SILU: tl.constexpr = False,
-                     PDL: tl.constexpr = False, PAIR: tl.constexpr = False):
+                     PDL: tl.constexpr = False, PAIR: tl.constexpr = False, SCALE_IN: tl.constexpr = False):
     # acc [BLOCK_N, TOK] = W rows @ x^T with the tokens padded to TOK = max(16, ROWS) (zeros: their columns of acc
     # stay exactly 0); ROWS = next power of two >= M, the columns stored and reduced; SILU: x is gate_up, its up half
     # UP_WORDS int32 pairs after the gate half
@@ -235,10 +243,10 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
             wb = _w_block(w_ptrs, nb, BW, mask_n)
             xa = _x_block(x_ptrs, na * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             xb = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-            acc += _block_part(cwa, cxa, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
-                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS)
-            acc += _block_part(cwb, cxb, tl.minimum(b + 1, last - 1), b + 1 < last, s_ptr, z_ptr, N, offs_r, mask_r,
-                               x_ptr.dtype.element_ty, HAS_ZP, BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS)
+            acc = _block_part(acc, cwa, cxa, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
+                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
+            acc = _block_part(acc, cwb, cxb, tl.minimum(b + 1, last - 1), b + 1 < last, s_ptr, z_ptr, N, offs_r, mask_r,
+                               x_ptr.dtype.element_ty, HAS_ZP, BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
     else:
         # PREFETCH blocks ahead (0, 1 or 2) in registers; the weight (never written by an earlier kernel) is read
         # before the PDL wait, x after it. Near the end the reads clamp to the last block (cached) rather than mask.
@@ -267,8 +275,8 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
             else:
                 words = _w_block(w_ptrs, b, BW, mask_n)
                 xw = _x_block(x_ptrs, b * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-            acc += _block_part(words, xw, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
-                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS)
+            acc = _block_part(acc, words, xw, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
+                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
     out = tl.sum(tl.reshape(acc, (BLOCK_N, TOK // ROWS, ROWS)), axis=1)  # [BLOCK_N, ROWS]: columns >= M are 0
     offs_o = tl.arange(0, ROWS)
     store_or_reduce(out, out_ptr + offs_o[None, :] * stride_om + offs_r[:, None],
@@ -277,7 +285,7 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
 
 def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=None,
                           silu_mul: bool = False) -> torch.Tensor:
-    """x [M, K] -> [M, N] for 1 <= M <= 128; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
+    """x [M, K] -> [M, N] for 1 <= M <= 256; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
     bench sweeps (BLOCK_N a multiple of 16 num_warps: 64 rows per warpgroup); silu_mul: x is gate_up [M, 2K] (gate
     half, then up half) and the GEMM runs on silu(gate) * up."""
     k = qweight.shape[1] * 8
@@ -290,7 +298,8 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         raise ValueError(f"w4a16_mma_gemv_triton takes 1..{MAX_ROWS} rows, got {m}")
     if group_size < 32 or group_size & (group_size - 1):
         raise ValueError(f"w4a16_mma_gemv_triton needs a power-of-two group size >= 32, got {group_size}")
-    bn, warps, stages, waves, prefetch, *pair = config or default_config(m, n, num_sms(x.device))
+    bn, warps, stages, waves, prefetch, *extra = config or default_config(m, n, num_sms(x.device))
+    pair, scale_in = (bool(extra[i]) if len(extra) > i else False for i in (0, 1))
     if bn % (16 * warps) or bn & (bn - 1):
         raise ValueError(f"BLOCK_N must be a power of two and a multiple of 16 * num_warps, got {bn} with {warps} "
                          "warps")
@@ -306,7 +315,7 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, x.stride(0) // 2,
         qweight.stride(0), out.stride(0), per_split, k // 2, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_mma_gemv_kernel), GROUP=group_size, VEC=vec, BLOCK_N=bn,
-        ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu_mul, PAIR=bool(pair and pair[0]),
+        ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu_mul, PAIR=pair, SCALE_IN=scale_in,
         num_warps=warps, num_stages=stages,
         **pdl_launch(x.device))
     return out

@@ -9,7 +9,7 @@ import torch
 from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
-from kvant.kernels.w4a16_mma_gemv import MAX_ROWS as MMA_GEMV_MAX_ROWS, w4a16_mma_gemv_triton
+from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
 from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, w4a16_repacked_gemm_ref
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 from kvant.kernels.w4a16_tune import lookup
@@ -26,6 +26,7 @@ GEMV_MAX_M = 1
 # qkv, o and down (0.69-0.96x against 0.65-0.90x), not on gate_up (0.90x against 1.05x). At g32 it was about 20 %
 # slower than the older kernels at one row, so g32 keeps them.
 MMA_GEMV_MAX_M, MMA_GEMV_MAX_WEIGHT_128 = 64, 96 << 20
+MMA_GEMV_MAX_M_SMALL = 128  # past 128 rows (SCALE_IN, 256 tokens) it is untimed, so only the tuner's table sends rows there
 # SiLU·mul inside the GEMV costs a sigmoid per x element per program (every column tile recomputes it), so it is fused
 # only where that is a few thousand elements per program (decode rows)
 SILU_FUSE_MAX_M = 4
@@ -46,7 +47,7 @@ def _pick(x, qweight, group_size, zeros):
     m = x.shape[0]
     pow2 = group_size & (group_size - 1) == 0
     if pow2 and group_size >= 64 and (m <= MMA_GEMV_MAX_M or (
-            m <= MMA_GEMV_MAX_ROWS and qweight.shape[0] * x.shape[1] < MMA_GEMV_MAX_WEIGHT_128)):
+            m <= MMA_GEMV_MAX_M_SMALL and qweight.shape[0] * x.shape[1] < MMA_GEMV_MAX_WEIGHT_128)):
         return w4a16_mma_gemv_triton, None
     if m <= GEMV_MAX_M and pow2:
         return w4a16_fast_gemv_triton, None

@@ -44,9 +44,10 @@ def _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stri
 def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_xm, stride_wn, stride_om,
                    TILES_PER_SPLIT, HAS_ZP: tl.constexpr, SPLIT: tl.constexpr, BF16: tl.constexpr,
                    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   PDL: tl.constexpr = False):
+                   PDL: tl.constexpr = False, SCALE_IN: tl.constexpr = False):
     # acc [BLOCK_N, BLOCK_M] = W tile [BLOCK_N, BLOCK_K] @ x tile^T [BLOCK_K, BLOCK_M]; BLOCK_K divides G, so each
-    # tile has one scale (and zero) per weight row
+    # tile has one scale (and zero) per weight row. SCALE_IN as in _wide_kernel: the weight tile scaled in 16 bits
+    # (it stays the MMA's register operand), so the MMAs accumulate into acc back to back
     pdl_enter(PDL)
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -59,10 +60,12 @@ def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K
         w, x, scale = _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G, HAS_ZP,
                               BF16, UPCAST, BLOCK_K)
         if UPCAST:
-            part = tl.dot(w.to(tl.float32), tl.trans(x.to(tl.float32)))
+            w = w.to(tl.float32)
+            x = x.to(tl.float32)
+        if SCALE_IN:
+            acc = tl.dot((w * scale.to(w.dtype)[:, None]).to(x.dtype), tl.trans(x), acc)
         else:
-            part = tl.dot(w, tl.trans(x))
-        acc += part * scale.to(tl.float32)[:, None]
+            acc += tl.dot(w, tl.trans(x)) * scale.to(tl.float32)[:, None]
     out = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
     tile_id = pid_m * tl.num_programs(0) + pid_n
     store_or_reduce(acc, out, mask_n[:, None] & mask_m[None, :], ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_N,
@@ -151,15 +154,16 @@ def _tile_operands(x, qweight, scales, group_size, zeros, bm, bn, bk, waves):
 
 
 def w4a16_swapab_triton(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
-    """x [M, K] -> [M, N]; qweight/scales/zeros as repack_w4 makes them; group_size a multiple of 16."""
+    """x [M, K] -> [M, N]; qweight/scales/zeros as repack_w4 makes them; group_size a multiple of 16; config =
+    swapab_config's fields[, scale_in]."""
     (m, k), n = x.shape, qweight.shape[0]
-    bm, bn, bk, warps, stages, waves = config or swapab_config(m, group_size)
+    bm, bn, bk, warps, stages, waves, *scale_in = config or swapab_config(m, group_size)
     x, out, ws, cnt, split, per_split = _tile_operands(x, qweight, scales, group_size, zeros, bm, bn, bk, waves)
     _swapab_kernel[(triton.cdiv(n, bn), triton.cdiv(m, bm), split)](
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, group_size, x.stride(0),
         qweight.stride(0), out.stride(0), per_split, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_swapab_kernel), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        num_warps=warps, num_stages=stages, **pdl_launch(x.device))
+        SCALE_IN=bool(scale_in and scale_in[0]), num_warps=warps, num_stages=stages, **pdl_launch(x.device))
     return out
 
 

@@ -26,9 +26,10 @@ for hz, split, pairs, group, pdl in [(False, 1, False, 128, True), (True, 4, Fal
               dict(HAS_ZP=hz, SPLIT=split, PAIRS=pairs, GROUP=group, NG=1024 // group, BLOCK_N=16, PDL=pdl), 4, 3)
 names = ["x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "ws_ptr", "cnt_ptr", "M", "N", "K", "G", "stride_xm",
          "stride_wn", "stride_om", "TILES_PER_SPLIT"]
-for hz, split, bm, bn, pdl in [(False, 4, 16, 64, True), (True, 2, 64, 64, False), (False, 1, 128, 128, False)]:
-    compile90(s._swapab_kernel, names, ptrs + ["i32"] * 8,
-              dict(HAS_ZP=hz, SPLIT=split, BF16=True, UPCAST=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, PDL=pdl), 4, 3)
+for hz, split, bm, bn, pdl, scale_in in [(False, 4, 16, 64, True, False), (True, 2, 64, 64, False, False),
+                                         (False, 1, 128, 128, False, False), (True, 2, 128, 128, False, True)]:
+    compile90(s._swapab_kernel, names, ptrs + ["i32"] * 8, dict(HAS_ZP=hz, SPLIT=split, BF16=True, UPCAST=False,
+              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, PDL=pdl, SCALE_IN=scale_in), 4, 3)
 for hz, bm, bn, scale_in, warps, pdl in [(False, 64, 128, True, 4, True), (True, 128, 256, False, 8, False)]:  # SPLIT a runtime int
     compile90(s._wide_kernel, names + ["SPLIT"], ptrs + ["i32"] * 9, dict(HAS_ZP=hz, BF16=True, UPCAST=False,
               SCALE_IN=scale_in, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, PDL=pdl), warps, 3)
@@ -36,4 +37,4 @@ for hz, bm, bn, scale_in, warps, pdl in [(False, 64, 128, True, 4, True), (True,
 
 
 def test_repacked_w4a16_kernels_compile_for_sm90():
-    assert run_without_interpreter(SCRIPT).count("compiled") == 9
+    assert run_without_interpreter(SCRIPT).count("compiled") == 10

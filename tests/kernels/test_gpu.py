@@ -171,16 +171,17 @@ def test_w4a16_repacked_gemv_compiled(pairs, group, asym, k, n):
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("m", [1, 2, 4, 40, 100])
+@pytest.mark.parametrize("m", [1, 2, 4, 40, 100, 200])
 @pytest.mark.parametrize("k,n", [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096)])  # Llama-3.1-8B merged
 def test_w4a16_mma_gemv_llama_shapes(m, k, n):
-    # the tensor-core GEMV for 1..128 rows (the dispatch's pick at 1-4 rows, g64 and up), g128, every config the
-    # tuner may pick (64 and 128 token columns at 40 and 100 rows), asymmetric at 2 rows
+    # the tensor-core GEMV for 1..256 rows (the dispatch's pick at 1-64 rows, g64 and up), g128, every config the
+    # tuner may pick (64, 128 and 256 token columns at 40, 100 and 200 rows, the block scaled in 16 bits among them),
+    # asymmetric at 2 and 200 rows
     from kvant.kernels.w4a16_layout import repack_w4
     from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
     from kvant.kernels.w4a16_tune import repacked_candidates
 
-    group, asym = 128, m == 2
+    group, asym = 128, m in (2, 200)
     q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
     scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
     zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \

@@ -1,4 +1,4 @@
-"""The tensor-core GEMV for 1..128 rows (kvant.kernels.w4a16_mma_gemv) against the checkpoint-layout torch reference on
+"""The tensor-core GEMV for 1..256 rows (kvant.kernels.w4a16_mma_gemv) against the checkpoint-layout torch reference on
 fresh random inputs under the interpreter, and compiled for sm_90 on the CPU (its register-level layout claims: the
 weight reaches the MMA without shared memory, in 16-byte loads)."""
 import pytest
@@ -30,6 +30,10 @@ from .test_w4a16_repacked import TOL, _case, _repacked, interpreter_only
     (21, 130, 512, 128, True, torch.bfloat16, (64, 4, 1, 4, True)),  # 32 token columns, 11 of them padding
     (64, 72, 256, 64, False, torch.bfloat16, (128, 8, 3, 0, False)),  # 64 token columns
     (100, 130, 256, 128, True, torch.bfloat16, (128, 8, 1, 4, True)),  # 128 token columns, K split
+    (5, 130, 544, 32, True, torch.float16, (64, 4, 1, 4, True, False, True)),  # block scaled in 16 bits, MMAs chained
+    (100, 72, 512, 128, False, torch.bfloat16, (128, 8, 3, 0, False, False, True)),  # the same at 128 token columns
+    (200, 130, 512, 64, True, torch.bfloat16, (128, 8, 3, 4, False, False, True)),  # 256 token columns, K split
+    (3, 130, 1024, 128, True, torch.bfloat16, (64, 4, 1, 4, True, True, True)),  # pairs, scaled in 16 bits
 ])
 def test_mma_gemv(m, n, k, group, asym, dtype, config):
     x, packed, scale, zp = _case(m * 100 + n + k + asym, m, n, k, group, asym, dtype)
@@ -73,8 +77,8 @@ def test_mma_gemv_split_k_reduces_in_kernel_and_resets():
 def test_mma_gemv_bad_operands_are_named():
     w, s = torch.zeros(64, 16, dtype=torch.int32), torch.ones(4, 64, dtype=torch.bfloat16)
     x = torch.zeros(1, 128, dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="1..128 rows"):
-        w4a16_mma_gemv.w4a16_mma_gemv_triton(x.expand(129, 128), w, s, 32)
+    with pytest.raises(ValueError, match="1..256 rows"):
+        w4a16_mma_gemv.w4a16_mma_gemv_triton(x.expand(257, 128), w, s, 32)
     with pytest.raises(ValueError, match="group size >= 32"):
         w4a16_mma_gemv.w4a16_mma_gemv_triton(x, w, torch.ones(8, 64, dtype=torch.bfloat16), 16)
     with pytest.raises(ValueError, match="BLOCK_N"):
@@ -99,12 +103,14 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
         ("bf16", False, 3, 32, 64, 4, 1, True, 16), ("bf16", False, 2, 128, 128, 8, 1, True, 32),
         ("bf16", True, 2, 128, 128, 8, 1, False, 64), ("bf16", False, 2, 128, 128, 8, 1, True, 128),
         ("bf16", False, 4, 128, 64, 4, 1, True, -1), ("bf16", True, 4, 128, 64, 4, 1, 2, 1),
-        ("bf16", False, 2, 128, 128, 8, 1, 3, 1)]:  # rows -1: one row with SiLU·mul fused in; prefetch 3: pairs
+        ("bf16", False, 2, 128, 128, 8, 1, 3, 1), ("bf16", True, 2, 128, 128, 8, 3, 4, 256),
+        ("bf16", False, 2, 128, 128, 8, 1, 4, 128)]:  # rows -1: one row with SiLU·mul fused in; prefetch 3: pairs;
+    # prefetch 4: none, the block scaled in 16 bits (SCALE_IN)
     silu, rows = rows < 0, abs(rows)
     ptrs = [f"*{dt}", "*i32", f"*{dt}", f"*{dt}", f"*{dt}", "*fp32", "*i32"]
     constexprs = dict(HAS_ZP=hz, SPLIT=split, BF16=dt == "bf16", UPCAST=False, GROUP=group, VEC=min(4, group // 32),
-                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=min(int(prefetch), 2), SILU=silu, PDL=bool(prefetch),
-                      PAIR=prefetch == 3)
+                      BLOCK_N=bn, ROWS=rows, WARPS=warps, PREFETCH=0 if prefetch == 4 else min(int(prefetch), 2), SILU=silu,
+                      PDL=bool(prefetch), PAIR=prefetch == 3, SCALE_IN=prefetch == 4)
     sig = dict(zip(names, ptrs + ["i32"] * 8), **{k: "constexpr" for k in constexprs})
     src = ASTSource(fn=g._mma_gemv_kernel, signature=sig, constexprs=constexprs,
                     attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
@@ -125,4 +131,4 @@ for dt, hz, split, group, bn, warps, stages, prefetch, rows in [
 
 
 def test_mma_gemv_compiles_for_sm90():
-    assert run_without_interpreter(SCRIPT).count("compiled") == 11
+    assert run_without_interpreter(SCRIPT).count("compiled") == 13
