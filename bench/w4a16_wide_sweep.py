@@ -48,7 +48,8 @@ def configs(m: int) -> list[tuple]:
 
 def sweep_shape(name, k, n, rows, rw_rate, wide_configs=configs):
     from kvant.kernels.w4a16_layout import w4a16_repacked_gemm_ref
-    from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, ROWS128_CONFIGS, ROWS256_CONFIGS, w4a16_mma_gemv_triton
+    from kvant.kernels.w4a16_mma_gemv import (MAX_TILE, ROWS128_CONFIGS, ROWS128_MORE, ROWS256_CONFIGS,
+                                          w4a16_mma_gemv_triton)
     from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 
     group = 128
@@ -84,8 +85,8 @@ def sweep_shape(name, k, n, rows, rw_rate, wide_configs=configs):
                 measure("swapab", lambda x, qw, s, z, cf=cf: w4a16_swapab_triton(x, qw, s, group, z, config=cf),
                         list(cf))
         gemv = (MMA_GEMV + [(64, 4, 1, 4, True, False, True), (128, 8, 1, 2, True, False, True)] if m <= 64 else
-                ROWS128_CONFIGS + [(*c, False, True) for c in ROWS128_CONFIGS] if m <= 128 else ROWS256_CONFIGS)
-        for cf in gemv if m <= MAX_ROWS else ():
+                ROWS128_CONFIGS + ROWS128_MORE if m <= 128 else ROWS256_CONFIGS)
+        for cf in gemv if m <= MAX_TILE else ():
             measure("mma_gemv", lambda x, qw, s, z, cf=cf: w4a16_mma_gemv_triton(x, qw, s, group, z, config=cf),
                     list(cf))
         measure("repacked_dequant", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))

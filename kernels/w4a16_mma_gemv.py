@@ -1,4 +1,4 @@
-"""W4A16 GEMV for 1..256 rows (decode) on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
+"""W4A16 GEMV for decode row counts on the tensor cores, on the repacked layout (kvant.kernels.w4a16_layout), with
 no shared-memory round trip for the weight: each thread loads VEC consecutive words of a weight row (one 16-byte load
 at g128) and dequantizes them straight into the registers of the MMA's A operand, a shift, one LOP3 and one packed
 16-bit subtract per pair of values, no int->float conversion. Why that works: the MMA gives thread (g, t) of a quad the
@@ -13,7 +13,8 @@ layout (8 lanes, then warps, then registers along rows) reads as the MMA's (8 la
 A block is 32 VEC columns, VEC = min(4, G / 32) words per thread, so every block lies in one group and its fp32 MMA
 result is scaled once per row; hence a group of at least 32 (at g32, one word per thread, the load lays out
 differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16
-(TOK = 16, 32, 64, 128 or 256 columns). SCALE_IN scales the dequantized block in 16 bits (the weight rounded once, as
+(TOK = 16, 32, 64, 128 or 256 columns); more rows than one token tile holds run as several tiles, launched next to
+each other so that the ones that share a weight tile read it from L2. SCALE_IN scales the dequantized block in 16 bits (the weight rounded once, as
 a dequantizing GEMM rounds it) so that the MMAs accumulate into one accumulator: no fp32 partial per block, 40-odd
 registers fewer, which is what lets 256 tokens fit (ptxas, sm_90: 255 registers, no spills, at BLOCK_N 128 with 8
 warps and 3 stages; without SCALE_IN it spills).
@@ -28,17 +29,26 @@ from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_layout import check_repacked
 
-MAX_ROWS = 256  # the MMA's narrow side (n of m64nNk16), padded to a power of two >= 16
+MAX_TILE = 256  # the MMA's narrow side (n of m64nNk16): the most tokens one program holds
 # Registers per thread (ptxas for sm_90, bf16 g128, prefetch on, no spills unless said): 64 tokens: BLOCK_N 64 with 4
 # warps 184, 128 with 8 warps 151, 256 with 8 warps 255 and spills; 128 tokens: 128 with 8 warps 246, 64 with 4 warps
 # spills. So past 64 rows only BLOCK_N 128 with 8 warps is offered (ROWS128_CONFIGS).
 ROWS128_CONFIGS = [(128, 8, 1, 2, True), (128, 8, 1, 1, True), (128, 8, 3, 1, False)]
-# 129-256 rows: SCALE_IN only; 3 stages use 208 KB of shared memory (x's 256-token block), 1 stage 128 KB
+# the same with the block scaled in 16 bits, and in 64-token tiles (two or three programs per SM)
+ROWS128_MORE = [(*c, False, True) for c in ROWS128_CONFIGS] + [(128, 8, 3, 1, False, False, True, 64),
+                                                             (64, 4, 3, 1, False, False, True, 64)]
+# 129-256 rows: SCALE_IN only. One 256-token tile (3 stages: 208 KB of shared memory for x's block, 1 stage 128 KB;
+# 255 registers) or 64-token tiles (BLOCK_N 128 with 8 warps: 128 registers, 64 KB; 64 with 4: 132, 56 KB), which
+# let two or three programs share an SM
 ROWS256_CONFIGS = [(128, 8, 3, 1, False, False, True), (128, 8, 1, 1, False, False, True),
-                   (128, 8, 3, 2, False, False, True)]
-# (BLOCK_N, num_warps, num_stages, waves, prefetch[, pair[, scale_in]]): prefetch (True = 1, or 2) loads the next block's (or next
-# two blocks') words and x into registers while this block computes (for num_stages 1); num_stages > 1 lets Triton's
-# pipeliner stage them in shared memory; pair steps two blocks at a time, the next pair loaded together.
+                   (128, 8, 3, 1, False, False, True, 64), (64, 4, 3, 1, False, False, True, 64),
+                   (128, 8, 3, 1, False, False, True, 128)]
+# (BLOCK_N, num_warps, num_stages, waves, prefetch[, pair[, scale_in[, tokens]]]): prefetch (True = 1, or 2) loads
+# the next block's (or next two blocks') words and x into registers while this block computes (for num_stages 1);
+# num_stages > 1 lets Triton's pipeliner stage them in shared memory; pair steps two blocks at a time, the next pair
+# loaded together; tokens (a power of two, 16..256; 0 = up to MAX_TILE) is the token tile: a smaller tile uses fewer
+# registers, so that programs share an SM and one dequantizes while another's MMA runs (Triton waits for each wgmma
+# whose register operand the loop makes).
 # bench/w4a16_gemv_sweep.py times them; a 64-row tile keeps a thread at 8 words per block.
 MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweeps' best at 17-64 rows on all but gate_up (bench/RESULTS.md)
 
@@ -207,18 +217,18 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
                      UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr,
                      ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, SILU: tl.constexpr = False,
                      PDL: tl.constexpr = False, PAIR: tl.constexpr = False, SCALE_IN: tl.constexpr = False):
-    # acc [BLOCK_N, TOK] = W rows @ x^T with the tokens padded to TOK = max(16, ROWS) (zeros: their columns of acc
-    # stay exactly 0); ROWS = next power of two >= M, the columns stored and reduced; SILU: x is gate_up, its up half
+    # acc [BLOCK_N, TOK] = W rows @ x^T for token tile pid_m of ROWS tokens (the next power of two >= M, or the
+    # config's tile), padded to TOK = max(16, ROWS) (zeros: their columns of acc stay exactly 0); SILU: x is gate_up, its up half
     # UP_WORDS int32 pairs after the gate half
     TOK: tl.constexpr = 16 if ROWS < 16 else ROWS
     BW: tl.constexpr = 4 * VEC  # words per row in a block
-    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    pid_m, pid_n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # token tiles of a weight tile adjacent
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     offs_r = tl.reshape(_mma_rows(tl.reshape(offs_n, (BLOCK_N, 1)), WARPS), (BLOCK_N,))  # the A operand's rows
     mask_r = offs_r < N
-    offs_m = tl.arange(0, TOK)
-    mask_m = offs_m < M
+    offs_m = pid_m * ROWS + tl.arange(0, TOK)
+    mask_m = (tl.arange(0, TOK) < ROWS) & (offs_m < M)
     # [BLOCK_N, BW]; contiguous runs of VEC only, so that the load's layout puts 4 lanes along a row at any VEC
     cols = tl.max_contiguous(tl.arange(0, BW), VEC)
     w_ptrs = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + cols[None, :]
@@ -278,15 +288,17 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
             acc = _block_part(acc, words, xw, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
                                BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
     out = tl.sum(tl.reshape(acc, (BLOCK_N, TOK // ROWS, ROWS)), axis=1)  # [BLOCK_N, ROWS]: columns >= M are 0
-    offs_o = tl.arange(0, ROWS)
+    offs_o = pid_m * ROWS + tl.arange(0, ROWS)
     store_or_reduce(out, out_ptr + offs_o[None, :] * stride_om + offs_r[:, None],
-                    mask_r[:, None] & (offs_o < M)[None, :], ws_ptr, cnt_ptr, pid_n, pid_k, SPLIT, BLOCK_N, ROWS)
+                    mask_r[:, None] & (offs_o < M)[None, :], ws_ptr, cnt_ptr, pid_n * tl.num_programs(0) + pid_m, pid_k,
+                    SPLIT, BLOCK_N, ROWS)
 
 
 def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=None,
                           silu_mul: bool = False) -> torch.Tensor:
-    """x [M, K] -> [M, N] for 1 <= M <= 256; group_size a power of two >= 32; config = MMA_GEMV_CONFIG's fields, for
-    bench sweeps (BLOCK_N a multiple of 16 num_warps: 64 rows per warpgroup); silu_mul: x is gate_up [M, 2K] (gate
+    """x [M, K] -> [M, N] for M >= 1 (token tiles of up to MAX_TILE); group_size a power of two >= 32; config =
+    MMA_GEMV_CONFIG's fields (and the optional ones above), for bench sweeps and the tuner (BLOCK_N a multiple of 16
+    num_warps: 64 rows per warpgroup); silu_mul: x is gate_up [M, 2K] (gate
     half, then up half) and the GEMM runs on silu(gate) * up."""
     k = qweight.shape[1] * 8
     if silu_mul and (x.dim() != 2 or x.shape[1] != 2 * k):
@@ -294,12 +306,14 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
     check_repacked(x[:, :k] if silu_mul else x, qweight, scales, group_size, zeros, sixteen_bit=True)
     m = x.shape[0]
     n = qweight.shape[0]
-    if not 1 <= m <= MAX_ROWS:
-        raise ValueError(f"w4a16_mma_gemv_triton takes 1..{MAX_ROWS} rows, got {m}")
+    if m < 1:
+        raise ValueError(f"w4a16_mma_gemv_triton takes at least one row, got {m}")
     if group_size < 32 or group_size & (group_size - 1):
         raise ValueError(f"w4a16_mma_gemv_triton needs a power-of-two group size >= 32, got {group_size}")
     bn, warps, stages, waves, prefetch, *extra = config or default_config(m, n, num_sms(x.device))
-    pair, scale_in = (bool(extra[i]) if len(extra) > i else False for i in (0, 1))
+    pair, scale_in, tokens = [*extra, False, False, 0][:3]
+    if tokens and (tokens < 16 or tokens > MAX_TILE or tokens & (tokens - 1)):
+        raise ValueError(f"the token tile must be a power of two in 16..{MAX_TILE} (or 0), got {tokens}")
     if bn % (16 * warps) or bn & (bn - 1):
         raise ValueError(f"BLOCK_N must be a power of two and a multiple of 16 * num_warps, got {bn} with {warps} "
                          "warps")
@@ -307,15 +321,16 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
     if x.data_ptr() % 4:
         raise ValueError("x must be 4-byte aligned (the kernel reads it as int32 pairs)")
     vec = min(4, group_size // 32)
-    split, per_split = split_count(k // (32 * vec), triton.cdiv(n, bn), num_sms(x.device), waves)
-    rows = triton.next_power_of_2(m)
-    ws, cnt = splitk_buffers(x.device, triton.cdiv(n, bn), split, bn * rows)
+    rows = triton.next_power_of_2(min(m, tokens or MAX_TILE))
+    tiles = triton.cdiv(m, rows)
+    split, per_split = split_count(k // (32 * vec), tiles * triton.cdiv(n, bn), num_sms(x.device), waves)
+    ws, cnt = splitk_buffers(x.device, tiles * triton.cdiv(n, bn), split, bn * rows)
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    _mma_gemv_kernel[(triton.cdiv(n, bn), split)](
+    _mma_gemv_kernel[(tiles, triton.cdiv(n, bn), split)](
         x, qweight, scales, zeros if zeros is not None else scales, out, ws, cnt, m, n, k, x.stride(0) // 2,
         qweight.stride(0), out.stride(0), per_split, k // 2, HAS_ZP=zeros is not None, SPLIT=split,
         BF16=x.dtype == torch.bfloat16, UPCAST=interpreted(_mma_gemv_kernel), GROUP=group_size, VEC=vec, BLOCK_N=bn,
-        ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu_mul, PAIR=pair, SCALE_IN=scale_in,
+        ROWS=rows, WARPS=warps, PREFETCH=int(prefetch), SILU=silu_mul, PAIR=bool(pair), SCALE_IN=bool(scale_in),
         num_warps=warps, num_stages=stages,
         **pdl_launch(x.device))
     return out

@@ -13,7 +13,8 @@ import triton
 from kvant.kernels.w4a16_dequant import w4a16_dequant_mm_triton
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
 from kvant.kernels.w4a16_gemv import w4a16_gemv_triton
-from kvant.kernels.w4a16_mma_gemv import MAX_ROWS, ROWS128_CONFIGS, ROWS256_CONFIGS, w4a16_mma_gemv_triton
+from kvant.kernels.w4a16_mma_gemv import (MAX_TILE, ROWS128_CONFIGS, ROWS128_MORE, ROWS256_CONFIGS,
+                                          w4a16_mma_gemv_triton)
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 from kvant.kernels.w4a16_tiles import w4a16_gemm_planes_triton, w4a16_gemm_triton
 
@@ -76,7 +77,7 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
     if m == 1 and group_size & (group_size - 1) == 0:
         out += [("fast_gemv", (bn, bk, 4, 3, waves, pairs)) for bn in (16, 32) for bk in (512, 1024)
                 for waves in (2, 4) for pairs in (False, True)]
-    if m <= MAX_ROWS and group_size >= 32 and group_size & (group_size - 1) == 0:
+    if m <= MAX_TILE and group_size >= 32 and group_size & (group_size - 1) == 0:
         # register prefetch (1 stage) or Triton's shared-memory pipeline; one or two warpgroups
         if m <= 64:
             out += [("mma_gemv", (bn, warps, stages, waves, stages == 1)) for bn, warps in ((64, 4), (128, 8))
@@ -84,8 +85,8 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
             if m <= 16:  # two blocks in flight per thread: more bytes in flight where the weight is all there is
                 out += [("mma_gemv", (64, 4, 1, waves, 2)) for waves in (2, 4)]
                 out += [("mma_gemv", (64, 4, 1, 4, True, True)), ("mma_gemv", (128, 8, 1, 2, True, True))]  # pairs
-        elif m <= 128:  # also with the block scaled in 16 bits (MMAs chained, fewer registers)
-            out += [("mma_gemv", c) for c in ROWS128_CONFIGS] + [("mma_gemv", (*c, False, True)) for c in ROWS128_CONFIGS]
+        elif m <= 128:  # also with the block scaled in 16 bits (MMAs chained, fewer registers), and in token tiles
+            out += [("mma_gemv", c) for c in ROWS128_CONFIGS + ROWS128_MORE]
         else:
             out += [("mma_gemv", c) for c in ROWS256_CONFIGS]
     if group_size % 16 == 0:

@@ -1,4 +1,4 @@
-"""The tensor-core GEMV for 1..256 rows (kvant.kernels.w4a16_mma_gemv) against the checkpoint-layout torch reference on
+"""The tensor-core GEMV at decode row counts (kvant.kernels.w4a16_mma_gemv) against the checkpoint-layout torch reference on
 fresh random inputs under the interpreter, and compiled for sm_90 on the CPU (its register-level layout claims: the
 weight reaches the MMA without shared memory, in 16-byte loads)."""
 import pytest
@@ -34,6 +34,9 @@ from .test_w4a16_repacked import TOL, _case, _repacked, interpreter_only
     (100, 72, 512, 128, False, torch.bfloat16, (128, 8, 3, 0, False, False, True)),  # the same at 128 token columns
     (200, 130, 512, 64, True, torch.bfloat16, (128, 8, 3, 4, False, False, True)),  # 256 token columns, K split
     (3, 130, 1024, 128, True, torch.bfloat16, (64, 4, 1, 4, True, True, True)),  # pairs, scaled in 16 bits
+    (150, 130, 512, 128, True, torch.bfloat16, (64, 4, 3, 4, False, False, True, 64)),  # 3 token tiles, K split
+    (40, 72, 544, 32, False, torch.float16, (64, 4, 1, 0, True, False, False, 16)),  # 3 tiles of 16, per-block scales
+    (300, 130, 256, 64, False, torch.bfloat16, None),  # past 256 rows: tiles of 256 (the default config)
 ])
 def test_mma_gemv(m, n, k, group, asym, dtype, config):
     x, packed, scale, zp = _case(m * 100 + n + k + asym, m, n, k, group, asym, dtype)
@@ -67,9 +70,10 @@ def test_mma_gemv_with_silu_mul_fused(m, dtype, asym, config):
 def test_mma_gemv_split_k_reduces_in_kernel_and_resets():
     from kvant.kernels.splitk import _buffers
 
-    for seed in (1, 2):
-        x, packed, scale, zp = _case(seed, 2, 40, 1024, 128, asym=seed == 2)
-        out = w4a16_mma_gemv.w4a16_mma_gemv_triton(x, *_repacked(packed, scale, 128, zp), config=(64, 4, 1, 8, True))
+    for seed, m, config in ((1, 2, (64, 4, 1, 8, True)), (2, 2, (64, 4, 1, 8, True)),
+                            (3, 40, (64, 4, 1, 8, True, False, True, 16))):  # three token tiles, each split
+        x, packed, scale, zp = _case(seed, m, 40, 1024, 128, asym=seed == 2)
+        out = w4a16_mma_gemv.w4a16_mma_gemv_triton(x, *_repacked(packed, scale, 128, zp), config=config)
         torch.testing.assert_close(out, w4a16_gemm_ref(x, packed, scale, 128, zp), **TOL[torch.bfloat16])
         assert all(int(cnt.abs().sum()) == 0 for _, cnt in _buffers[x.device])
 
@@ -77,8 +81,10 @@ def test_mma_gemv_split_k_reduces_in_kernel_and_resets():
 def test_mma_gemv_bad_operands_are_named():
     w, s = torch.zeros(64, 16, dtype=torch.int32), torch.ones(4, 64, dtype=torch.bfloat16)
     x = torch.zeros(1, 128, dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match="1..256 rows"):
-        w4a16_mma_gemv.w4a16_mma_gemv_triton(x.expand(257, 128), w, s, 32)
+    with pytest.raises(ValueError, match="at least one row"):
+        w4a16_mma_gemv.w4a16_mma_gemv_triton(x[:0], w, s, 32)
+    with pytest.raises(ValueError, match="token tile"):
+        w4a16_mma_gemv.w4a16_mma_gemv_triton(x, w, s, 32, config=(64, 4, 1, 2, True, False, True, 48))
     with pytest.raises(ValueError, match="group size >= 32"):
         w4a16_mma_gemv.w4a16_mma_gemv_triton(x, w, torch.ones(8, 64, dtype=torch.bfloat16), 16)
     with pytest.raises(ValueError, match="BLOCK_N"):
