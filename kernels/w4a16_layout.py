@@ -89,30 +89,61 @@ def check_repacked(x, qweight, scales, group_size: int, zeros, sixteen_bit: bool
 
 # ---- the in-register dequantization every repacked kernel shares ----
 @triton.jit
-def _pair(words, zero, I: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr):
-    # elements 2I (low half) and 2I + 1 (high half) of each word as [R, W, 2], value u - zero
+def zero_pairs(words, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr):
+    # ((words >> SHIFT) & 0x000F000F) | magic (two 16-bit floats MAGIC + u), plus zero2 (-(MAGIC + zero code) twice,
+    # int32 bits) in one packed FMA by 1.0 (sm_80 has no bf16x2 subtract): exact, since the results are small
+    # integers. Written out because the compiler re-packs a per-row zero for every pair (one PRMT each)
     if BF16:
-        v = ((words >> (4 * I)) & 0x000F000F) | 0x43004300
-        if UPCAST:  # the same bf16 values as fp32 bit patterns
+        return tl.inline_asm_elementwise(
+            f"{{.reg .b32 t, one; mov.b32 one, 0x3f803f80; shr.u32 t, $1, {SHIFT}; "
+            "lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea; fma.rn.bf16x2 $0, t, one, $2;}", "=r,r,r", [words, zero2],
+            dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(
+            f"{{.reg .b32 t, one; mov.b32 one, 0x3c003c00; shr.u32 t, $1, {SHIFT}; "
+            "lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea; fma.rn.f16x2 $0, t, one, $2;}", "=r,r,r", [words, zero2],
+            dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def packed_zero(zero, BF16: tl.constexpr):
+    # fp32 MAGIC + zero code (any shape) -> int32 bits of -(MAGIC + zero) as a 16-bit float, in both halves
+    z = (-zero).to(tl.bfloat16 if BF16 else tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return z | (z << 16)
+
+
+@triton.jit
+def _pair(words, zero, zero2, I: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr):
+    # elements 2I (low half) and 2I + 1 (high half) of each word as [R, W, 2], value u - zero; on the GPU one packed
+    # FMA per pair (zero2 = packed_zero(zero)): the compiler's form of the subtract swapped the halves of every pair
+    # before and after it (two PRMTs per pair in the sm_90 SASS, 2026-12-07)
+    if UPCAST:  # the interpreter, whose bf16 arithmetic is wrong: the same bf16 values as fp32 bit patterns
+        v = ((words >> (4 * I)) & 0x000F000F) | (0x43004300 if BF16 else 0x64006400)
+        if BF16:
             lo = (v << 16).to(tl.float32, bitcast=True) - zero
             hi = (v & -65536).to(tl.float32, bitcast=True) - zero
         else:
-            lo = v.to(tl.int16).to(tl.bfloat16, bitcast=True) - zero.to(tl.bfloat16)
-            hi = (v >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True) - zero.to(tl.bfloat16)
+            lo = v.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32) - zero
+            hi = (v >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32) - zero
     else:
-        v = ((words >> (4 * I)) & 0x000F000F) | 0x64006400
-        lo = v.to(tl.int16).to(tl.float16, bitcast=True) - zero.to(tl.float16)
-        hi = (v >> 16).to(tl.int16).to(tl.float16, bitcast=True) - zero.to(tl.float16)
+        dt: tl.constexpr = tl.bfloat16 if BF16 else tl.float16
+        v = zero_pairs(words, zero2, 4 * I, BF16)
+        lo = v.to(tl.int16).to(dt, bitcast=True)
+        hi = (v >> 16).to(tl.int16).to(dt, bitcast=True)
     return tl.join(lo, hi)
 
 
 @triton.jit
 def dequant_words(words, zero, BF16: tl.constexpr, UPCAST: tl.constexpr):
-    """words int32 [R, W] (repacked) -> [R, 8 W] in k order, value u - zero: one AND/OR per pair of values builds
-    two 16-bit floats MAGIC + u; `zero` (MAGIC + code of zero, fp32, broadcastable to [R, W]) is subtracted exactly.
-    UPCAST (the interpreter, whose bf16 arithmetic is wrong) forms the same bf16 values as fp32 bit patterns."""
-    w = tl.join(tl.join(_pair(words, zero, 0, BF16, UPCAST), _pair(words, zero, 1, BF16, UPCAST)),
-                tl.join(_pair(words, zero, 2, BF16, UPCAST), _pair(words, zero, 3, BF16, UPCAST)))
+    """words int32 [R, W] (repacked) -> [R, 8 W] in k order, value u - zero: per pair of values, a shift and one
+    LOP3 build two 16-bit floats MAGIC + u and one packed FMA subtracts `zero` (MAGIC + code of zero, fp32,
+    broadcastable to [R, W]) exactly. UPCAST (the interpreter, whose bf16 arithmetic is wrong) forms the same values
+    in fp32 (bf16 as fp32 bit patterns)."""
+    zero2 = zero
+    if not UPCAST:
+        zero2 = packed_zero(zero, BF16)
+    w = tl.join(tl.join(_pair(words, zero, zero2, 0, BF16, UPCAST), _pair(words, zero, zero2, 1, BF16, UPCAST)),
+                tl.join(_pair(words, zero, zero2, 2, BF16, UPCAST), _pair(words, zero, zero2, 3, BF16, UPCAST)))
     # [R, W, lohi, i % 2, i // 2] -> [R, W, i // 2, i % 2, lohi]: k - 8w = 4 (i // 2) + 2 (i % 2) + lohi
     w = tl.permute(w, (0, 1, 4, 3, 2))
     return tl.reshape(w, (words.shape[0], words.shape[1] * 8))

@@ -27,7 +27,7 @@ import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
-from kvant.kernels.w4a16_layout import check_repacked
+from kvant.kernels.w4a16_layout import check_repacked, packed_zero, zero_pairs
 
 MAX_TILE = 256  # the MMA's narrow side (n of m64nNk16): the most tokens one program holds
 # Registers per thread (ptxas for sm_90, bf16 g128, prefetch on, no spills unless said): 64 tokens: BLOCK_N 64 with 4
@@ -84,26 +84,12 @@ def _nibble_pairs(words, SHIFT: tl.constexpr, BF16: tl.constexpr, ASM: tl.conste
 
 
 @triton.jit
-def _zero_pairs(words, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr):
-    # as _nibble_pairs, plus zero2 (the row's -(MAGIC + zero code) twice, int32 bits) in one packed FMA by 1.0 (sm_80
-    # has no bf16x2 subtract): written out because the compiler re-packs a per-row zero for every pair (one PRMT each)
-    if BF16:
-        return tl.inline_asm_elementwise(
-            f"{{.reg .b32 t, one; mov.b32 one, 0x3f803f80; shr.u32 t, $1, {SHIFT}; "
-            "lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea; fma.rn.bf16x2 $0, t, one, $2;}", "=r,r,r", [words, zero2],
-            dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        return tl.inline_asm_elementwise(
-            f"{{.reg .b32 t, one; mov.b32 one, 0x3c003c00; shr.u32 t, $1, {SHIFT}; "
-            "lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea; fma.rn.f16x2 $0, t, one, $2;}", "=r,r,r", [words, zero2],
-            dtype=tl.int32, is_pure=True, pack=1)
-
-
-@triton.jit
 def _dequant(w3, zero, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr, HAS_ZP: tl.constexpr):
-    # nibble pair SHIFT // 4 of each word as [..., 2] values u - zero (exact small integers)
-    if HAS_ZP and not UPCAST:
-        return _halves(_zero_pairs(w3, zero2, SHIFT, BF16), BF16, UPCAST)
+    # nibble pair SHIFT // 4 of each word as [..., 2] values u - zero (exact small integers). On the GPU the subtract
+    # is one packed FMA (zero2) with or without zero points: the compiler's own form of the symmetric subtract swapped
+    # the halves of every pair before and after it (two PRMTs per pair; sm_90 SASS, 2026-12-07)
+    if not UPCAST:
+        return _halves(zero_pairs(w3, zero2, SHIFT, BF16), BF16, UPCAST)
     else:
         return _halves(_nibble_pairs(w3, SHIFT, BF16, not UPCAST), BF16, UPCAST) - zero
 
@@ -191,9 +177,8 @@ def _block_part(acc, words, xw, b, live, s_ptr, z_ptr, N, offs_r, mask_r, x_dtyp
     if not UPCAST or not BF16:
         zero = zero.to(x_dtype)
     zero2 = zero  # only the packed path reads it
-    if HAS_ZP and not UPCAST:
-        bits = (-zero).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-        zero2 = bits | (bits << 16)
+    if not UPCAST:
+        zero2 = packed_zero(zero, BF16)
     zero = zero[:, :, :, None]
     w3 = tl.reshape(_mma_rows(words, WARPS), (BLOCK_N, 4, VEC))
     a = _mma_columns(_dequant(w3, zero, zero2, 0, BF16, UPCAST, HAS_ZP),
