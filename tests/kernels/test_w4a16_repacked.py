@@ -83,29 +83,20 @@ def test_swapab_tile(m, n, k, group, asym):
 
 
 @interpreter_only
-@pytest.mark.parametrize("m,n,k,group,config", [
-    (70, 130, 256, 64, (128, 64, 64, 4, 3, 0, True)),  # the weight tile scaled in 16 bits, MMAs chained; N off tile
-    (150, 96, 544, 32, (64, 64, 32, 4, 3, 8, True)),  # three token tiles, split K (in-kernel reduction)
-    (40, 72, 256, 128, (64, 64, 64, 4, 3, 0, False))])  # the fp32 partials scaled, the config given in full
+@pytest.mark.parametrize("kernel,m,n,k,group,config", [
+    ("swapab", 70, 130, 256, 64, (128, 64, 64, 4, 3, 0, True)),  # weight tile scaled in 16 bits, MMAs chained
+    ("swapab", 150, 96, 544, 32, (64, 64, 32, 4, 3, 8, True)),  # three token tiles, split K (in-kernel reduction)
+    ("swapab", 40, 72, 256, 128, (64, 64, 64, 4, 3, 0, False)),  # fp32 partials scaled, the config given in full
+    ("wide", 33, 130, 256, 128, None),  # N off the 128-column tile, M off the 64-row tile
+    ("wide", 70, 96, 544, 32, (64, 64, 32, 4, 1, 1, False)),  # two M tiles, K off any power-of-two tile, fp32 partials
+    ("wide", 16, 72, 256, 64, (16, 32, 64, 4, 1, 8, True)),  # split K (in-kernel reduction)
+    ("wide", 20, 72, 256, 64, (32, 32, 64, 4, 1, 8, False))])
 @pytest.mark.parametrize("asym", [False, True])
-def test_swapab_tile_scale_in(m, n, k, group, config, asym):
+def test_tile_configs(kernel, m, n, k, group, config, asym):
     dtype = torch.bfloat16 if (m + asym) % 2 else torch.float16
     x, packed, scale, zp = _case(m * 10 + n + asym, m, n, k, group, asym, dtype)
-    out = w4a16_swapab.w4a16_swapab_triton(x, *_repacked(packed, scale, group, zp), config=config)
-    torch.testing.assert_close(out, w4a16_gemm_ref(x, packed, scale, group, zp), **TOL[dtype])
-
-
-@interpreter_only
-@pytest.mark.parametrize("m,n,k,group,config", [
-    (33, 130, 256, 128, None),  # N off the 128-column tile, M off the 64-row tile
-    (70, 96, 544, 32, (64, 64, 32, 4, 1, 1, False)),  # two M tiles, K off any power-of-two tile, fp32 partials scaled
-    (16, 72, 256, 64, (16, 32, 64, 4, 1, 8, True)),  # split K (in-kernel reduction)
-    (20, 72, 256, 64, (32, 32, 64, 4, 1, 8, False))])
-@pytest.mark.parametrize("asym", [False, True])
-def test_wide_tile(m, n, k, group, config, asym):
-    dtype = torch.bfloat16 if (m + asym) % 2 else torch.float16
-    x, packed, scale, zp = _case(m * 10 + n + asym, m, n, k, group, asym, dtype)
-    out = w4a16_swapab.w4a16_wide_triton(x, *_repacked(packed, scale, group, zp), config=config)
+    fn = w4a16_swapab.w4a16_swapab_triton if kernel == "swapab" else w4a16_swapab.w4a16_wide_triton
+    out = fn(x, *_repacked(packed, scale, group, zp), config=config)
     torch.testing.assert_close(out, w4a16_gemm_ref(x, packed, scale, group, zp), **TOL[dtype])
 
 
