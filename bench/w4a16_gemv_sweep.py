@@ -30,11 +30,14 @@ ROWS = (1, 2, 4)
 # repeated (128 and 256 rows: more words per thread per block); register prefetch against Triton's cp.async pipeline
 # (3 stages) against neither (which shows whether the x-tile fence stalls the prefetch); waves = programs per SM
 # before the K split stops (more splits: more bytes in flight, more partial-sum traffic)
-CONFIGS = [(64, 4, 1, 2, True), (64, 4, 1, 4, True), (64, 4, 1, 8, True), (64, 4, 1, 4, False),
-           (64, 4, 3, 2, False), (64, 4, 3, 4, False), (128, 8, 1, 2, True), (128, 8, 1, 4, True),
-           (128, 8, 3, 2, False), (128, 4, 3, 2, False), (256, 8, 3, 1, False),
-           (64, 4, 1, 2, 2), (64, 4, 1, 4, 2), (64, 4, 1, 8, 2), (128, 8, 1, 2, 2),  # prefetch 2: two blocks ahead
-           (64, 4, 1, 4, True, True), (64, 4, 1, 8, True, True), (128, 8, 1, 2, True, True)]  # pairs of blocks
+# Bytes in flight per SM = programs resident per SM (registers: 79-84 per thread at 1-16 rows, 127 with pairs; sm_90
+# ptxas, 2026-12-07) x bytes per block (BLOCK_N x 64 B; pairs twice that): the fence before each block's MMA
+# (MEMBAR.ALL.CTA, for x's store to shared memory) waits for every load the thread has in flight, so prefetching
+# further ahead adds nothing, and waves past what fits add only split-K work
+CONFIGS = [(64, 4, 1, 4, True), (64, 4, 1, 6, True), (64, 4, 1, 8, True), (128, 8, 1, 2, True),
+           (128, 8, 1, 3, True), (128, 8, 1, 4, True), (128, 8, 3, 2, False), (64, 4, 1, 4, 2),
+           (64, 4, 1, 4, True, True), (64, 4, 1, 8, True, True), (128, 8, 1, 2, True, True),
+           (128, 8, 1, 3, True, True)]  # prefetch 2: two blocks ahead; sixth field: pairs of blocks
 # (shape, group, asym) checked and timed at 1 and 4 rows with a few configs (each group size compiles anew)
 EXTRA = [("llama qkv", 128, True), ("llama qkv", 32, False)]
 EXTRA_CONFIGS = [(64, 4, 1, 4, True), (64, 4, 3, 4, False), (128, 8, 1, 2, True), (128, 8, 3, 2, False)]

@@ -14,10 +14,12 @@ A block is 32 VEC columns, VEC = min(4, G / 32) words per thread, so every block
 result is scaled once per row; hence a group of at least 32 (at g32, one word per thread, the load lays out
 differently and the weight does pass through shared memory). The tokens are the MMA's narrow side, padded to 16
 (TOK = 16, 32, 64, 128 or 256 columns); more rows than one token tile holds run as several tiles, launched next to
-each other so that the ones that share a weight tile read it from L2. SCALE_IN scales the dequantized block in 16 bits (the weight rounded once, as
-a dequantizing GEMM rounds it) so that the MMAs accumulate into one accumulator: no fp32 partial per block, 40-odd
-registers fewer, which is what lets 256 tokens fit (ptxas, sm_90: 255 registers, no spills, at BLOCK_N 128 with 8
-warps and 3 stages; without SCALE_IN it spills).
+each other so that the ones that share a weight tile read it from L2. SCALE_IN scales the dequantized block in 16
+bits (the weight rounded once, as a dequantizing GEMM rounds it) so that the MMAs accumulate into one accumulator: no
+fp32 partial per block, 40-odd registers fewer, which is what lets 256 tokens fit (ptxas, sm_90: 255 registers, no
+spills, at BLOCK_N 128 with 8 warps and 3 stages; without SCALE_IN it spills). Each block's scales (and zeros) are
+loaded a block ahead, with its words: loaded in the step that uses them (as until 2026-12-07), they cost every step
+a memory round trip that nothing hid (sm_90 SASS: the load just before the step's fence, its use after the MMA).
 Split-K is reduced in-kernel (kvant.kernels.splitk) on the real rows only. With SILU the kernel takes the MLP's
 gate_up output and forms silu(gate) * up as it loads x, rounded to 16 bits as kvant.kernels.activation's kernel
 rounds it, so down_proj(silu_and_mul(gate_up)) is one launch with the same result."""
@@ -161,16 +163,27 @@ def _x_block(x_ptrs, offset, UP_WORDS, mask_m, BF16: tl.constexpr, UPCAST: tl.co
 
 
 @triton.jit
-def _block_part(acc, words, xw, b, live, s_ptr, z_ptr, N, offs_r, mask_r, x_dtype: tl.constexpr,
-                HAS_ZP: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr,
-                BLOCK_N: tl.constexpr, TOK: tl.constexpr, WARPS: tl.constexpr, SCALE_IN: tl.constexpr = False):
-    # block b's contribution [BLOCK_N, TOK] (zero where not live): its words [BLOCK_N, 4 VEC] dequantized into the
-    # MMA's A operand, x's int32 pairs [TOK, 16 VEC] into B, scaled per row
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
-    group = (b * 32 * VEC) // GROUP
-    scale = tl.where(live, tl.load(s_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32), 0.0)
+def _sz_block(s_ptr, z_ptr, blk, N, offs_r, mask_r, HAS_ZP: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr):
+    # block blk's group scale of each A row [BLOCK_N] and its zero code (the scale again where symmetric: unread),
+    # loaded ahead of use as the words are: each is a separate memory round trip, which nothing else in the step hides
+    group = (blk * 32 * VEC) // GROUP
+    scale = tl.load(s_ptr + group * N + offs_r, mask=mask_r, other=0.0)
+    zero = scale
     if HAS_ZP:
-        zero = tl.load(z_ptr + group * N + offs_r, mask=mask_r, other=0.0).to(tl.float32) + MAGIC
+        zero = tl.load(z_ptr + group * N + offs_r, mask=mask_r, other=0.0)
+    return scale, zero
+
+
+@triton.jit
+def _block_part(acc, words, xw, s, z, live, x_dtype: tl.constexpr, HAS_ZP: tl.constexpr, BF16: tl.constexpr,
+                UPCAST: tl.constexpr, VEC: tl.constexpr, BLOCK_N: tl.constexpr, TOK: tl.constexpr,
+                WARPS: tl.constexpr, SCALE_IN: tl.constexpr):
+    # a block's contribution [BLOCK_N, TOK] added to acc (nothing where not live): its words [BLOCK_N, 4 VEC]
+    # dequantized into the MMA's A operand, x's int32 pairs [TOK, 16 VEC] into B, scaled per row (s, z: _sz_block's)
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    scale = tl.where(live, s.to(tl.float32), 0.0)
+    if HAS_ZP:
+        zero = z.to(tl.float32) + MAGIC
     else:
         zero = tl.full((BLOCK_N,), MAGIC + 8.0, tl.float32)
     zero = zero[:, None, None]  # [BLOCK_N, t, wr]
@@ -203,8 +216,8 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
                      ROWS: tl.constexpr, WARPS: tl.constexpr, PREFETCH: tl.constexpr, SILU: tl.constexpr = False,
                      PDL: tl.constexpr = False, PAIR: tl.constexpr = False, SCALE_IN: tl.constexpr = False):
     # acc [BLOCK_N, TOK] = W rows @ x^T for token tile pid_m of ROWS tokens (the next power of two >= M, or the
-    # config's tile), padded to TOK = max(16, ROWS) (zeros: their columns of acc stay exactly 0); SILU: x is gate_up, its up half
-    # UP_WORDS int32 pairs after the gate half
+    # config's tile), padded to TOK = max(16, ROWS) (zeros: their columns of acc stay exactly 0); SILU: x is gate_up,
+    # its up half UP_WORDS int32 pairs after the gate half
     TOK: tl.constexpr = 16 if ROWS < 16 else ROWS
     BW: tl.constexpr = 4 * VEC  # words per row in a block
     pid_m, pid_n, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # token tiles of a weight tile adjacent
@@ -226,52 +239,64 @@ def _mma_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N,
     if PAIR:  # two blocks per step, the next step's pair loaded together: each row's two 64-byte halves of a
         # 128-byte line are asked for at once (the last step's second block, past `last`, is the last block again and
         # counts zero)
+        b1 = tl.minimum(first + 1, last - 1)
         wa = _w_block(w_ptrs, first, BW, mask_n)
-        wb = _w_block(w_ptrs, tl.minimum(first + 1, last - 1), BW, mask_n)
+        wb = _w_block(w_ptrs, b1, BW, mask_n)
+        sa, za = _sz_block(s_ptr, z_ptr, first, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
+        sb, zb = _sz_block(s_ptr, z_ptr, b1, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
         pdl_enter(PDL)
         xa = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-        xb = _x_block(x_ptrs, tl.minimum(first + 1, last - 1) * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+        xb = _x_block(x_ptrs, b1 * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         for b in range(first, last, 2):
-            cwa, cwb, cxa, cxb = wa, wb, xa, xb
+            cwa, cwb, cxa, cxb, csa, cza, csb, czb = wa, wb, xa, xb, sa, za, sb, zb
             na, nb = tl.minimum(b + 2, last - 1), tl.minimum(b + 3, last - 1)
             wa = _w_block(w_ptrs, na, BW, mask_n)
             wb = _w_block(w_ptrs, nb, BW, mask_n)
+            sa, za = _sz_block(s_ptr, z_ptr, na, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
+            sb, zb = _sz_block(s_ptr, z_ptr, nb, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
             xa = _x_block(x_ptrs, na * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             xb = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-            acc = _block_part(acc, cwa, cxa, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
-                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
-            acc = _block_part(acc, cwb, cxb, tl.minimum(b + 1, last - 1), b + 1 < last, s_ptr, z_ptr, N, offs_r, mask_r,
-                               x_ptr.dtype.element_ty, HAS_ZP, BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
+            acc = _block_part(acc, cwa, cxa, csa, cza, b < last, x_ptr.dtype.element_ty, HAS_ZP, BF16, UPCAST, VEC,
+                              BLOCK_N, TOK, WARPS, SCALE_IN)
+            acc = _block_part(acc, cwb, cxb, csb, czb, b + 1 < last, x_ptr.dtype.element_ty, HAS_ZP, BF16, UPCAST,
+                              VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
     else:
-        # PREFETCH blocks ahead (0, 1 or 2) in registers; the weight (never written by an earlier kernel) is read
-        # before the PDL wait, x after it. Near the end the reads clamp to the last block (cached) rather than mask.
+        # words and x PREFETCH blocks ahead (0, 1 or 2) in registers, the scales (and zeros) max(PREFETCH, 1) ahead;
+        # the weight and its scales (never written by an earlier kernel) are read before the PDL wait, x after it.
+        # Near the end the reads clamp to the last block (cached) rather than mask.
+        b1 = tl.minimum(first + 1, last - 1)
+        s_next, z_next = _sz_block(s_ptr, z_ptr, first, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
         if PREFETCH:
             words_next = _w_block(w_ptrs, first, BW, mask_n)
         if PREFETCH >= 2:
-            b1 = tl.minimum(first + 1, last - 1)
             words_next2 = _w_block(w_ptrs, b1, BW, mask_n)
+            s_next2, z_next2 = _sz_block(s_ptr, z_ptr, b1, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
         pdl_enter(PDL)
         if PREFETCH:
             xw_next = _x_block(x_ptrs, first * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         if PREFETCH >= 2:
             xw_next2 = _x_block(x_ptrs, b1 * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
         for b in range(first, last):
+            s, z = s_next, z_next
             if PREFETCH >= 2:
                 words, xw = words_next, xw_next
-                words_next, xw_next = words_next2, xw_next2
+                words_next, xw_next, s_next, z_next = words_next2, xw_next2, s_next2, z_next2
                 nb = tl.minimum(b + 2, last - 1)
                 words_next2 = _w_block(w_ptrs, nb, BW, mask_n)
+                s_next2, z_next2 = _sz_block(s_ptr, z_ptr, nb, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
                 xw_next2 = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-            elif PREFETCH:
-                words, xw = words_next, xw_next
-                nb = tl.minimum(b + 1, last - 1)
-                words_next = _w_block(w_ptrs, nb, BW, mask_n)
-                xw_next = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
             else:
-                words = _w_block(w_ptrs, b, BW, mask_n)
-                xw = _x_block(x_ptrs, b * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
-            acc = _block_part(acc, words, xw, b, b < last, s_ptr, z_ptr, N, offs_r, mask_r, x_ptr.dtype.element_ty, HAS_ZP,
-                               BF16, UPCAST, GROUP, VEC, BLOCK_N, TOK, WARPS, SCALE_IN)
+                nb = tl.minimum(b + 1, last - 1)
+                s_next, z_next = _sz_block(s_ptr, z_ptr, nb, N, offs_r, mask_r, HAS_ZP, GROUP, VEC)
+                if PREFETCH:
+                    words, xw = words_next, xw_next
+                    words_next = _w_block(w_ptrs, nb, BW, mask_n)
+                    xw_next = _x_block(x_ptrs, nb * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+                else:
+                    words = _w_block(w_ptrs, b, BW, mask_n)
+                    xw = _x_block(x_ptrs, b * (4 * BW), UP_WORDS, mask_m, BF16, UPCAST, SILU)
+            acc = _block_part(acc, words, xw, s, z, b < last, x_ptr.dtype.element_ty, HAS_ZP, BF16, UPCAST, VEC,
+                              BLOCK_N, TOK, WARPS, SCALE_IN)
     out = tl.sum(tl.reshape(acc, (BLOCK_N, TOK // ROWS, ROWS)), axis=1)  # [BLOCK_N, ROWS]: columns >= M are 0
     offs_o = pid_m * ROWS + tl.arange(0, ROWS)
     store_or_reduce(out, out_ptr + offs_o[None, :] * stride_om + offs_r[:, None],
@@ -283,8 +308,8 @@ def w4a16_mma_gemv_triton(x, qweight, scales, group_size, zeros=None, config=Non
                           silu_mul: bool = False) -> torch.Tensor:
     """x [M, K] -> [M, N] for M >= 1 (token tiles of up to MAX_TILE); group_size a power of two >= 32; config =
     MMA_GEMV_CONFIG's fields (and the optional ones above), for bench sweeps and the tuner (BLOCK_N a multiple of 16
-    num_warps: 64 rows per warpgroup); silu_mul: x is gate_up [M, 2K] (gate
-    half, then up half) and the GEMM runs on silu(gate) * up."""
+    num_warps: 64 rows per warpgroup); silu_mul: x is gate_up [M, 2K] (gate half, then up half) and the GEMM runs on
+    silu(gate) * up."""
     k = qweight.shape[1] * 8
     if silu_mul and (x.dim() != 2 or x.shape[1] != 2 * k):
         raise ValueError(f"with silu_mul, x must be gate_up [M, {2 * k}], got {tuple(x.shape)}")

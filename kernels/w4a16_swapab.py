@@ -26,18 +26,33 @@ def _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP: tl.constexpr, BF16: tl.
 
 
 @triton.jit
-def _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G, HAS_ZP: tl.constexpr,
-            BF16: tl.constexpr, UPCAST: tl.constexpr, BLOCK_K: tl.constexpr):
-    # K step t of a tile kernel: the weight tile dequantized to exact codes minus zero [BLOCK_N, BLOCK_K], the x tile
-    # [BLOCK_M, BLOCK_K], and the group scale of each weight row [BLOCK_N] as stored (BLOCK_K divides G)
+def _k_scale(s_ptr, z_ptr, t, N, offs_n, mask_n, G, HAS_ZP: tl.constexpr, BLOCK_K: tl.constexpr):
+    # K step t's group scale of each weight row [BLOCK_N] as stored, and its zero code (the scale again where
+    # symmetric: unread). The tile kernels load them a step ahead: Triton's pipeline stages the words and x (16-byte
+    # copies) but not these 2-byte loads, which loaded in the step that used them cost it a memory round trip
+    group = (t * BLOCK_K) // G
+    scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+    zero = scale
+    if HAS_ZP:
+        zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+    return scale, zero
+
+
+@triton.jit
+def _k_tile(x_ptr, w_rows, t, zero, offs_m, mask_m, mask_n, stride_xm, HAS_ZP: tl.constexpr, BF16: tl.constexpr,
+            UPCAST: tl.constexpr, BLOCK_K: tl.constexpr):
+    # K step t of a tile kernel: the weight tile dequantized to exact codes minus zero [BLOCK_N, BLOCK_K] (zero:
+    # _k_scale's zero code), and the x tile [BLOCK_M, BLOCK_K]; BLOCK_K divides G
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
     words = tl.load(w_rows + t * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)[None, :], mask=mask_n[:, None],
                     other=0)  # [BLOCK_N, BLOCK_K / 8] int32
     offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
     x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
-    group = (t * BLOCK_K) // G
-    scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0)
-    w = dequant_words(words, _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP, BF16), BF16, UPCAST)
-    return w, x, scale
+    if HAS_ZP:
+        z = zero.to(tl.float32)[:, None] + MAGIC
+    else:
+        z = tl.full((1, 1), MAGIC + 8.0, tl.float32)
+    return dequant_words(words, z, BF16, UPCAST), x
 
 
 @triton.jit
@@ -56,9 +71,12 @@ def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K
     w_rows = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     first = pid_k * TILES_PER_SPLIT
-    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)):
-        w, x, scale = _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G, HAS_ZP,
-                              BF16, UPCAST, BLOCK_K)
+    last = tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)
+    s_next, z_next = _k_scale(s_ptr, z_ptr, first, N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
+    for t in range(first, last):
+        scale, zero = s_next, z_next
+        s_next, z_next = _k_scale(s_ptr, z_ptr, tl.minimum(t + 1, last - 1), N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
+        w, x = _k_tile(x_ptr, w_rows, t, zero, offs_m, mask_m, mask_n, stride_xm, HAS_ZP, BF16, UPCAST, BLOCK_K)
         if UPCAST:
             w = w.to(tl.float32)
             x = x.to(tl.float32)
@@ -89,9 +107,12 @@ def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, 
     w_rows = w_ptr + offs_n[:, None].to(tl.int64) * stride_wn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     first = pid_k * TILES_PER_SPLIT
-    for t in range(first, tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)):
-        w, x, scale = _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G, HAS_ZP,
-                              BF16, UPCAST, BLOCK_K)
+    last = tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)
+    s_next, z_next = _k_scale(s_ptr, z_ptr, first, N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
+    for t in range(first, last):
+        scale, zero = s_next, z_next
+        s_next, z_next = _k_scale(s_ptr, z_ptr, tl.minimum(t + 1, last - 1), N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
+        w, x = _k_tile(x_ptr, w_rows, t, zero, offs_m, mask_m, mask_n, stride_xm, HAS_ZP, BF16, UPCAST, BLOCK_K)
         if UPCAST:
             w = w.to(tl.float32)
             x = x.to(tl.float32)
