@@ -8,7 +8,7 @@ C=bench/configs
 TGZ=r18m.tgz; source bench/gpu_lib.sh
 TAIL=3 step tests ${T_TESTS:-100} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "silu_mul_fused or repacked_families or mma_gemv"
 TAIL=30 step wide ${T_WIDE:-200} python -P bench/w4a16_wide_sweep.py --out $W/wide.json --rows 128,256 --wide default --shapes "llama gate_up,llama down,llama qkv,llama o" --table $KVANT_HOME/w4a16_tune.json --warm-timeout 60
-cp $KVANT_HOME/w4a16_tune.json $W/ 2>/dev/null
+cp $KVANT_HOME/w4a16_tune.json $W/ 2>/dev/null && cp $KVANT_HOME/w4a16_tune.json bench/seed/  # for 18n on this machine
 for q in bf16 int4; do
   TAIL=3 step lat-$q ${T_LAT:-75} python -P -m kvant.tui.cli bench latency --model $C/llama-3.1-8b.json --quant $q --batch-sizes 1,64 --output-len 64 --json $W/latency-$q.json
 done
