@@ -6,7 +6,7 @@
 # Ends in $OUT/r18m.tgz.
 C=bench/configs
 TGZ=r18m.tgz; source bench/gpu_lib.sh
-TAIL=3 step tests ${T_TESTS:-100} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "silu_mul_fused or repacked_families or mma_gemv"
+TAIL=3 step tests ${T_TESTS:-100} python -P -m pytest -q -p no:cacheprovider -m gpu tests/kernels/test_gpu.py -k "silu_mul_fused or repacked_families or mma_gemv_in_a_cuda_graph or w4a16_dispatch"
 TAIL=30 step wide ${T_WIDE:-200} python -P bench/w4a16_wide_sweep.py --out $W/wide.json --rows 128,256 --wide default --shapes "llama gate_up,llama down,llama qkv,llama o" --table $KVANT_HOME/w4a16_tune.json --warm-timeout 60
 cp $KVANT_HOME/w4a16_tune.json $W/ 2>/dev/null && cp $KVANT_HOME/w4a16_tune.json bench/seed/  # for 18n on this machine
 for q in bf16 int4; do
