@@ -80,7 +80,8 @@ def sweep_shape(name, k, n, rows, rw_rate, wide_configs=configs):
             measure("wide", lambda x, qw, s, z, cf=cf: w4a16_wide_triton(x, qw, s, group, z, config=cf), list(cf))
         measure("swapab", lambda x, qw, s, z: w4a16_swapab_triton(x, qw, s, group, z))
         if m > 64:  # the weight tile scaled in 16 bits, MMAs chained (weight rows x token columns)
-            for cf in dict.fromkeys([(min(256, triton.next_power_of_2(m)), 128, 64, 8, 3, 1, True), (128, 128, 64, 8, 3, 1, True),
+            tok = min(256, triton.next_power_of_2(m))
+            for cf in dict.fromkeys([(tok, 128, 64, 8, 3, 1, True), (128, 128, 64, 8, 3, 1, True),
                                      (128, 64, 64, 4, 3, 2, True)]):
                 measure("swapab", lambda x, qw, s, z, cf=cf: w4a16_swapab_triton(x, qw, s, group, z, config=cf),
                         list(cf))
