@@ -61,8 +61,8 @@ def default_config(m: int, n: int, sms: int = 132) -> tuple:
     17-64 rows, except for a weight so wide (gate_up) that 256-column tiles still give every other SM one, which
     reads x from L2 a quarter as often; past 64 rows ROWS128_CONFIGS' shared-memory pipelined form; past 128 rows
     the same with SCALE_IN (untimed: bench/w4a16_wide_sweep.py measures it)."""
-    if m <= 16:
-        return 128, 8, 1, 2, True
+    if m <= 16:  # pairs of blocks: 16 KB per step (H100 2026-12-07: gate_up at one row 26.3 against 35.2 us)
+        return 128, 8, 1, 2, True, True
     if m <= 64:
         return (256, 8, 1, 1, True) if m > 32 and triton.cdiv(n, 256) >= sms // 2 else MMA_GEMV_CONFIG
     return ROWS128_CONFIGS[2] if m <= 128 else ROWS256_CONFIGS[0]
