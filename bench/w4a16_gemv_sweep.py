@@ -38,6 +38,9 @@ CONFIGS = [(64, 4, 1, 4, True), (64, 4, 1, 6, True), (64, 4, 1, 8, True), (128, 
            (128, 8, 1, 3, True), (128, 8, 1, 4, True), (128, 8, 3, 2, False), (64, 4, 1, 4, 2),
            (64, 4, 1, 4, True, True), (64, 4, 1, 8, True, True), (128, 8, 1, 2, True, True),
            (128, 8, 1, 3, True, True)]  # prefetch 2: two blocks ahead; sixth field: pairs of blocks
+# 5-64 rows: the defaults there and pairs of blocks
+MID_CONFIGS = [(64, 4, 1, 4, True), (256, 8, 1, 1, True), (128, 8, 1, 2, True), (64, 4, 1, 4, True, True),
+               (128, 8, 1, 2, True, True), (64, 4, 1, 8, True, True)]
 # (shape, group, asym) checked and timed at 1 and 4 rows with a few configs (each group size compiles anew)
 EXTRA = [("llama qkv", 128, True), ("llama qkv", 32, False)]
 EXTRA_CONFIGS = [(64, 4, 1, 4, True), (64, 4, 3, 4, False), (128, 8, 1, 2, True), (128, 8, 3, 2, False)]
@@ -244,14 +247,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
     ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--rows", default=",".join(map(str, ROWS)), help="row counts (past 4: MID_CONFIGS)")
     ap.add_argument("--workers", type=int, default=min(14, max(1, mp.cpu_count() - 2)))
     ap.add_argument("--warm-timeout", type=float, default=75.0, help="seconds the parallel compiles may take")
     a = ap.parse_args()
     start = time.time()
     shapes = [s.strip() for s in a.shapes.split(",")]
-    cases = [(SHAPES[s], 128, False, ROWS, CONFIGS) for s in shapes]
-    cases += [(SHAPES[s], g, asym, (1, 4), EXTRA_CONFIGS) for s, g, asym in EXTRA if s in shapes]
-    names = shapes + [f"{s} g{g}{' asym' if asym else ''}" for s, g, asym in EXTRA if s in shapes]
+    rows = tuple(int(r) for r in a.rows.split(","))
+    cases, names = [], []
+    for s in shapes:
+        for rs, cfs in ((tuple(r for r in rows if r <= 4), CONFIGS), (tuple(r for r in rows if r > 4), MID_CONFIGS)):
+            if rs:
+                cases.append((SHAPES[s], 128, False, rs, cfs))
+                names.append(s)
+    for s, g, asym in EXTRA if min(rows) <= 4 else ():
+        if s in shapes:
+            cases.append((SHAPES[s], g, asym, (1, 4), EXTRA_CONFIGS))
+            names.append(f"{s} g{g}{' asym' if asym else ''}")
     tasks = []
     for (k, n), g, asym, rows, cfs in cases:
         for m in rows:
