@@ -7,9 +7,10 @@ from kvant.kernels.scaled_gemm import scaled_gemm_triton
 # "scaled_mm" (cuBLASLt via torch._scaled_mm) or "triton"; bench/KERNELS.md has the measurement behind the choice
 FP8_GEMM_BACKEND = "scaled_mm"
 # up to this many rows kvant's split-K GEMM runs even with the "scaled_mm" backend: at 64 rows it beat cuBLASLt on
-# Llama-3.1-8B's o and down (1.27x / 1.61x bf16 against 1.12x / 1.26x) and lost at 128-256 rows (bench/RESULTS.md,
-# W8A8 mid-size sweep of 2026-12-07)
-FP8_TRITON_MAX_M = 64
+# Llama-3.1-8B's o and down (1.27x / 1.61x bf16 against 1.12x / 1.26x); with FP8 operands loaded as FP8 it took
+# 117.5 us on the four shapes at 128 rows against cuBLASLt's 120.1, and 145.1 against 136.2 at 256 (H100,
+# bench/RESULTS.md, 2026-12-07)
+FP8_TRITON_MAX_M = 128
 
 
 # ---- torch references ----

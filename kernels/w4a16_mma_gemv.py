@@ -57,15 +57,16 @@ MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweeps' best at 17-64 rows on 
 
 def default_config(m: int, n: int, sms: int = 132) -> tuple:
     """The config for m rows and N output columns, from the H100 sweeps of 2026-12-07 (bench/RESULTS.md) on
-    Llama-3.1-8B's g128 shapes: two warpgroups per program and two waves at <= 16 rows; one warpgroup and four waves at
+    Llama-3.1-8B's g128 shapes: pairs of blocks, one warpgroup, four waves at <= 16 rows; one warpgroup and four waves at
     17-64 rows, except for a weight so wide (gate_up) that 256-column tiles still give every other SM one, which
-    reads x from L2 a quarter as often; past 64 rows ROWS128_CONFIGS' shared-memory pipelined form; past 128 rows
-    the same with SCALE_IN (untimed: bench/w4a16_wide_sweep.py measures it)."""
-    if m <= 16:  # pairs of blocks: 16 KB per step (H100 2026-12-07: gate_up at one row 26.3 against 35.2 us)
-        return 128, 8, 1, 2, True, True
+    reads x from L2 a quarter as often; past 64 rows 64-token tiles, each block scaled in 16 bits, Triton's
+    shared-memory pipeline (the fastest INT4 kernel at 128 and 256 rows on qkv, o and down but down at 256, where
+    it was within 5 %)."""
+    if m <= 16:  # pairs of blocks (H100 2026-12-07: gate_up at one row 26.4 against 35.2 us)
+        return 64, 4, 1, 4, True, True
     if m <= 64:
         return (256, 8, 1, 1, True) if m > 32 and triton.cdiv(n, 256) >= sms // 2 else MMA_GEMV_CONFIG
-    return ROWS128_CONFIGS[2] if m <= 128 else ROWS256_CONFIGS[0]
+    return ROWS256_CONFIGS[2]
 
 
 @triton.jit

@@ -177,7 +177,7 @@ def test_tuned_table_picks_a_repacked_kernel_and_the_dispatch_uses_it(tmp_path, 
 
 
 def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
-    # with no tuned table: the tensor-core GEMV at 1-64 rows on every Llama-3.1-8B shape and at 65-128 on all but
+    # with no tuned table: the tensor-core GEMV at 1-64 rows on every Llama-3.1-8B shape and at 65-256 on all but
     # gate_up (the wide tile there), as the H100 sweeps measured; its config follows the row count; SiLU·mul is fused
     # into down_proj only at decode rows (meta tensors: only shapes are read)
     from kvant.kernels import w4a16_mma_gemv, w4a16_tune
@@ -194,10 +194,12 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     gemv, wide = w4a16_mma_gemv.w4a16_mma_gemv_triton, w4a16_swapab.w4a16_wide_triton
     assert all(pick(m, s) is gemv for m in (1, 4, 16, 33, 64) for s in shapes)
     assert [pick(100, s) for s in shapes] == [gemv, gemv, wide, gemv]
-    assert pick(256, "gate_up") is wide and pick(256, "qkv") is w4a16_swapab.w4a16_repacked_dequant_mm
-    assert w4a16_mma_gemv.default_config(1, 6144)[:2] == (128, 8)
+    assert [pick(256, s) for s in shapes] == [gemv, gemv, wide, gemv]
+    assert pick(257, "qkv") is w4a16_swapab.w4a16_repacked_dequant_mm  # prefill chunks
+    assert w4a16_mma_gemv.default_config(1, 6144) == (64, 4, 1, 4, True, True)  # pairs of blocks
     assert w4a16_mma_gemv.default_config(64, 28672)[0] == 256 and w4a16_mma_gemv.default_config(64, 6144)[0] == 64
-    assert w4a16_mma_gemv.default_config(100, 4096) == w4a16_mma_gemv.ROWS128_CONFIGS[2]
+    assert w4a16_mma_gemv.default_config(100, 4096) == w4a16_mma_gemv.default_config(256, 4096) == (
+        128, 8, 3, 1, False, False, True, 64)  # 64-token tiles, blocks scaled in 16 bits
 
 
 @interpreter_only
