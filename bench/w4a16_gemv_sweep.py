@@ -38,9 +38,11 @@ CONFIGS = [(64, 4, 1, 4, True), (64, 4, 1, 6, True), (64, 4, 1, 8, True), (128, 
            (128, 8, 1, 3, True), (128, 8, 1, 4, True), (128, 8, 3, 2, False), (64, 4, 1, 4, 2),
            (64, 4, 1, 4, True, True), (64, 4, 1, 8, True, True), (128, 8, 1, 2, True, True),
            (128, 8, 1, 3, True, True)]  # prefetch 2: two blocks ahead; sixth field: pairs of blocks
-# 5-64 rows: the defaults there and pairs of blocks
+# 5-64 rows: the defaults there, pairs of blocks, and Triton's pipeline with blocks scaled in 16 bits in 32- or
+# 64-token tiles (the 128-256-row winner; 79-127 registers at 32-64 tokens, sm_90 ptxas: two or three programs per SM)
 MID_CONFIGS = [(64, 4, 1, 4, True), (256, 8, 1, 1, True), (128, 8, 1, 2, True), (64, 4, 1, 4, True, True),
-               (128, 8, 1, 2, True, True), (64, 4, 1, 8, True, True)]
+               (128, 8, 1, 2, True, True), (64, 4, 1, 8, True, True), (128, 8, 3, 1, False, False, True, 64),
+               (128, 8, 3, 2, False, False, True, 32), (64, 4, 3, 2, False, False, True, 32)]
 # (shape, group, asym) checked and timed at 1 and 4 rows with a few configs (each group size compiles anew)
 EXTRA = [("llama qkv", 128, True), ("llama qkv", 32, False)]
 EXTRA_CONFIGS = [(64, 4, 1, 4, True), (64, 4, 3, 4, False), (128, 8, 1, 2, True), (128, 8, 3, 2, False)]

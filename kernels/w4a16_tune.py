@@ -85,6 +85,9 @@ def repacked_candidates(m: int, group_size: int) -> list[tuple[str, tuple | None
             if m <= 16:  # two blocks in flight per thread: more bytes in flight where the weight is all there is
                 out += [("mma_gemv", (64, 4, 1, waves, 2)) for waves in (2, 4)]
                 out += [("mma_gemv", (64, 4, 1, 4, True, True)), ("mma_gemv", (128, 8, 1, 2, True, True))]  # pairs
+            else:  # Triton's pipeline, blocks scaled in 16 bits, 32- or 64-token tiles (the 128-256-row winner)
+                out += [("mma_gemv", (128, 8, 3, 1, False, False, True, 64)),
+                        ("mma_gemv", (128, 8, 3, 2, False, False, True, 32))]
         elif m <= 128:  # also with the block scaled in 16 bits (MMAs chained, fewer registers), and in token tiles
             out += [("mma_gemv", c) for c in ROWS128_CONFIGS + ROWS128_MORE]
         else:
