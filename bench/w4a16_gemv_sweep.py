@@ -255,14 +255,15 @@ def main() -> None:
     a = ap.parse_args()
     start = time.time()
     shapes = [s.strip() for s in a.shapes.split(",")]
-    rows = tuple(int(r) for r in a.rows.split(","))
+    wanted = tuple(int(r) for r in a.rows.split(","))
     cases, names = [], []
     for s in shapes:
-        for rs, cfs in ((tuple(r for r in rows if r <= 4), CONFIGS), (tuple(r for r in rows if r > 4), MID_CONFIGS)):
+        small, mid = tuple(r for r in wanted if r <= 4), tuple(r for r in wanted if r > 4)
+        for rs, cfs in ((small, CONFIGS), (mid, MID_CONFIGS)):
             if rs:
                 cases.append((SHAPES[s], 128, False, rs, cfs))
                 names.append(s)
-    for s, g, asym in EXTRA if min(rows) <= 4 else ():
+    for s, g, asym in EXTRA if min(wanted) <= 4 else ():
         if s in shapes:
             cases.append((SHAPES[s], g, asym, (1, 4), EXTRA_CONFIGS))
             names.append(f"{s} g{g}{' asym' if asym else ''}")

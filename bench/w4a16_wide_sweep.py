@@ -1,7 +1,7 @@
 """The wide W4A16 tile for 32..256 rows (kvant.kernels.w4a16_swapab.w4a16_wide_triton) over a config sweep, against
-bf16 cuBLAS, the swap-AB tile, the tensor-core GEMV (up to 128 rows: the weight stays in registers) and dequantize +
-cuBLAS, on Llama-3.1-8B's merged g128 shapes (and Qwen3-0.6B's), with the copy rate measured in the same run. Every candidate is first checked
-against the torch reference on fresh random inputs, then timed as CUDA-graph replays over weight copies that L2
+bf16 cuBLAS, the swap-AB tile, the tensor-core GEMV (the weight stays in registers) and dequantize + cuBLAS, on
+Llama-3.1-8B's merged g128 shapes (and Qwen3-0.6B's), with the copy rate measured in the same run. Every candidate is
+first checked against the torch reference on fresh random inputs, then timed as CUDA-graph replays over weight copies that L2
 cannot hold. Compiles run first in parallel worker processes (bench/w4a16_gemv_sweep.warm_up).
 
     source bench/gpu_env.sh && python -P bench/w4a16_wide_sweep.py --out $OUT/wide.json [--rows 32,64,128,256] \

@@ -106,6 +106,28 @@ def zero_pairs(words, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr):
 
 
 @triton.jit
+def group_scale_zero(s_ptr, z_ptr, k0, G, N, offs_n, mask_n, HAS_ZP: tl.constexpr):
+    # the group scale of each weight row offs_n [R] at K offset k0, as stored, and its zero code (the scale again
+    # where symmetric: unread). The kernels load these a step ahead of their use, with the step's words: 2-byte loads
+    # that Triton's pipeline does not stage, and loaded in the step that used them they cost it a memory round trip
+    group = k0 // G
+    scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+    zero = scale
+    if HAS_ZP:
+        zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0)
+    return scale, zero
+
+
+@triton.jit
+def magic_zero(zero, HAS_ZP: tl.constexpr, BF16: tl.constexpr):
+    # group_scale_zero's zero code [R] -> MAGIC + code of zero in fp32 (8 where symmetric), what dequant_words takes
+    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+    if HAS_ZP:
+        return zero.to(tl.float32) + MAGIC
+    return tl.full(zero.shape, MAGIC + 8.0, tl.float32)
+
+
+@triton.jit
 def packed_zero(zero, BF16: tl.constexpr):
     # fp32 MAGIC + zero code (any shape) -> int32 bits of -(MAGIC + zero) as a 16-bit float, in both halves
     z = (-zero).to(tl.bfloat16 if BF16 else tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF

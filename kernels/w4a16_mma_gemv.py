@@ -29,7 +29,7 @@ import triton.language as tl
 
 from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
-from kvant.kernels.w4a16_layout import check_repacked, packed_zero, zero_pairs
+from kvant.kernels.w4a16_layout import check_repacked, group_scale_zero, magic_zero, packed_zero, zero_pairs
 
 MAX_TILE = 256  # the MMA's narrow side (n of m64nNk16): the most tokens one program holds
 # Registers per thread (ptxas for sm_90, bf16 g128, prefetch on, no spills unless said): 64 tokens: BLOCK_N 64 with 4
@@ -57,8 +57,8 @@ MMA_GEMV_CONFIG = (64, 4, 1, 4, True)  # the H100 sweeps' best at 17-64 rows on 
 
 def default_config(m: int, n: int, sms: int = 132) -> tuple:
     """The config for m rows and N output columns, from the H100 sweeps of 2026-12-07 (bench/RESULTS.md) on
-    Llama-3.1-8B's g128 shapes: pairs of blocks, one warpgroup, four waves at <= 16 rows; one warpgroup and four waves at
-    17-64 rows, except for a weight so wide (gate_up) that 256-column tiles still give every other SM one, which
+    Llama-3.1-8B's g128 shapes: pairs of blocks, one warpgroup, four waves at <= 16 rows; one warpgroup and four waves
+    at 17-64 rows, except for a weight so wide (gate_up) that 256-column tiles still give every other SM one, which
     reads x from L2 a quarter as often; past 64 rows 64-token tiles, each block scaled in 16 bits, Triton's
     shared-memory pipeline (the fastest INT4 kernel at 128 and 256 rows on qkv, o and down but down at 256, where
     it was within 5 %)."""
@@ -70,31 +70,14 @@ def default_config(m: int, n: int, sms: int = 132) -> tuple:
 
 
 @triton.jit
-def _nibble_pairs(words, SHIFT: tl.constexpr, BF16: tl.constexpr, ASM: tl.constexpr):
-    # ((words >> SHIFT) & 0x000F000F) | magic: two 16-bit floats MAGIC + u; ASM makes it one LOP3 (the compiler
-    # otherwise spends one on the AND and one on the OR: LOP3 takes a single immediate)
-    if ASM:
-        if BF16:
-            return tl.inline_asm_elementwise(
-                f"{{.reg .b32 t; shr.u32 t, $1, {SHIFT}; lop3.b32 $0, t, 0x000f000f, 0x43004300, 0xea;}}", "=r,r",
-                [words], dtype=tl.int32, is_pure=True, pack=1)
-        else:
-            return tl.inline_asm_elementwise(
-                f"{{.reg .b32 t; shr.u32 t, $1, {SHIFT}; lop3.b32 $0, t, 0x000f000f, 0x64006400, 0xea;}}", "=r,r",
-                [words], dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        return ((words >> SHIFT) & 0x000F000F) | (0x43004300 if BF16 else 0x64006400)
-
-
-@triton.jit
-def _dequant(w3, zero, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr, HAS_ZP: tl.constexpr):
+def _dequant(w3, zero, zero2, SHIFT: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr):
     # nibble pair SHIFT // 4 of each word as [..., 2] values u - zero (exact small integers). On the GPU the subtract
     # is one packed FMA (zero2) with or without zero points: the compiler's own form of the symmetric subtract swapped
     # the halves of every pair before and after it (two PRMTs per pair; sm_90 SASS, 2026-12-07)
     if not UPCAST:
         return _halves(zero_pairs(w3, zero2, SHIFT, BF16), BF16, UPCAST)
-    else:
-        return _halves(_nibble_pairs(w3, SHIFT, BF16, not UPCAST), BF16, UPCAST) - zero
+    magic = ((w3 >> SHIFT) & 0x000F000F) | (0x43004300 if BF16 else 0x64006400)  # two 16-bit floats MAGIC + u
+    return _halves(magic, BF16, UPCAST) - zero
 
 
 @triton.jit
@@ -165,14 +148,8 @@ def _x_block(x_ptrs, offset, UP_WORDS, mask_m, BF16: tl.constexpr, UPCAST: tl.co
 
 @triton.jit
 def _sz_block(s_ptr, z_ptr, blk, N, offs_r, mask_r, HAS_ZP: tl.constexpr, GROUP: tl.constexpr, VEC: tl.constexpr):
-    # block blk's group scale of each A row [BLOCK_N] and its zero code (the scale again where symmetric: unread),
-    # loaded ahead of use as the words are: each is a separate memory round trip, which nothing else in the step hides
-    group = (blk * 32 * VEC) // GROUP
-    scale = tl.load(s_ptr + group * N + offs_r, mask=mask_r, other=0.0)
-    zero = scale
-    if HAS_ZP:
-        zero = tl.load(z_ptr + group * N + offs_r, mask=mask_r, other=0.0)
-    return scale, zero
+    # block blk's group scale and zero code of each A row [BLOCK_N] (w4a16_layout.group_scale_zero)
+    return group_scale_zero(s_ptr, z_ptr, blk * 32 * VEC, GROUP, N, offs_r, mask_r, HAS_ZP)
 
 
 @triton.jit
@@ -181,13 +158,8 @@ def _block_part(acc, words, xw, s, z, live, x_dtype: tl.constexpr, HAS_ZP: tl.co
                 WARPS: tl.constexpr, SCALE_IN: tl.constexpr):
     # a block's contribution [BLOCK_N, TOK] added to acc (nothing where not live): its words [BLOCK_N, 4 VEC]
     # dequantized into the MMA's A operand, x's int32 pairs [TOK, 16 VEC] into B, scaled per row (s, z: _sz_block's)
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
     scale = tl.where(live, s.to(tl.float32), 0.0)
-    if HAS_ZP:
-        zero = z.to(tl.float32) + MAGIC
-    else:
-        zero = tl.full((BLOCK_N,), MAGIC + 8.0, tl.float32)
-    zero = zero[:, None, None]  # [BLOCK_N, t, wr]
+    zero = magic_zero(z, HAS_ZP, BF16)[:, None, None]  # [BLOCK_N, t, wr]
     if not UPCAST or not BF16:
         zero = zero.to(x_dtype)
     zero2 = zero  # only the packed path reads it
@@ -195,10 +167,10 @@ def _block_part(acc, words, xw, s, z, live, x_dtype: tl.constexpr, HAS_ZP: tl.co
         zero2 = packed_zero(zero, BF16)
     zero = zero[:, :, :, None]
     w3 = tl.reshape(_mma_rows(words, WARPS), (BLOCK_N, 4, VEC))
-    a = _mma_columns(_dequant(w3, zero, zero2, 0, BF16, UPCAST, HAS_ZP),
-                     _dequant(w3, zero, zero2, 4, BF16, UPCAST, HAS_ZP),
-                     _dequant(w3, zero, zero2, 8, BF16, UPCAST, HAS_ZP),
-                     _dequant(w3, zero, zero2, 12, BF16, UPCAST, HAS_ZP), VEC)  # [BLOCK_N, 32 VEC]
+    a = _mma_columns(_dequant(w3, zero, zero2, 0, BF16, UPCAST),
+                     _dequant(w3, zero, zero2, 4, BF16, UPCAST),
+                     _dequant(w3, zero, zero2, 8, BF16, UPCAST),
+                     _dequant(w3, zero, zero2, 12, BF16, UPCAST), VEC)  # [BLOCK_N, 32 VEC]
     # x pairs [TOK, t, wr, pair // 2, pair % 2] -> [TOK, t, wr, pair % 2, pair // 2, lohi] -> A's column order
     xh = _halves(tl.permute(tl.reshape(xw, (TOK, 4, VEC, 2, 2)), (0, 1, 2, 4, 3)), BF16, UPCAST)
     xt = tl.trans(tl.reshape(tl.permute(xh, (0, 2, 4, 3, 1, 5)), (TOK, 32 * VEC)))  # [32 VEC, TOK]

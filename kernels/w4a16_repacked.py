@@ -19,14 +19,14 @@ from kvant.kernels.w4a16_tune import lookup
 # and 1.74x (pairs, the default) bf16 cuBLAS on qkv in the H100 table of 2026-12-05 (bench/RESULTS.md).
 GEMV_MAX_M = 1
 # The tensor-core GEMV (kvant.kernels.w4a16_mma_gemv) at 1-64 rows, g64 and up, and at 65-256 rows for weights below
-# MMA_GEMV_MAX_WEIGHT_128: in the H100 sweeps of 2026-12-07 (bench/w4a16_gemv_sweep.py, bench/w4a16_wide_sweep.py) on
+# MMA_GEMV_MAX_WEIGHT: in the H100 sweeps of 2026-12-07 (bench/w4a16_gemv_sweep.py, bench/w4a16_wide_sweep.py) on
 # Llama-3.1-8B's g128 shapes it was the fastest INT4 kernel at 1-64 rows on every shape (2.1-2.7x bf16 cuBLAS at
 # 16-32 rows, where swap-AB ran 1.15-1.66x; 1.02-1.70x at 64 against the wide tile's 0.94-1.49x) and at 128 rows on
 # qkv, o and down (0.69-0.96x against 0.65-0.90x), not on gate_up (0.90x against 1.05x). In 64-token tiles with each
 # block scaled in 16 bits (w4a16_mma_gemv.default_config) it was the fastest at 128 and 256 rows on qkv, o and down
 # (the fourth session's sweep; down at 256 rows within 5 %). At g32 it was about 20 % slower than the older kernels
 # at one row, so g32 keeps them.
-MMA_GEMV_MAX_M, MMA_GEMV_MAX_M_SMALL, MMA_GEMV_MAX_WEIGHT_128 = 64, 256, 96 << 20
+MMA_GEMV_MAX_M, MMA_GEMV_MAX_M_SMALL, MMA_GEMV_MAX_WEIGHT = 64, 256, 96 << 20
 # SiLU·mul inside the GEMV costs a sigmoid per x element per program (every column tile recomputes it), so it is fused
 # only where that is a few thousand elements per program (decode rows)
 SILU_FUSE_MAX_M = 4
@@ -47,7 +47,7 @@ def _pick(x, qweight, group_size, zeros):
     m = x.shape[0]
     pow2 = group_size & (group_size - 1) == 0
     if pow2 and group_size >= 64 and (m <= MMA_GEMV_MAX_M or (
-            m <= MMA_GEMV_MAX_M_SMALL and qweight.shape[0] * x.shape[1] < MMA_GEMV_MAX_WEIGHT_128)):
+            m <= MMA_GEMV_MAX_M_SMALL and qweight.shape[0] * x.shape[1] < MMA_GEMV_MAX_WEIGHT)):
         return w4a16_mma_gemv_triton, None
     if m <= GEMV_MAX_M and pow2:
         return w4a16_fast_gemv_triton, None

@@ -11,48 +11,22 @@ import triton.language as tl
 from kvant.kernels.dispatch import interpreted, num_sms, pdl_enter, pdl_launch
 from kvant.kernels.splitk import split_count, splitk_buffers, store_or_reduce
 from kvant.kernels.w4a16_args import largest_pow2_divisor
-from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, dequant_words
+from kvant.kernels.w4a16_layout import MAGIC16, check_repacked, dequant_words, group_scale_zero, magic_zero
 
 
 @triton.jit
-def _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP: tl.constexpr, BF16: tl.constexpr):
-    # MAGIC + the code of zero for the weight rows offs_n in `group`, fp32 [BLOCK_N, 1] (or [1, 1]: symmetric, 8)
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
-    if HAS_ZP:
-        zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None] + MAGIC
-    else:
-        zero = tl.full((1, 1), MAGIC + 8.0, tl.float32)
-    return zero
-
-
-@triton.jit
-def _k_scale(s_ptr, z_ptr, t, N, offs_n, mask_n, G, HAS_ZP: tl.constexpr, BLOCK_K: tl.constexpr):
-    # K step t's group scale of each weight row [BLOCK_N] as stored, and its zero code (the scale again where
-    # symmetric: unread). The tile kernels load them a step ahead: Triton's pipeline stages the words and x (16-byte
-    # copies) but not these 2-byte loads, which loaded in the step that used them cost it a memory round trip
-    group = (t * BLOCK_K) // G
-    scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0)
-    zero = scale
-    if HAS_ZP:
-        zero = tl.load(z_ptr + group * N + offs_n, mask=mask_n, other=0.0)
-    return scale, zero
-
-
-@triton.jit
-def _k_tile(x_ptr, w_rows, t, zero, offs_m, mask_m, mask_n, stride_xm, HAS_ZP: tl.constexpr, BF16: tl.constexpr,
-            UPCAST: tl.constexpr, BLOCK_K: tl.constexpr):
-    # K step t of a tile kernel: the weight tile dequantized to exact codes minus zero [BLOCK_N, BLOCK_K] (zero:
-    # _k_scale's zero code), and the x tile [BLOCK_M, BLOCK_K]; BLOCK_K divides G
-    MAGIC: tl.constexpr = 128.0 if BF16 else 1024.0
+def _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, last, zero, offs_m, offs_n, mask_m, mask_n, stride_xm, N, G,
+            HAS_ZP: tl.constexpr, BF16: tl.constexpr, UPCAST: tl.constexpr, BLOCK_K: tl.constexpr):
+    # K step t of a tile kernel, given its zero code (loaded a step ahead): the weight tile dequantized to exact codes
+    # minus zero [BLOCK_N, BLOCK_K], the x tile [BLOCK_M, BLOCK_K], and step t + 1's scale and zero code of each
+    # weight row (w4a16_layout.group_scale_zero; the last step's again at the end); BLOCK_K divides G
+    s_next, z_next = group_scale_zero(s_ptr, z_ptr, tl.minimum(t + 1, last - 1) * BLOCK_K, G, N, offs_n, mask_n,
+                                      HAS_ZP)
     words = tl.load(w_rows + t * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)[None, :], mask=mask_n[:, None],
                     other=0)  # [BLOCK_N, BLOCK_K / 8] int32
     offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
     x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=mask_m[:, None], other=0.0)
-    if HAS_ZP:
-        z = zero.to(tl.float32)[:, None] + MAGIC
-    else:
-        z = tl.full((1, 1), MAGIC + 8.0, tl.float32)
-    return dequant_words(words, z, BF16, UPCAST), x
+    return dequant_words(words, magic_zero(zero, HAS_ZP, BF16)[:, None], BF16, UPCAST), x, s_next, z_next
 
 
 @triton.jit
@@ -72,11 +46,10 @@ def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     first = pid_k * TILES_PER_SPLIT
     last = tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)
-    s_next, z_next = _k_scale(s_ptr, z_ptr, first, N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
+    scale, zero = group_scale_zero(s_ptr, z_ptr, first * BLOCK_K, G, N, offs_n, mask_n, HAS_ZP)
     for t in range(first, last):
-        scale, zero = s_next, z_next
-        s_next, z_next = _k_scale(s_ptr, z_ptr, tl.minimum(t + 1, last - 1), N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
-        w, x = _k_tile(x_ptr, w_rows, t, zero, offs_m, mask_m, mask_n, stride_xm, HAS_ZP, BF16, UPCAST, BLOCK_K)
+        w, x, s_next, z_next = _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, last, zero, offs_m, offs_n, mask_m, mask_n,
+                                       stride_xm, N, G, HAS_ZP, BF16, UPCAST, BLOCK_K)
         if UPCAST:
             w = w.to(tl.float32)
             x = x.to(tl.float32)
@@ -84,6 +57,7 @@ def _swapab_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K
             acc = tl.dot((w * scale.to(w.dtype)[:, None]).to(x.dtype), tl.trans(x), acc)
         else:
             acc += tl.dot(w, tl.trans(x)) * scale.to(tl.float32)[:, None]
+        scale, zero = s_next, z_next
     out = out_ptr + offs_m[None, :] * stride_om + offs_n[:, None]
     tile_id = pid_m * tl.num_programs(0) + pid_n
     store_or_reduce(acc, out, mask_n[:, None] & mask_m[None, :], ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_N,
@@ -108,11 +82,10 @@ def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     first = pid_k * TILES_PER_SPLIT
     last = tl.minimum(first + TILES_PER_SPLIT, K // BLOCK_K)
-    s_next, z_next = _k_scale(s_ptr, z_ptr, first, N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
+    scale, zero = group_scale_zero(s_ptr, z_ptr, first * BLOCK_K, G, N, offs_n, mask_n, HAS_ZP)
     for t in range(first, last):
-        scale, zero = s_next, z_next
-        s_next, z_next = _k_scale(s_ptr, z_ptr, tl.minimum(t + 1, last - 1), N, offs_n, mask_n, G, HAS_ZP, BLOCK_K)
-        w, x = _k_tile(x_ptr, w_rows, t, zero, offs_m, mask_m, mask_n, stride_xm, HAS_ZP, BF16, UPCAST, BLOCK_K)
+        w, x, s_next, z_next = _k_tile(x_ptr, w_rows, s_ptr, z_ptr, t, last, zero, offs_m, offs_n, mask_m, mask_n,
+                                       stride_xm, N, G, HAS_ZP, BF16, UPCAST, BLOCK_K)
         if UPCAST:
             w = w.to(tl.float32)
             x = x.to(tl.float32)
@@ -121,6 +94,7 @@ def _wide_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, ws_ptr, cnt_ptr, M, N, K, 
             acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
         else:
             acc += tl.dot(x, tl.trans(w)) * scale.to(tl.float32)[None, :]
+        scale, zero = s_next, z_next
     out = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     tile_id = pid_n * tl.num_programs(0) + pid_m
     store_or_reduce(acc, out, mask_m[:, None] & mask_n[None, :], ws_ptr, cnt_ptr, tile_id, pid_k, SPLIT, BLOCK_M,
@@ -136,10 +110,9 @@ def _dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, G, stride_wn, HAS_ZP: tl
     mask_n = offs_n < N
     offs_w = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)
     words = tl.load(w_ptr + offs_n[:, None].to(tl.int64) * stride_wn + offs_w[None, :], mask=mask_n[:, None], other=0)
-    group = (pid_w * BLOCK_W * 8) // G
-    scale = tl.load(s_ptr + group * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-    zero = _group_zero(z_ptr, group, N, offs_n, mask_n, HAS_ZP, BF16)
-    w = dequant_words(words, zero, BF16, UPCAST).to(tl.float32) * scale  # [BLOCK_N, 8 BLOCK_W]
+    scale, zero = group_scale_zero(s_ptr, z_ptr, pid_w * BLOCK_W * 8, G, N, offs_n, mask_n, HAS_ZP)
+    w = dequant_words(words, magic_zero(zero, HAS_ZP, BF16)[:, None], BF16, UPCAST).to(tl.float32)
+    w = w * scale.to(tl.float32)[:, None]  # [BLOCK_N, 8 BLOCK_W]
     offs_k = pid_w * BLOCK_W * 8 + tl.arange(0, BLOCK_W * 8)
     tl.store(out_ptr + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], w.to(out_ptr.dtype.element_ty),
              mask=mask_n[:, None])
