@@ -201,6 +201,58 @@ def test_w4a16_mma_gemv_llama_shapes(m, k, n):
             torch.testing.assert_close(out, want, atol=3e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
 
 
+def _int4_case(n, k, group, asym, dtype=torch.bfloat16):
+    # compressed-tensors INT4 tensors, kvant's repacked ones, and the bf16-rounded dequantized weight (what a kernel
+    # that scales the weight in 16 bits multiplies by)
+    from kvant.kernels.w4a16_layout import repack_w4
+
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(dtype)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    packed = pack_int4(q)
+    w16 = w4a16_gemm.dequant_w4_ref(packed, scale, group, zp).to(dtype).float()
+    return packed, scale, zp, repack_w4(packed, scale, group, zp), w16
+
+
+@pytest.mark.parametrize("m", [1, 16, 40, 64, 100, 200, 256])
+@pytest.mark.parametrize("k,n", [(4096, 6144), (14336, 4096), (4096, 28672)])
+def test_w4a16_wgmma_llama_shapes(m, k, n):
+    # the Gluon async-wgmma tile (sm_90) at every config it offers, on Llama-3.1-8B's qkv, down and gate_up, g128,
+    # asymmetric at 40 and 200 rows; against the product with the bf16-rounded weights (the kernel scales in 16 bits)
+    from kvant.kernels import w4a16_wgmma as wg
+
+    if not wg.HAVE_GLUON or torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the wgmma tile needs Gluon and an sm_90 GPU")
+    group, asym = 128, m in (40, 200)
+    _, _, _, (qweight, scales, zeros), w16 = _int4_case(n, k, group, asym)
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    ref16 = (x.float() @ w16.t()).to(x.dtype)
+    for config in wg.CONFIGS:
+        out = wg.w4a16_wgmma(x, qweight, scales, group, zeros, config=config)
+        torch.testing.assert_close(out, ref16, atol=3e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
+
+
+@pytest.mark.parametrize("group,asym,dtype", [(64, True, torch.float16), (128, False, torch.bfloat16),
+                                              (256, True, torch.bfloat16)])
+@pytest.mark.parametrize("m", [1, 33, 130])
+def test_w4a16_wgmma_off_the_tiles_in_a_cuda_graph(group, asym, dtype, m):
+    # N and K off the tiles (N = 1048: not a multiple of 64 or 128; K = 1536 + 256 = 1792: 28 K steps, split-K on),
+    # replayed twice from a CUDA graph on fresh inputs into NaN-poisoned outputs: the split-K counters reset and the
+    # padded tokens and rows stay out of the output
+    from kvant.kernels import w4a16_wgmma as wg
+
+    if not wg.HAVE_GLUON or torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the wgmma tile needs Gluon and an sm_90 GPU")
+    k, n = 1792, 1048
+    _, _, _, (qweight, scales, zeros), w16 = _int4_case(n, k, group, asym, dtype)
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    for config in ((128, 8, 4, 4, 64), (64, 4, 3, 1, 128)):
+        replay_twice(lambda c=config: wg.w4a16_wgmma(x, qweight, scales, group, zeros, config=c), x,
+                     lambda out: torch.testing.assert_close(out, (x.float() @ w16.t()).to(dtype), atol=3e-2,
+                                                            rtol=2e-2))
+
+
 @pytest.mark.parametrize("group,asym,dtype", [(32, True, torch.float16), (64, False, torch.bfloat16),
                                               (128, True, torch.bfloat16)])
 @pytest.mark.parametrize("m", [1, 3, 16])

@@ -1,0 +1,123 @@
+"""The Gluon async-wgmma INT4 tile (kvant.kernels.w4a16_wgmma) at 16..256 rows over its configs, against bf16 cuBLAS
+and what the INT4 dispatch runs today (kvant.kernels.w4a16_repacked.w4a16_repacked_gemm, static picks unless a tuned
+table is present), on Llama-3.1-8B's merged g128 shapes, with the copy rate measured in the same run. Every candidate
+is first checked against the product with the bf16-rounded weights on fresh random inputs, then timed as CUDA-graph
+replays over weight copies that L2 cannot hold (bench/w4a16_table.graph_us).
+
+    source bench/gpu_env.sh && python -P bench/w4a16_wgmma_sweep.py --out $OUT/wgmma.json [--rows 16,32,64,128,256]
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_bench import rel_err  # noqa: E402
+from w4a16_gemv_sweep import SHAPES, copies, copy_rate, int4_operands  # noqa: E402
+from w4a16_table import graph_us  # noqa: E402
+
+MAX_ERR = 1e-2
+
+
+def sweep_shape(name, k, n, rows, rw_rate, configs):
+    from kvant.kernels.w4a16_gemm import dequant_w4_ref
+    from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
+    from kvant.kernels.w4a16_wgmma import w4a16_wgmma
+
+    group = 128
+    _, (packed, scale, zp), (qweight, scales, zeros) = int4_operands(k, n, group, False)
+    w16 = dequant_w4_ref(packed, scale, group, zp).to(torch.bfloat16)
+    w_bytes = n * k // 2 + scales.numel() * 2
+    c = copies(w_bytes)
+    packs = [(qweight, scales, zeros)] + [(qweight.clone(), scales.clone(), None) for _ in range(c - 1)]
+    out = []
+    for m in rows:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        ref = x @ w16.t()
+        nbytes = w_bytes + 2 * m * (k + n)
+
+        def measure(fmt, fn, config=None):
+            r = dict(shape=name, k=k, n=n, m=m, format=fmt, config=config, copies=c)
+            try:
+                r["err"] = err = rel_err(fn(x, *packs[0]), ref)
+                if not err < MAX_ERR:
+                    r["error"] = f"error {err:.3g} over {MAX_ERR}"
+                else:
+                    us = graph_us([lambda p=p: fn(x, *p) for p in packs])
+                    r.update(us=round(us, 2), pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1))
+            except Exception as e:  # noqa: BLE001 - one broken candidate must not hide the others' numbers
+                r["error"] = f"{type(e).__name__}: {e}"[:300]
+            out.append(r)
+            print(f"  {name} m={m} {fmt} {config}: {r.get('us', r.get('error'))}", flush=True)
+
+        measure("dispatch", lambda x, qw, s, z: w4a16_repacked_gemm(x, qw, s, group, z))
+        seen = set()
+        for cf in configs:
+            tile = (*cf[:4], min(cf[4], max(16, triton.next_power_of_2(m))))  # the token tile the call runs
+            if tile in seen:
+                continue
+            seen.add(tile)
+            measure("wgmma", lambda x, qw, s, z, cf=cf: w4a16_wgmma(x, qw, s, group, z, config=cf), list(cf))
+    packs.clear()
+    del w16
+    wb = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+    wbs = [wb] + [wb.clone() for _ in range(copies(2 * n * k) - 1)]
+    for m in rows:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        us = graph_us([lambda w=w: x @ w.t() for w in wbs])
+        nbytes = 2 * n * k + 2 * m * (k + n)
+        out.append(dict(shape=name, k=k, n=n, m=m, format="bf16 cuBLAS", us=round(us, 2), copies=len(wbs),
+                        pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1)))
+    del wbs
+    torch.cuda.empty_cache()
+    for r in out:  # time of bf16 cuBLAS / time of this row (> 1: faster than bf16)
+        b = next(o["us"] for o in out if o["m"] == r["m"] and o["format"] == "bf16 cuBLAS")
+        if r.get("us"):
+            r["vs_bf16"] = round(b / r["us"], 3)
+    return out
+
+
+def summary(rows_out) -> list[str]:
+    lines = []
+    for shape, m in sorted({(r["shape"], r["m"]) for r in rows_out}):
+        rs = [r for r in rows_out if (r["shape"], r["m"]) == (shape, m) and r.get("us")]
+        bf = next((r for r in rs if r["format"] == "bf16 cuBLAS"), None)
+        dp = next((r for r in rs if r["format"] == "dispatch"), None)
+        wg = sorted((r for r in rs if r["format"] == "wgmma"), key=lambda r: r["us"])
+        best = "; ".join(f"{r['us']:.2f} ({r['vs_bf16']:.2f}x, {r['pct_copy']}% copy) {r['config']}" for r in wg[:2])
+        lines.append(f"{shape:14s} m={m:<3d} bf16 {bf['us'] if bf else '-'} | dispatch "
+                     f"{dp['us'] if dp else '-'} ({dp['vs_bf16'] if dp else '-'}x) | wgmma best: {best}")
+    return lines
+
+
+def main() -> None:
+    from kvant.kernels.w4a16_wgmma import CONFIGS
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
+    ap.add_argument("--shapes", default="llama gate_up,llama down,llama qkv,llama o")
+    ap.add_argument("--rows", default="16,32,64,128,256")
+    a = ap.parse_args()
+    start = time.time()
+    shapes = [s.strip() for s in a.shapes.split(",")]
+    rows = [int(r) for r in a.rows.split(",")]
+    rw, ro = copy_rate()
+    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                  copy_rw_GBps=round(rw, 1), copy_read_GBps=round(ro, 1), pct_copy_of="copy_rw_GBps", rows=[])
+    print(f"{result['device']}: copy {rw:.0f} GB/s read+write ({ro:.0f} read-only)", flush=True)
+    for name in shapes:
+        k, n = SHAPES[name]
+        result["rows"] += sweep_shape(name, k, n, rows, rw, CONFIGS)
+        result["summary"] = summary(result["rows"])
+        result["seconds"] = round(time.time() - start, 1)
+        Path(a.out).write_text(json.dumps(result, indent=1))
+        print("\n".join(summary([r for r in result["rows"] if r["shape"] == name])), flush=True)
+    print(f"done in {time.time() - start:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""W4A16 on Hopper's asynchronous wgmma, written in Gluon: the INT4 tile whose dequantization overlaps its MMAs.
+
+Why it exists: every form of the INT4 tensor-core tiles that Triton compiles (GEMV, swap-AB, wide) waits for each
+wgmma right after issuing it (`warp_group_dot_wait {pendings = 0}` in the sm_90 compiles of Triton 3.6 and 3.9), so a
+program never dequantizes step k + 1 while step k's MMA runs. At 64-256 rows that wait, not HBM, sets the time
+(bench/RESULTS.md, issue 18). Gluon gives the kernel the wgmma's issue and wait, so here:
+
+- TMA streams each K step's weight words, group scales (and zeros) and the x tile into a ring of STAGES shared-memory
+  stages, with one mbarrier each; nothing is read by the threads from global memory in the loop.
+- The threads dequantize step k's words (the repacked layout of `w4a16_layout`: one shift, one LOP3 and two packed
+  bf16 FMAs per pair of weights, the group scale applied in 16 bits as `SCALE_IN` does) into one of two shared A
+  buffers, then issue step k's wgmma asynchronously (A and x^T from shared memory, swap-AB: the weight rows are the
+  MMA's M, the tokens its N) and wait only for step k - 1's. So step k + 1's dequantization runs under step k's MMA.
+- Split-K without zero-fill or cast launches: partial tiles go to a workspace and the last split to arrive sums them
+  (the same protocol as `splitk.store_or_reduce`, written in Gluon here because Gluon cannot call Triton functions).
+
+Limits (the caller checks them and uses the Triton kernels otherwise): sm_90 only (wgmma, TMA); 16-bit x (bf16 or
+fp16) whose rows are 16-byte aligned; K a multiple of 64; group size 64 or more; N a multiple of 8. Gluon kernels do
+not run under TRITON_INTERPRET, so CI checks this file by sm_90 compiles and its torch reference, and the GPU tests run
+it against the reference (tests/kernels/test_gpu.py).
+"""
+import torch
+import triton
+
+from kvant.kernels.splitk import split_count, splitk_buffers
+from kvant.kernels.w4a16_layout import check_repacked
+
+try:  # Gluon is experimental (Triton >= 3.5); without it the kernel is simply not offered
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma, \
+        warpgroup_mma_wait
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    # the TMA load's name: async_copy_global_to_shared in Triton 3.5-3.6 (the device's), async_load from 3.7
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+    _cta_barrier = getattr(gl, "barrier", None) or gl.thread_barrier  # the same rename, at 3.7
+    HAVE_GLUON = True
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    HAVE_GLUON = False
+
+BLOCK_K = 64  # K per step: one 128-byte TMA box of 16-bit x per token row
+# (BLOCK_N, num_warps, STAGES, waves, tokens): weight rows per program, warps (64 weight rows per warpgroup and
+# MMA), ring depth, split-K target in programs per SM, token tile (16..256, a power of two)
+DEFAULT_CONFIG = (128, 8, 4, 1, 64)
+CONFIGS = ((128, 8, 4, 1, 64), (128, 8, 4, 2, 64), (128, 8, 3, 1, 128), (128, 8, 4, 1, 128), (64, 4, 4, 2, 64),
+           (128, 8, 3, 1, 256), (64, 4, 4, 1, 128))
+
+
+if HAVE_GLUON:
+    @gluon.jit
+    def _pair(words, z2, s2, SHIFT: gl.constexpr, BF16: gl.constexpr):
+        # nibble pair SHIFT / 4 of each repacked word -> two 16-bit weights (element 2i low, 2i + 1 high), each
+        # ((MAGIC + u) - (MAGIC + zero)) exact, then times the group scale rounded once; z2 and s2 packed pairs
+        if BF16:
+            return gl.inline_asm_elementwise(
+                f"{{.reg .b32 t, one, nz; mov.b32 one, 0x3f803f80; mov.b32 nz, 0x80008000; shr.u32 t, $1, {SHIFT}; "
+                "lop3.b32 t, t, 0x000f000f, 0x43004300, 0xea; fma.rn.bf16x2 t, t, one, $2; "
+                "fma.rn.bf16x2 $0, t, $3, nz;}", "=r,r,r,r", [words, z2, s2], dtype=gl.int32, is_pure=True, pack=1)
+        return gl.inline_asm_elementwise(
+            f"{{.reg .b32 t, one, nz; mov.b32 one, 0x3c003c00; mov.b32 nz, 0x80008000; shr.u32 t, $1, {SHIFT}; "
+            "lop3.b32 t, t, 0x000f000f, 0x64006400, 0xea; fma.rn.f16x2 t, t, one, $2; "
+            "fma.rn.f16x2 $0, t, $3, nz;}", "=r,r,r,r", [words, z2, s2], dtype=gl.int32, is_pure=True, pack=1)
+
+    @gluon.jit
+    def _halves(v, DT: gl.constexpr):
+        # int32 [R, W, ...] of packed 16-bit pairs -> [R, W, ..., 2] (low, high)
+        lo = v.to(gl.int16).to(DT, bitcast=True)
+        hi = (v >> 16).to(gl.int16).to(DT, bitcast=True)
+        return gl.join(lo, hi)
+
+    @gluon.jit
+    def _packed(v, DT: gl.constexpr):
+        # 16-bit floats [R] (any dtype DT) -> int32 [R] holding the value in both halves
+        b = v.to(DT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+        return b | (b << 16)
+
+    @gluon.jit
+    def _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, step, off_m, off_n, G,
+               HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr):
+        # TMA of one K step (words, scales, zeros, x) into its ring stage, counted on that stage's barrier
+        st = step % STAGES
+        bar = bars.index(st)
+        NBYTES: gl.constexpr = (x_desc.block_type.nbytes + w_desc.block_type.nbytes + s_desc.block_type.nbytes
+                                + HAS_ZP * z_desc.block_type.nbytes)
+        mbarrier.expect(bar, NBYTES)
+        k0 = step * BK
+        _tma_load(w_desc, [off_n, k0 // 8], bar, w_s.index(st))
+        _tma_load(s_desc, [k0 // G, off_n], bar, s_s.index(st))
+        if HAS_ZP:
+            _tma_load(z_desc, [k0 // G, off_n], bar, z_s.index(st))
+        _tma_load(x_desc, [off_m, k0], bar, x_s.index(st))
+
+    @gluon.jit
+    def _step(acc, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m, off_n, G,
+              wl: gl.constexpr, rl: gl.constexpr, sl: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr,
+              BK: gl.constexpr, BN: gl.constexpr, DT: gl.constexpr, BF16: gl.constexpr, MAGIC: gl.constexpr):
+        # K step i: wait for its TMA, dequantize its words into a shared A buffer, issue its wgmma, wait for step
+        # i - 1's, and refill the ring stage that step i - 1 read
+        st = i % STAGES
+        mbarrier.wait(bars.index(st), (i // STAGES) & 1)
+        words = w_s.index(st).load(wl)  # [BN, BW] int32
+        scale = gl.convert_layout(s_s.index(st).load(sl).reshape([BN]), rl)
+        if HAS_ZP:
+            zero = gl.convert_layout(z_s.index(st).load(sl).reshape([BN]), rl).to(gl.float32) + MAGIC
+        else:
+            zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
+        z2 = gl.expand_dims(_packed(-zero, DT), 1)
+        s2 = gl.expand_dims(_packed(scale, DT), 1)
+        p01 = gl.join(_pair(words, z2, s2, 0, BF16), _pair(words, z2, s2, 4, BF16))
+        p23 = gl.join(_pair(words, z2, s2, 8, BF16), _pair(words, z2, s2, 12, BF16))
+        w = _halves(gl.join(p01, p23), DT)  # [BN, BW, i % 2, i // 2, lohi]; k - 8 word = 4(i//2) + 2(i%2) + lohi
+        w = gl.reshape(gl.permute(w, (0, 1, 3, 2, 4)), [BN, BK])
+        buf = a_s.index(i % 2)  # step i - 2's wgmma, its last reader, finished at step i - 1's wait
+        buf.store(w)
+        fence_async_shared()
+        acc = warpgroup_mma(buf, x_s.index(st).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        nxt = i - 1 + STAGES  # step i - 1's wgmma is done: its ring stage takes step i - 1 + STAGES
+        if (i > 0) & (nxt < n_steps):
+            _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first + nxt, off_m, off_n, G, HAS_ZP,
+                   STAGES, BK)
+        return acc
+
+    @gluon.jit
+    def _w4a16_wgmma_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
+                            STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
+                            num_warps: gl.constexpr):
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        BW: gl.constexpr = w_desc.block_type.shape[1]  # words per weight row per step
+        BK: gl.constexpr = 8 * BW
+        TOK: gl.constexpr = x_desc.block_type.shape[0]
+        DT: gl.constexpr = x_desc.dtype
+        BF16: gl.constexpr = DT == gl.bfloat16
+        MAGIC: gl.constexpr = 128.0 if BF16 else 1024.0
+
+        pid_m = gl.program_id(0)  # the token tiles of one weight tile run next to each other (weight read once)
+        pid_n = gl.program_id(1)
+        pid_k = gl.program_id(2)
+        off_m = pid_m * TOK
+        off_n = pid_n * BN
+        first = pid_k * STEPS_PER_SPLIT
+        last = gl.minimum(first + STEPS_PER_SPLIT, K // BK)
+        n_steps = last - first
+
+        # acc [BN, TOK] = W tile @ x tile^T; one m64nTOKk16 wgmma per warpgroup per 16 of K
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                      instr_shape=[16, TOK, 16])
+        # the words as loaded from shared memory: 4 lanes along a row's BW words, 8 rows per warp
+        wl: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, BW // 4], threads_per_warp=[8, 4],
+                                            warps_per_cta=[num_warps, 1], order=[1, 0])
+        rl: gl.constexpr = gl.SliceLayout(1, wl)
+        sl: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 1], threads_per_warp=[1, 32],
+                                            warps_per_cta=[1, num_warps], order=[1, 0])
+        a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, BK], DT)
+
+        x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, BK], x_desc.layout)
+        w_s = gl.allocate_shared_memory(gl.int32, [STAGES, BN, BW], w_desc.layout)
+        s_s = gl.allocate_shared_memory(DT, [STAGES, 1, BN], s_desc.layout)
+        z_s = gl.allocate_shared_memory(DT, [STAGES, 1, BN], z_desc.layout)  # unused where symmetric
+        a_s = gl.allocate_shared_memory(DT, [2, BN, BK], a_layout)
+        bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(bars.index(i), count=1)
+        for i in gl.static_range(STAGES):  # prologue: the first STAGES steps in flight
+            if i < n_steps:
+                _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first + i, off_m, off_n, G,
+                       HAS_ZP, STAGES, BK)
+
+        # step 0 peeled off the loop: on no path is the accumulator defined or read by anything but the wgmmas
+        # between a wgmma and its wait (ptxas serializes every wgmma otherwise: C7514/C7515)
+        acc = _step(gl.zeros([BN, TOK], gl.float32, layout=mma), 0, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s,
+                    s_s, z_s, a_s, first, n_steps, off_m, off_n, G, wl, rl, sl, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
+        for i in range(1, n_steps):
+            acc = _step(acc, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m,
+                        off_n, G, wl, rl, sl, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(bars.index(i))
+
+        offs_n = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
+        offs_m = off_m + gl.arange(0, TOK, layout=gl.SliceLayout(0, mma))
+        out_ptrs = out_ptr + gl.expand_dims(offs_m, 0) * stride_om + gl.expand_dims(offs_n, 1)
+        mask = gl.expand_dims(offs_n < N, 1) & gl.expand_dims(offs_m < M, 0)
+        if SPLIT == 1:
+            gl.store(out_ptrs, acc.to(DT), mask=mask)
+        else:  # the last split of this tile to arrive sums the partials in split order (splitk.store_or_reduce)
+            tile_id = pid_n * gl.num_programs(0) + pid_m
+            tile = gl.expand_dims(gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), 1) * TOK + \
+                gl.expand_dims(gl.arange(0, TOK, layout=gl.SliceLayout(0, mma)), 0)
+            base = ws_ptr + tile_id.to(gl.int64) * (SPLIT * BN * TOK)
+            gl.store(base + pid_k * (BN * TOK) + tile, acc)
+            _cta_barrier()
+            arrived = gl.atomic_add(cnt_ptr + tile_id, 1, sem="acq_rel", scope="gpu")
+            if arrived == SPLIT - 1:
+                total = gl.zeros([BN, TOK], gl.float32, layout=mma)
+                for s in range(SPLIT):
+                    total += gl.load(base + s * (BN * TOK) + tile, cache_modifier=".cg")
+                gl.store(out_ptrs, total.to(DT), mask=mask)
+                gl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
+
+
+def supported(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
+    """Whether this kernel can take the call: Gluon present, an sm_90 device, and the shape limits above."""
+    if not HAVE_GLUON or x.device.type != "cuda" or torch.cuda.get_device_capability(x.device) != (9, 0):
+        return False
+    k = qweight.shape[1] * 8
+    return (x.dtype in (torch.bfloat16, torch.float16) and k % BLOCK_K == 0 and group_size >= BLOCK_K
+            and group_size % BLOCK_K == 0 and qweight.shape[0] % 8 == 0 and x.stride(-1) == 1
+            and x.data_ptr() % 16 == 0 and (x.stride(0) * 2) % 16 == 0)
+
+
+def _desc(t: torch.Tensor, block: list[int]):
+    layout = gl.NVMMASharedLayout.get_default_for(block, {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16,
+                                                          torch.int32: gl.int32}[t.dtype])
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+
+
+def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
+    """x [M, K] 16-bit -> [M, N] (the repacked layout of `w4a16_layout`); config = (BLOCK_N, num_warps, STAGES,
+    waves, tokens) as CONFIGS. Raises where `supported` says no."""
+    check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
+    if not supported(x, qweight, group_size):
+        raise ValueError("w4a16_wgmma needs Gluon, an sm_90 GPU, 16-bit x with 16-byte aligned rows, K a multiple "
+                         f"of {BLOCK_K}, group size a multiple of {BLOCK_K} and N a multiple of 8; got x "
+                         f"{tuple(x.shape)} {x.dtype} on {x.device}, group {group_size}, N {qweight.shape[0]}")
+    bn, warps, stages, waves, tokens = config or DEFAULT_CONFIG
+    if bn % (16 * warps) or warps % 4 or tokens not in (16, 32, 64, 128, 256):
+        raise ValueError(f"bad w4a16_wgmma config {config}: BLOCK_N a multiple of 16 * warps, warps a multiple of 4, "
+                         "tokens a power of two in 16..256")
+    m, k = x.shape
+    n = qweight.shape[0]
+    tok = min(tokens, max(16, triton.next_power_of_2(m)))
+    tiles = triton.cdiv(m, tok)
+    split, per_split = split_count(k // BLOCK_K, tiles * triton.cdiv(n, bn), torch.cuda.get_device_properties(
+        x.device).multi_processor_count, waves)
+    ws, cnt = splitk_buffers(x.device, tiles * triton.cdiv(n, bn), split, bn * tok)
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    s_desc = _desc(scales, [1, bn])
+    _w4a16_wgmma_kernel[(tiles, triton.cdiv(n, bn), split)](
+        _desc(x, [tok, BLOCK_K]), _desc(qweight, [bn, BLOCK_K // 8]), s_desc,
+        _desc(zeros, [1, bn]) if zeros is not None else s_desc, out, ws, cnt, m, n, k, group_size, out.stride(0),
+        per_split, HAS_ZP=zeros is not None, SPLIT=split, STAGES=stages, num_warps=warps)
+    return out
