@@ -177,25 +177,31 @@ if HAVE_GLUON:
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
 
-        offs_n = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
-        offs_m = off_m + gl.arange(0, TOK, layout=gl.SliceLayout(0, mma))
-        out_ptrs = out_ptr + gl.expand_dims(offs_m, 0) * stride_om + gl.expand_dims(offs_n, 1)
-        mask = gl.expand_dims(offs_n < N, 1) & gl.expand_dims(offs_m < M, 0)
         if SPLIT == 1:
-            gl.store(out_ptrs, acc.to(DT), mask=mask)
-        else:  # the last split of this tile to arrive sums the partials in split order (splitk.store_or_reduce)
+            offs_n = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
+            offs_m = off_m + gl.arange(0, TOK, layout=gl.SliceLayout(0, mma))
+            gl.store(out_ptr + gl.expand_dims(offs_m, 0) * stride_om + gl.expand_dims(offs_n, 1), acc.to(DT),
+                     mask=gl.expand_dims(offs_n < N, 1) & gl.expand_dims(offs_m < M, 0))
+        else:  # the last split of this tile to arrive sums the partials in split order (splitk.store_or_reduce),
+            # in a layout of 4 consecutive tokens per thread (the MMA layout's pointers cost 2 registers an element)
+            TC: gl.constexpr = 32 if TOK >= 128 else TOK // 4
+            el: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[32 // TC, TC],
+                                                warps_per_cta=[num_warps, 1], order=[1, 0])
+            part = gl.convert_layout(acc, el)
+            rows = gl.arange(0, BN, layout=gl.SliceLayout(1, el))
+            cols = gl.arange(0, TOK, layout=gl.SliceLayout(0, el))
+            tile = gl.expand_dims(rows, 1) * TOK + gl.expand_dims(cols, 0)
             tile_id = pid_n * gl.num_programs(0) + pid_m
-            tile = gl.expand_dims(gl.arange(0, BN, layout=gl.SliceLayout(1, mma)), 1) * TOK + \
-                gl.expand_dims(gl.arange(0, TOK, layout=gl.SliceLayout(0, mma)), 0)
             base = ws_ptr + tile_id.to(gl.int64) * (SPLIT * BN * TOK)
-            gl.store(base + pid_k * (BN * TOK) + tile, acc)
+            gl.store(base + pid_k * (BN * TOK) + tile, part)
             _cta_barrier()
             arrived = gl.atomic_add(cnt_ptr + tile_id, 1, sem="acq_rel", scope="gpu")
             if arrived == SPLIT - 1:
-                total = gl.zeros([BN, TOK], gl.float32, layout=mma)
+                total = gl.zeros([BN, TOK], gl.float32, layout=el)
                 for s in range(SPLIT):
                     total += gl.load(base + s * (BN * TOK) + tile, cache_modifier=".cg")
-                gl.store(out_ptrs, total.to(DT), mask=mask)
+                gl.store(out_ptr + gl.expand_dims(off_m + cols, 0) * stride_om + gl.expand_dims(off_n + rows, 1),
+                         total.to(DT), mask=gl.expand_dims(off_n + rows < N, 1) & gl.expand_dims(off_m + cols < M, 0))
                 gl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
 
 
