@@ -99,9 +99,9 @@ if HAVE_GLUON:
         st = i % STAGES
         mbarrier.wait(bars.index(st), (i // STAGES) & 1)
         words = w_s.index(st).load(wl)  # [BN, BW] int32
-        scale = gl.convert_layout(s_s.index(st).load(sl).reshape([BN]), rl)
+        scale = s_s.index(st).reshape([BN]).load(rl)  # unswizzled: read straight into the rows' layout
         if HAS_ZP:
-            zero = gl.convert_layout(z_s.index(st).load(sl).reshape([BN]), rl).to(gl.float32) + MAGIC
+            zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
         else:
             zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
         z2 = gl.expand_dims(_packed(-zero, DT), 1)
@@ -216,8 +216,11 @@ def supported(x: torch.Tensor, qweight: torch.Tensor, group_size: int) -> bool:
 
 
 def _desc(t: torch.Tensor, block: list[int]):
-    layout = gl.NVMMASharedLayout.get_default_for(block, {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16,
-                                                          torch.int32: gl.int32}[t.dtype])
+    if block[0] == 1:  # a row of group scales or zeros: unswizzled, so that the kernel reads it as a vector
+        layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
+    else:
+        layout = gl.NVMMASharedLayout.get_default_for(block, {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16,
+                                                              torch.int32: gl.int32}[t.dtype])
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
 
 
