@@ -4,7 +4,8 @@ table is present), on Llama-3.1-8B's merged g128 shapes, with the copy rate meas
 is first checked against the product with the bf16-rounded weights on fresh random inputs, then timed as CUDA-graph
 replays over weight copies that L2 cannot hold (bench/w4a16_table.graph_us).
 
-    source bench/gpu_env.sh && python -P bench/w4a16_wgmma_sweep.py --out $OUT/wgmma.json [--rows 16,32,64,128,256]
+    source bench/gpu_env.sh && python -P bench/w4a16_wgmma_sweep.py --out $OUT/wgmma.json [--rows 16,32,64,128,256] \
+        [--table $OUT/wgmma_tune.json]
 """
 import argparse
 import json
@@ -94,6 +95,23 @@ def summary(rows_out) -> list[str]:
     return lines
 
 
+def write_table(path, device, shapes, rows, results, margin=0.97) -> None:
+    """The tuner's table (kvant.kernels.w4a16_tune's format) with the fastest wgmma config for each shape and row
+    bucket where it beat the dispatch's kernel by more than 1 - margin; elsewhere no entry (the static dispatch)."""
+    from kvant.kernels.w4a16_tune import key
+
+    table = {}
+    for name in shapes:
+        k, n = SHAPES[name]
+        for m in rows:
+            rs = [r for r in results if (r["shape"], r["m"]) == (name, m) and r.get("us")]
+            disp = next((r for r in rs if r["format"] == "dispatch"), None)
+            wg = min((r for r in rs if r["format"] == "wgmma"), key=lambda r: r["us"], default=None)
+            if wg and disp and wg["us"] < margin * disp["us"]:
+                table[key(device, k, n, 128, False, m, repacked=True)] = ["wgmma", wg["config"]]
+    Path(path).write_text(json.dumps(table, indent=0, sort_keys=True))
+
+
 def main() -> None:
     from kvant.kernels.w4a16_wgmma import CONFIGS
 
@@ -101,6 +119,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
     ap.add_argument("--shapes", default="llama gate_up,llama down,llama qkv,llama o")
     ap.add_argument("--rows", default="16,32,64,128,256")
+    ap.add_argument("--table", default=None, help="write the wgmma picks that beat the dispatch here (w4a16_tune.json)")
     a = ap.parse_args()
     start = time.time()
     shapes = [s.strip() for s in a.shapes.split(",")]
@@ -116,6 +135,8 @@ def main() -> None:
         result["seconds"] = round(time.time() - start, 1)
         Path(a.out).write_text(json.dumps(result, indent=1))
         print("\n".join(summary([r for r in result["rows"] if r["shape"] == name])), flush=True)
+        if a.table:
+            write_table(a.table, result["device"], shapes, rows, result["rows"])
     print(f"done in {time.time() - start:.1f} s", flush=True)
 
 
