@@ -75,15 +75,16 @@ if HAVE_GLUON:
         return b | (b << 16)
 
     @gluon.jit
-    def _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, step, off_m, off_n, G,
+    def _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G,
                HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr):
-        # TMA of one K step (words, scales, zeros, x) into its ring stage, counted on that stage's barrier
-        st = step % STAGES
+        # TMA of the split's K step i (step first + i of the whole K) into ring stage i % STAGES, counted on that
+        # stage's barrier
+        st = i % STAGES
         bar = bars.index(st)
         NBYTES: gl.constexpr = (x_desc.block_type.nbytes + w_desc.block_type.nbytes + s_desc.block_type.nbytes
                                 + HAS_ZP * z_desc.block_type.nbytes)
         mbarrier.expect(bar, NBYTES)
-        k0 = step * BK
+        k0 = (first + i) * BK
         _tma_load(w_desc, [off_n, k0 // 8], bar, w_s.index(st))
         _tma_load(s_desc, [k0 // G, off_n], bar, s_s.index(st))
         if HAS_ZP:
@@ -117,7 +118,7 @@ if HAVE_GLUON:
         acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
         nxt = i - 1 + STAGES  # step i - 1's wgmma is done: its ring stage takes step i - 1 + STAGES
         if (i > 0) & (nxt < n_steps):
-            _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first + nxt, off_m, off_n, G, HAS_ZP,
+            _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, nxt, first, off_m, off_n, G, HAS_ZP,
                    STAGES, BK)
         return acc
 
@@ -163,7 +164,7 @@ if HAVE_GLUON:
             mbarrier.init(bars.index(i), count=1)
         for i in gl.static_range(STAGES):  # prologue: the first STAGES steps in flight
             if i < n_steps:
-                _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first + i, off_m, off_n, G,
+                _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G,
                        HAS_ZP, STAGES, BK)
 
         # step 0 peeled off the loop: on no path is the accumulator defined or read by anything but the wgmmas
