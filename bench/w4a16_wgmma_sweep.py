@@ -119,7 +119,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
     ap.add_argument("--shapes", default="llama gate_up,llama down,llama qkv,llama o")
     ap.add_argument("--rows", default="16,32,64,128,256")
-    ap.add_argument("--table", default=None, help="write the wgmma picks that beat the dispatch here (w4a16_tune.json)")
+    ap.add_argument("--table", default=None, help="write the wgmma picks that beat the dispatch here (w4a16_tune.json); "
+                    "the engine faulted with such a table on 2026-12-07 (bench/RESULTS.md): for debugging it")
     a = ap.parse_args()
     start = time.time()
     shapes = [s.strip() for s in a.shapes.split(",")]
