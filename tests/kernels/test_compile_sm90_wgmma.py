@@ -25,8 +25,10 @@ driver.set_active(Sm90())
 from kvant.kernels import w4a16_wgmma as g
 ptxas = triton.knobs.nvidia.ptxas.path if hasattr(triton, "knobs") else None
 cases = [(cf, 256, 128, False, torch.bfloat16, 1) for cf in g.CONFIGS]
-cases += [((128, 8, 4, 1, 64), 200, 64, True, torch.float16, 3), ((64, 4, 4, 2, 64), 16, 256, False, torch.bfloat16, 2)]
-for (bn, warps, stages, waves, tokens), m, G, hz, dt, split in cases:
+cases += [((128, 8, 4, 1, 64), 200, 64, True, torch.float16, 3), ((64, 4, 4, 2, 64), 16, 256, False, torch.bfloat16, 2),
+          ((128, 8, 4, 1, 64, True), 100, 128, True, torch.float16, 2)]
+for cf, m, G, hz, dt, split in cases:
+    bn, warps, stages, waves, tokens, *extra = cf
     n, k = 1024, 2048
     x = torch.zeros(m, k, dtype=dt); qw = torch.zeros(n, k // 8, dtype=torch.int32)
     s = torch.zeros(k // G, n, dtype=dt); z = torch.zeros(k // G, n, dtype=dt)
@@ -35,7 +37,8 @@ for (bn, warps, stages, waves, tokens), m, G, hz, dt, split in cases:
     out = torch.zeros(m, n, dtype=dt); ws = torch.zeros(16); cnt = torch.zeros(16, dtype=torch.int32)
     kern = g._w4a16_wgmma_kernel.warmup(
         g._desc(x, [tok, g.BLOCK_K]), g._desc(qw, [bn, g.BLOCK_K // 8]), sd, g._desc(z, [1, bn]) if hz else sd, out, ws,
-        cnt, m, n, k, G, out.stride(0), 4, HAS_ZP=hz, SPLIT=split, STAGES=stages, num_warps=warps, grid=(1,))
+        cnt, m, n, k, G, out.stride(0), 4, HAS_ZP=hz, SPLIT=split, STAGES=stages, A_REGS=bool(extra and extra[0]), num_warps=warps,
+        grid=(1,))
     waits = re.findall(r"warp_group_dot_wait.*?pendings = (\\d+)", kern.asm["ttgir"])
     assert "1" in waits, waits
     ptx = kern.asm["ptx"]
@@ -45,7 +48,7 @@ for (bn, warps, stages, waves, tokens), m, G, hz, dt, split in cases:
     r = subprocess.run([ptxas, "-arch=sm_90a", "-v", "k.ptx", "-o", "k.cubin"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "C7514" not in r.stderr and "C7515" not in r.stderr and "serialized" not in r.stderr, r.stderr[-2000:]
-    print("compiled", (bn, warps, stages, waves, tokens), m, G, hz, split)
+    print("compiled", cf, m, G, hz, split)
 """
 
 
@@ -55,7 +58,7 @@ def test_wgmma_tile_compiles_for_sm90_with_async_mma(tmp_path, monkeypatch):
     if not w4a16_wgmma.HAVE_GLUON:
         pytest.skip("this Triton has no Gluon")
     monkeypatch.chdir(tmp_path)
-    assert run_without_interpreter(SCRIPT).count("compiled") == len(w4a16_wgmma.CONFIGS) + 2
+    assert run_without_interpreter(SCRIPT).count("compiled") == len(w4a16_wgmma.CONFIGS) + 3
 
 
 def test_wgmma_tile_refuses_what_it_cannot_run():
