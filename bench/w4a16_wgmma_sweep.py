@@ -17,9 +17,8 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import rel_err  # noqa: E402
 from w4a16_gemv_sweep import SHAPES, copies, copy_rate, int4_operands  # noqa: E402
-from w4a16_table import graph_us  # noqa: E402
+from w4a16_wide_sweep import add_bf16_rows, check_and_time  # noqa: E402
 
 MAX_ERR = 1e-2
 
@@ -42,16 +41,8 @@ def sweep_shape(name, k, n, rows, rw_rate, configs):
         nbytes = w_bytes + 2 * m * (k + n)
 
         def measure(fmt, fn, config=None):
-            r = dict(shape=name, k=k, n=n, m=m, format=fmt, config=config, copies=c)
-            try:
-                r["err"] = err = rel_err(fn(x, *packs[0]), ref)
-                if not err < MAX_ERR:
-                    r["error"] = f"error {err:.3g} over {MAX_ERR}"
-                else:
-                    us = graph_us([lambda p=p: fn(x, *p) for p in packs])
-                    r.update(us=round(us, 2), pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1))
-            except Exception as e:  # noqa: BLE001 - one broken candidate must not hide the others' numbers
-                r["error"] = f"{type(e).__name__}: {e}"[:300]
+            r = dict(shape=name, k=k, n=n, m=m, format=fmt, config=config, copies=c,
+                     **check_and_time(fn, x, packs, ref, nbytes, rw_rate, MAX_ERR))
             out.append(r)
             print(f"  {name} m={m} {fmt} {config}: {r.get('us', r.get('error'))}", flush=True)
 
@@ -65,21 +56,7 @@ def sweep_shape(name, k, n, rows, rw_rate, configs):
             measure("wgmma", lambda x, qw, s, z, cf=cf: w4a16_wgmma(x, qw, s, group, z, config=cf), list(cf))
     packs.clear()
     del w16
-    wb = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-    wbs = [wb] + [wb.clone() for _ in range(copies(2 * n * k) - 1)]
-    for m in rows:
-        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        us = graph_us([lambda w=w: x @ w.t() for w in wbs])
-        nbytes = 2 * n * k + 2 * m * (k + n)
-        out.append(dict(shape=name, k=k, n=n, m=m, format="bf16 cuBLAS", us=round(us, 2), copies=len(wbs),
-                        pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1)))
-    del wbs
-    torch.cuda.empty_cache()
-    for r in out:  # time of bf16 cuBLAS / time of this row (> 1: faster than bf16)
-        b = next(o["us"] for o in out if o["m"] == r["m"] and o["format"] == "bf16 cuBLAS")
-        if r.get("us"):
-            r["vs_bf16"] = round(b / r["us"], 3)
-    return out
+    return add_bf16_rows(out, name, k, n, rows, rw_rate)
 
 
 def summary(rows_out) -> list[str]:

@@ -64,17 +64,8 @@ def sweep_shape(name, k, n, rows, rw_rate, wide_configs=configs):
         nbytes = w_bytes + 2 * m * (k + n)
 
         def measure(fmt, fn, config=None):
-            r = dict(shape=name, k=k, n=n, m=m, format=fmt, config=config, copies=c)
-            try:
-                r["err"] = err = rel_err(fn(x, *packs[0]), ref)
-                if not err < MAX_ERR:
-                    r["error"] = f"error {err:.3g} over {MAX_ERR}"
-                else:
-                    us = graph_us([lambda p=p: fn(x, *p) for p in packs])
-                    r.update(us=round(us, 2), pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1))
-            except Exception as e:  # noqa: BLE001 - one broken candidate must not hide the others' numbers
-                r["error"] = f"{type(e).__name__}: {e}"[:300]
-            out.append(r)
+            out.append(dict(shape=name, k=k, n=n, m=m, format=fmt, config=config, copies=c,
+                            **check_and_time(fn, x, packs, ref, nbytes, rw_rate, MAX_ERR)))
 
         for cf in wide_configs(m):
             measure("wide", lambda x, qw, s, z, cf=cf: w4a16_wide_triton(x, qw, s, group, z, config=cf), list(cf))
@@ -92,6 +83,28 @@ def sweep_shape(name, k, n, rows, rw_rate, wide_configs=configs):
                     list(cf))
         measure("repacked_dequant", lambda x, qw, s, z: w4a16_repacked_dequant_mm(x, qw, s, group, z))
     packs.clear()  # free the copies before the bf16 weights
+    return add_bf16_rows(out, name, k, n, rows, rw_rate)
+
+
+def check_and_time(fn, x, packs, ref, nbytes, rw_rate, max_err) -> dict:
+    """fn(x, *packs[0]) against ref first; then, if within max_err, its time as CUDA-graph replays over every pack:
+    {err, us, pct_copy} or {err?, error}. One broken candidate must not hide the others' numbers."""
+    r = {}
+    try:
+        r["err"] = err = rel_err(fn(x, *packs[0]), ref)
+        if not err < max_err:
+            r["error"] = f"error {err:.3g} over {max_err}"
+        else:
+            us = graph_us([lambda p=p: fn(x, *p) for p in packs])
+            r.update(us=round(us, 2), pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1))
+    except Exception as e:  # noqa: BLE001 - reported in the row
+        r["error"] = f"{type(e).__name__}: {e}"[:300]
+    return r
+
+
+def add_bf16_rows(out, name, k, n, rows, rw_rate):
+    """bf16 cuBLAS on the same shape at each row count (weight copies L2 cannot hold) appended to `out`, and every
+    row's vs_bf16 = bf16 time / its time (> 1: faster than bf16); returns `out`."""
     wb = torch.randn(n, k, device=w4a16_gemv_sweep.DEVICE, dtype=torch.bfloat16)
     wbs = [wb] + [wb.clone() for _ in range(copies(2 * n * k) - 1)]
     for m in rows:
@@ -102,10 +115,10 @@ def sweep_shape(name, k, n, rows, rw_rate, wide_configs=configs):
                         pct_copy=round(100 * nbytes / us / 1e3 / rw_rate, 1)))
     del wbs
     torch.cuda.empty_cache()
-    for r in out:  # time of bf16 cuBLAS / time of this row (> 1: faster than bf16)
+    for r in out:
         b = next(o["us"] for o in out if o["m"] == r["m"] and o["format"] == "bf16 cuBLAS")
         if r.get("us"):
-            r["vs_bf16"] = round(b / r["us"], 2)
+            r["vs_bf16"] = round(b / r["us"], 3)
     return out
 
 
