@@ -10,15 +10,14 @@ replays over weight copies that L2 cannot hold (bench/w4a16_table.graph_us).
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from w4a16_gemv_sweep import SHAPES, copies, copy_rate, int4_operands  # noqa: E402
-from w4a16_wide_sweep import add_bf16_rows, check_and_time  # noqa: E402
+from w4a16_gemv_sweep import SHAPES, copies, int4_operands  # noqa: E402
+from w4a16_wide_sweep import add_bf16_rows, check_and_time, run_shapes  # noqa: E402
 
 MAX_ERR = 1e-2
 
@@ -96,26 +95,14 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
     ap.add_argument("--shapes", default="llama gate_up,llama down,llama qkv,llama o")
     ap.add_argument("--rows", default="16,32,64,128,256")
-    ap.add_argument("--table", default=None, help="write the wgmma picks that beat the dispatch here (w4a16_tune.json); "
-                    "the engine faulted with such a table on 2026-12-07 (bench/RESULTS.md): for debugging it")
+    ap.add_argument("--table", default=None,
+                    help="write the wgmma picks that beat the dispatch here (w4a16_tune.json); the engine faulted with "
+                         "such a table on 2026-12-07 (bench/RESULTS.md): for debugging it")
     a = ap.parse_args()
-    start = time.time()
     shapes = [s.strip() for s in a.shapes.split(",")]
     rows = [int(r) for r in a.rows.split(",")]
-    rw, ro = copy_rate()
-    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                  copy_rw_GBps=round(rw, 1), copy_read_GBps=round(ro, 1), pct_copy_of="copy_rw_GBps", rows=[])
-    print(f"{result['device']}: copy {rw:.0f} GB/s read+write ({ro:.0f} read-only)", flush=True)
-    for name in shapes:
-        k, n = SHAPES[name]
-        result["rows"] += sweep_shape(name, k, n, rows, rw, CONFIGS)
-        result["summary"] = summary(result["rows"])
-        result["seconds"] = round(time.time() - start, 1)
-        Path(a.out).write_text(json.dumps(result, indent=1))
-        print("\n".join(summary([r for r in result["rows"] if r["shape"] == name])), flush=True)
-        if a.table:
-            write_table(a.table, result["device"], shapes, rows, result["rows"])
-    print(f"done in {time.time() - start:.1f} s", flush=True)
+    run_shapes(a.out, shapes, rows, lambda name, k, n, rw: sweep_shape(name, k, n, rows, rw, CONFIGS), summary,
+               write_table, a.table)
 
 
 if __name__ == "__main__":

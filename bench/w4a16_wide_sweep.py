@@ -177,21 +177,29 @@ def main() -> None:
             return [wide_config(m, 128)]
     tasks = [("wide", *SHAPES[s], 128, False, m, cf) for s in shapes for m in rows for cf in wide_configs(m)]
     warm_up(tasks, a.workers, a.warm_timeout)
+    run_shapes(a.out, shapes, rows, lambda name, k, n, rw: sweep_shape(name, k, n, rows, rw, wide_configs), summary,
+               write_table, a.table, start)
+
+
+def run_shapes(out_path, shapes, rows, sweep, summarize, write_table, table_path=None, start=None) -> None:
+    """The sweeps' driver: the copy rate, then `sweep(name, k, n, copy_rw_rate)` shape by shape, the JSON (device,
+    versions, copy rate, rows, `summarize`'s lines) rewritten after each, and with table_path the tuner's table
+    (`write_table(table_path, device, shapes, rows, results)`)."""
+    start = start or time.time()
     rw, ro = copy_rate()
     result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                   copy_rw_GBps=round(rw, 1), copy_read_GBps=round(ro, 1), pct_copy_of="copy_rw_GBps", rows=[])
     print(f"{result['device']}: copy {rw:.0f} GB/s read+write ({ro:.0f} read-only)", flush=True)
     for name in shapes:
         k, n = SHAPES[name]
-        result["rows"] += sweep_shape(name, k, n, rows, rw, wide_configs)
-        result["summary"] = summary(result["rows"])
+        result["rows"] += sweep(name, k, n, rw)
+        result["summary"] = summarize(result["rows"])
         result["seconds"] = round(time.time() - start, 1)
-        Path(a.out).write_text(json.dumps(result, indent=1))
-        if a.table:
-            write_table(a.table, result["device"], shapes, rows, result["rows"])
-        print("\n".join(summary([r for r in result["rows"] if r["shape"] == name])), flush=True)
+        Path(out_path).write_text(json.dumps(result, indent=1))
+        if table_path:
+            write_table(table_path, result["device"], shapes, rows, result["rows"])
+        print("\n".join(summarize([r for r in result["rows"] if r["shape"] == name])), flush=True)
     print(f"done in {time.time() - start:.1f} s", flush=True)
-
 
 if __name__ == "__main__":
     main()

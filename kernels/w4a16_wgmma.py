@@ -12,7 +12,8 @@ program never dequantizes step k + 1 while step k's MMA runs. At 64-256 rows tha
   buffers, then issue step k's wgmma asynchronously (A and x^T from shared memory, swap-AB: the weight rows are the
   MMA's M, the tokens its N) and wait only for step k - 1's. So step k + 1's dequantization runs under step k's MMA.
 - Split-K without zero-fill or cast launches: partial tiles go to a workspace and the last split to arrive sums them
-  (the same protocol as `splitk.store_or_reduce`, written in Gluon here because Gluon cannot call Triton functions).
+  (the same protocol as `splitk.store_or_reduce`, written again in Gluon: that function builds its offsets with
+  `tl.arange`, which has no layout, and Gluon needs one for every tensor it creates).
 
 Limits (the caller checks them and uses the Triton kernels otherwise): sm_90 only (wgmma, TMA); 16-bit x (bf16 or
 fp16) whose rows are 16-byte aligned; K a multiple of 64; group size 64 or more; N a multiple of 8. Gluon kernels do
