@@ -23,6 +23,7 @@ it against the reference (tests/kernels/test_gpu.py).
 import torch
 import triton
 
+from kvant.kernels.dispatch import num_sms
 from kvant.kernels.splitk import split_count, splitk_buffers
 from kvant.kernels.w4a16_layout import check_repacked
 
@@ -257,8 +258,7 @@ def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torc
     n = qweight.shape[0]
     tok = min(tokens, max(16, triton.next_power_of_2(m)))
     tiles = triton.cdiv(m, tok)
-    split, per_split = split_count(k // BLOCK_K, tiles * triton.cdiv(n, bn), torch.cuda.get_device_properties(
-        x.device).multi_processor_count, waves)
+    split, per_split = split_count(k // BLOCK_K, tiles * triton.cdiv(n, bn), num_sms(x.device), waves)
     ws, cnt = splitk_buffers(x.device, tiles * triton.cdiv(n, bn), split, bn * tok)
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     s_desc = _desc(scales, [1, bn])
