@@ -48,7 +48,7 @@ def sweep_shape(name, k, n, rows, rw_rate, configs):
         measure("dispatch", lambda x, qw, s, z: w4a16_repacked_gemm(x, qw, s, group, z))
         seen = set()
         for cf in configs:
-            tile = (*cf[:4], min(cf[4], max(16, triton.next_power_of_2(m))))  # the token tile the call runs
+            tile = (*cf[:4], min(cf[4], max(16, triton.next_power_of_2(m))), *cf[5:])  # what the call runs
             if tile in seen:
                 continue
             seen.add(tile)

@@ -1,10 +1,13 @@
 """W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the tensor-core GEMV at
-1-64 rows and for all but the largest weights at 65-256 rows (g64 and up), the swap-AB tile, then the wide tile (tokens
-as the MMA's 64-row side) for large weights from 33 rows and for every weight at 65-128 rows, dequantize + vendor GEMM
-beyond, unless kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket
+1-64 rows and for all but the largest weights at 65-256 rows (g64 and up), the async-wgmma tile for the largest at
+65-256 rows on sm_90, the swap-AB tile, then the wide tile (tokens as the MMA's 64-row side) for large weights from 33
+rows and for every weight at 65-128 rows, dequantize + vendor GEMM beyond, unless kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket
 (`tune(..., repacked=True)` fills it)."""
+import os
+
 import torch
 
+from kvant.kernels import w4a16_wgmma
 from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
@@ -37,14 +40,28 @@ SWAPAB_MAX_M = 128
 # 0.66x against dequantize + cuBLAS's 0.46x and 0.50x), not on qkv and o. Large = at least WIDE_MIN_WEIGHT weights
 # (gate_up 117M, down 59M; qkv 25M, o 17M).
 WIDE_MIN_M, WIDE_MAX_M, WIDE_MIN_WEIGHT = 33, 256, 48 << 20
+# The Gluon async-wgmma tile (kvant.kernels.w4a16_wgmma, sm_90 only) for the largest weights at 65-256 rows: on
+# Llama-3.1-8B's gate_up (117M weights, g128) it beat the kernel above at 128 and 256 rows in the sweeps of
+# 2026-12-07 (bench/w4a16_wgmma_sweep.py; H200 1.21x and 1.26x, H100 1.16x and 1.21x), with 128-token tiles, three
+# stages and no split-K past 128 rows; it lost on qkv, o and down (17-59M weights) and at 64 rows and below.
+# KVANT_WGMMA=0 leaves it out (the A/B in bench/RESULTS.md).
+WGMMA = os.environ.get("KVANT_WGMMA", "1") == "1"
+WGMMA_MIN_M, WGMMA_MAX_M, WGMMA_MIN_WEIGHT = 65, 256, 96 << 20
 
 
-def _pick(x, qweight, group_size, zeros):
+def _wgmma_config(m: int) -> tuple:
+    return (128, 8, 3, 1, 128 if m <= 128 else 256)
+
+
+def _pick(x, qweight, scales, group_size, zeros):
     # (kernel, config or None) for 16-bit x on the GPU: the tuned table's measured pick, else the static dispatch
     tuned = lookup(x, qweight, group_size, zeros, repacked=True)
     if tuned is not None:  # measured on this card for this shape and row bucket (kvant.kernels.w4a16_tune)
         return tuned
     m = x.shape[0]
+    if WGMMA and WGMMA_MIN_M <= m <= WGMMA_MAX_M and qweight.shape[0] * x.shape[1] >= WGMMA_MIN_WEIGHT and \
+            w4a16_wgmma.supported(x, qweight, scales, group_size, zeros):
+        return w4a16_wgmma.w4a16_wgmma, _wgmma_config(m)
     pow2 = group_size & (group_size - 1) == 0
     if pow2 and group_size >= 64 and (m <= MMA_GEMV_MAX_M or (
             m <= MMA_GEMV_MAX_M_SMALL and qweight.shape[0] * x.shape[1] < MMA_GEMV_MAX_WEIGHT)):
@@ -66,7 +83,7 @@ def w4a16_repacked_gemm(x, qweight, scales, group_size, zeros=None) -> torch.Ten
         return w4a16_repacked_gemm_ref(x, qweight, scales, group_size, zeros)
     if x.dtype not in MAGIC16:  # fp32 activations: dequantize (exactly, in fp32) + GEMM
         return w4a16_repacked_dequant_mm(x, qweight, scales, group_size, zeros)
-    return _run(*_pick(x, qweight, group_size, zeros), x, qweight, scales, group_size, zeros)
+    return _run(*_pick(x, qweight, scales, group_size, zeros), x, qweight, scales, group_size, zeros)
 
 
 def _run(kernel, config, x, qweight, scales, group_size, zeros):
@@ -81,7 +98,7 @@ def w4a16_repacked_silu_mul_gemm(gate_up, qweight, scales, group_size, zeros=Non
     k = qweight.shape[1] * 8
     if gate_up.dim() == 2 and gate_up.shape[1] == 2 * k and gate_up.dtype in MAGIC16 and on_cuda(
             gate_up, qweight, scales, zeros):
-        kernel, config = _pick(gate_up[:, :k], qweight, group_size, zeros)
+        kernel, config = _pick(gate_up[:, :k], qweight, scales, group_size, zeros)
         if kernel is w4a16_mma_gemv_triton and gate_up.shape[0] <= SILU_FUSE_MAX_M:
             return kernel(gate_up, qweight, scales, group_size, zeros, config=config, silu_mul=True)
         return _run(kernel, config, silu_and_mul(gate_up), qweight, scales, group_size, zeros)  # picked once

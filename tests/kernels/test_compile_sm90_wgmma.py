@@ -24,14 +24,17 @@ driver.set_active(Sm90())
 
 from kvant.kernels import w4a16_wgmma as g
 ptxas = triton.knobs.nvidia.ptxas.path if hasattr(triton, "knobs") else None
-cases = [(cf, 256, 128, False, torch.bfloat16, 1) for cf in g.CONFIGS]
-cases += [((128, 8, 4, 1, 64), 200, 64, True, torch.float16, 3), ((64, 4, 4, 2, 64), 16, 256, False, torch.bfloat16, 2),
-          ((128, 8, 4, 1, 64, True), 100, 128, True, torch.float16, 2)]
-for cf, m, G, hz, dt, split in cases:
+cases = [(cf, 256, 128, False, torch.bfloat16, 1, None) for cf in g.CONFIGS]
+cases += [((128, 8, 4, 1, 64), 200, 64, True, torch.float16, 3, None),
+          ((64, 4, 4, 2, 64), 16, 256, False, torch.bfloat16, 2, None),
+          ((128, 8, 4, 1, 64, True), 100, 128, True, torch.float16, 2, None),
+          ((128, 8, 3, 1, 256), 256, 128, False, torch.bfloat16, 1, torch.float32),  # the engine's fp32 scales
+          ((64, 4, 4, 2, 64), 40, 128, True, torch.bfloat16, 2, torch.float32)]
+for cf, m, G, hz, dt, split, sdt in cases:
     bn, warps, stages, waves, tokens, *extra = cf
     n, k = 1024, 2048
     x = torch.zeros(m, k, dtype=dt); qw = torch.zeros(n, k // 8, dtype=torch.int32)
-    s = torch.zeros(k // G, n, dtype=dt); z = torch.zeros(k // G, n, dtype=dt)
+    s = torch.zeros(k // G, n, dtype=sdt or dt); z = torch.zeros(k // G, n, dtype=sdt or dt)
     tok = min(tokens, max(16, triton.next_power_of_2(m)))
     sd = g._desc(s, [1, bn])
     out = torch.zeros(m, n, dtype=dt); ws = torch.zeros(16); cnt = torch.zeros(16, dtype=torch.int32)
@@ -48,6 +51,8 @@ for cf, m, G, hz, dt, split in cases:
     r = subprocess.run([ptxas, "-arch=sm_90a", "-v", "k.ptx", "-o", "k.cubin"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "C7514" not in r.stderr and "C7515" not in r.stderr and "serialized" not in r.stderr, r.stderr[-2000:]
+    if sdt is torch.float32:  # the scale row is copied and read as 32-bit words
+        assert "memdesc<%dx1x%dxf32" % (stages, bn) in kern.asm["ttgir"], "fp32 scales not held as fp32"
     print("compiled", cf, m, G, hz, split)
 """
 
@@ -58,7 +63,7 @@ def test_wgmma_tile_compiles_for_sm90_with_async_mma(tmp_path, monkeypatch):
     if not w4a16_wgmma.HAVE_GLUON:
         pytest.skip("this Triton has no Gluon")
     monkeypatch.chdir(tmp_path)
-    assert run_without_interpreter(SCRIPT).count("compiled") == len(w4a16_wgmma.CONFIGS) + 3
+    assert run_without_interpreter(SCRIPT).count("compiled") == len(w4a16_wgmma.CONFIGS) + 5
 
 
 def test_wgmma_tile_refuses_what_it_cannot_run():
@@ -73,6 +78,6 @@ def test_wgmma_tile_refuses_what_it_cannot_run():
     qweight, scales, _ = repack_w4(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)),
                                    torch.rand(n, k // g).to(torch.bfloat16), g)
     x = torch.randn(4, k, dtype=torch.bfloat16)
-    assert not supported(x, qweight, g)
+    assert not supported(x, qweight, scales, g)
     with pytest.raises(ValueError, match="sm_90"):
         w4a16_wgmma(x, qweight, scales, g)

@@ -201,13 +201,13 @@ def test_w4a16_mma_gemv_llama_shapes(m, k, n):
             torch.testing.assert_close(out, want, atol=3e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
 
 
-def _int4_case(n, k, group, asym, dtype=torch.bfloat16):
-    # compressed-tensors INT4 tensors, kvant's repacked ones, and the bf16-rounded dequantized weight (what a kernel
-    # that scales the weight in 16 bits multiplies by)
+def _int4_case(n, k, group, asym, dtype=torch.bfloat16, scale_dtype=None):
+    # compressed-tensors INT4 tensors, kvant's repacked ones, and the 16-bit-rounded dequantized weight (what a kernel
+    # that scales the weight in 16 bits multiplies by); scales (and zeros) in scale_dtype, by default dtype
     from kvant.kernels.w4a16_layout import repack_w4
 
     q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(dtype)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(scale_dtype or dtype)
     zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
         if asym else None
     packed = pack_int4(q)
@@ -219,14 +219,17 @@ def _int4_case(n, k, group, asym, dtype=torch.bfloat16):
 @pytest.mark.parametrize("k,n", [(4096, 6144), (14336, 4096), (4096, 28672)])
 def test_w4a16_wgmma_llama_shapes(m, k, n):
     # the Gluon async-wgmma tile (sm_90) at every config it offers, on Llama-3.1-8B's qkv, down and gate_up, g128,
-    # asymmetric at 40 and 200 rows; against the product with the bf16-rounded weights (the kernel scales in 16 bits)
+    # asymmetric at 40 and 200 rows, fp32 scales (the engine's, from its random-weight quantization) at 100, 200 and
+    # 256; against the product with the bf16-rounded weights (the kernel scales in 16 bits)
     from kvant.kernels import w4a16_wgmma as wg
 
     if not wg.HAVE_GLUON or torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("the wgmma tile needs Gluon and an sm_90 GPU")
     group, asym = 128, m in (40, 200)
-    _, _, _, (qweight, scales, zeros), w16 = _int4_case(n, k, group, asym)
+    sdt = torch.float32 if m in (100, 200, 256) else None
+    _, _, _, (qweight, scales, zeros), w16 = _int4_case(n, k, group, asym, scale_dtype=sdt)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    assert scales.dtype == (sdt or torch.bfloat16) and wg.supported(x, qweight, scales, group, zeros)
     ref16 = (x.float() @ w16.t()).to(x.dtype)
     for config in wg.CONFIGS:
         out = wg.w4a16_wgmma(x, qweight, scales, group, zeros, config=config)

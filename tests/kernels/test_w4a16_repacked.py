@@ -189,13 +189,29 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     def pick(m, name):
         k, n = shapes[name]
         x = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
-        return w4a16_repacked._pick(x, torch.empty(n, k // 8, dtype=torch.int32, device="meta"), 128, None)[0]
+        qweight = torch.empty(n, k // 8, dtype=torch.int32, device="meta")
+        return w4a16_repacked._pick(x, qweight, None, 128, None)[0]
 
     gemv, wide = w4a16_mma_gemv.w4a16_mma_gemv_triton, w4a16_swapab.w4a16_wide_triton
     assert all(pick(m, s) is gemv for m in (1, 4, 16, 33, 64) for s in shapes)
     assert [pick(100, s) for s in shapes] == [gemv, gemv, wide, gemv]
     assert [pick(256, s) for s in shapes] == [gemv, gemv, wide, gemv]
     assert pick(257, "qkv") is w4a16_swapab.w4a16_repacked_dequant_mm  # prefill chunks
+    # where the async-wgmma tile can run (an sm_90 GPU with Gluon; said yes to here), it takes gate_up at 65-256 rows,
+    # in 128-token tiles to 128 rows and 256-token tiles beyond; KVANT_WGMMA=0 (read at import) leaves it out
+    from kvant.kernels import w4a16_wgmma
+
+    monkeypatch.setattr(w4a16_wgmma, "supported", lambda *a: True)
+    k, n = shapes["gate_up"]
+    full = [w4a16_repacked._pick(torch.empty(m, k, dtype=torch.bfloat16, device="meta"),
+                                 torch.empty(n, k // 8, dtype=torch.int32, device="meta"), None, 128, None)
+            for m in (64, 65, 128, 129, 256, 257)]
+    assert full[0][0] is gemv and full[5][0] is w4a16_swapab.w4a16_repacked_dequant_mm
+    assert [f[0] for f in full[1:5]] == [w4a16_wgmma.w4a16_wgmma] * 4
+    assert [f[1][4] for f in full[1:5]] == [128, 128, 256, 256]
+    assert [pick(200, s) for s in shapes] == [gemv, gemv, w4a16_wgmma.w4a16_wgmma, gemv]
+    monkeypatch.setattr(w4a16_repacked, "WGMMA", False)
+    assert pick(200, "gate_up") is wide
     assert w4a16_mma_gemv.default_config(1, 6144) == (64, 4, 1, 4, True, True)  # pairs of blocks
     assert w4a16_mma_gemv.default_config(64, 28672)[0] == 256 and w4a16_mma_gemv.default_config(64, 6144)[0] == 64
     assert w4a16_mma_gemv.default_config(100, 4096) == w4a16_mma_gemv.default_config(256, 4096) == (
