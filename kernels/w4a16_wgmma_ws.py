@@ -1,0 +1,301 @@
+"""W4A16 on Hopper's wgmma with warp specialization, in Gluon: the INT4 tile whose dequantization runs in warps of its
+own, beside the warps that issue the MMAs.
+
+Why it exists: in `w4a16_wgmma` the same warps dequantize step k + 1 into a shared A tile (store, proxy fence, CTA
+barrier) and issue and wait for step k's asynchronous wgmma, so every step pays the dequantization, the barrier and
+the wait on one critical path; at 256 rows, where bf16 is close to compute bound, that kernel reaches only about
+0.75-0.80x of bf16 cuBLAS on Llama's gate_up. Here two partitions of one CTA run side by side, coupled by mbarriers
+(producer/consumer, as Machete and Marlin-style kernels do):
+
+- "dequant" (one warpgroup, 96 registers): waits for the TMA of a K step's weight words, group scale row (and zero
+  row), reads them, refills that stage of the weight ring with step k + STAGES, dequantizes exactly as
+  `w4a16_wgmma._step` does (MAGIC trick, the group scale rounded once to 16 bits) and stores the 16-bit tile into a
+  ring of A_STAGES shared A buffers ("a_ready" / "a_empty" barriers).
+- "mma" (the default partition, one warpgroup per 64 weight rows): waits for an A buffer and the TMA of its x tile,
+  issues the wgmma asynchronously (swap-AB: the weight rows are the MMA's M, the tokens its N), waits only for the
+  step before's, then hands that step's A buffer back and refills its x stage. After the loop the same warps run the
+  epilogue (a store, or the split-K partial and last-arriver reduction of `w4a16_wgmma`).
+
+Each TMA ring has a single reader, which issues the refills itself (one thread; a TMA issue costs next to nothing), so
+the rings need no "empty" barriers. A separate one-warp load partition, the textbook layout, does not fit: Triton
+gives it a warpgroup of its own (16 warps at BLOCK_N 128), ptxas then caps every thread at 65536 / 512 = 128
+registers (setmaxnreg moves registers between warpgroups at run time but does not raise ptxas's limit), and the
+accumulator of a 128 x 256 tile over two warpgroups alone is 128 registers a thread. With 12 warps the cap is 168.
+
+Limits are those of `w4a16_wgmma` (the caller checks `supported`): sm_90 only; 16-bit x whose rows are 16-byte
+aligned; K a multiple of 64; group size a multiple of 64; N a multiple of 8; contiguous scales (and zeros) in fp32,
+bf16 or fp16, held in shared memory in the dtype they are stored in. STAGES and A_STAGES are at least 2: with one A
+buffer the dequant warps would wait for step k - 1's wgmma to finish, which the mma warps learn only at step k, whose
+A tile is not written yet; with one x stage the mma warps would wait for a copy they issue only after it (deadlocks).
+Gluon kernels do not run under TRITON_INTERPRET: CI compiles this file for sm_90
+(tests/kernels/test_compile_sm90_wgmma_ws.py) and the GPU tests (tests/kernels/test_gpu_wgmma_ws.py) run it against
+the torch reference.
+"""
+import torch
+import triton
+
+from kvant.kernels.dispatch import num_sms
+from kvant.kernels.splitk import split_count, splitk_buffers
+from kvant.kernels.w4a16_layout import check_repacked
+from kvant.kernels.w4a16_wgmma import BLOCK_K, HAVE_GLUON as _HAVE_BASE
+
+HAVE_GLUON = False
+if _HAVE_BASE:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma, \
+        warpgroup_mma_wait
+
+    from kvant.kernels.w4a16_wgmma import _cta_barrier, _desc, _halves, _packed, _pair, _tma_load
+    HAVE_GLUON = hasattr(gl, "warp_specialize")  # Gluon before 3.5's warp specialization: the kernel is not offered
+
+DQ_WARPS = 4  # the dequant partition: one warpgroup
+# registers per thread the dequant warps ask for (setmaxnreg; the mma warps get the rest): a step's words
+# (BN * BW / 128 per thread), their 16-bit results and the packed scales and zeros of their rows
+DQ_REGS = 96
+if HAVE_GLUON:  # what the jitted code reads of the above (Triton reads only constexpr globals)
+    _DQ_WARPS, _DQ_REGS = gl.constexpr(DQ_WARPS), gl.constexpr(DQ_REGS)
+# (BLOCK_N, mma_warps, STAGES, A_STAGES, waves, tokens): weight rows per program, warps of the mma partition (one
+# warpgroup per 64 weight rows), TMA ring depth, dequantized A ring depth, split-K target in programs per SM, token
+# tile (16..256, a power of two)
+DEFAULT_CONFIG = (128, 8, 4, 2, 1, 128)
+CONFIGS = ((128, 8, 4, 2, 1, 64), (128, 8, 4, 3, 2, 64), (128, 8, 4, 2, 1, 128), (128, 8, 3, 2, 1, 256),
+           (128, 8, 4, 2, 1, 256), (64, 4, 4, 2, 2, 64), (64, 4, 4, 2, 1, 128), (64, 4, 4, 2, 1, 256))
+
+
+if HAVE_GLUON:
+    @gluon.jit
+    def _issue_w(w_desc, s_desc, z_desc, w_ready, w_s, s_s, z_s, i, first, off_n, G, HAS_ZP: gl.constexpr,
+                 STAGES: gl.constexpr):
+        # TMA of the split's K step i's weight words, scale row (and zero row) into weight stage i % STAGES
+        st = i % STAGES
+        bar = w_ready.index(st)
+        BK: gl.constexpr = 8 * w_desc.block_type.shape[1]
+        mbarrier.expect(bar, w_desc.block_type.nbytes + s_desc.block_type.nbytes + HAS_ZP * z_desc.block_type.nbytes)
+        k0 = (first + i) * BK
+        _tma_load(w_desc, [off_n, k0 // 8], bar, w_s.index(st))
+        _tma_load(s_desc, [k0 // G, off_n], bar, s_s.index(st))
+        if HAS_ZP:
+            _tma_load(z_desc, [k0 // G, off_n], bar, z_s.index(st))
+
+    @gluon.jit
+    def _issue_x(x_desc, x_ready, x_s, i, first, off_m, STAGES: gl.constexpr):
+        # TMA of the split's K step i's x tile into x stage i % STAGES
+        st = i % STAGES
+        bar = x_ready.index(st)
+        mbarrier.expect(bar, x_desc.block_type.nbytes)
+        _tma_load(x_desc, [off_m, (first + i) * x_desc.block_type.shape[1]], bar, x_s.index(st))
+
+    @gluon.jit
+    def _dequant_partition(w_desc, s_desc, z_desc, w_s, s_s, z_s, w_ready, a_s, a_ready, a_empty, first, n_steps,
+                           off_n, G, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, A_STAGES: gl.constexpr):
+        # the dequant warps: for each K step, the words and scales from the weight ring to registers, the ring stage
+        # refilled at once with step i + STAGES (these warps are its only readers), then the 16-bit tile into the A
+        # ring for the mma warps
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        BW: gl.constexpr = w_desc.block_type.shape[1]
+        BK: gl.constexpr = 8 * BW
+        DT: gl.constexpr = a_s.dtype
+        BF16: gl.constexpr = DT == gl.bfloat16
+        MAGIC: gl.constexpr = 128.0 if BF16 else 1024.0
+        # the words as loaded from shared memory: 4 lanes along a row's BW words, 8 rows per warp (w4a16_wgmma's
+        # layout, over this partition's warps)
+        wl: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, BW // 4], threads_per_warp=[8, 4],
+                                            warps_per_cta=[_DQ_WARPS, 1], order=[1, 0])
+        rl: gl.constexpr = gl.SliceLayout(1, wl)
+        for i in range(n_steps):
+            st = i % STAGES
+            mbarrier.wait(w_ready.index(st), (i // STAGES) & 1)
+            words = w_s.index(st).load(wl)  # [BN, BW] int32
+            scale = s_s.index(st).reshape([BN]).load(rl)  # unswizzled, in its stored dtype
+            if HAS_ZP:
+                zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
+            else:
+                zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
+            if i + STAGES < n_steps:
+                # every warp's reads of the stage (generic proxy) precede the TMA that overwrites it (async proxy)
+                fence_async_shared()
+                _cta_barrier()
+                _issue_w(w_desc, s_desc, z_desc, w_ready, w_s, s_s, z_s, i + STAGES, first, off_n, G, HAS_ZP, STAGES)
+            z2 = gl.expand_dims(_packed(-zero, DT), 1)
+            s2 = gl.expand_dims(_packed(scale, DT), 1)
+            p01 = gl.join(_pair(words, z2, s2, 0, BF16), _pair(words, z2, s2, 4, BF16))
+            p23 = gl.join(_pair(words, z2, s2, 8, BF16), _pair(words, z2, s2, 12, BF16))
+            w = _halves(gl.join(p01, p23), DT)  # [BN, BW, i % 2, i // 2, lohi]; k - 8 word = 4(i//2) + 2(i%2) + lohi
+            w = gl.reshape(gl.permute(w, (0, 1, 3, 2, 4)), [BN, BK])
+            ab = i % A_STAGES
+            # the A buffer's last reader, step i - A_STAGES's wgmma, must be done. a_empty is not pre-arrived: a
+            # fresh mbarrier counts the phase before its first (parity 1) as complete, so waiting with the inverted
+            # parity lets the first A_STAGES steps through at once
+            mbarrier.wait(a_empty.index(ab), ((i // A_STAGES) & 1) ^ 1)
+            a_s.index(ab).store(w)
+            fence_async_shared()  # generic-proxy stores -> the wgmma's async-proxy reads
+            # all four warps' stores and fences precede the arrive, which one thread makes (Triton 3.9 adds such a
+            # barrier itself, 3.6 does not)
+            _cta_barrier()
+            mbarrier.arrive(a_ready.index(ab), count=1)
+
+    @gluon.jit
+    def _mma_step(acc, i, x_desc, x_s, x_ready, a_s, a_ready, a_empty, first, n_steps, off_m, STAGES: gl.constexpr,
+                  A_STAGES: gl.constexpr):
+        # K step i: wait for its A buffer and x tile, issue its wgmma, wait for step i - 1's, then hand step i - 1's
+        # A buffer back to the dequant warps and refill its x stage with step i - 1 + STAGES
+        ab = i % A_STAGES
+        mbarrier.wait(a_ready.index(ab), (i // A_STAGES) & 1)
+        mbarrier.wait(x_ready.index(i % STAGES), (i // STAGES) & 1)
+        acc = warpgroup_mma(a_s.index(ab), x_s.index(i % STAGES).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+        if i > 0:
+            # the wait is per warpgroup: every warpgroup must be past it before the one arriving (and copying)
+            # thread hands step i - 1's buffers on. Inside a partition the barrier is a named one over that
+            # partition's warps (bar.sync id, 32 * warps), not the CTA's
+            _cta_barrier()
+            mbarrier.arrive(a_empty.index((i - 1) % A_STAGES), count=1)
+            if i - 1 + STAGES < n_steps:
+                _issue_x(x_desc, x_ready, x_s, i - 1 + STAGES, first, off_m, STAGES)
+        return acc
+
+    @gluon.jit
+    def _mma_partition(x_desc, x_s, x_ready, a_s, a_ready, a_empty, first, n_steps, off_m, STAGES: gl.constexpr,
+                       A_STAGES: gl.constexpr, mma: gl.constexpr):
+        BN: gl.constexpr = a_s.type.shape[1]
+        TOK: gl.constexpr = x_s.type.shape[1]
+        # step 0 peeled off the loop: on no path is the accumulator defined or read by anything but the wgmmas
+        # between a wgmma and its wait (ptxas serializes every wgmma otherwise: C7514/C7515)
+        acc = _mma_step(gl.zeros([BN, TOK], gl.float32, layout=mma), 0, x_desc, x_s, x_ready, a_s, a_ready, a_empty,
+                        first, n_steps, off_m, STAGES, A_STAGES)
+        for i in range(1, n_steps):
+            acc = _mma_step(acc, i, x_desc, x_s, x_ready, a_s, a_ready, a_empty, first, n_steps, off_m, STAGES,
+                            A_STAGES)
+        # the last step's A buffer is not handed back: nothing waits for it any more. A tuple: warp_specialize
+        # returns the default partition's results as a tuple in Triton 3.6 and as returned from 3.7
+        return (warpgroup_mma_wait(num_outstanding=0, deps=(acc,)),)
+
+    @gluon.jit
+    def _w4a16_wgmma_ws_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
+                               STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
+                               A_STAGES: gl.constexpr, num_warps: gl.constexpr):
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        BW: gl.constexpr = w_desc.block_type.shape[1]
+        BK: gl.constexpr = 8 * BW
+        TOK: gl.constexpr = x_desc.block_type.shape[0]
+        DT: gl.constexpr = x_desc.dtype
+
+        pid_m = gl.program_id(0)  # the token tiles of one weight tile run next to each other (weight read once)
+        pid_n = gl.program_id(1)
+        pid_k = gl.program_id(2)
+        off_m = pid_m * TOK
+        off_n = pid_n * BN
+        first = pid_k * STEPS_PER_SPLIT
+        n_steps = gl.minimum(first + STEPS_PER_SPLIT, K // BK) - first  # >= 1: split_count leaves no split empty
+
+        # acc [BN, TOK] = W tile @ x tile^T; one m64nTOKk16 wgmma per warpgroup per 16 of K
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                      instr_shape=[16, TOK, 16])
+        a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, BK], DT)
+        # two TMA rings of STAGES stages, each with one reader partition, which refills a stage itself once it is
+        # done with it (so no "empty" barriers): x tiles for the mma warps, weight words, scales (and zeros) for the
+        # dequant warps. Between them the A ring of dequantized tiles, with a_ready (the tile is stored) and a_empty
+        # (its wgmma is done) barriers. Every barrier counts 1: TMA bytes under one expect, or one thread's arrive
+        x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, BK], x_desc.layout)
+        w_s = gl.allocate_shared_memory(gl.int32, [STAGES, BN, BW], w_desc.layout)
+        s_s = gl.allocate_shared_memory(s_desc.dtype, [STAGES, 1, BN], s_desc.layout)  # 16- or 32-bit, as stored
+        z_s = gl.allocate_shared_memory(z_desc.dtype, [STAGES, 1, BN], z_desc.layout)  # unused where symmetric
+        a_s = gl.allocate_shared_memory(DT, [A_STAGES, BN, BK], a_layout)
+        x_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        w_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        a_ready = gl.allocate_shared_memory(gl.int64, [A_STAGES, 1], mbarrier.MBarrierLayout())
+        a_empty = gl.allocate_shared_memory(gl.int64, [A_STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(x_ready.index(i), count=1)
+            mbarrier.init(w_ready.index(i), count=1)
+        for i in gl.static_range(A_STAGES):
+            mbarrier.init(a_ready.index(i), count=1)
+            mbarrier.init(a_empty.index(i), count=1)
+        for i in gl.static_range(STAGES):  # prologue: the first STAGES steps of both rings in flight
+            if i < n_steps:
+                _issue_w(w_desc, s_desc, z_desc, w_ready, w_s, s_s, z_s, i, first, off_n, G, HAS_ZP, STAGES)
+                _issue_x(x_desc, x_ready, x_s, i, first, off_m, STAGES)
+
+        acc = gl.warp_specialize([
+            (_mma_partition, (x_desc, x_s, x_ready, a_s, a_ready, a_empty, first, n_steps, off_m, STAGES, A_STAGES,
+                              mma)),
+            (_dequant_partition, (w_desc, s_desc, z_desc, w_s, s_s, z_s, w_ready, a_s, a_ready, a_empty, first,
+                                  n_steps, off_n, G, HAS_ZP, STAGES, A_STAGES)),
+        ], [_DQ_WARPS], [_DQ_REGS])[0]
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(x_ready.index(i))
+            mbarrier.invalidate(w_ready.index(i))
+        for i in gl.static_range(A_STAGES):
+            mbarrier.invalidate(a_ready.index(i))
+            mbarrier.invalidate(a_empty.index(i))
+
+        # the epilogue of w4a16_wgmma, in the mma warps (the dequant warps are done)
+        if SPLIT == 1:
+            offs_n = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
+            offs_m = off_m + gl.arange(0, TOK, layout=gl.SliceLayout(0, mma))
+            gl.store(out_ptr + gl.expand_dims(offs_m, 0) * stride_om + gl.expand_dims(offs_n, 1), acc.to(DT),
+                     mask=gl.expand_dims(offs_n < N, 1) & gl.expand_dims(offs_m < M, 0))
+        else:  # the last split of this tile to arrive sums the partials in split order (splitk.store_or_reduce),
+            # in a layout of 4 consecutive tokens per thread (the MMA layout's pointers cost 2 registers an element)
+            TC: gl.constexpr = 32 if TOK >= 128 else TOK // 4
+            el: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[32 // TC, TC],
+                                                warps_per_cta=[num_warps, 1], order=[1, 0])
+            part = gl.convert_layout(acc, el)
+            rows = gl.arange(0, BN, layout=gl.SliceLayout(1, el))
+            cols = gl.arange(0, TOK, layout=gl.SliceLayout(0, el))
+            tile = gl.expand_dims(rows, 1) * TOK + gl.expand_dims(cols, 0)
+            tile_id = pid_n * gl.num_programs(0) + pid_m
+            base = ws_ptr + tile_id.to(gl.int64) * (SPLIT * BN * TOK)
+            gl.store(base + pid_k * (BN * TOK) + tile, part)
+            _cta_barrier()
+            arrived = gl.atomic_add(cnt_ptr + tile_id, 1, sem="acq_rel", scope="gpu")
+            if arrived == SPLIT - 1:
+                total = gl.zeros([BN, TOK], gl.float32, layout=el)
+                for s in range(SPLIT):
+                    total += gl.load(base + s * (BN * TOK) + tile, cache_modifier=".cg")
+                gl.store(out_ptr + gl.expand_dims(off_m + cols, 0) * stride_om + gl.expand_dims(off_n + rows, 1),
+                         total.to(DT), mask=gl.expand_dims(off_n + rows < N, 1) & gl.expand_dims(off_m + cols < M, 0))
+                gl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
+
+
+def supported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int, zeros=None) -> bool:
+    """Whether this kernel can take the call: Gluon with warp specialization, an sm_90 device, and the shape limits
+    above (those of `w4a16_wgmma.supported`)."""
+    if not HAVE_GLUON or x.device.type != "cuda" or torch.cuda.get_device_capability(x.device) != (9, 0):
+        return False
+    k = qweight.shape[1] * 8
+    return (x.dtype in (torch.bfloat16, torch.float16) and k % BLOCK_K == 0 and group_size >= BLOCK_K
+            and group_size % BLOCK_K == 0 and qweight.shape[0] % 8 == 0 and x.stride(-1) == 1
+            and x.data_ptr() % 16 == 0 and (x.stride(0) * 2) % 16 == 0
+            and scales.dtype in (torch.float32, torch.bfloat16, torch.float16) and scales.is_contiguous()
+            and (zeros is None or (zeros.dtype == scales.dtype and zeros.is_contiguous())))
+
+
+def w4a16_wgmma_ws(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
+    """x [M, K] 16-bit -> [M, N] (the repacked layout of `w4a16_layout`); config = (BLOCK_N, mma_warps, STAGES,
+    A_STAGES, waves, tokens) as CONFIGS. Raises where `supported` says no."""
+    check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
+    if not supported(x, qweight, scales, group_size, zeros):
+        raise ValueError("w4a16_wgmma_ws needs Gluon with warp specialization, an sm_90 GPU, 16-bit x with 16-byte "
+                         f"aligned rows, K a multiple of {BLOCK_K}, group size a multiple of {BLOCK_K} and N a "
+                         f"multiple of 8; got x {tuple(x.shape)} {x.dtype} on {x.device}, group {group_size}, "
+                         f"N {qweight.shape[0]}")
+    bn, warps, stages, a_stages, waves, tokens = config or DEFAULT_CONFIG
+    if warps not in (4, 8) or bn != 16 * warps or tokens not in (16, 32, 64, 128, 256) \
+            or stages < 2 or a_stages < 2:
+        raise ValueError(f"bad w4a16_wgmma_ws config {config}: mma warps 4 or 8 with BLOCK_N = 16 * warps, tokens a "
+                         "power of two in 16..256, STAGES and A_STAGES >= 2")
+    m, k = x.shape
+    n = qweight.shape[0]
+    tok = min(tokens, max(16, triton.next_power_of_2(m)))
+    tiles = triton.cdiv(m, tok)
+    split, per_split = split_count(k // BLOCK_K, tiles * triton.cdiv(n, bn), num_sms(x.device), waves)
+    ws, cnt = splitk_buffers(x.device, tiles * triton.cdiv(n, bn), split, bn * tok)
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    s_desc = _desc(scales, [1, bn])
+    _w4a16_wgmma_ws_kernel[(tiles, triton.cdiv(n, bn), split)](
+        _desc(x, [tok, BLOCK_K]), _desc(qweight, [bn, BLOCK_K // 8]), s_desc,
+        _desc(zeros, [1, bn]) if zeros is not None else s_desc, out, ws, cnt, m, n, k, group_size, out.stride(0),
+        per_split, HAS_ZP=zeros is not None, SPLIT=split, STAGES=stages, A_STAGES=a_stages, num_warps=warps)
+    return out
