@@ -83,6 +83,52 @@ if HAVE_GLUON:
         return b | (b << 16)
 
     @gluon.jit
+    def _dequant(words, scale, zero, DT: gl.constexpr, BF16: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr):
+        # a K step's repacked words [BN, BK / 8] int32, its rows' group scales [BN] (any float dtype) and MAGIC + zero
+        # code [BN] fp32 -> the 16-bit weight tile [BN, BK]
+        z2 = gl.expand_dims(_packed(-zero, DT), 1)
+        s2 = gl.expand_dims(_packed(scale, DT), 1)
+        p01 = gl.join(_pair(words, z2, s2, 0, BF16), _pair(words, z2, s2, 4, BF16))
+        p23 = gl.join(_pair(words, z2, s2, 8, BF16), _pair(words, z2, s2, 12, BF16))
+        w = _halves(gl.join(p01, p23), DT)  # [BN, BW, i % 2, i // 2, lohi]; k - 8 word = 4(i//2) + 2(i%2) + lohi
+        return gl.reshape(gl.permute(w, (0, 1, 3, 2, 4)), [BN, BK])
+
+    @gluon.jit
+    def _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k,
+                  SPLIT: gl.constexpr, mma: gl.constexpr, num_warps: gl.constexpr):
+        # acc [BN, TOK] fp32 in the MMA layout -> out^T's tile: stored, or (SPLIT > 1) this split's partial to the
+        # workspace, and the last split of the tile to arrive sums the partials in split order (the protocol of
+        # splitk.store_or_reduce, written again here: that function builds its offsets with layout-less tl.arange)
+        BN: gl.constexpr = acc.type.shape[0]
+        TOK: gl.constexpr = acc.type.shape[1]
+        DT: gl.constexpr = out_ptr.dtype.element_ty
+        if SPLIT == 1:
+            offs_n = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
+            offs_m = off_m + gl.arange(0, TOK, layout=gl.SliceLayout(0, mma))
+            gl.store(out_ptr + gl.expand_dims(offs_m, 0) * stride_om + gl.expand_dims(offs_n, 1), acc.to(DT),
+                     mask=gl.expand_dims(offs_n < N, 1) & gl.expand_dims(offs_m < M, 0))
+        else:  # in a layout of 4 consecutive tokens per thread (the MMA layout's pointers cost 2 registers an element)
+            TC: gl.constexpr = 32 if TOK >= 128 else TOK // 4
+            el: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[32 // TC, TC],
+                                                warps_per_cta=[num_warps, 1], order=[1, 0])
+            part = gl.convert_layout(acc, el)
+            rows = gl.arange(0, BN, layout=gl.SliceLayout(1, el))
+            cols = gl.arange(0, TOK, layout=gl.SliceLayout(0, el))
+            tile = gl.expand_dims(rows, 1) * TOK + gl.expand_dims(cols, 0)
+            tile_id = pid_n * gl.num_programs(0) + pid_m
+            base = ws_ptr + tile_id.to(gl.int64) * (SPLIT * BN * TOK)
+            gl.store(base + pid_k * (BN * TOK) + tile, part)
+            _cta_barrier()
+            arrived = gl.atomic_add(cnt_ptr + tile_id, 1, sem="acq_rel", scope="gpu")
+            if arrived == SPLIT - 1:
+                total = gl.zeros([BN, TOK], gl.float32, layout=el)
+                for s in range(SPLIT):
+                    total += gl.load(base + s * (BN * TOK) + tile, cache_modifier=".cg")
+                gl.store(out_ptr + gl.expand_dims(off_m + cols, 0) * stride_om + gl.expand_dims(off_n + rows, 1),
+                         total.to(DT), mask=gl.expand_dims(off_n + rows < N, 1) & gl.expand_dims(off_m + cols < M, 0))
+                gl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
+
+    @gluon.jit
     def _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G,
                HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr):
         # TMA of the split's K step i (step first + i of the whole K) into ring stage i % STAGES, counted on that
@@ -116,12 +162,7 @@ if HAVE_GLUON:
             zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
         else:
             zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
-        z2 = gl.expand_dims(_packed(-zero, DT), 1)
-        s2 = gl.expand_dims(_packed(scale, DT), 1)
-        p01 = gl.join(_pair(words, z2, s2, 0, BF16), _pair(words, z2, s2, 4, BF16))
-        p23 = gl.join(_pair(words, z2, s2, 8, BF16), _pair(words, z2, s2, 12, BF16))
-        w = _halves(gl.join(p01, p23), DT)  # [BN, BW, i % 2, i // 2, lohi]; k - 8 word = 4(i//2) + 2(i%2) + lohi
-        w = gl.reshape(gl.permute(w, (0, 1, 3, 2, 4)), [BN, BK])
+        w = _dequant(words, scale, zero, DT, BF16, BN, BK)
         if A_REGS:  # no shared A tile, no proxy fence: the registers go to the wgmma
             a = gl.convert_layout(w, al)
             acc = warpgroup_mma(a, x_s.index(st).permute((1, 0)), acc, is_async=True)
@@ -188,8 +229,8 @@ if HAVE_GLUON:
         # step 0 peeled off the loop: on no path is the accumulator defined or read by anything but the wgmmas
         # between a wgmma and its wait (ptxas serializes every wgmma otherwise: C7514/C7515)
         acc, a = _step(gl.zeros([BN, TOK], gl.float32, layout=mma), gl.zeros([BN, BK], DT, layout=al), 0, x_desc,
-                       w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m, off_n, G, wl, rl, sl,
-                       al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC, A_REGS)
+                       w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m, off_n, G, wl,
+                       rl, sl, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC, A_REGS)
         for i in range(1, n_steps):
             acc, a = _step(acc, a, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps,
                            off_m, off_n, G, wl, rl, sl, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC, A_REGS)
@@ -197,32 +238,8 @@ if HAVE_GLUON:
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
 
-        if SPLIT == 1:
-            offs_n = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
-            offs_m = off_m + gl.arange(0, TOK, layout=gl.SliceLayout(0, mma))
-            gl.store(out_ptr + gl.expand_dims(offs_m, 0) * stride_om + gl.expand_dims(offs_n, 1), acc.to(DT),
-                     mask=gl.expand_dims(offs_n < N, 1) & gl.expand_dims(offs_m < M, 0))
-        else:  # the last split of this tile to arrive sums the partials in split order (splitk.store_or_reduce),
-            # in a layout of 4 consecutive tokens per thread (the MMA layout's pointers cost 2 registers an element)
-            TC: gl.constexpr = 32 if TOK >= 128 else TOK // 4
-            el: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[32 // TC, TC],
-                                                warps_per_cta=[num_warps, 1], order=[1, 0])
-            part = gl.convert_layout(acc, el)
-            rows = gl.arange(0, BN, layout=gl.SliceLayout(1, el))
-            cols = gl.arange(0, TOK, layout=gl.SliceLayout(0, el))
-            tile = gl.expand_dims(rows, 1) * TOK + gl.expand_dims(cols, 0)
-            tile_id = pid_n * gl.num_programs(0) + pid_m
-            base = ws_ptr + tile_id.to(gl.int64) * (SPLIT * BN * TOK)
-            gl.store(base + pid_k * (BN * TOK) + tile, part)
-            _cta_barrier()
-            arrived = gl.atomic_add(cnt_ptr + tile_id, 1, sem="acq_rel", scope="gpu")
-            if arrived == SPLIT - 1:
-                total = gl.zeros([BN, TOK], gl.float32, layout=el)
-                for s in range(SPLIT):
-                    total += gl.load(base + s * (BN * TOK) + tile, cache_modifier=".cg")
-                gl.store(out_ptr + gl.expand_dims(off_m + cols, 0) * stride_om + gl.expand_dims(off_n + rows, 1),
-                         total.to(DT), mask=gl.expand_dims(off_n + rows < N, 1) & gl.expand_dims(off_m + cols < M, 0))
-                gl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
+        _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k, SPLIT, mma,
+                  num_warps)
 
 
 def supported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int, zeros=None) -> bool:
@@ -259,6 +276,14 @@ def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torc
     if bn % (16 * warps) or warps % 4 or tokens not in (16, 32, 64, 128, 256):
         raise ValueError(f"bad w4a16_wgmma config {config}: BLOCK_N a multiple of 16 * warps, warps a multiple of 4, "
                          "tokens a power of two in 16..256")
+    return launch(_w4a16_wgmma_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, STAGES=stages,
+                  A_REGS=a_regs, num_warps=warps)
+
+
+def launch(kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, **constexprs) -> torch.Tensor:
+    """Runs a wgmma tile kernel of this file's signature (this one, or `w4a16_wgmma_ws`'s): token tiles of up to
+    `tokens`, BLOCK_N `bn`, split-K for about `waves` programs per SM, descriptors for x, the words, scales and zeros;
+    `constexprs` are the kernel's own (stages, warps, ...)."""
     m, k = x.shape
     n = qweight.shape[0]
     tok = min(tokens, max(16, triton.next_power_of_2(m)))
@@ -267,8 +292,8 @@ def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torc
     ws, cnt = splitk_buffers(x.device, tiles * triton.cdiv(n, bn), split, bn * tok)
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     s_desc = _desc(scales, [1, bn])
-    _w4a16_wgmma_kernel[(tiles, triton.cdiv(n, bn), split)](
+    kernel[(tiles, triton.cdiv(n, bn), split)](
         _desc(x, [tok, BLOCK_K]), _desc(qweight, [bn, BLOCK_K // 8]), s_desc,
         _desc(zeros, [1, bn]) if zeros is not None else s_desc, out, ws, cnt, m, n, k, group_size, out.stride(0),
-        per_split, HAS_ZP=zeros is not None, SPLIT=split, STAGES=stages, A_REGS=a_regs, num_warps=warps)
+        per_split, HAS_ZP=zeros is not None, SPLIT=split, **constexprs)
     return out

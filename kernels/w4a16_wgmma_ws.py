@@ -28,16 +28,13 @@ bf16 or fp16, held in shared memory in the dtype they are stored in. STAGES and 
 buffer the dequant warps would wait for step k - 1's wgmma to finish, which the mma warps learn only at step k, whose
 A tile is not written yet; with one x stage the mma warps would wait for a copy they issue only after it (deadlocks).
 Gluon kernels do not run under TRITON_INTERPRET: CI compiles this file for sm_90
-(tests/kernels/test_compile_sm90_wgmma_ws.py) and the GPU tests (tests/kernels/test_gpu_wgmma_ws.py) run it against
+(tests/kernels/test_compile_sm90_wgmma.py) and the GPU tests (tests/kernels/test_gpu.py) run it against
 the torch reference.
 """
 import torch
-import triton
 
-from kvant.kernels.dispatch import num_sms
-from kvant.kernels.splitk import split_count, splitk_buffers
 from kvant.kernels.w4a16_layout import check_repacked
-from kvant.kernels.w4a16_wgmma import BLOCK_K, HAVE_GLUON as _HAVE_BASE
+from kvant.kernels.w4a16_wgmma import BLOCK_K, HAVE_GLUON as _HAVE_BASE, launch, supported as _base_supported
 
 HAVE_GLUON = False
 if _HAVE_BASE:
@@ -46,7 +43,7 @@ if _HAVE_BASE:
     from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma, \
         warpgroup_mma_wait
 
-    from kvant.kernels.w4a16_wgmma import _cta_barrier, _desc, _halves, _packed, _pair, _tma_load
+    from kvant.kernels.w4a16_wgmma import _cta_barrier, _dequant, _epilogue, _tma_load
     HAVE_GLUON = hasattr(gl, "warp_specialize")  # Gluon before 3.5's warp specialization: the kernel is not offered
 
 DQ_WARPS = 4  # the dequant partition: one warpgroup
@@ -117,12 +114,7 @@ if HAVE_GLUON:
                 fence_async_shared()
                 _cta_barrier()
                 _issue_w(w_desc, s_desc, z_desc, w_ready, w_s, s_s, z_s, i + STAGES, first, off_n, G, HAS_ZP, STAGES)
-            z2 = gl.expand_dims(_packed(-zero, DT), 1)
-            s2 = gl.expand_dims(_packed(scale, DT), 1)
-            p01 = gl.join(_pair(words, z2, s2, 0, BF16), _pair(words, z2, s2, 4, BF16))
-            p23 = gl.join(_pair(words, z2, s2, 8, BF16), _pair(words, z2, s2, 12, BF16))
-            w = _halves(gl.join(p01, p23), DT)  # [BN, BW, i % 2, i // 2, lohi]; k - 8 word = 4(i//2) + 2(i%2) + lohi
-            w = gl.reshape(gl.permute(w, (0, 1, 3, 2, 4)), [BN, BK])
+            w = _dequant(words, scale, zero, DT, BF16, BN, BK)
             ab = i % A_STAGES
             # the A buffer's last reader, step i - A_STAGES's wgmma, must be done. a_empty is not pre-arrived: a
             # fresh mbarrier counts the phase before its first (parity 1) as complete, so waiting with the inverted
@@ -230,46 +222,15 @@ if HAVE_GLUON:
             mbarrier.invalidate(a_ready.index(i))
             mbarrier.invalidate(a_empty.index(i))
 
-        # the epilogue of w4a16_wgmma, in the mma warps (the dequant warps are done)
-        if SPLIT == 1:
-            offs_n = off_n + gl.arange(0, BN, layout=gl.SliceLayout(1, mma))
-            offs_m = off_m + gl.arange(0, TOK, layout=gl.SliceLayout(0, mma))
-            gl.store(out_ptr + gl.expand_dims(offs_m, 0) * stride_om + gl.expand_dims(offs_n, 1), acc.to(DT),
-                     mask=gl.expand_dims(offs_n < N, 1) & gl.expand_dims(offs_m < M, 0))
-        else:  # the last split of this tile to arrive sums the partials in split order (splitk.store_or_reduce),
-            # in a layout of 4 consecutive tokens per thread (the MMA layout's pointers cost 2 registers an element)
-            TC: gl.constexpr = 32 if TOK >= 128 else TOK // 4
-            el: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 4], threads_per_warp=[32 // TC, TC],
-                                                warps_per_cta=[num_warps, 1], order=[1, 0])
-            part = gl.convert_layout(acc, el)
-            rows = gl.arange(0, BN, layout=gl.SliceLayout(1, el))
-            cols = gl.arange(0, TOK, layout=gl.SliceLayout(0, el))
-            tile = gl.expand_dims(rows, 1) * TOK + gl.expand_dims(cols, 0)
-            tile_id = pid_n * gl.num_programs(0) + pid_m
-            base = ws_ptr + tile_id.to(gl.int64) * (SPLIT * BN * TOK)
-            gl.store(base + pid_k * (BN * TOK) + tile, part)
-            _cta_barrier()
-            arrived = gl.atomic_add(cnt_ptr + tile_id, 1, sem="acq_rel", scope="gpu")
-            if arrived == SPLIT - 1:
-                total = gl.zeros([BN, TOK], gl.float32, layout=el)
-                for s in range(SPLIT):
-                    total += gl.load(base + s * (BN * TOK) + tile, cache_modifier=".cg")
-                gl.store(out_ptr + gl.expand_dims(off_m + cols, 0) * stride_om + gl.expand_dims(off_n + rows, 1),
-                         total.to(DT), mask=gl.expand_dims(off_n + rows < N, 1) & gl.expand_dims(off_m + cols < M, 0))
-                gl.atomic_xchg(cnt_ptr + tile_id, 0, sem="relaxed", scope="gpu")
+        # w4a16_wgmma's epilogue, in the mma warps (the dequant warps are done)
+        _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k, SPLIT, mma,
+                  num_warps)
 
 
 def supported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int, zeros=None) -> bool:
-    """Whether this kernel can take the call: Gluon with warp specialization, an sm_90 device, and the shape limits
-    above (those of `w4a16_wgmma.supported`)."""
-    if not HAVE_GLUON or x.device.type != "cuda" or torch.cuda.get_device_capability(x.device) != (9, 0):
-        return False
-    k = qweight.shape[1] * 8
-    return (x.dtype in (torch.bfloat16, torch.float16) and k % BLOCK_K == 0 and group_size >= BLOCK_K
-            and group_size % BLOCK_K == 0 and qweight.shape[0] % 8 == 0 and x.stride(-1) == 1
-            and x.data_ptr() % 16 == 0 and (x.stride(0) * 2) % 16 == 0
-            and scales.dtype in (torch.float32, torch.bfloat16, torch.float16) and scales.is_contiguous()
-            and (zeros is None or (zeros.dtype == scales.dtype and zeros.is_contiguous())))
+    """Whether this kernel can take the call: Gluon with warp specialization, and what `w4a16_wgmma.supported` asks
+    (an sm_90 device, the shape and dtype limits above)."""
+    return HAVE_GLUON and _base_supported(x, qweight, scales, group_size, zeros)
 
 
 def w4a16_wgmma_ws(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
@@ -286,16 +247,5 @@ def w4a16_wgmma_ws(x, qweight, scales, group_size, zeros=None, config=None) -> t
             or stages < 2 or a_stages < 2:
         raise ValueError(f"bad w4a16_wgmma_ws config {config}: mma warps 4 or 8 with BLOCK_N = 16 * warps, tokens a "
                          "power of two in 16..256, STAGES and A_STAGES >= 2")
-    m, k = x.shape
-    n = qweight.shape[0]
-    tok = min(tokens, max(16, triton.next_power_of_2(m)))
-    tiles = triton.cdiv(m, tok)
-    split, per_split = split_count(k // BLOCK_K, tiles * triton.cdiv(n, bn), num_sms(x.device), waves)
-    ws, cnt = splitk_buffers(x.device, tiles * triton.cdiv(n, bn), split, bn * tok)
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    s_desc = _desc(scales, [1, bn])
-    _w4a16_wgmma_ws_kernel[(tiles, triton.cdiv(n, bn), split)](
-        _desc(x, [tok, BLOCK_K]), _desc(qweight, [bn, BLOCK_K // 8]), s_desc,
-        _desc(zeros, [1, bn]) if zeros is not None else s_desc, out, ws, cnt, m, n, k, group_size, out.stride(0),
-        per_split, HAS_ZP=zeros is not None, SPLIT=split, STAGES=stages, A_STAGES=a_stages, num_warps=warps)
-    return out
+    return launch(_w4a16_wgmma_ws_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, STAGES=stages,
+                  A_STAGES=a_stages, num_warps=warps)

@@ -215,43 +215,56 @@ def _int4_case(n, k, group, asym, dtype=torch.bfloat16, scale_dtype=None):
     return packed, scale, zp, repack_w4(packed, scale, group, zp), w16
 
 
+# the Gluon wgmma tiles (sm_90): the single-partition one, and the warp-specialized one (its dequantizing warpgroup
+# beside the MMA warpgroups); configs for the off-tile CUDA-graph test (split-K on, and in the warp-specialized one
+# splits of fewer K steps than its rings hold)
+WGMMA_TILES = {"w4a16_wgmma": ((128, 8, 4, 4, 64), (64, 4, 3, 1, 128)),
+               "w4a16_wgmma_ws": ((128, 8, 4, 2, 4, 64), (64, 4, 3, 2, 1, 128), (128, 8, 3, 3, 8, 256))}
+
+
+def _wgmma_tile(name):
+    # (module, entry point), skipping where the tile cannot run
+    import importlib
+
+    mod = importlib.import_module(f"kvant.kernels.{name}")
+    if not mod.HAVE_GLUON or torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip(f"{name} needs Gluon (with warp specialization for the _ws tile) and an sm_90 GPU")
+    return mod, getattr(mod, name)
+
+
+@pytest.mark.parametrize("tile", list(WGMMA_TILES))
 @pytest.mark.parametrize("m", [1, 16, 40, 64, 100, 200, 256])
 @pytest.mark.parametrize("k,n", [(4096, 6144), (14336, 4096), (4096, 28672)])
-def test_w4a16_wgmma_llama_shapes(m, k, n):
-    # the Gluon async-wgmma tile (sm_90) at every config it offers, on Llama-3.1-8B's qkv, down and gate_up, g128,
-    # asymmetric at 40 and 200 rows, fp32 scales (the engine's, from its random-weight quantization) at 100, 200 and
-    # 256; against the product with the bf16-rounded weights (the kernel scales in 16 bits)
-    from kvant.kernels import w4a16_wgmma as wg
-
-    if not wg.HAVE_GLUON or torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the wgmma tile needs Gluon and an sm_90 GPU")
+def test_w4a16_wgmma_llama_shapes(m, k, n, tile):
+    # every config a wgmma tile offers, on Llama-3.1-8B's qkv, down and gate_up, g128, asymmetric at 40 and 200 rows,
+    # fp32 scales (the engine's, from its random-weight quantization) at 100, 200 and 256; against the product with
+    # the bf16-rounded weights (the kernels scale in 16 bits)
+    mod, fn = _wgmma_tile(tile)
     group, asym = 128, m in (40, 200)
     sdt = torch.float32 if m in (100, 200, 256) else None
     _, _, _, (qweight, scales, zeros), w16 = _int4_case(n, k, group, asym, scale_dtype=sdt)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    assert scales.dtype == (sdt or torch.bfloat16) and wg.supported(x, qweight, scales, group, zeros)
+    assert scales.dtype == (sdt or torch.bfloat16) and mod.supported(x, qweight, scales, group, zeros)
     ref16 = (x.float() @ w16.t()).to(x.dtype)
-    for config in wg.CONFIGS:
-        out = wg.w4a16_wgmma(x, qweight, scales, group, zeros, config=config)
+    for config in mod.CONFIGS:
+        out = fn(x, qweight, scales, group, zeros, config=config)
         torch.testing.assert_close(out, ref16, atol=3e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
 
 
+@pytest.mark.parametrize("tile", list(WGMMA_TILES))
 @pytest.mark.parametrize("group,asym,dtype", [(64, True, torch.float16), (128, False, torch.bfloat16),
                                               (256, True, torch.bfloat16)])
 @pytest.mark.parametrize("m", [1, 33, 130])
-def test_w4a16_wgmma_off_the_tiles_in_a_cuda_graph(group, asym, dtype, m):
+def test_w4a16_wgmma_off_the_tiles_in_a_cuda_graph(group, asym, dtype, m, tile):
     # N and K off the tiles (N = 1048: not a multiple of 64 or 128; K = 1536 + 256 = 1792: 28 K steps, split-K on),
     # replayed twice from a CUDA graph on fresh inputs into NaN-poisoned outputs: the split-K counters reset and the
     # padded tokens and rows stay out of the output
-    from kvant.kernels import w4a16_wgmma as wg
-
-    if not wg.HAVE_GLUON or torch.cuda.get_device_capability() != (9, 0):
-        pytest.skip("the wgmma tile needs Gluon and an sm_90 GPU")
+    _, fn = _wgmma_tile(tile)
     k, n = 1792, 1048
     _, _, _, (qweight, scales, zeros), w16 = _int4_case(n, k, group, asym, dtype)
     x = torch.randn(m, k, device="cuda", dtype=dtype)
-    for config in ((128, 8, 4, 4, 64), (64, 4, 3, 1, 128)):
-        replay_twice(lambda c=config: wg.w4a16_wgmma(x, qweight, scales, group, zeros, config=c), x,
+    for config in WGMMA_TILES[tile]:
+        replay_twice(lambda c=config: fn(x, qweight, scales, group, zeros, config=c), x,
                      lambda out: torch.testing.assert_close(out, (x.float() @ w16.t()).to(dtype), atol=3e-2,
                                                             rtol=2e-2))
 
