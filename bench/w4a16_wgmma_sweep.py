@@ -1,11 +1,12 @@
-"""The Gluon async-wgmma INT4 tile (kvant.kernels.w4a16_wgmma) at 16..256 rows over its configs, against bf16 cuBLAS
-and what the INT4 dispatch runs today (kvant.kernels.w4a16_repacked.w4a16_repacked_gemm, static picks unless a tuned
-table is present), on Llama-3.1-8B's merged g128 shapes, with the copy rate measured in the same run. Every candidate
-is first checked against the product with the bf16-rounded weights on fresh random inputs, then timed as CUDA-graph
-replays over weight copies that L2 cannot hold (bench/w4a16_table.graph_us).
+"""The Gluon async-wgmma INT4 tile (kvant.kernels.w4a16_wgmma, or with --tile wgmma_ws its warp-specialized form) at
+16..256 rows over its configs, against bf16 cuBLAS and what the INT4 dispatch runs today
+(kvant.kernels.w4a16_repacked.w4a16_repacked_gemm, static picks unless a tuned table is present), on Llama-3.1-8B's
+merged g128 shapes, with the copy rate measured in the same run. Every candidate is first checked against the product
+with the bf16-rounded weights on fresh random inputs, then timed as CUDA-graph replays over weight copies that L2
+cannot hold (bench/w4a16_table.graph_us).
 
     source bench/gpu_env.sh && python -P bench/w4a16_wgmma_sweep.py --out $OUT/wgmma.json [--rows 16,32,64,128,256] \
-        [--table $OUT/wgmma_tune.json]
+        [--tile wgmma_ws] [--table $OUT/wgmma_tune.json]
 """
 import argparse
 import json
@@ -22,10 +23,20 @@ from w4a16_wide_sweep import add_bf16_rows, check_and_time, run_shapes  # noqa: 
 MAX_ERR = 1e-2
 
 
-def sweep_shape(name, k, n, rows, rw_rate, configs):
+# the tiles this sweeps: entry point name in kvant.kernels (module of the same name), and where a config holds its
+# token tile (what the call runs is deduplicated: a config's tokens above the row count change nothing)
+TILES = {"wgmma": ("w4a16_wgmma", 4), "wgmma_ws": ("w4a16_wgmma_ws", 5)}
+
+
+def sweep_shape(name, k, n, rows, rw_rate, tile="wgmma"):
+    import importlib
+
     from kvant.kernels.w4a16_gemm import dequant_w4_ref
     from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
-    from kvant.kernels.w4a16_wgmma import w4a16_wgmma
+
+    mod_name, ti = TILES[tile]
+    mod = importlib.import_module(f"kvant.kernels.{mod_name}")
+    entry = getattr(mod, mod_name)
 
     group = 128
     _, (packed, scale, zp), (qweight, scales, zeros) = int4_operands(k, n, group, False)
@@ -47,12 +58,12 @@ def sweep_shape(name, k, n, rows, rw_rate, configs):
 
         measure("dispatch", lambda x, qw, s, z: w4a16_repacked_gemm(x, qw, s, group, z))
         seen = set()
-        for cf in configs:
-            tile = (*cf[:4], min(cf[4], max(16, triton.next_power_of_2(m))), *cf[5:])  # what the call runs
-            if tile in seen:
+        for cf in mod.CONFIGS:
+            runs = (*cf[:ti], min(cf[ti], max(16, triton.next_power_of_2(m))), *cf[ti + 1:])  # what the call runs
+            if runs in seen:
                 continue
-            seen.add(tile)
-            measure("wgmma", lambda x, qw, s, z, cf=cf: w4a16_wgmma(x, qw, s, group, z, config=cf), list(cf))
+            seen.add(runs)
+            measure(tile, lambda x, qw, s, z, cf=cf: entry(x, qw, s, group, z, config=cf), list(cf))
     packs.clear()
     del w16
     return add_bf16_rows(out, name, k, n, rows, rw_rate)
@@ -64,7 +75,7 @@ def summary(rows_out) -> list[str]:
         rs = [r for r in rows_out if (r["shape"], r["m"]) == (shape, m) and r.get("us")]
         bf = next((r for r in rs if r["format"] == "bf16 cuBLAS"), None)
         dp = next((r for r in rs if r["format"] == "dispatch"), None)
-        wg = sorted((r for r in rs if r["format"] == "wgmma"), key=lambda r: r["us"])
+        wg = sorted((r for r in rs if r["format"] in TILES), key=lambda r: r["us"])
         best = "; ".join(f"{r['us']:.2f} ({r['vs_bf16']:.2f}x, {r['pct_copy']}% copy) {r['config']}" for r in wg[:2])
         lines.append(f"{shape:14s} m={m:<3d} bf16 {bf['us'] if bf else '-'} | dispatch "
                      f"{dp['us'] if dp else '-'} ({dp['vs_bf16'] if dp else '-'}x) | wgmma best: {best}")
@@ -89,19 +100,20 @@ def write_table(path, device, shapes, rows, results, margin=0.97) -> None:
 
 
 def main() -> None:
-    from kvant.kernels.w4a16_wgmma import CONFIGS
-
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
     ap.add_argument("--shapes", default="llama gate_up,llama down,llama qkv,llama o")
     ap.add_argument("--rows", default="16,32,64,128,256")
+    ap.add_argument("--tile", choices=list(TILES), default="wgmma",
+                    help="the single-partition tile, or the warp-specialized one (wgmma_ws)")
     ap.add_argument("--table", default=None,
-                    help="write the wgmma picks that beat the dispatch here (w4a16_tune.json); the engine faulted with "
-                         "such a table on 2026-12-07 (bench/RESULTS.md): for debugging it")
+                    help="write the wgmma picks that beat the dispatch here (w4a16_tune.json; the wgmma tile only)")
     a = ap.parse_args()
+    if a.table and a.tile != "wgmma":
+        ap.error("--table writes picks of the wgmma tile, the one the tuner's table can name")
     shapes = [s.strip() for s in a.shapes.split(",")]
     rows = [int(r) for r in a.rows.split(",")]
-    run_shapes(a.out, shapes, rows, lambda name, k, n, rw: sweep_shape(name, k, n, rows, rw, CONFIGS), summary,
+    run_shapes(a.out, shapes, rows, lambda name, k, n, rw: sweep_shape(name, k, n, rows, rw, a.tile), summary,
                write_table, a.table)
 
 
