@@ -17,10 +17,10 @@ program never dequantizes step k + 1 while step k's MMA runs. At 64-256 rows tha
 
 Limits (the caller checks them and uses the Triton kernels otherwise): sm_90 only (wgmma, TMA); 16-bit x (bf16 or
 fp16) whose rows are 16-byte aligned; K a multiple of 64; group size 64 or more; N a multiple of 8; contiguous scales
-(and zeros) in fp32, bf16 or fp16, read in the dtype they are stored in (TMA copies bytes: a 16-bit shared buffer
-under fp32 scales overflowed it, the engine's fault of 2026-12-07). Gluon kernels do
-not run under TRITON_INTERPRET, so CI checks this file by sm_90 compiles and its torch reference, and the GPU tests run
-it against the reference (tests/kernels/test_gpu.py).
+(and zeros) in fp32, bf16 or fp16, held in shared memory in the dtype they are stored in (TMA copies bytes: a 16-bit
+buffer under fp32 scales overflowed, the engine's fault of 2026-12-07). Gluon kernels do not run under
+TRITON_INTERPRET, so CI checks this file by sm_90 compiles and its torch reference, and the GPU tests run it against
+the reference (tests/kernels/test_gpu.py).
 """
 import torch
 import triton
