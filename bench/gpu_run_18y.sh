@@ -1,6 +1,6 @@
 # Issue 18, next call: (0) the wgmma tile's GPU test at Llama's shapes and 1-256 rows; (1) the INT4 engine fault with the wgmma picks, located (blocking launches, and
 # bench/debug_wgmma_engine.py: each wgmma call logged and synced; then the same with PDL off instead); (2) the wgmma
-# sweep with the register-operand configs.
+# sweep with the register-operand configs (since removed: bench/RESULTS.md, sixth session).
 # Carry bench/seed with wgmma_tune.json = bench/results/2026-12-07e-h200-issue18/18w/wgmma_tune.json. Ends in
 # $OUT/r18y.tgz.
 C=bench/configs

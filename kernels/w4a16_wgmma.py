@@ -43,15 +43,15 @@ except ImportError:  # pragma: no cover - depends on the installed Triton
     HAVE_GLUON = False
 
 BLOCK_K = 64  # K per step: one 128-byte TMA box of 16-bit x per token row
-# (BLOCK_N, num_warps, STAGES, waves, tokens[, a_regs]): weight rows per program, warps (64 weight rows per
-# warpgroup and MMA), ring depth, split-K target in programs per SM, token tile (16..256, a power of two), and whether
-# the dequantized weight goes to the wgmma as its register operand instead of through a shared tile (no store, proxy
-# fence and CTA barrier per step). The register-operand form is offered with 64-token tiles only: with 128 tokens it
-# gave wrong sums (inf) at 100 rows in the H100 GPU test of 2026-12-07, where the shared form at 128 tokens and the
-# register form at 64 passed; the cause is not found yet.
+# (BLOCK_N, num_warps, STAGES, waves, tokens): weight rows per program, warps (64 weight rows per warpgroup and MMA),
+# ring depth, split-K target in programs per SM, token tile (16..256, a power of two). The dequantized tile goes to the
+# wgmma through shared memory. A form that handed it over as the wgmma's register operand was removed: the compiled
+# loop (sm_90 SASS, 2026-12-07) rewrites the A registers of step k's in-flight HGMMA while computing step k + 1's,
+# before the wait that retires step k (a loop has one set of registers for its operand), and it gave wrong sums (inf)
+# at 128-token tiles in the H100 GPU test. Doing it right needs two register sets, a loop unrolled by two.
 DEFAULT_CONFIG = (128, 8, 4, 1, 64)
 CONFIGS = ((128, 8, 4, 1, 64), (128, 8, 4, 2, 64), (128, 8, 3, 1, 128), (128, 8, 4, 1, 128), (64, 4, 4, 2, 64),
-           (128, 8, 3, 1, 256), (64, 4, 4, 1, 128), (128, 8, 4, 2, 64, True), (64, 4, 4, 2, 64, True))
+           (128, 8, 3, 1, 256), (64, 4, 4, 1, 128))
 
 
 if HAVE_GLUON:
@@ -146,14 +146,11 @@ if HAVE_GLUON:
         _tma_load(x_desc, [off_m, k0], bar, x_s.index(st))
 
     @gluon.jit
-    def _step(acc, a_prev, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m,
-              off_n, G, wl: gl.constexpr, rl: gl.constexpr, sl: gl.constexpr, al: gl.constexpr, HAS_ZP: gl.constexpr,
-              STAGES: gl.constexpr, BK: gl.constexpr, BN: gl.constexpr, DT: gl.constexpr, BF16: gl.constexpr,
-              MAGIC: gl.constexpr, A_REGS: gl.constexpr):
-        # K step i: wait for its TMA, dequantize its words into a shared A buffer (A_REGS: into the wgmma's register
-        # operand, al), issue its wgmma, wait for step i - 1's, and refill the ring stage that step i - 1 read.
-        # a_prev: step i - 1's register operand, kept alive through this step's wait (its wgmma may still read it
-        # until then); the return value is step i's, for the next step
+    def _step(acc, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m, off_n, G,
+              wl: gl.constexpr, rl: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr,
+              BN: gl.constexpr, DT: gl.constexpr, BF16: gl.constexpr, MAGIC: gl.constexpr):
+        # K step i: wait for its TMA, dequantize its words into a shared A buffer, issue its wgmma, wait for step
+        # i - 1's, and refill the ring stage that step i - 1 read
         st = i % STAGES
         mbarrier.wait(bars.index(st), (i // STAGES) & 1)
         words = w_s.index(st).load(wl)  # [BN, BW] int32
@@ -162,28 +159,21 @@ if HAVE_GLUON:
             zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
         else:
             zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
-        w = _dequant(words, scale, zero, DT, BF16, BN, BK)
-        if A_REGS:  # no shared A tile, no proxy fence: the registers go to the wgmma
-            a = gl.convert_layout(w, al)
-            acc = warpgroup_mma(a, x_s.index(st).permute((1, 0)), acc, is_async=True)
-            acc, a, a_prev = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a, a_prev))
-        else:
-            buf = a_s.index(i % 2)  # step i - 2's wgmma, its last reader, finished at step i - 1's wait
-            buf.store(w)
-            fence_async_shared()
-            acc = warpgroup_mma(buf, x_s.index(st).permute((1, 0)), acc, is_async=True)
-            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
-            a = a_prev
+        buf = a_s.index(i % 2)  # step i - 2's wgmma, its last reader, finished at step i - 1's wait
+        buf.store(_dequant(words, scale, zero, DT, BF16, BN, BK))
+        fence_async_shared()
+        acc = warpgroup_mma(buf, x_s.index(st).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
         nxt = i - 1 + STAGES  # step i - 1's wgmma is done: its ring stage takes step i - 1 + STAGES
         if (i > 0) & (nxt < n_steps):
             _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, nxt, first, off_m, off_n, G, HAS_ZP,
                    STAGES, BK)
-        return acc, a
+        return acc
 
     @gluon.jit
     def _w4a16_wgmma_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
                             STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
-                            A_REGS: gl.constexpr, num_warps: gl.constexpr):
+                            num_warps: gl.constexpr):
         BN: gl.constexpr = w_desc.block_type.shape[0]
         BW: gl.constexpr = w_desc.block_type.shape[1]  # words per weight row per step
         BK: gl.constexpr = 8 * BW
@@ -208,16 +198,13 @@ if HAVE_GLUON:
         wl: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, BW // 4], threads_per_warp=[8, 4],
                                             warps_per_cta=[num_warps, 1], order=[1, 0])
         rl: gl.constexpr = gl.SliceLayout(1, wl)
-        sl: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 1], threads_per_warp=[1, 32],
-                                            warps_per_cta=[1, num_warps], order=[1, 0])
         a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BN, BK], DT)
-        al: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)  # the register A operand
 
         x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, BK], x_desc.layout)
         w_s = gl.allocate_shared_memory(gl.int32, [STAGES, BN, BW], w_desc.layout)
         s_s = gl.allocate_shared_memory(s_desc.dtype, [STAGES, 1, BN], s_desc.layout)  # 16- or 32-bit, as stored
         z_s = gl.allocate_shared_memory(z_desc.dtype, [STAGES, 1, BN], z_desc.layout)  # unused where symmetric
-        a_s = gl.allocate_shared_memory(DT, [1 if A_REGS else 2, BN, BK], a_layout)
+        a_s = gl.allocate_shared_memory(DT, [2, BN, BK], a_layout)
         bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(STAGES):
             mbarrier.init(bars.index(i), count=1)
@@ -228,13 +215,12 @@ if HAVE_GLUON:
 
         # step 0 peeled off the loop: on no path is the accumulator defined or read by anything but the wgmmas
         # between a wgmma and its wait (ptxas serializes every wgmma otherwise: C7514/C7515)
-        acc, a = _step(gl.zeros([BN, TOK], gl.float32, layout=mma), gl.zeros([BN, BK], DT, layout=al), 0, x_desc,
-                       w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m, off_n, G, wl,
-                       rl, sl, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC, A_REGS)
+        acc = _step(gl.zeros([BN, TOK], gl.float32, layout=mma), 0, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s,
+                    s_s, z_s, a_s, first, n_steps, off_m, off_n, G, wl, rl, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
         for i in range(1, n_steps):
-            acc, a = _step(acc, a, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps,
-                           off_m, off_n, G, wl, rl, sl, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC, A_REGS)
-        acc, a = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a))
+            acc = _step(acc, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, a_s, first, n_steps, off_m,
+                        off_n, G, wl, rl, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
 
@@ -265,19 +251,21 @@ def _desc(t: torch.Tensor, block: list[int]):
 
 def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
     """x [M, K] 16-bit -> [M, N] (the repacked layout of `w4a16_layout`); config = (BLOCK_N, num_warps, STAGES,
-    waves, tokens[, a_regs]) as CONFIGS. Raises where `supported` says no."""
+    waves, tokens) as CONFIGS. Raises where `supported` says no."""
     check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
     if not supported(x, qweight, scales, group_size, zeros):
         raise ValueError("w4a16_wgmma needs Gluon, an sm_90 GPU, 16-bit x with 16-byte aligned rows, K a multiple "
                          f"of {BLOCK_K}, group size a multiple of {BLOCK_K} and N a multiple of 8; got x "
                          f"{tuple(x.shape)} {x.dtype} on {x.device}, group {group_size}, N {qweight.shape[0]}")
-    bn, warps, stages, waves, tokens, *extra = config or DEFAULT_CONFIG
-    a_regs = bool(extra and extra[0])
+    config = tuple(config or DEFAULT_CONFIG)
+    if len(config) != 5:
+        raise ValueError(f"bad w4a16_wgmma config {config}: (BLOCK_N, num_warps, STAGES, waves, tokens)")
+    bn, warps, stages, waves, tokens = config
     if bn % (16 * warps) or warps % 4 or tokens not in (16, 32, 64, 128, 256):
         raise ValueError(f"bad w4a16_wgmma config {config}: BLOCK_N a multiple of 16 * warps, warps a multiple of 4, "
                          "tokens a power of two in 16..256")
     return launch(_w4a16_wgmma_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, STAGES=stages,
-                  A_REGS=a_regs, num_warps=warps)
+                  num_warps=warps)
 
 
 def launch(kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, **constexprs) -> torch.Tensor:

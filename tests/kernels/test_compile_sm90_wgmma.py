@@ -18,13 +18,12 @@ from kvant.kernels import w4a16_wgmma as g
 cases = [(cf, 256, 128, False, torch.bfloat16, 1, None) for cf in g.CONFIGS]
 cases += [((128, 8, 4, 1, 64), 200, 64, True, torch.float16, 3, None),
           ((64, 4, 4, 2, 64), 16, 256, False, torch.bfloat16, 2, None),
-          ((128, 8, 4, 1, 64, True), 100, 128, True, torch.float16, 2, None),
+          ((128, 8, 4, 2, 64), 100, 128, True, torch.float16, 2, None),
           ((128, 8, 3, 1, 256), 256, 128, False, torch.bfloat16, 1, torch.float32),  # the engine's fp32 scales
           ((64, 4, 4, 2, 64), 40, 128, True, torch.bfloat16, 2, torch.float32)]
 for cf, m, G, hz, dt, split, sdt in cases:
-    bn, warps, stages, waves, tokens, *extra = cf
-    compile_int4_tile(g._w4a16_wgmma_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages,
-                      A_REGS=bool(extra and extra[0]), num_warps=warps)
+    bn, warps, stages, waves, tokens = cf
+    compile_int4_tile(g._w4a16_wgmma_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages, num_warps=warps)
     print("compiled", cf, m, G, hz, split)
 """
 
