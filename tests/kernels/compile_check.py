@@ -60,5 +60,12 @@ def compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, **constexprs
     if sdt is torch.float32:  # the scale row is copied and read as 32-bit words
         assert "memdesc<%dx1x%dxf32" % (constexprs["STAGES"], bn) in ttgir, "fp32 scales not held as fp32"
     assert kern.metadata.shared <= 227 * 1024, kern.metadata.shared
-    return kern, assemble(kern.asm["ptx"])
+    stderr = assemble(kern.asm["ptx"])
+    # every HGMMA reads A from shared memory: a loop that hands A over in registers rewrites them while the previous
+    # step's HGMMA still reads them (one register set per loop; the race of the removed register-operand form)
+    nvdisasm = triton.knobs.nvidia.ptxas.path.rsplit("/", 1)[0] + "/nvdisasm"
+    sass = subprocess.run([nvdisasm, "-c", "k.cubin"], capture_output=True, text=True, check=True).stdout
+    hgmma = re.findall(r"HGMMA\\.\\S+ R\\d+, (\\S+)", sass)
+    assert hgmma and all(a.startswith("gdesc") for a in hgmma), hgmma
+    return kern, stderr
 """
