@@ -211,7 +211,9 @@ def _int4_case(n, k, group, asym, dtype=torch.bfloat16, scale_dtype=None):
     zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
         if asym else None
     packed = pack_int4(q)
-    w16 = w4a16_gemm.dequant_w4_ref(packed, scale, group, zp).to(dtype).float()
+    # the kernels round a wider scale to 16 bits before scaling (SCALE_IN's arithmetic): each weight is the 16-bit
+    # rounding of (code - zero) times the 16-bit scale
+    w16 = w4a16_gemm.dequant_w4_ref(packed, scale.to(dtype), group, zp).to(dtype).float()
     return packed, scale, zp, repack_w4(packed, scale, group, zp), w16
 
 
