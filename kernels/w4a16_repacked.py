@@ -44,8 +44,8 @@ WIDE_MIN_M, WIDE_MAX_M, WIDE_MIN_WEIGHT = 33, 256, 48 << 20
 # Llama-3.1-8B's gate_up (117M weights, g128) it beat the kernel above at 128 and 256 rows in the sweeps of
 # 2026-12-07 (bench/w4a16_wgmma_sweep.py; H200 1.21x and 1.26x, H100 1.16x and 1.21x), with 128-token tiles, three
 # stages and no split-K past 128 rows; it lost on qkv, o and down (17-59M weights) and at 64 rows and below.
-# Off by default until its fix for fp32 scales (the INT4 engine's fault of 2026-12-07) has passed the GPU tests and the
-# engine on a GPU: KVANT_WGMMA=1 turns it on (bench/gpu_run_18ab.sh does, for the engine A/B).
+# Off by default: with its fix for fp32 scales (the INT4 engine's fault of 2026-12-07) it passed the GPU tests and ran
+# through the INT4 engine (H100), but no A/B against the engine without it has run yet. KVANT_WGMMA=1 turns it on.
 WGMMA = os.environ.get("KVANT_WGMMA", "0") == "1"
 WGMMA_MIN_M, WGMMA_MAX_M, WGMMA_MIN_WEIGHT = 65, 256, 96 << 20
 
