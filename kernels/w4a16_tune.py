@@ -26,8 +26,8 @@ KERNELS = {"gemv": w4a16_gemv_triton, "planes": w4a16_gemm_planes_triton, "tile"
            "repacked_dequant": w4a16_repacked_dequant_mm, "mma_gemv": w4a16_mma_gemv_triton,
            "wide": w4a16_wide_triton,
            # a table may name the Gluon wgmma tile (bench/w4a16_wgmma_sweep.py --table); it is not among the tuner's
-           # candidates until its fix for fp32 scales (the engine's fault of 2026-12-07, bench/RESULTS.md) has run on
-           # a GPU: a fault poisons the CUDA context, which the tuner's try/except cannot undo
+           # candidates: the engine's fault of 2026-12-07 (fp32 scales, fixed) showed that a fault poisons the CUDA
+           # context, which the tuner's try/except cannot undo, and the tile has run in one engine only so far
            "wgmma": w4a16_wgmma}
 REPACKED = ("fast_gemv", "swapab", "repacked_dequant", "mma_gemv", "wide", "wgmma")
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a call with m rows uses the first bucket >= m

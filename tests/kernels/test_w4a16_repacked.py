@@ -199,7 +199,7 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     assert pick(257, "qkv") is w4a16_swapab.w4a16_repacked_dequant_mm  # prefill chunks
     # where the async-wgmma tile can run (an sm_90 GPU with Gluon; said yes to here), it takes gate_up at 65-256 rows,
     # in 128-token tiles to 128 rows and 256-token tiles beyond, once turned on (KVANT_WGMMA=1, read at import; off
-    # by default until it has run in the engine on a GPU)
+    # by default until an engine A/B shows it pays)
     from kvant.kernels import w4a16_wgmma
 
     monkeypatch.setattr(w4a16_wgmma, "supported", lambda *a: True)
