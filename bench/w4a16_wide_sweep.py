@@ -201,5 +201,6 @@ def run_shapes(out_path, shapes, rows, sweep, summarize, write_table, table_path
         print("\n".join(summarize([r for r in result["rows"] if r["shape"] == name])), flush=True)
     print(f"done in {time.time() - start:.1f} s", flush=True)
 
+
 if __name__ == "__main__":
     main()

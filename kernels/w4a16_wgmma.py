@@ -94,6 +94,17 @@ if HAVE_GLUON:
         return gl.reshape(gl.permute(w, (0, 1, 3, 2, 4)), [BN, BK])
 
     @gluon.jit
+    def _program_tile(K, STEPS_PER_SPLIT, TOK: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr):
+        # this program's token tile, weight tile and K split: (pid_m, pid_n, pid_k, off_m, off_n, its first K step,
+        # its step count >= 1: split_count leaves no split empty). The token tiles of one weight tile run next to
+        # each other, so the weight is read once
+        pid_m = gl.program_id(0)
+        pid_n = gl.program_id(1)
+        pid_k = gl.program_id(2)
+        first = pid_k * STEPS_PER_SPLIT
+        return pid_m, pid_n, pid_k, pid_m * TOK, pid_n * BN, first, gl.minimum(first + STEPS_PER_SPLIT, K // BK) - first
+
+    @gluon.jit
     def _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k,
                   SPLIT: gl.constexpr, mma: gl.constexpr, num_warps: gl.constexpr):
         # acc [BN, TOK] fp32 in the MMA layout -> out^T's tile: stored, or (SPLIT > 1) this split's partial to the
@@ -182,14 +193,7 @@ if HAVE_GLUON:
         BF16: gl.constexpr = DT == gl.bfloat16
         MAGIC: gl.constexpr = 128.0 if BF16 else 1024.0
 
-        pid_m = gl.program_id(0)  # the token tiles of one weight tile run next to each other (weight read once)
-        pid_n = gl.program_id(1)
-        pid_k = gl.program_id(2)
-        off_m = pid_m * TOK
-        off_n = pid_n * BN
-        first = pid_k * STEPS_PER_SPLIT
-        last = gl.minimum(first + STEPS_PER_SPLIT, K // BK)
-        n_steps = last - first
+        pid_m, pid_n, pid_k, off_m, off_n, first, n_steps = _program_tile(K, STEPS_PER_SPLIT, TOK, BN, BK)
 
         # acc [BN, TOK] = W tile @ x tile^T; one m64nTOKk16 wgmma per warpgroup per 16 of K
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],

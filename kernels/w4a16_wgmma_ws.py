@@ -43,7 +43,7 @@ if _HAVE_BASE:
     from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma, \
         warpgroup_mma_wait
 
-    from kvant.kernels.w4a16_wgmma import _cta_barrier, _dequant, _epilogue, _tma_load
+    from kvant.kernels.w4a16_wgmma import _cta_barrier, _dequant, _epilogue, _program_tile, _tma_load
     HAVE_GLUON = hasattr(gl, "warp_specialize")  # Gluon before 3.5's warp specialization: the kernel is not offered
 
 DQ_WARPS = 4  # the dequant partition: one warpgroup
@@ -173,13 +173,7 @@ if HAVE_GLUON:
         TOK: gl.constexpr = x_desc.block_type.shape[0]
         DT: gl.constexpr = x_desc.dtype
 
-        pid_m = gl.program_id(0)  # the token tiles of one weight tile run next to each other (weight read once)
-        pid_n = gl.program_id(1)
-        pid_k = gl.program_id(2)
-        off_m = pid_m * TOK
-        off_n = pid_n * BN
-        first = pid_k * STEPS_PER_SPLIT
-        n_steps = gl.minimum(first + STEPS_PER_SPLIT, K // BK) - first  # >= 1: split_count leaves no split empty
+        pid_m, pid_n, pid_k, off_m, off_n, first, n_steps = _program_tile(K, STEPS_PER_SPLIT, TOK, BN, BK)
 
         # acc [BN, TOK] = W tile @ x tile^T; one m64nTOKk16 wgmma per warpgroup per 16 of K
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],

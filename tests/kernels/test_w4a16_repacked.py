@@ -186,11 +186,14 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     monkeypatch.setattr(w4a16_tune, "_table", None)
     shapes = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 
-    def pick(m, name):
+    def pick_with_config(m, name):
         k, n = shapes[name]
         x = torch.empty(m, k, dtype=torch.bfloat16, device="meta")
         qweight = torch.empty(n, k // 8, dtype=torch.int32, device="meta")
-        return w4a16_repacked._pick(x, qweight, None, 128, None)[0]
+        return w4a16_repacked._pick(x, qweight, None, 128, None)
+
+    def pick(m, name):
+        return pick_with_config(m, name)[0]
 
     gemv, wide = w4a16_mma_gemv.w4a16_mma_gemv_triton, w4a16_swapab.w4a16_wide_triton
     assert all(pick(m, s) is gemv for m in (1, 4, 16, 33, 64) for s in shapes)
@@ -205,10 +208,7 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     monkeypatch.setattr(w4a16_wgmma, "supported", lambda *a: True)
     assert pick(200, "gate_up") is wide  # off by default
     monkeypatch.setattr(w4a16_repacked, "WGMMA", True)
-    k, n = shapes["gate_up"]
-    full = [w4a16_repacked._pick(torch.empty(m, k, dtype=torch.bfloat16, device="meta"),
-                                 torch.empty(n, k // 8, dtype=torch.int32, device="meta"), None, 128, None)
-            for m in (64, 65, 128, 129, 256, 257)]
+    full = [pick_with_config(m, "gate_up") for m in (64, 65, 128, 129, 256, 257)]
     assert full[0][0] is gemv and full[5][0] is w4a16_swapab.w4a16_repacked_dequant_mm
     assert [f[0] for f in full[1:5]] == [w4a16_wgmma.w4a16_wgmma] * 4
     assert [f[1][4] for f in full[1:5]] == [128, 128, 256, 256]
