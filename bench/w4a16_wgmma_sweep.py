@@ -1,4 +1,4 @@
-"""The Gluon async-wgmma INT4 tile (kvant.kernels.w4a16_wgmma, or with --tile wgmma_ws its warp-specialized form) at
+"""The Gluon async-wgmma INT4 tiles (kvant.kernels.w4a16_wgmma and/or its warp-specialized form, --tile wgmma_ws) at
 16..256 rows over its configs, against bf16 cuBLAS and what the INT4 dispatch runs today
 (kvant.kernels.w4a16_repacked.w4a16_repacked_gemm, static picks unless a tuned table is present), on Llama-3.1-8B's
 merged g128 shapes, with the copy rate measured in the same run. Every candidate is first checked against the product
@@ -6,7 +6,7 @@ with the bf16-rounded weights on fresh random inputs, then timed as CUDA-graph r
 cannot hold (bench/w4a16_table.graph_us).
 
     source bench/gpu_env.sh && python -P bench/w4a16_wgmma_sweep.py --out $OUT/wgmma.json [--rows 16,32,64,128,256] \
-        [--tile wgmma_ws] [--table $OUT/wgmma_tune.json]
+        [--tile wgmma,wgmma_ws] [--table $KVANT_HOME/w4a16_tune.json]
 """
 import argparse
 import json
@@ -28,15 +28,11 @@ MAX_ERR = 1e-2
 TILES = {"wgmma": ("w4a16_wgmma", 4), "wgmma_ws": ("w4a16_wgmma_ws", 5)}
 
 
-def sweep_shape(name, k, n, rows, rw_rate, tile="wgmma"):
+def sweep_shape(name, k, n, rows, rw_rate, tiles=("wgmma",)):
     import importlib
 
     from kvant.kernels.w4a16_gemm import dequant_w4_ref
     from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
-
-    mod_name, ti = TILES[tile]
-    mod = importlib.import_module(f"kvant.kernels.{mod_name}")
-    entry = getattr(mod, mod_name)
 
     group = 128
     _, (packed, scale, zp), (qweight, scales, zeros) = int4_operands(k, n, group, False)
@@ -57,13 +53,17 @@ def sweep_shape(name, k, n, rows, rw_rate, tile="wgmma"):
             print(f"  {name} m={m} {fmt} {config}: {r.get('us', r.get('error'))}", flush=True)
 
         measure("dispatch", lambda x, qw, s, z: w4a16_repacked_gemm(x, qw, s, group, z))
-        seen = set()
-        for cf in mod.CONFIGS:
-            runs = (*cf[:ti], min(cf[ti], max(16, triton.next_power_of_2(m))), *cf[ti + 1:])  # what the call runs
-            if runs in seen:
-                continue
-            seen.add(runs)
-            measure(tile, lambda x, qw, s, z, cf=cf: entry(x, qw, s, group, z, config=cf), list(cf))
+        for tile in tiles:
+            mod_name, ti = TILES[tile]
+            mod = importlib.import_module(f"kvant.kernels.{mod_name}")
+            entry = getattr(mod, mod_name)
+            seen = set()
+            for cf in mod.CONFIGS:
+                runs = (*cf[:ti], min(cf[ti], max(16, triton.next_power_of_2(m))), *cf[ti + 1:])  # what the call runs
+                if runs in seen:
+                    continue
+                seen.add(runs)
+                measure(tile, lambda x, qw, s, z, cf=cf, entry=entry: entry(x, qw, s, group, z, config=cf), list(cf))
     packs.clear()
     del w16
     return add_bf16_rows(out, name, k, n, rows, rw_rate)
@@ -83,8 +83,9 @@ def summary(rows_out) -> list[str]:
 
 
 def write_table(path, device, shapes, rows, results, margin=0.97) -> None:
-    """The tuner's table (kvant.kernels.w4a16_tune's format) with the fastest wgmma config for each shape and row
-    bucket where it beat the dispatch's kernel by more than 1 - margin; elsewhere no entry (the static dispatch)."""
+    """The tuner's table (kvant.kernels.w4a16_tune's format) with the fastest config of either wgmma tile for each
+    shape and row bucket where it beat the dispatch's kernel by more than 1 - margin; elsewhere no entry (the static
+    dispatch)."""
     from kvant.kernels.w4a16_tune import key
 
     table = {}
@@ -93,9 +94,9 @@ def write_table(path, device, shapes, rows, results, margin=0.97) -> None:
         for m in rows:
             rs = [r for r in results if (r["shape"], r["m"]) == (name, m) and r.get("us")]
             disp = next((r for r in rs if r["format"] == "dispatch"), None)
-            wg = min((r for r in rs if r["format"] == "wgmma"), key=lambda r: r["us"], default=None)
+            wg = min((r for r in rs if r["format"] in TILES), key=lambda r: r["us"], default=None)
             if wg and disp and wg["us"] < margin * disp["us"]:
-                table[key(device, k, n, 128, False, m, repacked=True)] = ["wgmma", wg["config"]]
+                table[key(device, k, n, 128, False, m, repacked=True)] = [wg["format"], wg["config"]]
     Path(path).write_text(json.dumps(table, indent=0, sort_keys=True))
 
 
@@ -104,16 +105,17 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON file, rewritten after each shape")
     ap.add_argument("--shapes", default="llama gate_up,llama down,llama qkv,llama o")
     ap.add_argument("--rows", default="16,32,64,128,256")
-    ap.add_argument("--tile", choices=list(TILES), default="wgmma",
-                    help="the single-partition tile, or the warp-specialized one (wgmma_ws)")
+    ap.add_argument("--tile", default="wgmma",
+                    help="comma-separated: the single-partition tile (wgmma), the warp-specialized one (wgmma_ws)")
     ap.add_argument("--table", default=None,
-                    help="write the wgmma picks that beat the dispatch here (w4a16_tune.json; the wgmma tile only)")
+                    help="write the wgmma picks that beat the dispatch here (w4a16_tune.json's format)")
     a = ap.parse_args()
-    if a.table and a.tile != "wgmma":
-        ap.error("--table writes picks of the wgmma tile, the one the tuner's table can name")
+    tiles = tuple(t.strip() for t in a.tile.split(","))
+    if not set(tiles) <= set(TILES):
+        ap.error(f"--tile takes {', '.join(TILES)}; got {a.tile}")
     shapes = [s.strip() for s in a.shapes.split(",")]
     rows = [int(r) for r in a.rows.split(",")]
-    run_shapes(a.out, shapes, rows, lambda name, k, n, rw: sweep_shape(name, k, n, rows, rw, a.tile), summary,
+    run_shapes(a.out, shapes, rows, lambda name, k, n, rw: sweep_shape(name, k, n, rows, rw, tiles), summary,
                write_table, a.table)
 
 

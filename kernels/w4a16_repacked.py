@@ -1,6 +1,6 @@
 """W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the tensor-core GEMV at
 1-64 rows and for all but the largest weights at 65-256 rows (g64 and up), the async-wgmma tile for the largest at
-65-256 rows on sm_90 when turned on, the swap-AB tile, then the wide tile (tokens as the MMA's 64-row side) for large
+65-256 rows on sm_90 when turned on (its warp-specialized form past 128 rows), the swap-AB tile, then the wide tile (tokens as the MMA's 64-row side) for large
 weights from 33 rows and for every weight at 65-128 rows, dequantize + vendor GEMM beyond, unless
 kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket (`tune(...,
 repacked=True)` fills it)."""
@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from kvant.kernels import w4a16_wgmma
+from kvant.kernels import w4a16_wgmma, w4a16_wgmma_ws
 from kvant.kernels.activation import silu_and_mul
 from kvant.kernels.dispatch import on_cuda
 from kvant.kernels.w4a16_fast_gemv import w4a16_fast_gemv_triton
@@ -45,14 +45,22 @@ WIDE_MIN_M, WIDE_MAX_M, WIDE_MIN_WEIGHT = 33, 256, 48 << 20
 # Llama-3.1-8B's gate_up (117M weights, g128) it beat the kernel above at 128 and 256 rows in the sweeps of
 # 2026-12-07 (bench/w4a16_wgmma_sweep.py; H200 1.21x and 1.26x, H100 1.16x and 1.21x), with 128-token tiles, three
 # stages and no split-K past 128 rows; it lost on qkv, o and down (17-59M weights) and at 64 rows and below.
+# Past 128 rows its warp-specialized form (kvant.kernels.w4a16_wgmma_ws: one warpgroup dequantizes while two issue
+# the wgmmas) takes over: on gate_up at 256 rows it ran 112 us against the single-partition tile's 127 and the
+# dispatch's 159 (H100 sweep of 2026-12-07, 0.90x bf16 cuBLAS), and lost at 128 rows (97 against 84).
 # Off by default: with its fix for fp32 scales (the INT4 engine's fault of 2026-12-07) it passed the GPU tests and ran
 # through the INT4 engine (H100), but no A/B against the engine without it has run yet. KVANT_WGMMA=1 turns it on.
 WGMMA = os.environ.get("KVANT_WGMMA", "0") == "1"
 WGMMA_MIN_M, WGMMA_MAX_M, WGMMA_MIN_WEIGHT = 65, 256, 96 << 20
+WGMMA_WS_MIN_M = 129
 
 
-def _wgmma_config(m: int) -> tuple:
-    return (128, 8, 3, 1, 128 if m <= 128 else 256)
+def _wgmma_pick(m: int, x, qweight, scales, group_size, zeros):
+    if m >= WGMMA_WS_MIN_M and w4a16_wgmma_ws.supported(x, qweight, scales, group_size, zeros):
+        return w4a16_wgmma_ws.w4a16_wgmma_ws, (128, 8, 4, 2, 1, 256)
+    if w4a16_wgmma.supported(x, qweight, scales, group_size, zeros):
+        return w4a16_wgmma.w4a16_wgmma, (128, 8, 3, 1, 128 if m <= 128 else 256)
+    return None
 
 
 def _pick(x, qweight, scales, group_size, zeros):
@@ -61,9 +69,10 @@ def _pick(x, qweight, scales, group_size, zeros):
     if tuned is not None:  # measured on this card for this shape and row bucket (kvant.kernels.w4a16_tune)
         return tuned
     m = x.shape[0]
-    if WGMMA and WGMMA_MIN_M <= m <= WGMMA_MAX_M and qweight.shape[0] * x.shape[1] >= WGMMA_MIN_WEIGHT and \
-            w4a16_wgmma.supported(x, qweight, scales, group_size, zeros):
-        return w4a16_wgmma.w4a16_wgmma, _wgmma_config(m)
+    if WGMMA and WGMMA_MIN_M <= m <= WGMMA_MAX_M and qweight.shape[0] * x.shape[1] >= WGMMA_MIN_WEIGHT:
+        wgmma = _wgmma_pick(m, x, qweight, scales, group_size, zeros)
+        if wgmma is not None:
+            return wgmma
     pow2 = group_size & (group_size - 1) == 0
     if pow2 and group_size >= 64 and (m <= MMA_GEMV_MAX_M or (
             m <= MMA_GEMV_MAX_M_SMALL and qweight.shape[0] * x.shape[1] < MMA_GEMV_MAX_WEIGHT)):

@@ -18,6 +18,7 @@ from kvant.kernels.w4a16_mma_gemv import (MAX_TILE, ROWS128_CONFIGS, ROWS128_MOR
 from kvant.kernels.w4a16_swapab import w4a16_repacked_dequant_mm, w4a16_swapab_triton, w4a16_wide_triton
 from kvant.kernels.w4a16_tiles import w4a16_gemm_planes_triton, w4a16_gemm_triton
 from kvant.kernels.w4a16_wgmma import w4a16_wgmma
+from kvant.kernels.w4a16_wgmma_ws import w4a16_wgmma_ws
 
 KERNELS = {"gemv": w4a16_gemv_triton, "planes": w4a16_gemm_planes_triton, "tile": w4a16_gemm_triton,
            "dequant": w4a16_dequant_mm_triton,
@@ -25,11 +26,11 @@ KERNELS = {"gemv": w4a16_gemv_triton, "planes": w4a16_gemm_planes_triton, "tile"
            "fast_gemv": w4a16_fast_gemv_triton, "swapab": w4a16_swapab_triton,
            "repacked_dequant": w4a16_repacked_dequant_mm, "mma_gemv": w4a16_mma_gemv_triton,
            "wide": w4a16_wide_triton,
-           # a table may name the Gluon wgmma tile (bench/w4a16_wgmma_sweep.py --table); it is not among the tuner's
+           # a table may name the Gluon wgmma tiles (bench/w4a16_wgmma_sweep.py --table); they are not among the tuner's
            # candidates: the engine's fault of 2026-12-07 (fp32 scales, fixed) showed that a fault poisons the CUDA
            # context, which the tuner's try/except cannot undo, and the tile has run in one engine only so far
-           "wgmma": w4a16_wgmma}
-REPACKED = ("fast_gemv", "swapab", "repacked_dequant", "mma_gemv", "wide", "wgmma")
+           "wgmma": w4a16_wgmma, "wgmma_ws": w4a16_wgmma_ws}
+REPACKED = ("fast_gemv", "swapab", "repacked_dequant", "mma_gemv", "wide", "wgmma", "wgmma_ws")
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a call with m rows uses the first bucket >= m
 _table: dict[str, list] | None = None
 

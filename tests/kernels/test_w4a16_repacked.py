@@ -200,19 +200,24 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     assert [pick(100, s) for s in shapes] == [gemv, gemv, wide, gemv]
     assert [pick(256, s) for s in shapes] == [gemv, gemv, wide, gemv]
     assert pick(257, "qkv") is w4a16_swapab.w4a16_repacked_dequant_mm  # prefill chunks
-    # where the async-wgmma tile can run (an sm_90 GPU with Gluon; said yes to here), it takes gate_up at 65-256 rows,
-    # in 128-token tiles to 128 rows and 256-token tiles beyond, once turned on (KVANT_WGMMA=1, read at import; off
-    # by default until an engine A/B shows it pays)
-    from kvant.kernels import w4a16_wgmma
+    # where the async-wgmma tiles can run (an sm_90 GPU with Gluon; said yes to here), they take gate_up at 65-256
+    # rows once turned on (KVANT_WGMMA=1, read at import; off by default until an engine A/B shows it pays): the
+    # single-partition tile in 128-token tiles to 128 rows, the warp-specialized one in 256-token tiles beyond, or the
+    # single-partition tile there where warp specialization is missing
+    from kvant.kernels import w4a16_wgmma, w4a16_wgmma_ws
 
     monkeypatch.setattr(w4a16_wgmma, "supported", lambda *a: True)
+    monkeypatch.setattr(w4a16_wgmma_ws, "supported", lambda *a: True)
     assert pick(200, "gate_up") is wide  # off by default
     monkeypatch.setattr(w4a16_repacked, "WGMMA", True)
     full = [pick_with_config(m, "gate_up") for m in (64, 65, 128, 129, 256, 257)]
     assert full[0][0] is gemv and full[5][0] is w4a16_swapab.w4a16_repacked_dequant_mm
-    assert [f[0] for f in full[1:5]] == [w4a16_wgmma.w4a16_wgmma] * 4
-    assert [f[1][4] for f in full[1:5]] == [128, 128, 256, 256]
-    assert [pick(200, s) for s in shapes] == [gemv, gemv, w4a16_wgmma.w4a16_wgmma, gemv]
+    one, ws = w4a16_wgmma.w4a16_wgmma, w4a16_wgmma_ws.w4a16_wgmma_ws
+    assert [f[0] for f in full[1:5]] == [one, one, ws, ws]
+    assert [f[1][-1] for f in full[1:5]] == [128, 128, 256, 256]  # the token tile, last in both tiles' configs
+    assert [pick(200, s) for s in shapes] == [gemv, gemv, ws, gemv]
+    monkeypatch.setattr(w4a16_wgmma_ws, "supported", lambda *a: False)
+    assert pick_with_config(200, "gate_up") == (one, (128, 8, 3, 1, 256))
     monkeypatch.setattr(w4a16_repacked, "WGMMA", False)
     assert pick(200, "gate_up") is wide
     assert w4a16_mma_gemv.default_config(1, 6144) == (64, 4, 1, 4, True, True)  # pairs of blocks
