@@ -52,12 +52,16 @@ DQ_WARPS = 4  # the dequant partition: one warpgroup
 DQ_REGS = 96
 if HAVE_GLUON:  # what the jitted code reads of the above (Triton reads only constexpr globals)
     _DQ_WARPS, _DQ_REGS = gl.constexpr(DQ_WARPS), gl.constexpr(DQ_REGS)
-# (BLOCK_N, mma_warps, STAGES, A_STAGES, waves, tokens): weight rows per program, warps of the mma partition (one
-# warpgroup per 64 weight rows), TMA ring depth, dequantized A ring depth, split-K target in programs per SM, token
-# tile (16..256, a power of two)
+# (BLOCK_N, mma_warps, STAGES, A_STAGES, waves, tokens[, dequant warpgroups]): weight rows per program, warps of the
+# mma partition (one warpgroup per 64 weight rows), TMA ring depth, dequantized A ring depth, split-K target in
+# programs per SM, token tile (16..256, a power of two), and one or two dequant warpgroups (two take alternate K
+# steps: at 128 tokens and fewer one warpgroup's dequantization is slower than the MMAs it feeds, H100 2026-12-07;
+# STAGES and A_STAGES are then even, and with 16 warps ptxas caps a thread at 128 registers, so 256-token tiles
+# over BLOCK_N 128 do not fit)
 DEFAULT_CONFIG = (128, 8, 4, 2, 1, 128)
 CONFIGS = ((128, 8, 4, 2, 1, 64), (128, 8, 4, 3, 2, 64), (128, 8, 4, 2, 1, 128), (128, 8, 3, 2, 1, 256),
-           (128, 8, 4, 2, 1, 256), (64, 4, 4, 2, 2, 64), (64, 4, 4, 2, 1, 128), (64, 4, 4, 2, 1, 256))
+           (128, 8, 4, 2, 1, 256), (64, 4, 4, 2, 2, 64), (64, 4, 4, 2, 1, 128), (64, 4, 4, 2, 1, 256),
+           (128, 8, 4, 2, 1, 128, 2), (128, 8, 4, 4, 1, 128, 2), (128, 8, 4, 2, 2, 64, 2), (64, 4, 4, 2, 1, 256, 2))
 
 
 if HAVE_GLUON:
@@ -85,10 +89,12 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _dequant_partition(w_desc, s_desc, z_desc, w_s, s_s, z_s, w_ready, a_s, a_ready, a_empty, first, n_steps,
-                           off_n, G, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, A_STAGES: gl.constexpr):
-        # the dequant warps: for each K step, the words and scales from the weight ring to registers, the ring stage
-        # refilled at once with step i + STAGES (these warps are its only readers), then the 16-bit tile into the A
-        # ring for the mma warps
+                           off_n, G, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, A_STAGES: gl.constexpr,
+                           PART: gl.constexpr, PARTS: gl.constexpr):
+        # the dequant warps of partition PART of PARTS: for each of its K steps (PART, PART + PARTS, ...), the words
+        # and scales from the weight ring to registers, the ring stage refilled at once with step i + STAGES (these
+        # warps are its only readers: STAGES and A_STAGES are multiples of PARTS, so a stage's steps all fall to one
+        # partition), then the 16-bit tile into the A ring for the mma warps
         BN: gl.constexpr = w_desc.block_type.shape[0]
         BW: gl.constexpr = w_desc.block_type.shape[1]
         BK: gl.constexpr = 8 * BW
@@ -100,7 +106,7 @@ if HAVE_GLUON:
         wl: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, BW // 4], threads_per_warp=[8, 4],
                                             warps_per_cta=[_DQ_WARPS, 1], order=[1, 0])
         rl: gl.constexpr = gl.SliceLayout(1, wl)
-        for i in range(n_steps):
+        for i in range(PART, n_steps, PARTS):
             st = i % STAGES
             mbarrier.wait(w_ready.index(st), (i // STAGES) & 1)
             words = w_s.index(st).load(wl)  # [BN, BW] int32
@@ -166,7 +172,7 @@ if HAVE_GLUON:
     @gluon.jit
     def _w4a16_wgmma_ws_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
                                STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
-                               A_STAGES: gl.constexpr, num_warps: gl.constexpr):
+                               A_STAGES: gl.constexpr, DQ_PARTS: gl.constexpr, num_warps: gl.constexpr):
         BN: gl.constexpr = w_desc.block_type.shape[0]
         BW: gl.constexpr = w_desc.block_type.shape[1]
         BK: gl.constexpr = 8 * BW
@@ -203,12 +209,22 @@ if HAVE_GLUON:
                 _issue_w(w_desc, s_desc, z_desc, w_ready, w_s, s_s, z_s, i, first, off_n, G, HAS_ZP, STAGES)
                 _issue_x(x_desc, x_ready, x_s, i, first, off_m, STAGES)
 
-        acc = gl.warp_specialize([
-            (_mma_partition, (x_desc, x_s, x_ready, a_s, a_ready, a_empty, first, n_steps, off_m, STAGES, A_STAGES,
-                              mma)),
-            (_dequant_partition, (w_desc, s_desc, z_desc, w_s, s_s, z_s, w_ready, a_s, a_ready, a_empty, first,
-                                  n_steps, off_n, G, HAS_ZP, STAGES, A_STAGES)),
-        ], [_DQ_WARPS], [_DQ_REGS])[0]
+        if DQ_PARTS == 1:
+            acc = gl.warp_specialize([
+                (_mma_partition, (x_desc, x_s, x_ready, a_s, a_ready, a_empty, first, n_steps, off_m, STAGES,
+                                  A_STAGES, mma)),
+                (_dequant_partition, (w_desc, s_desc, z_desc, w_s, s_s, z_s, w_ready, a_s, a_ready, a_empty, first,
+                                      n_steps, off_n, G, HAS_ZP, STAGES, A_STAGES, 0, 1)),
+            ], [_DQ_WARPS], [_DQ_REGS])[0]
+        else:  # two dequant warpgroups, on alternate K steps
+            acc = gl.warp_specialize([
+                (_mma_partition, (x_desc, x_s, x_ready, a_s, a_ready, a_empty, first, n_steps, off_m, STAGES,
+                                  A_STAGES, mma)),
+                (_dequant_partition, (w_desc, s_desc, z_desc, w_s, s_s, z_s, w_ready, a_s, a_ready, a_empty, first,
+                                      n_steps, off_n, G, HAS_ZP, STAGES, A_STAGES, 0, 2)),
+                (_dequant_partition, (w_desc, s_desc, z_desc, w_s, s_s, z_s, w_ready, a_s, a_ready, a_empty, first,
+                                      n_steps, off_n, G, HAS_ZP, STAGES, A_STAGES, 1, 2)),
+            ], [_DQ_WARPS, _DQ_WARPS], [_DQ_REGS, _DQ_REGS])[0]
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(x_ready.index(i))
             mbarrier.invalidate(w_ready.index(i))
@@ -229,17 +245,19 @@ def supported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, grou
 
 def w4a16_wgmma_ws(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
     """x [M, K] 16-bit -> [M, N] (the repacked layout of `w4a16_layout`); config = (BLOCK_N, mma_warps, STAGES,
-    A_STAGES, waves, tokens) as CONFIGS. Raises where `supported` says no."""
+    A_STAGES, waves, tokens[, dequant warpgroups]) as CONFIGS. Raises where `supported` says no."""
     check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
     if not supported(x, qweight, scales, group_size, zeros):
         raise ValueError("w4a16_wgmma_ws needs Gluon with warp specialization, an sm_90 GPU, 16-bit x with 16-byte "
                          f"aligned rows, K a multiple of {BLOCK_K}, group size a multiple of {BLOCK_K} and N a "
                          f"multiple of 8; got x {tuple(x.shape)} {x.dtype} on {x.device}, group {group_size}, "
                          f"N {qweight.shape[0]}")
-    bn, warps, stages, a_stages, waves, tokens = config or DEFAULT_CONFIG
-    if warps not in (4, 8) or bn != 16 * warps or tokens not in (16, 32, 64, 128, 256) \
-            or stages < 2 or a_stages < 2:
+    config = tuple(config or DEFAULT_CONFIG)
+    bn, warps, stages, a_stages, waves, tokens, parts = config + (1,) * (7 - len(config))
+    if len(config) not in (6, 7) or warps not in (4, 8) or bn != 16 * warps or tokens not in (16, 32, 64, 128, 256) \
+            or parts not in (1, 2) or stages < 2 or a_stages < 2 or stages % parts or a_stages % parts:
         raise ValueError(f"bad w4a16_wgmma_ws config {config}: mma warps 4 or 8 with BLOCK_N = 16 * warps, tokens a "
-                         "power of two in 16..256, STAGES and A_STAGES >= 2")
+                         "power of two in 16..256, 1 or 2 dequant warpgroups, STAGES and A_STAGES >= 2 and "
+                         "multiples of the dequant warpgroups")
     return launch(_w4a16_wgmma_ws_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, STAGES=stages,
-                  A_STAGES=a_stages, num_warps=warps)
+                  A_STAGES=a_stages, DQ_PARTS=parts, num_warps=warps)

@@ -38,9 +38,9 @@ cases += [((128, 8, 4, 2, 1, 64), 200, 64, True, torch.float16, 3, None),  # asy
           ((64, 4, 4, 2, 2, 64), 40, 128, True, torch.bfloat16, 2, torch.float32),
           ((128, 8, 3, 3, 8, 256), 130, 256, True, torch.float16, 4, None)]  # as in the GPU test's CUDA graphs
 for cf, m, G, hz, dt, split, sdt in cases:
-    bn, warps, stages, a_stages, waves, tokens = cf
+    bn, warps, stages, a_stages, waves, tokens, parts = cf + (1,) * (7 - len(cf))
     kern, stderr = compile_int4_tile(g._w4a16_wgmma_ws_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages,
-                                     A_STAGES=a_stages, num_warps=warps)
+                                     A_STAGES=a_stages, DQ_PARTS=parts, num_warps=warps)
     assert "ttg.warp_specialize" in kern.asm["ttgir"], "no warp-specialized region"
     assert "setmaxnreg" in kern.asm["ptx"], "the partitions' register split is missing"
     if split == 1:  # no spills; the split-K reduction of a 256-token tile may spill a few words, after the loop
