@@ -4,7 +4,7 @@ quantized once (a device call's minutes are scarce). Same code paths as `kvant b
 throughput`, whose runner it reuses.
 
     python -P bench/engine_quant_pass.py --model bench/configs/llama-3.1-8b.json --quant int4 --out DIR \
-        [--batch-sizes 1,64] [--output-len 32] [--limit 64]
+        [--batch-sizes 1,64] [--output-len 32] [--limit 64] [--kv-cache-dtype fp8]
 """
 import argparse
 from argparse import Namespace
@@ -21,8 +21,9 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,64")
     ap.add_argument("--output-len", type=int, default=32)
     ap.add_argument("--limit", type=int, default=None, help="W1's first N requests (default: all 256)")
+    ap.add_argument("--kv-cache-dtype", default="auto", help="auto (the model's dtype) or fp8")
     a = ap.parse_args()
-    common = dict(model=a.model, quant=a.quant, kv_cache_dtype="auto", kernel_arch=None, max_num_seqs=256,
+    common = dict(model=a.model, quant=a.quant, kv_cache_dtype=a.kv_cache_dtype, kernel_arch=None, max_num_seqs=256,
                   max_num_batched_tokens=8192, enforce_eager=False)
     lat = Namespace(kind="latency", batch_sizes=a.batch_sizes, input_len=128, output_len=a.output_len,
                     json=a.out / f"latency-{a.quant}.json", **common)
