@@ -67,8 +67,17 @@ PDL = os.environ.get("KVANT_PDL", "1") == "1"
 
 
 @functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def device_capability(device: torch.device) -> tuple[int, int]:
+    """A CUDA device's compute capability, asked of the driver once per device (dispatch checks it on every call)."""
+    return _capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def _pdl_capable(index: int) -> bool:
-    return torch.cuda.get_device_capability(index)[0] >= 9
+    return _capability(index)[0] >= 9
 
 
 def pdl_launch(device: torch.device) -> dict:

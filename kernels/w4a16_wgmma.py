@@ -25,7 +25,7 @@ the reference (tests/kernels/test_gpu.py).
 import torch
 import triton
 
-from kvant.kernels.dispatch import num_sms
+from kvant.kernels.dispatch import device_capability, num_sms
 from kvant.kernels.splitk import split_count, splitk_buffers
 from kvant.kernels.w4a16_layout import check_repacked
 
@@ -234,7 +234,7 @@ if HAVE_GLUON:
 
 def supported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int, zeros=None) -> bool:
     """Whether this kernel can take the call: Gluon present, an sm_90 device, and the shape limits above."""
-    if not HAVE_GLUON or x.device.type != "cuda" or torch.cuda.get_device_capability(x.device) != (9, 0):
+    if not HAVE_GLUON or x.device.type != "cuda" or device_capability(x.device) != (9, 0):
         return False
     k = qweight.shape[1] * 8
     return (x.dtype in (torch.bfloat16, torch.float16) and k % BLOCK_K == 0 and group_size >= BLOCK_K
