@@ -4,7 +4,7 @@
 # table), TPOT at batch 1/64 and W1; then the wgmma GPU tests of both tiles. Ends in $OUT/r18af.tgz.
 C=bench/configs
 TGZ=r18af.tgz; source bench/gpu_lib.sh
-TAIL=20 step sweep ${T_SWEEP:-150} python -P bench/w4a16_wgmma_sweep.py --tile wgmma,wgmma_ws --rows ${ROWS:-128,256} --out $W/wgmma_both.json --table $W/wgmma_table.json
+TAIL=20 step sweep ${T_SWEEP:-150} python -P bench/w4a16_wgmma_sweep.py --tile wgmma,wgmma_ws --shapes "${SHAPES:-llama gate_up,llama down,llama qkv,llama o}" --rows ${ROWS:-128,256} --out $W/wgmma_both.json --table $W/wgmma_table.json
 for q in ${QUANTS:-bf16 int4-nowgmma int4}; do
   mkdir -p $W/$q; rm -f $KVANT_HOME/w4a16_tune.json
   [ $q = int4 ] && cp $W/wgmma_table.json $KVANT_HOME/w4a16_tune.json
