@@ -4,7 +4,7 @@ quantized once (a device call's minutes are scarce). Same code paths as `kvant b
 throughput`, whose runner it reuses.
 
     python -P bench/engine_quant_pass.py --model bench/configs/llama-3.1-8b.json --quant int4 --out DIR \
-        [--batch-sizes 1,64] [--output-len 32] [--limit 64] [--kv-cache-dtype fp8]
+        [--batch-sizes 1,64 | --batch-sizes ""] [--output-len 32] [--limit 64] [--kv-cache-dtype fp8]
 """
 import argparse
 from argparse import Namespace
@@ -29,7 +29,8 @@ def main() -> None:
                     json=a.out / f"latency-{a.quant}.json", **common)
     built = bench.build_llm(lat)  # latency's engine (prefix caching off); W1's random prompts share no prefix
     bench.build_llm = lambda args: built
-    bench.run(lat)
+    if a.batch_sizes:  # --batch-sizes "": W1 only
+        bench.run(lat)
     bench.run(Namespace(kind="throughput", workload="W1", limit=a.limit, peer=None,
                         json=a.out / f"w1-{a.quant}.json", **common))
 
