@@ -81,3 +81,24 @@ def test_wgmma_tiles_refuse_what_they_cannot_run(name):
     assert not mod.supported(x, qweight, scales, g)
     with pytest.raises(ValueError, match="sm_90"):
         getattr(mod, name)(x, qweight, scales, g)
+
+
+@pytest.mark.parametrize("config, why", [((128, 8, 3, 2, 1, 128, 2), "multiples of the dequant warpgroups"),
+                                         ((128, 8, 4, 3, 1, 128, 2), "multiples of the dequant warpgroups"),
+                                         ((128, 8, 4, 2, 1, 128, 3), "1 or 2 dequant warpgroups"),
+                                         ((128, 4, 4, 2, 1, 128), "BLOCK_N = 16 \\* warps")])
+def test_ws_tile_refuses_configs_it_cannot_run(config, why, monkeypatch):
+    # two dequant warpgroups take alternate K steps, each the only reader of its ring stages: the rings' depths must
+    # split evenly between them (checked before anything launches)
+    import torch
+
+    from kvant.kernels import w4a16_wgmma_ws
+    from kvant.kernels.int4_pack import pack_int4
+    from kvant.kernels.w4a16_layout import repack_w4
+
+    monkeypatch.setattr(w4a16_wgmma_ws, "supported", lambda *a: True)
+    n, k, g = 128, 256, 128
+    qweight, scales, _ = repack_w4(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)),
+                                   torch.rand(n, k // g).to(torch.bfloat16), g)
+    with pytest.raises(ValueError, match=why):
+        w4a16_wgmma_ws.w4a16_wgmma_ws(torch.randn(4, k, dtype=torch.bfloat16), qweight, scales, g, config=config)
