@@ -1,7 +1,8 @@
 # Issue 18: both Gluon wgmma tiles swept on Llama-3.1-8B's four g128 shapes at 128 and 256 rows against the dispatch
 # and bf16 cuBLAS, their winners (>3 % over the dispatch) written as a tuned table; then the engine A/B in one call:
 # bf16, INT4 with the wgmma tiles off (KVANT_WGMMA=0, no table), INT4 with them on (KVANT_WGMMA=1 and the sweep's
-# table), TPOT at batch 1/64 (BATCHES="" skips it) and W1; then the wgmma GPU tests of both tiles. Ends in $OUT/r18af.tgz.
+# table), TPOT at batch 1/64 (BATCHES="" skips it) and W1; then the wgmma GPU tests of both tiles. Ends in
+# $OUT/r18af.tgz.
 C=bench/configs
 TGZ=r18af.tgz; source bench/gpu_lib.sh
 TAIL=20 step sweep ${T_SWEEP:-150} python -P bench/w4a16_wgmma_sweep.py --tile wgmma,wgmma_ws --shapes "${SHAPES:-llama gate_up,llama down,llama qkv,llama o}" --rows ${ROWS:-128,256} --out $W/wgmma_both.json --table $W/wgmma_table.json

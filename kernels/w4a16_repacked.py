@@ -1,9 +1,9 @@
 """W4A16 GEMM on the repacked layout (kvant.kernels.w4a16_layout), dispatched by row count: the tensor-core GEMV at
 1-64 rows and for all but the largest weights at 65-256 rows (g64 and up), the async-wgmma tile for the largest at
-65-256 rows on sm_90 when turned on (its warp-specialized form past 128 rows), the swap-AB tile, then the wide tile (tokens as the MMA's 64-row side) for large
-weights from 33 rows and for every weight at 65-128 rows, dequantize + vendor GEMM beyond, unless
-kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row bucket (`tune(...,
-repacked=True)` fills it)."""
+65-256 rows on sm_90 when turned on (its warp-specialized form past 128 rows), the swap-AB tile, then the wide tile
+(tokens as the MMA's 64-row side) for large weights from 33 rows and for every weight at 65-128 rows, dequantize +
+vendor GEMM beyond, unless kvant.kernels.w4a16_tune's on-disk table has a measured pick for the card, shape and row
+bucket (`tune(..., repacked=True)` fills it)."""
 import os
 
 import torch

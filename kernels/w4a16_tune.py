@@ -28,7 +28,7 @@ KERNELS = {"gemv": w4a16_gemv_triton, "planes": w4a16_gemm_planes_triton, "tile"
            "wide": w4a16_wide_triton,
            # a table may name the Gluon wgmma tiles (bench/w4a16_wgmma_sweep.py --table); they are not among the tuner's
            # candidates: the engine's fault of 2026-12-07 (fp32 scales, fixed) showed that a fault poisons the CUDA
-           # context, which the tuner's try/except cannot undo, and the tile has run in one engine only so far
+           # context, which the tuner's try/except cannot undo, and the tiles have run in one engine only so far
            "wgmma": w4a16_wgmma, "wgmma_ws": w4a16_wgmma_ws}
 REPACKED = ("fast_gemv", "swapab", "repacked_dequant", "mma_gemv", "wide", "wgmma", "wgmma_ws")
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a call with m rows uses the first bucket >= m

@@ -10,7 +10,8 @@ the wait on one critical path; at 256 rows, where bf16 is close to compute bound
 - "dequant" (one warpgroup, 96 registers): waits for the TMA of a K step's weight words, group scale row (and zero
   row), reads them, refills that stage of the weight ring with step k + STAGES, dequantizes exactly as
   `w4a16_wgmma._step` does (MAGIC trick, the group scale rounded once to 16 bits) and stores the 16-bit tile into a
-  ring of A_STAGES shared A buffers ("a_ready" / "a_empty" barriers).
+  ring of A_STAGES shared A buffers ("a_ready" / "a_empty" barriers). With two such warpgroups (a config's seventh
+  field) each takes every other K step, and so every other stage of both rings.
 - "mma" (the default partition, one warpgroup per 64 weight rows): waits for an A buffer and the TMA of its x tile,
   issues the wgmma asynchronously (swap-AB: the weight rows are the MMA's M, the tokens its N), waits only for the
   step before's, then hands that step's A buffer back and refills its x stage. After the loop the same warps run the

@@ -214,7 +214,7 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     assert full[0][0] is gemv and full[5][0] is w4a16_swapab.w4a16_repacked_dequant_mm
     one, ws = w4a16_wgmma.w4a16_wgmma, w4a16_wgmma_ws.w4a16_wgmma_ws
     assert [f[0] for f in full[1:5]] == [one, one, ws, ws]
-    assert [f[1][-1] for f in full[1:5]] == [128, 128, 256, 256]  # the token tile, last in both tiles' configs
+    assert [f[1][-1] for f in full[1:5]] == [128, 128, 256, 256]  # the token tile, last in the configs picked here
     assert [pick(200, s) for s in shapes] == [gemv, gemv, ws, gemv]
     monkeypatch.setattr(w4a16_wgmma_ws, "supported", lambda *a: False)
     assert pick_with_config(200, "gate_up") == (one, (128, 8, 3, 1, 256))
