@@ -23,6 +23,22 @@ def replay_twice(call, inputs: torch.Tensor, check) -> None:
         check(out)
 
 
+def _int4_case(n, k, group, asym, dtype=torch.bfloat16, scale_dtype=None):
+    # compressed-tensors INT4 tensors, kvant's repacked ones, and the 16-bit-rounded dequantized weight (what a kernel
+    # that scales the weight in 16 bits multiplies by); scales (and zeros) in scale_dtype, by default dtype
+    from kvant.kernels.w4a16_layout import repack_w4
+
+    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
+    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(scale_dtype or dtype)
+    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
+        if asym else None
+    packed = pack_int4(q)
+    # the kernels round a wider scale to 16 bits before scaling (SCALE_IN's arithmetic): each weight is the 16-bit
+    # rounding of (code - zero) times the 16-bit scale
+    w16 = w4a16_gemm.dequant_w4_ref(packed, scale.to(dtype), group, zp).to(dtype).float()
+    return packed, scale, zp, repack_w4(packed, scale, group, zp), w16
+
+
 @pytest.mark.parametrize("m", [1, 16, 300])
 def test_w4a16_dispatch(m):
     n, k, g = 2048, 4096, 128
@@ -39,12 +55,8 @@ def test_w4a16_dispatch(m):
 def test_w4a16_families_in_a_cuda_graph(m, group, asym, k, n):
     # each dispatched family (GEMV, planes, split-K tile) replayed twice from a CUDA graph on fresh inputs: the
     # in-kernel split-K reduction resets its counters, so every replay is right
-    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
-    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
-        if asym else None
+    packed, scale, zp, _, _ = _int4_case(n, k, group, asym)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    packed = pack_int4(q)
     replay_twice(lambda: w4a16_gemm.w4a16_gemm(x, packed, scale, group, zp), x,
                  lambda out: torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp),
                                                         atol=3e-2, rtol=2e-2))
@@ -127,15 +139,9 @@ def test_w4a16_repacked_families_in_a_cuda_graph(m, group, asym, k, n, dtype=tor
     # the repacked layout's GEMV (1..4 rows), swap-AB tile (to 64 rows for these small weights), wide tile (65..128)
     # and dequant + GEMM, each compiled and replayed twice from a CUDA graph on fresh inputs, against the
     # checkpoint-layout torch reference
-    from kvant.kernels.w4a16_layout import repack_w4
     from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm
 
-    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(dtype)
-    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
-        if asym else None
-    packed = pack_int4(q)
-    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
+    packed, scale, zp, (qweight, scales, zeros), _ = _int4_case(n, k, group, asym, dtype)
     x = torch.randn(m, k, device="cuda", dtype=dtype)
 
     def check(out):
@@ -158,15 +164,9 @@ def test_w4a16_repacked_families_in_fp16(m):
 def test_w4a16_repacked_gemv_compiled(pairs, group, asym, k, n):
     # the one-row GEMV (off the dispatch until measured faster than swap-AB) in both of its forms
     from kvant.kernels.w4a16_fast_gemv import FAST_GEMV_CONFIG, w4a16_fast_gemv_triton
-    from kvant.kernels.w4a16_layout import repack_w4
 
-    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
-    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
-        if asym else None
-    packed = pack_int4(q)
+    packed, scale, zp, (qweight, scales, zeros), _ = _int4_case(n, k, group, asym)
     x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
-    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
     out = w4a16_fast_gemv_triton(x, qweight, scales, group, zeros, config=FAST_GEMV_CONFIG[:5] + (pairs,))
     torch.testing.assert_close(out, w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp), atol=3e-2, rtol=2e-2)
 
@@ -177,44 +177,21 @@ def test_w4a16_mma_gemv_llama_shapes(m, k, n):
     # the tensor-core GEMV for 1..256 rows (the dispatch's pick at 1-64 rows, g64 and up), g128, every config the
     # tuner may pick (64, 128 and 256 token columns at 40, 100 and 200 rows, the block scaled in 16 bits among them),
     # asymmetric at 2 and 200 rows
-    from kvant.kernels.w4a16_layout import repack_w4
     from kvant.kernels.w4a16_mma_gemv import w4a16_mma_gemv_triton
     from kvant.kernels.w4a16_tune import repacked_candidates
 
     group, asym = 128, m in (2, 200)
-    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
-    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
-        if asym else None
-    packed = pack_int4(q)
-    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
+    packed, scale, zp, (qweight, scales, zeros), w16 = _int4_case(n, k, group, asym)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     ref = w4a16_gemm.w4a16_gemm_ref(x, packed, scale, group, zp)
     # SCALE_IN (a config's seventh field) rounds each scaled weight to bf16 once, as a dequantizing GEMM does: its
     # reference is the product with those weights (at K = 14336 the exact one differs by up to ~0.04 in a few places)
-    w16 = w4a16_gemm.dequant_w4_ref(packed, scale, group, zp).to(torch.bfloat16).float()
     ref16 = (x.float() @ w16.t()).to(x.dtype)
     for kernel, config in repacked_candidates(m, group):
         if kernel == "mma_gemv":
             out = w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=config)
             want = ref16 if len(config) > 6 and config[6] else ref
             torch.testing.assert_close(out, want, atol=3e-2, rtol=2e-2, msg=lambda e, c=config: f"{c}: {e}")
-
-
-def _int4_case(n, k, group, asym, dtype=torch.bfloat16, scale_dtype=None):
-    # compressed-tensors INT4 tensors, kvant's repacked ones, and the 16-bit-rounded dequantized weight (what a kernel
-    # that scales the weight in 16 bits multiplies by); scales (and zeros) in scale_dtype, by default dtype
-    from kvant.kernels.w4a16_layout import repack_w4
-
-    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(scale_dtype or dtype)
-    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
-        if asym else None
-    packed = pack_int4(q)
-    # the kernels round a wider scale to 16 bits before scaling (SCALE_IN's arithmetic): each weight is the 16-bit
-    # rounding of (code - zero) times the 16-bit scale
-    w16 = w4a16_gemm.dequant_w4_ref(packed, scale.to(dtype), group, zp).to(dtype).float()
-    return packed, scale, zp, repack_w4(packed, scale, group, zp), w16
 
 
 # the Gluon wgmma tiles (sm_90): the single-partition one, and the warp-specialized one (its dequantizing warpgroup
@@ -277,16 +254,10 @@ def test_w4a16_wgmma_off_the_tiles_in_a_cuda_graph(group, asym, dtype, m, tile):
 def test_w4a16_mma_gemv_in_a_cuda_graph(group, asym, dtype, m):
     # Qwen3-0.6B's k/v_proj widened off the tiles (N % 64 != 0), replayed twice from a CUDA graph on fresh inputs: the
     # split-K counters reset, and the padded tokens and rows stay out of the output
-    from kvant.kernels.w4a16_layout import repack_w4
     from kvant.kernels.w4a16_mma_gemv import MMA_GEMV_CONFIG, w4a16_mma_gemv_triton
 
     k, n = 1024, 1048
-    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(dtype)
-    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
-        if asym else None
-    packed = pack_int4(q)
-    qweight, scales, zeros = repack_w4(packed, scale, group, zp)
+    packed, scale, zp, (qweight, scales, zeros), _ = _int4_case(n, k, group, asym, dtype)
     x = torch.randn(m, k, device="cuda", dtype=dtype)
     for config in (MMA_GEMV_CONFIG, (64, 4, 1, 8, True)):
         replay_twice(lambda c=config: w4a16_mma_gemv_triton(x, qweight, scales, group, zeros, config=c), x,
@@ -301,15 +272,10 @@ def test_w4a16_down_proj_with_silu_mul_fused_in_a_cuda_graph(m, asym):
     # and 4 rows) and runs the activation kernel first elsewhere; replayed twice from a CUDA graph on fresh inputs, it
     # equals SiLU·mul then the GEMM bit for bit
     from kvant.kernels.activation import silu_and_mul_triton
-    from kvant.kernels.w4a16_layout import repack_w4
     from kvant.kernels.w4a16_repacked import w4a16_repacked_gemm, w4a16_repacked_silu_mul_gemm
 
     k, n, group = 14336, 4096, 128
-    q = torch.randint(-8, 8, (n, k), device="cuda", dtype=torch.int8)
-    scale = (torch.rand(n, k // group, device="cuda") * 0.01 + 1e-3).to(torch.bfloat16)
-    zp = pack_int4(torch.randint(-8, 8, (k // group, n), device="cuda", dtype=torch.int8)).t().contiguous() \
-        if asym else None
-    qweight, scales, zeros = repack_w4(pack_int4(q), scale, group, zp)
+    _, _, _, (qweight, scales, zeros), _ = _int4_case(n, k, group, asym)
     gate_up = torch.randn(m, 2 * k, device="cuda", dtype=torch.bfloat16) * 2
     replay_twice(lambda: w4a16_repacked_silu_mul_gemm(gate_up, qweight, scales, group, zeros), gate_up,
                  lambda out: torch.testing.assert_close(
