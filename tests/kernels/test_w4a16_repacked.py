@@ -218,8 +218,6 @@ def test_static_dispatch_by_rows_on_llama_shapes(tmp_path, monkeypatch):
     assert [pick(200, s) for s in shapes] == [gemv, gemv, ws, gemv]
     monkeypatch.setattr(w4a16_wgmma_ws, "supported", lambda *a: False)
     assert pick_with_config(200, "gate_up") == (one, (128, 8, 3, 1, 256))
-    monkeypatch.setattr(w4a16_repacked, "WGMMA", False)
-    assert pick(200, "gate_up") is wide
     assert w4a16_mma_gemv.default_config(1, 6144) == (64, 4, 1, 4, True, True)  # pairs of blocks
     assert w4a16_mma_gemv.default_config(64, 28672)[0] == 256 and w4a16_mma_gemv.default_config(64, 6144)[0] == 64
     assert w4a16_mma_gemv.default_config(100, 4096) == w4a16_mma_gemv.default_config(256, 4096) == (
