@@ -11,6 +11,13 @@ program never dequantizes step k + 1 while step k's MMA runs. At 64-256 rows tha
   bf16 FMAs per pair of weights, the group scale applied in 16 bits as `SCALE_IN` does) into one of two shared A
   buffers, then issue step k's wgmma asynchronously (A and x^T from shared memory, swap-AB: the weight rows are the
   MMA's M, the tokens its N) and wait only for step k - 1's. So step k + 1's dequantization runs under step k's MMA.
+- Or (a config's sixth field, `regs`) the dequantized weight goes to the wgmma as its register A operand, with no
+  shared A tile, no proxy fence and no CTA barrier for it: each thread loads the words of its own A fragment (a
+  quad of lanes shares a word, each lane taking its own nibble pair), so the 16-bit values land in the operand's
+  registers as computed (`convert_layout(..., assert_trivial=True)` checks that at compile time). The loop is
+  unrolled by two, so that consecutive steps' operands live in two register sets: step k + 1 is dequantized into
+  the other set while step k's wgmma still reads its own (one set would be rewritten under the in-flight wgmma, the
+  race of the first register form, removed 2026-12-07). The CI compile test checks the SASS for exactly that.
 - Split-K without zero-fill or cast launches: partial tiles go to a workspace and the last split to arrive sums them
   (the same protocol as `splitk.store_or_reduce`, written again in Gluon: that function builds its offsets with
   `tl.arange`, which has no layout, and Gluon needs one for every tensor it creates).
@@ -43,15 +50,17 @@ except ImportError:  # pragma: no cover - depends on the installed Triton
     HAVE_GLUON = False
 
 BLOCK_K = 64  # K per step: one 128-byte TMA box of 16-bit x per token row
-# (BLOCK_N, num_warps, STAGES, waves, tokens): weight rows per program, warps (64 weight rows per warpgroup and MMA),
-# ring depth, split-K target in programs per SM, token tile (16..256, a power of two). The dequantized tile goes to the
-# wgmma through shared memory. A form that handed it over as the wgmma's register operand was removed: the compiled
-# loop (sm_90 SASS, 2026-12-07) rewrites the A registers of step k's in-flight HGMMA while computing step k + 1's,
-# before the wait that retires step k (a loop has one set of registers for its operand), and it gave wrong sums (inf)
-# at 128-token tiles in the H100 GPU test. Doing it right needs two register sets, a loop unrolled by two.
+# (BLOCK_N, num_warps, STAGES, waves, tokens[, regs]): weight rows per program, warps (64 weight rows per warpgroup
+# and MMA), ring depth, split-K target in programs per SM, token tile (16..256, a power of two), and whether the
+# dequantized weight goes to the wgmma as its register operand (BLOCK_N = 16 * warps: one 16-row fragment per warp)
+# rather than through a shared A tile. The first register form (2026-12-07) was removed: its loop rewrote the A
+# registers of step k's in-flight HGMMA while computing step k + 1's (one register set per loop), and gave wrong sums
+# at 128-token tiles on the H100. This one alternates two sets.
 DEFAULT_CONFIG = (128, 8, 4, 1, 64)
 CONFIGS = ((128, 8, 4, 1, 64), (128, 8, 4, 2, 64), (128, 8, 3, 1, 128), (128, 8, 4, 1, 128), (64, 4, 4, 2, 64),
-           (128, 8, 3, 1, 256), (64, 4, 4, 1, 128))
+           (128, 8, 3, 1, 256), (64, 4, 4, 1, 128),
+           (128, 8, 4, 1, 64, True), (128, 8, 4, 2, 64, True), (128, 8, 3, 1, 128, True), (128, 8, 4, 1, 128, True),
+           (64, 4, 4, 2, 64, True), (128, 8, 3, 1, 256, True))
 
 
 if HAVE_GLUON:
@@ -232,6 +241,114 @@ if HAVE_GLUON:
                   num_warps)
 
 
+    @gluon.jit
+    def _dequant_regs(w_s, s_s, z_s, st, L3: gl.constexpr, al: gl.constexpr, HAS_ZP: gl.constexpr, DT: gl.constexpr,
+                      BF16: gl.constexpr, MAGIC: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr):
+        # ring stage st's words -> the 16-bit weight tile [BN, BK] in the wgmma's register A layout `al`, with no data
+        # movement: L3 places int32 [BN, BW, 4] so that lane q of a row's quad holds nibble pair q of each word (the
+        # operand's k = 8 * word + 2 * q + half), and its words come from shared memory straight into those lanes
+        wl: gl.constexpr = gl.SliceLayout(2, L3)
+        rl: gl.constexpr = gl.SliceLayout(1, wl)
+        words = w_s.index(st).load(wl)  # [BN, BW]: each word in the four lanes of its row's quad
+        scale = s_s.index(st).reshape([BN]).load(rl)
+        if HAS_ZP:
+            zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
+        else:
+            zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
+        z2 = gl.expand_dims(gl.expand_dims(_packed(-zero, DT), 1), 2)
+        s2 = gl.expand_dims(gl.expand_dims(_packed(scale, DT), 1), 2)
+        q = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, L3)))
+        pairs = _pair(gl.expand_dims(words, 2) >> gl.expand_dims(gl.expand_dims(4 * q, 0), 0), z2, s2, 0, BF16)
+        w = gl.reshape(_halves(pairs, DT), [BN, BK])  # [BN, BW, 4, 2] -> k = 8 * word + 2 * q + half
+        return gl.convert_layout(w, al, assert_trivial=True)
+
+    @gluon.jit
+    def _step_regs(acc, a_prev, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first, n_steps, off_m,
+                   off_n, G, L3: gl.constexpr, al: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr,
+                   BK: gl.constexpr, BN: gl.constexpr, DT: gl.constexpr, BF16: gl.constexpr, MAGIC: gl.constexpr):
+        # K step i with its operand in registers: wait for its TMA, dequantize, issue its wgmma, wait for step
+        # i - 1's (whose operand, a_prev, stays live to here), and refill the ring stage that step i - 1 read once
+        # every warp is past that wait. Returns (acc, this step's operand)
+        st = i % STAGES
+        mbarrier.wait(bars.index(st), (i // STAGES) & 1)
+        a = _dequant_regs(w_s, s_s, z_s, st, L3, al, HAS_ZP, DT, BF16, MAGIC, BN, BK)
+        acc = warpgroup_mma(a, x_s.index(st).permute((1, 0)), acc, is_async=True)
+        acc, a_prev = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_prev))
+        nxt = i - 1 + STAGES
+        if (i > 0) & (nxt < n_steps):
+            fence_async_shared()  # every warp's reads of the stage (generic proxy) before the TMA that overwrites it
+            _cta_barrier()
+            _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, nxt, first, off_m, off_n, G, HAS_ZP,
+                   STAGES, BK)
+        return acc, a
+
+    @gluon.jit
+    def _w4a16_wgmma_regs_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
+                                 STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
+                                 L3: gl.constexpr, num_warps: gl.constexpr):
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        BW: gl.constexpr = w_desc.block_type.shape[1]
+        BK: gl.constexpr = 8 * BW
+        TOK: gl.constexpr = x_desc.block_type.shape[0]
+        DT: gl.constexpr = x_desc.dtype
+        BF16: gl.constexpr = DT == gl.bfloat16
+        MAGIC: gl.constexpr = 128.0 if BF16 else 1024.0
+
+        pid_m, pid_n, pid_k, off_m, off_n, first, n_steps = _program_tile(K, STEPS_PER_SPLIT, TOK, BN, BK)
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                      instr_shape=[16, TOK, 16])
+        al: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)  # the register A operand
+
+        x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, BK], x_desc.layout)
+        w_s = gl.allocate_shared_memory(gl.int32, [STAGES, BN, BW], w_desc.layout)
+        s_s = gl.allocate_shared_memory(s_desc.dtype, [STAGES, 1, BN], s_desc.layout)
+        z_s = gl.allocate_shared_memory(z_desc.dtype, [STAGES, 1, BN], z_desc.layout)
+        bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(bars.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            if i < n_steps:
+                _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G,
+                       HAS_ZP, STAGES, BK)
+
+        # step 0 peeled (the accumulator's first write is a wgmma's), then steps in pairs: a_odd holds the operand
+        # of the odd-numbered step, a_even the even one's, so the step being dequantized never writes the
+        # registers of the wgmma still in flight
+        a_odd = gl.zeros([BN, BK], DT, layout=al)
+        acc, a_even = _step_regs(gl.zeros([BN, TOK], gl.float32, layout=mma), a_odd, 0, x_desc, w_desc, s_desc,
+                                 z_desc, bars, x_s, w_s, s_s, z_s, first, n_steps, off_m, off_n, G, L3, al, HAS_ZP,
+                                 STAGES, BK, BN, DT, BF16, MAGIC)
+        for i in range(1, n_steps - 1, 2):
+            acc, a_odd = _step_regs(acc, a_even, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first,
+                                    n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
+            acc, a_even = _step_regs(acc, a_odd, i + 1, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s,
+                                     first, n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
+        if n_steps % 2 == 0:  # an even count leaves one odd-numbered step
+            acc, a_odd = _step_regs(acc, a_even, n_steps - 1, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s,
+                                    z_s, first, n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16,
+                                    MAGIC)
+            acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
+        else:
+            acc, a_even = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_even))
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(bars.index(i))
+
+        _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k, SPLIT, mma,
+                  num_warps)
+
+
+def regs_layout(bn: int, warps: int):
+    """The register form's int32 [BN, BW = 8, 4] layout (a Gluon DistributedLinearLayout): lanes 0-1 of a quad take
+    nibble pair q, lanes 2-4 rows 0-7, a register row + 8, registers the 8 words of a step, warps 16 rows each; the
+    wgmma's A operand layout for BLOCK_N = 16 * warps and a 64-wide K step, with K split as (word, q, half)."""
+    if bn != 16 * warps or warps not in (4, 8):
+        raise ValueError(f"the register form needs BLOCK_N = 16 * warps with 4 or 8 warps, got {bn}, {warps}")
+    return gl.DistributedLinearLayout(
+        reg_bases=[[8, 0, 0], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+        lane_bases=[[0, 0, 1], [0, 0, 2], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
+        warp_bases=[[16 << i, 0, 0] for i in range(warps.bit_length() - 1)], block_bases=[], shape=[bn, 8, 4])
+
+
 def supported(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int, zeros=None) -> bool:
     """Whether this kernel can take the call: Gluon present, an sm_90 device, and the shape limits above."""
     if not HAVE_GLUON or x.device.type != "cuda" or device_capability(x.device) != (9, 0):
@@ -255,19 +372,22 @@ def _desc(t: torch.Tensor, block: list[int]):
 
 def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
     """x [M, K] 16-bit -> [M, N] (the repacked layout of `w4a16_layout`); config = (BLOCK_N, num_warps, STAGES,
-    waves, tokens) as CONFIGS. Raises where `supported` says no."""
+    waves, tokens[, regs]) as CONFIGS. Raises where `supported` says no."""
     check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
     if not supported(x, qweight, scales, group_size, zeros):
         raise ValueError("w4a16_wgmma needs Gluon, an sm_90 GPU, 16-bit x with 16-byte aligned rows, K a multiple "
                          f"of {BLOCK_K}, group size a multiple of {BLOCK_K} and N a multiple of 8; got x "
                          f"{tuple(x.shape)} {x.dtype} on {x.device}, group {group_size}, N {qweight.shape[0]}")
     config = tuple(config or DEFAULT_CONFIG)
-    if len(config) != 5:
-        raise ValueError(f"bad w4a16_wgmma config {config}: (BLOCK_N, num_warps, STAGES, waves, tokens)")
-    bn, warps, stages, waves, tokens = config
-    if bn % (16 * warps) or warps % 4 or tokens not in (16, 32, 64, 128, 256):
-        raise ValueError(f"bad w4a16_wgmma config {config}: BLOCK_N a multiple of 16 * warps, warps a multiple of 4, "
-                         "tokens a power of two in 16..256")
+    if len(config) not in (5, 6):
+        raise ValueError(f"bad w4a16_wgmma config {config}: (BLOCK_N, num_warps, STAGES, waves, tokens[, regs])")
+    bn, warps, stages, waves, tokens, regs = config + (False,) * (6 - len(config))
+    if bn % (16 * warps) or warps % 4 or tokens not in (16, 32, 64, 128, 256) or (regs and bn != 16 * warps):
+        raise ValueError(f"bad w4a16_wgmma config {config}: BLOCK_N a multiple of 16 * warps (equal to it in the "
+                         "register form), warps a multiple of 4, tokens a power of two in 16..256")
+    if regs:
+        return launch(_w4a16_wgmma_regs_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves,
+                      STAGES=stages, L3=regs_layout(bn, warps), num_warps=warps)
     return launch(_w4a16_wgmma_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, STAGES=stages,
                   num_warps=warps)
 

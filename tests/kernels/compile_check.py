@@ -4,6 +4,7 @@ without it."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_without_interpreter(script: str) -> str:
@@ -18,8 +19,9 @@ def run_without_interpreter(script: str) -> str:
 # grid=(1,))`) on a machine without a GPU: a stand-in driver that reports an sm_90 target, and `assemble`, which runs
 # ptxas on the PTX and fails where it does not assemble or serializes the wgmmas (C7514/C7515: ptxas does so when
 # anything but a wgmma touches the accumulator between a wgmma and its wait).
-GLUON_SM90 = """
+GLUON_SM90 = f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n" + """
 import re, subprocess, torch, triton
+from sass_check import register_a_races
 from triton.backends.compiler import GPUTarget
 from triton.runtime import driver
 
@@ -41,7 +43,7 @@ def assemble(ptx):
     assert "C7514" not in r.stderr and "C7515" not in r.stderr and "serialized" not in r.stderr, r.stderr[-2000:]
     return r.stderr
 
-def compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, **constexprs):
+def compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, a_in_registers=False, **constexprs):
     # one of kvant.kernels.w4a16_wgmma's INT4 tile kernels (its signature), compiled for N = 1024, K = 2048, m rows,
     # group G, zeros if hz, x dtype dt, scales in sdt (None: dt), `split` K splits, and assembled: its wgmmas one
     # outstanding across the K loop, not serialized; fp32 scales held as fp32; shared memory within an H100's
@@ -61,11 +63,16 @@ def compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, **constexprs
         assert "memdesc<%dx1x%dxf32" % (constexprs["STAGES"], bn) in ttgir, "fp32 scales not held as fp32"
     assert kern.metadata.shared <= 227 * 1024, kern.metadata.shared
     stderr = assemble(kern.asm["ptx"])
-    # every HGMMA reads A from shared memory: a loop that hands A over in registers rewrites them while the previous
-    # step's HGMMA still reads them (one register set per loop; the race of the removed register-operand form)
+    # every HGMMA reads A from shared memory, or (a_in_registers) every one from registers, none of which is written
+    # before the DEPBAR that retires its HGMMA (sass_check: the race of the first register-operand form)
     nvdisasm = triton.knobs.nvidia.ptxas.path.rsplit("/", 1)[0] + "/nvdisasm"
     sass = subprocess.run([nvdisasm, "-c", "k.cubin"], capture_output=True, text=True, check=True).stdout
     hgmma = re.findall(r"HGMMA\\.\\S+ R\\d+, (\\S+)", sass)
-    assert hgmma and all(a.startswith("gdesc") for a in hgmma), hgmma
+    assert hgmma and all(a.startswith("R" if a_in_registers else "gdesc") for a in hgmma), hgmma
+    groups, races = register_a_races(sass)
+    assert bool(groups) == a_in_registers and not races, races[:5]
+    if a_in_registers:  # the dequantized tile never passes through shared memory on its way to the wgmma
+        loop = sass[sass.index("HGMMA"):sass.rindex("HGMMA")]
+        assert "STS" not in loop and "LDSM.16.M88" not in loop, "the register operand went through shared memory"
     return kern, stderr
 """

@@ -21,9 +21,19 @@ cases += [((128, 8, 4, 1, 64), 200, 64, True, torch.float16, 3, None),
           ((128, 8, 4, 2, 64), 100, 128, True, torch.float16, 2, None),
           ((128, 8, 3, 1, 256), 256, 128, False, torch.bfloat16, 1, torch.float32),  # the engine's fp32 scales
           ((64, 4, 4, 2, 64), 40, 128, True, torch.bfloat16, 2, torch.float32)]
+cases += [((128, 8, 4, 1, 64, True), 200, 64, True, torch.float16, 3, None),  # the register form, asymmetric fp16
+          ((64, 4, 4, 2, 64, True), 16, 256, False, torch.bfloat16, 2, None),
+          ((128, 8, 3, 1, 256, True), 256, 128, True, torch.bfloat16, 1, torch.float32),
+          ((128, 8, 4, 1, 128, True), 40, 128, False, torch.bfloat16, 4, torch.float32)]
 for cf, m, G, hz, dt, split, sdt in cases:
-    bn, warps, stages, waves, tokens = cf
-    compile_int4_tile(g._w4a16_wgmma_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages, num_warps=warps)
+    bn, warps, stages, waves, tokens, regs = cf + (False,) * (6 - len(cf))
+    if regs:  # A in two alternating register sets, never through shared memory, none rewritten under its wgmma
+        kern, stderr = compile_int4_tile(g._w4a16_wgmma_regs_kernel, m, G, hz, dt, split, sdt, bn, tokens,
+                                         a_in_registers=True, STAGES=stages, L3=g.regs_layout(bn, warps),
+                                         num_warps=warps)
+        assert set(re.findall(r"(\\d+) bytes spill", stderr)) <= {"0"}, stderr[-2000:]
+    else:
+        compile_int4_tile(g._w4a16_wgmma_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages, num_warps=warps)
     print("compiled", cf, m, G, hz, split)
 """
 
@@ -54,7 +64,7 @@ for cf, m, G, hz, dt, split, sdt in cases:
 def test_wgmma_tiles_compile_for_sm90_with_async_mma(name, tmp_path, monkeypatch):
     import importlib
 
-    script, extra = {"w4a16_wgmma": (SCRIPT, 5), "w4a16_wgmma_ws": (WS_SCRIPT, 6)}[name]  # extra cases past CONFIGS
+    script, extra = {"w4a16_wgmma": (SCRIPT, 9), "w4a16_wgmma_ws": (WS_SCRIPT, 6)}[name]  # extra cases past CONFIGS
 
     mod = importlib.import_module(f"kvant.kernels.{name}")
     if not mod.HAVE_GLUON:
@@ -102,3 +112,20 @@ def test_ws_tile_refuses_configs_it_cannot_run(config, why, monkeypatch):
                                    torch.rand(n, k // g).to(torch.bfloat16), g)
     with pytest.raises(ValueError, match=why):
         w4a16_wgmma_ws.w4a16_wgmma_ws(torch.randn(4, k, dtype=torch.bfloat16), qweight, scales, g, config=config)
+
+
+def test_register_form_refuses_a_block_it_cannot_hold(monkeypatch):
+    # its A fragment is one 16-row slab per warp: BLOCK_N must be 16 * warps (checked before anything launches)
+    import torch
+
+    from kvant.kernels import w4a16_wgmma
+    from kvant.kernels.int4_pack import pack_int4
+    from kvant.kernels.w4a16_layout import repack_w4
+
+    monkeypatch.setattr(w4a16_wgmma, "supported", lambda *a: True)
+    n, k, g = 128, 256, 128
+    qweight, scales, _ = repack_w4(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)),
+                                   torch.rand(n, k // g).to(torch.bfloat16), g)
+    with pytest.raises(ValueError, match="equal to it in the register form"):
+        w4a16_wgmma.w4a16_wgmma(torch.randn(4, k, dtype=torch.bfloat16), qweight, scales, g,
+                                config=(128, 4, 4, 1, 64, True))
