@@ -19,10 +19,7 @@ and FLOPs over the bf16 MMA rate; no launch cost).
 import argparse
 import bisect
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # kvant.bench via the checkout when not installed
 
 TILE_FORMATS = ("wgmma", "wgmma_ws")
 
