@@ -11,13 +11,16 @@ program never dequantizes step k + 1 while step k's MMA runs. At 64-256 rows tha
   bf16 FMAs per pair of weights, the group scale applied in 16 bits as `SCALE_IN` does) into one of two shared A
   buffers, then issue step k's wgmma asynchronously (A and x^T from shared memory, swap-AB: the weight rows are the
   MMA's M, the tokens its N) and wait only for step k - 1's. So step k + 1's dequantization runs under step k's MMA.
-- Or (a config's sixth field, `regs`) the dequantized weight goes to the wgmma as its register A operand, with no
+- Or (form 1, a config's sixth field) the dequantized weight goes to the wgmma as its register A operand, with no
   shared A tile, no proxy fence and no CTA barrier for it: each thread loads the words of its own A fragment (a
   quad of lanes shares a word, each lane taking its own nibble pair), so the 16-bit values land in the operand's
   registers as computed (`convert_layout(..., assert_trivial=True)` checks that at compile time). The loop is
   unrolled by two, so that consecutive steps' operands live in two register sets: step k + 1 is dequantized into
   the other set while step k's wgmma still reads its own (one set would be rewritten under the in-flight wgmma, the
   race of the first register form, removed 2026-12-07). The CI compile test checks the SASS for exactly that.
+- Or (form 2) the register form with a loader warp of its own (warp specialization): it waits for a ring stage to be
+  handed back and refills it by TMA, so the dequantizing MMA warps never issue a copy. Their loop has no CTA-wide
+  barrier, only a named one over their own warps before one thread hands a stage back.
 - Split-K without zero-fill or cast launches: partial tiles go to a workspace and the last split to arrive sums them
   (the same protocol as `splitk.store_or_reduce`, written again in Gluon: that function builds its offsets with
   `tl.arange`, which has no layout, and Gluon needs one for every tensor it creates).
@@ -50,17 +53,26 @@ except ImportError:  # pragma: no cover - depends on the installed Triton
     HAVE_GLUON = False
 
 BLOCK_K = 64  # K per step: one 128-byte TMA box of 16-bit x per token row
-# (BLOCK_N, num_warps, STAGES, waves, tokens[, regs]): weight rows per program, warps (64 weight rows per warpgroup
-# and MMA), ring depth, split-K target in programs per SM, token tile (16..256, a power of two), and whether the
-# dequantized weight goes to the wgmma as its register operand (BLOCK_N = 16 * warps: one 16-row fragment per warp)
-# rather than through a shared A tile. The first register form (2026-12-07) was removed: its loop rewrote the A
-# registers of step k's in-flight HGMMA while computing step k + 1's (one register set per loop), and gave wrong sums
-# at 128-token tiles on the H100. This one alternates two sets.
+# the loader form's TMA warp: registers per thread it asks for (setmaxnreg; the dequantizing MMA warps get the rest)
+LOADER_REGS = 40
+HAVE_WS = HAVE_GLUON and hasattr(gl, "warp_specialize")  # the loader form needs Gluon's warp specialization
+if HAVE_GLUON:  # what the jitted code reads of the above (Triton reads only constexpr globals)
+    _LOADER_REGS = gl.constexpr(LOADER_REGS)
+# (BLOCK_N, num_warps, STAGES, waves, tokens[, form]): weight rows per program, warps (64 weight rows per warpgroup
+# and MMA), ring depth, split-K target in programs per SM, token tile (16..256, a power of two), and how the
+# dequantized weight reaches the wgmma: 0 (or absent) through a shared A tile; 1 (True) as its register operand
+# (BLOCK_N = 16 * warps: one 16-row fragment per warp); 2 the same, with the TMA ring fed by a loader warp of its own
+# (warp specialization), so the MMA warps never stop to refill it and meet no CTA-wide barrier in the loop. The first
+# register form (2026-12-07) was removed: its loop rewrote the A registers of step k's in-flight HGMMA while
+# computing step k + 1's (one register set per loop), and gave wrong sums at 128-token tiles on the H100. These
+# alternate two sets.
 DEFAULT_CONFIG = (128, 8, 4, 1, 64)
 CONFIGS = ((128, 8, 4, 1, 64), (128, 8, 4, 2, 64), (128, 8, 3, 1, 128), (128, 8, 4, 1, 128), (64, 4, 4, 2, 64),
            (128, 8, 3, 1, 256), (64, 4, 4, 1, 128),
            (128, 8, 4, 1, 64, True), (128, 8, 4, 2, 64, True), (128, 8, 3, 1, 128, True), (128, 8, 4, 1, 128, True),
-           (64, 4, 4, 2, 64, True), (128, 8, 3, 1, 256, True))
+           (64, 4, 4, 2, 64, True), (128, 8, 3, 1, 256, True)) + (
+    ((128, 8, 4, 1, 64, 2), (128, 8, 4, 2, 64, 2), (128, 8, 4, 1, 128, 2), (64, 4, 6, 2, 64, 2), (64, 4, 4, 1, 128, 2),
+     (128, 8, 3, 1, 256, 2), (64, 4, 8, 4, 16, 2)) if HAVE_WS else ())
 
 
 if HAVE_GLUON:
@@ -337,6 +349,99 @@ if HAVE_GLUON:
                   num_warps)
 
 
+    @gluon.jit
+    def _loader_partition(x_desc, w_desc, s_desc, z_desc, ready, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m,
+                          off_n, G, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr):
+        # the TMA warp of the loader form: step i into ring stage i % STAGES once its last reader, step i - STAGES, has
+        # handed it back. `empty` is not pre-arrived: a fresh mbarrier counts the phase before its first (parity 1)
+        # as complete, so waiting with the inverted parity lets the first STAGES steps through at once
+        for i in range(n_steps):
+            mbarrier.wait(empty.index(i % STAGES), ((i // STAGES) & 1) ^ 1)
+            _issue(x_desc, w_desc, s_desc, z_desc, ready, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G, HAS_ZP,
+                   STAGES, BK)
+
+    @gluon.jit
+    def _consumer_step(acc, a_prev, i, ready, empty, x_s, w_s, s_s, z_s, L3: gl.constexpr, al: gl.constexpr,
+                       HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr, BN: gl.constexpr,
+                       DT: gl.constexpr, BF16: gl.constexpr, MAGIC: gl.constexpr):
+        # `_step_regs` without the refill: once every consumer warp is past the wait that retires step i - 1, one
+        # thread hands its stage back to the loader warp (the barrier is a named one over this partition's warps)
+        st = i % STAGES
+        mbarrier.wait(ready.index(st), (i // STAGES) & 1)
+        a = _dequant_regs(w_s, s_s, z_s, st, L3, al, HAS_ZP, DT, BF16, MAGIC, BN, BK)
+        acc = warpgroup_mma(a, x_s.index(st).permute((1, 0)), acc, is_async=True)
+        acc, a_prev = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_prev))
+        if i > 0:
+            fence_async_shared()  # this step's reads of the stage (generic proxy) before the TMA that overwrites it
+            _cta_barrier()
+            mbarrier.arrive(empty.index((i - 1) % STAGES), count=1)
+        return acc, a
+
+    @gluon.jit
+    def _consumer_partition(ready, empty, x_s, w_s, s_s, z_s, n_steps, L3: gl.constexpr, al: gl.constexpr,
+                            mma: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr,
+                            BN: gl.constexpr, TOK: gl.constexpr, DT: gl.constexpr, BF16: gl.constexpr,
+                            MAGIC: gl.constexpr):
+        # the register form's loop (steps in pairs, two operand register sets) in the dequantizing MMA warps
+        a_odd = gl.zeros([BN, BK], DT, layout=al)
+        acc, a_even = _consumer_step(gl.zeros([BN, TOK], gl.float32, layout=mma), a_odd, 0, ready, empty, x_s, w_s,
+                                     s_s, z_s, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
+        for i in range(1, n_steps - 1, 2):
+            acc, a_odd = _consumer_step(acc, a_even, i, ready, empty, x_s, w_s, s_s, z_s, L3, al, HAS_ZP, STAGES, BK,
+                                        BN, DT, BF16, MAGIC)
+            acc, a_even = _consumer_step(acc, a_odd, i + 1, ready, empty, x_s, w_s, s_s, z_s, L3, al, HAS_ZP, STAGES,
+                                         BK, BN, DT, BF16, MAGIC)
+        if n_steps % 2 == 0:
+            acc, a_odd = _consumer_step(acc, a_even, n_steps - 1, ready, empty, x_s, w_s, s_s, z_s, L3, al, HAS_ZP,
+                                        STAGES, BK, BN, DT, BF16, MAGIC)
+            acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
+        else:
+            acc, a_even = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_even))
+        return (acc,)  # a tuple: warp_specialize returns the default partition's results so in Triton 3.6
+
+    @gluon.jit
+    def _w4a16_wgmma_loader_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
+                                   STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
+                                   L3: gl.constexpr, num_warps: gl.constexpr):
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        BW: gl.constexpr = w_desc.block_type.shape[1]
+        BK: gl.constexpr = 8 * BW
+        TOK: gl.constexpr = x_desc.block_type.shape[0]
+        DT: gl.constexpr = x_desc.dtype
+        BF16: gl.constexpr = DT == gl.bfloat16
+        MAGIC: gl.constexpr = 128.0 if BF16 else 1024.0
+
+        pid_m, pid_n, pid_k, off_m, off_n, first, n_steps = _program_tile(K, STEPS_PER_SPLIT, TOK, BN, BK)
+        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                      instr_shape=[16, TOK, 16])
+        al: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+
+        # one ring (x, words, scales, zeros of a step per stage) with a ready barrier per stage (TMA bytes under one
+        # expect) and an empty one (one consumer thread's arrive)
+        x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, BK], x_desc.layout)
+        w_s = gl.allocate_shared_memory(gl.int32, [STAGES, BN, BW], w_desc.layout)
+        s_s = gl.allocate_shared_memory(s_desc.dtype, [STAGES, 1, BN], s_desc.layout)
+        z_s = gl.allocate_shared_memory(z_desc.dtype, [STAGES, 1, BN], z_desc.layout)
+        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(ready.index(i), count=1)
+            mbarrier.init(empty.index(i), count=1)
+
+        acc = gl.warp_specialize([
+            (_consumer_partition, (ready, empty, x_s, w_s, s_s, z_s, n_steps, L3, al, mma, HAS_ZP, STAGES, BK, BN,
+                                   TOK, DT, BF16, MAGIC)),
+            (_loader_partition, (x_desc, w_desc, s_desc, z_desc, ready, empty, x_s, w_s, s_s, z_s, first, n_steps,
+                                 off_m, off_n, G, HAS_ZP, STAGES, BK)),
+        ], [1], [_LOADER_REGS])[0]
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(ready.index(i))
+            mbarrier.invalidate(empty.index(i))
+
+        _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k, SPLIT, mma,
+                  num_warps)
+
+
 def regs_layout(bn: int, warps: int):
     """The register form's int32 [BN, BW = 8, 4] layout (a Gluon DistributedLinearLayout): lanes 0-1 of a quad take
     nibble pair q, lanes 2-4 rows 0-7, a register row + 8, registers the 8 words of a step, warps 16 rows each; the
@@ -372,7 +477,7 @@ def _desc(t: torch.Tensor, block: list[int]):
 
 def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torch.Tensor:
     """x [M, K] 16-bit -> [M, N] (the repacked layout of `w4a16_layout`); config = (BLOCK_N, num_warps, STAGES,
-    waves, tokens[, regs]) as CONFIGS. Raises where `supported` says no."""
+    waves, tokens[, form]) as CONFIGS. Raises where `supported` says no."""
     check_repacked(x, qweight, scales, group_size, zeros, sixteen_bit=True)
     if not supported(x, qweight, scales, group_size, zeros):
         raise ValueError("w4a16_wgmma needs Gluon, an sm_90 GPU, 16-bit x with 16-byte aligned rows, K a multiple "
@@ -380,12 +485,18 @@ def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torc
                          f"{tuple(x.shape)} {x.dtype} on {x.device}, group {group_size}, N {qweight.shape[0]}")
     config = tuple(config or DEFAULT_CONFIG)
     if len(config) not in (5, 6):
-        raise ValueError(f"bad w4a16_wgmma config {config}: (BLOCK_N, num_warps, STAGES, waves, tokens[, regs])")
-    bn, warps, stages, waves, tokens, regs = config + (False,) * (6 - len(config))
-    if bn % (16 * warps) or warps % 4 or tokens not in (16, 32, 64, 128, 256) or (regs and bn != 16 * warps):
+        raise ValueError(f"bad w4a16_wgmma config {config}: (BLOCK_N, num_warps, STAGES, waves, tokens[, form])")
+    bn, warps, stages, waves, tokens, form = config + (0,) * (6 - len(config))
+    if bn % (16 * warps) or warps % 4 or tokens not in (16, 32, 64, 128, 256) or form not in (0, 1, 2) or (
+            form and bn != 16 * warps):
         raise ValueError(f"bad w4a16_wgmma config {config}: BLOCK_N a multiple of 16 * warps (equal to it in the "
-                         "register form), warps a multiple of 4, tokens a power of two in 16..256")
-    if regs:
+                         "register forms), warps a multiple of 4, tokens a power of two in 16..256, form 0, 1 or 2")
+    if form == 2:
+        if not HAVE_WS:
+            raise ValueError(f"w4a16_wgmma config {config}: the loader form needs Gluon's warp specialization")
+        return launch(_w4a16_wgmma_loader_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves,
+                      STAGES=stages, L3=regs_layout(bn, warps), num_warps=warps)
+    if form:
         return launch(_w4a16_wgmma_regs_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves,
                       STAGES=stages, L3=regs_layout(bn, warps), num_warps=warps)
     return launch(_w4a16_wgmma_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, STAGES=stages,

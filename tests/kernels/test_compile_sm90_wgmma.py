@@ -25,13 +25,17 @@ cases += [((128, 8, 4, 1, 64, True), 200, 64, True, torch.float16, 3, None),  # 
           ((64, 4, 4, 2, 64, True), 16, 256, False, torch.bfloat16, 2, None),
           ((128, 8, 3, 1, 256, True), 256, 128, True, torch.bfloat16, 1, torch.float32),
           ((128, 8, 4, 1, 128, True), 40, 128, False, torch.bfloat16, 4, torch.float32)]
+cases += [((128, 8, 4, 1, 64, 2), 200, 64, True, torch.float16, 3, None),  # the loader form, asymmetric fp16
+          ((64, 4, 8, 4, 16, 2), 1, 128, False, torch.bfloat16, 4, torch.float32)] if g.HAVE_WS else []
 for cf, m, G, hz, dt, split, sdt in cases:
-    bn, warps, stages, waves, tokens, regs = cf + (False,) * (6 - len(cf))
-    if regs:  # A in two alternating register sets, never through shared memory, none rewritten under its wgmma
-        kern, stderr = compile_int4_tile(g._w4a16_wgmma_regs_kernel, m, G, hz, dt, split, sdt, bn, tokens,
-                                         a_in_registers=True, STAGES=stages, L3=g.regs_layout(bn, warps),
-                                         num_warps=warps)
+    bn, warps, stages, waves, tokens, form = cf + (0,) * (6 - len(cf))
+    if form:  # A in two alternating register sets, never through shared memory, none rewritten under its wgmma
+        kernel = g._w4a16_wgmma_loader_kernel if form == 2 else g._w4a16_wgmma_regs_kernel
+        kern, stderr = compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, a_in_registers=True,
+                                         STAGES=stages, L3=g.regs_layout(bn, warps), num_warps=warps)
         assert set(re.findall(r"(\\d+) bytes spill", stderr)) <= {"0"}, stderr[-2000:]
+        if form == 2:  # a TMA warp of its own, with its register budget
+            assert "ttg.warp_specialize" in kern.asm["ttgir"] and "setmaxnreg" in kern.asm["ptx"]
     else:
         compile_int4_tile(g._w4a16_wgmma_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages, num_warps=warps)
     print("compiled", cf, m, G, hz, split)
@@ -64,9 +68,10 @@ for cf, m, G, hz, dt, split, sdt in cases:
 def test_wgmma_tiles_compile_for_sm90_with_async_mma(name, tmp_path, monkeypatch):
     import importlib
 
-    script, extra = {"w4a16_wgmma": (SCRIPT, 9), "w4a16_wgmma_ws": (WS_SCRIPT, 6)}[name]  # extra cases past CONFIGS
-
     mod = importlib.import_module(f"kvant.kernels.{name}")
+    # extra cases past CONFIGS (the loader form's two only where Gluon has warp specialization)
+    script, extra = {"w4a16_wgmma": (SCRIPT, 9 + 2 * getattr(mod, "HAVE_WS", False)),
+                     "w4a16_wgmma_ws": (WS_SCRIPT, 6)}[name]
     if not mod.HAVE_GLUON:
         pytest.skip(f"this Triton has no Gluon (or no warp specialization) for {name}")
     monkeypatch.chdir(tmp_path)

@@ -196,9 +196,9 @@ def test_w4a16_mma_gemv_llama_shapes(m, k, n):
 
 # the Gluon wgmma tiles (sm_90): the single-partition one, and the warp-specialized one (its dequantizing warpgroup
 # beside the MMA warpgroups); configs for the off-tile CUDA-graph test (split-K on, and in the warp-specialized one
-# splits of fewer K steps than its rings hold; the single-partition tile's register form over splits of odd and even
-# step counts, its loop taking steps in pairs)
-WGMMA_TILES = {"w4a16_wgmma": ((128, 8, 4, 4, 64), (64, 4, 3, 1, 128), (64, 4, 3, 4, 128, True)),
+# splits of fewer K steps than its rings hold; the single-partition tile's register forms over splits of odd and even
+# step counts, their loops taking steps in pairs)
+WGMMA_TILES = {"w4a16_wgmma": ((128, 8, 4, 4, 64), (64, 4, 3, 1, 128), (64, 4, 3, 4, 128, True), (64, 4, 4, 4, 64, 2)),
                "w4a16_wgmma_ws": ((128, 8, 4, 2, 4, 64), (64, 4, 3, 2, 1, 128), (128, 8, 3, 3, 8, 256))}
 
 
