@@ -275,167 +275,115 @@ if HAVE_GLUON:
         return gl.convert_layout(w, al, assert_trivial=True)
 
     @gluon.jit
-    def _step_regs(acc, a_prev, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first, n_steps, off_m,
-                   off_n, G, L3: gl.constexpr, al: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr,
-                   BK: gl.constexpr, BN: gl.constexpr, DT: gl.constexpr, BF16: gl.constexpr, MAGIC: gl.constexpr):
-        # K step i with its operand in registers: wait for its TMA, dequantize, issue its wgmma, wait for step
-        # i - 1's (whose operand, a_prev, stays live to here), and refill the ring stage that step i - 1 read once
-        # every warp is past that wait. Returns (acc, this step's operand)
+    def _step_regs(acc, a_prev, i, x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s, first, n_steps,
+                   off_m, off_n, G, L3: gl.constexpr, al: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr,
+                   LOADER: gl.constexpr):
+        # K step i of the register forms: wait for its TMA, dequantize into registers, issue its wgmma, wait for step
+        # i - 1's (whose operand, a_prev, stays live to here), then give step i - 1's ring stage back once every warp
+        # is past that wait: refilled here with step i - 1 + STAGES, or (LOADER) handed to the loader warp by one
+        # thread's arrive (the barrier is then a named one over these warps). Returns (acc, this step's operand)
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        BK: gl.constexpr = 8 * w_desc.block_type.shape[1]
+        DT: gl.constexpr = x_desc.dtype
+        BF16: gl.constexpr = DT == gl.bfloat16
         st = i % STAGES
         mbarrier.wait(bars.index(st), (i // STAGES) & 1)
-        a = _dequant_regs(w_s, s_s, z_s, st, L3, al, HAS_ZP, DT, BF16, MAGIC, BN, BK)
+        a = _dequant_regs(w_s, s_s, z_s, st, L3, al, HAS_ZP, DT, BF16, 128.0 if BF16 else 1024.0, BN, BK)
         acc = warpgroup_mma(a, x_s.index(st).permute((1, 0)), acc, is_async=True)
         acc, a_prev = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_prev))
-        nxt = i - 1 + STAGES
-        if (i > 0) & (nxt < n_steps):
-            fence_async_shared()  # every warp's reads of the stage (generic proxy) before the TMA that overwrites it
-            _cta_barrier()
-            _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, nxt, first, off_m, off_n, G, HAS_ZP,
-                   STAGES, BK)
+        if LOADER:
+            if i > 0:
+                fence_async_shared()  # this step's reads of the stage (generic proxy) before the TMA that refills it
+                _cta_barrier()
+                mbarrier.arrive(empty.index((i - 1) % STAGES), count=1)
+        else:
+            if (i > 0) & (i - 1 + STAGES < n_steps):
+                fence_async_shared()
+                _cta_barrier()
+                _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i - 1 + STAGES, first, off_m, off_n,
+                       G, HAS_ZP, STAGES, BK)
         return acc, a
+
+    @gluon.jit
+    def _regs_loop(x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m, off_n, G,
+                   L3: gl.constexpr, mma: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr,
+                   LOADER: gl.constexpr):
+        # the register forms' K loop: step 0 peeled (the accumulator's first write is a wgmma's), then steps in pairs,
+        # a_odd holding the operand of the odd-numbered step and a_even the even one's, so the step being dequantized
+        # never writes the registers of the wgmma still in flight. A tuple: warp_specialize returns the default
+        # partition's results so in Triton 3.6
+        BN: gl.constexpr = w_desc.block_type.shape[0]
+        BK: gl.constexpr = 8 * w_desc.block_type.shape[1]
+        TOK: gl.constexpr = x_desc.block_type.shape[0]
+        al: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)  # the register A operand
+        a_odd = gl.zeros([BN, BK], x_desc.dtype, layout=al)
+        acc, a_even = _step_regs(gl.zeros([BN, TOK], gl.float32, layout=mma), a_odd, 0, x_desc, w_desc, s_desc, z_desc,
+                                 bars, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m, off_n, G, L3, al, HAS_ZP,
+                                 STAGES, LOADER)
+        for i in range(1, n_steps - 1, 2):
+            acc, a_odd = _step_regs(acc, a_even, i, x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s,
+                                    first, n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, LOADER)
+            acc, a_even = _step_regs(acc, a_odd, i + 1, x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s,
+                                     z_s, first, n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, LOADER)
+        if n_steps % 2 == 0:  # an even count leaves one odd-numbered step
+            acc, a_odd = _step_regs(acc, a_even, n_steps - 1, x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s,
+                                    s_s, z_s, first, n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, LOADER)
+            acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
+        else:
+            acc, a_even = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_even))
+        return (acc,)
+
+    @gluon.jit
+    def _loader_partition(x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m,
+                          off_n, G, HAS_ZP: gl.constexpr, STAGES: gl.constexpr):
+        # form 2's TMA warp: step i into ring stage i % STAGES once its last reader, step i - STAGES, has handed it
+        # back. `empty` is not pre-arrived: a fresh mbarrier counts the phase before its first (parity 1) as
+        # complete, so waiting with the inverted parity lets the first STAGES steps through at once
+        for i in range(n_steps):
+            mbarrier.wait(empty.index(i % STAGES), ((i // STAGES) & 1) ^ 1)
+            _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G, HAS_ZP,
+                   STAGES, 8 * w_desc.block_type.shape[1])
 
     @gluon.jit
     def _w4a16_wgmma_regs_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
                                  STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
-                                 L3: gl.constexpr, num_warps: gl.constexpr):
+                                 L3: gl.constexpr, LOADER: gl.constexpr, num_warps: gl.constexpr):
+        # forms 1 (LOADER false: these warps refill the ring) and 2 (a loader warp of its own does)
         BN: gl.constexpr = w_desc.block_type.shape[0]
         BW: gl.constexpr = w_desc.block_type.shape[1]
-        BK: gl.constexpr = 8 * BW
         TOK: gl.constexpr = x_desc.block_type.shape[0]
         DT: gl.constexpr = x_desc.dtype
-        BF16: gl.constexpr = DT == gl.bfloat16
-        MAGIC: gl.constexpr = 128.0 if BF16 else 1024.0
 
-        pid_m, pid_n, pid_k, off_m, off_n, first, n_steps = _program_tile(K, STEPS_PER_SPLIT, TOK, BN, BK)
+        pid_m, pid_n, pid_k, off_m, off_n, first, n_steps = _program_tile(K, STEPS_PER_SPLIT, TOK, BN, 8 * BW)
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                       instr_shape=[16, TOK, 16])
-        al: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)  # the register A operand
-
-        x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, BK], x_desc.layout)
+        # one ring (a step's x, words, scales and zeros per stage), its TMA bytes under one expect per stage's
+        # `bars`; `empty` (form 2) counts one consumer thread's arrive
+        x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, 8 * BW], x_desc.layout)
         w_s = gl.allocate_shared_memory(gl.int32, [STAGES, BN, BW], w_desc.layout)
         s_s = gl.allocate_shared_memory(s_desc.dtype, [STAGES, 1, BN], s_desc.layout)
         z_s = gl.allocate_shared_memory(z_desc.dtype, [STAGES, 1, BN], z_desc.layout)
         bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(STAGES):
-            mbarrier.init(bars.index(i), count=1)
-        for i in gl.static_range(STAGES):
-            if i < n_steps:
-                _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G,
-                       HAS_ZP, STAGES, BK)
-
-        # step 0 peeled (the accumulator's first write is a wgmma's), then steps in pairs: a_odd holds the operand
-        # of the odd-numbered step, a_even the even one's, so the step being dequantized never writes the
-        # registers of the wgmma still in flight
-        a_odd = gl.zeros([BN, BK], DT, layout=al)
-        acc, a_even = _step_regs(gl.zeros([BN, TOK], gl.float32, layout=mma), a_odd, 0, x_desc, w_desc, s_desc,
-                                 z_desc, bars, x_s, w_s, s_s, z_s, first, n_steps, off_m, off_n, G, L3, al, HAS_ZP,
-                                 STAGES, BK, BN, DT, BF16, MAGIC)
-        for i in range(1, n_steps - 1, 2):
-            acc, a_odd = _step_regs(acc, a_even, i, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, first,
-                                    n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
-            acc, a_even = _step_regs(acc, a_odd, i + 1, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s,
-                                     first, n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
-        if n_steps % 2 == 0:  # an even count leaves one odd-numbered step
-            acc, a_odd = _step_regs(acc, a_even, n_steps - 1, x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s,
-                                    z_s, first, n_steps, off_m, off_n, G, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16,
-                                    MAGIC)
-            acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
-        else:
-            acc, a_even = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_even))
-        for i in gl.static_range(STAGES):
-            mbarrier.invalidate(bars.index(i))
-
-        _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k, SPLIT, mma,
-                  num_warps)
-
-
-    @gluon.jit
-    def _loader_partition(x_desc, w_desc, s_desc, z_desc, ready, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m,
-                          off_n, G, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr):
-        # the TMA warp of the loader form: step i into ring stage i % STAGES once its last reader, step i - STAGES, has
-        # handed it back. `empty` is not pre-arrived: a fresh mbarrier counts the phase before its first (parity 1)
-        # as complete, so waiting with the inverted parity lets the first STAGES steps through at once
-        for i in range(n_steps):
-            mbarrier.wait(empty.index(i % STAGES), ((i // STAGES) & 1) ^ 1)
-            _issue(x_desc, w_desc, s_desc, z_desc, ready, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G, HAS_ZP,
-                   STAGES, BK)
-
-    @gluon.jit
-    def _consumer_step(acc, a_prev, i, ready, empty, x_s, w_s, s_s, z_s, L3: gl.constexpr, al: gl.constexpr,
-                       HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr, BN: gl.constexpr,
-                       DT: gl.constexpr, BF16: gl.constexpr, MAGIC: gl.constexpr):
-        # `_step_regs` without the refill: once every consumer warp is past the wait that retires step i - 1, one
-        # thread hands its stage back to the loader warp (the barrier is a named one over this partition's warps)
-        st = i % STAGES
-        mbarrier.wait(ready.index(st), (i // STAGES) & 1)
-        a = _dequant_regs(w_s, s_s, z_s, st, L3, al, HAS_ZP, DT, BF16, MAGIC, BN, BK)
-        acc = warpgroup_mma(a, x_s.index(st).permute((1, 0)), acc, is_async=True)
-        acc, a_prev = warpgroup_mma_wait(num_outstanding=1, deps=(acc, a_prev))
-        if i > 0:
-            fence_async_shared()  # this step's reads of the stage (generic proxy) before the TMA that overwrites it
-            _cta_barrier()
-            mbarrier.arrive(empty.index((i - 1) % STAGES), count=1)
-        return acc, a
-
-    @gluon.jit
-    def _consumer_partition(ready, empty, x_s, w_s, s_s, z_s, n_steps, L3: gl.constexpr, al: gl.constexpr,
-                            mma: gl.constexpr, HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr,
-                            BN: gl.constexpr, TOK: gl.constexpr, DT: gl.constexpr, BF16: gl.constexpr,
-                            MAGIC: gl.constexpr):
-        # the register form's loop (steps in pairs, two operand register sets) in the dequantizing MMA warps
-        a_odd = gl.zeros([BN, BK], DT, layout=al)
-        acc, a_even = _consumer_step(gl.zeros([BN, TOK], gl.float32, layout=mma), a_odd, 0, ready, empty, x_s, w_s,
-                                     s_s, z_s, L3, al, HAS_ZP, STAGES, BK, BN, DT, BF16, MAGIC)
-        for i in range(1, n_steps - 1, 2):
-            acc, a_odd = _consumer_step(acc, a_even, i, ready, empty, x_s, w_s, s_s, z_s, L3, al, HAS_ZP, STAGES, BK,
-                                        BN, DT, BF16, MAGIC)
-            acc, a_even = _consumer_step(acc, a_odd, i + 1, ready, empty, x_s, w_s, s_s, z_s, L3, al, HAS_ZP, STAGES,
-                                         BK, BN, DT, BF16, MAGIC)
-        if n_steps % 2 == 0:
-            acc, a_odd = _consumer_step(acc, a_even, n_steps - 1, ready, empty, x_s, w_s, s_s, z_s, L3, al, HAS_ZP,
-                                        STAGES, BK, BN, DT, BF16, MAGIC)
-            acc, a_odd = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_odd))
-        else:
-            acc, a_even = warpgroup_mma_wait(num_outstanding=0, deps=(acc, a_even))
-        return (acc,)  # a tuple: warp_specialize returns the default partition's results so in Triton 3.6
-
-    @gluon.jit
-    def _w4a16_wgmma_loader_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
-                                   STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
-                                   L3: gl.constexpr, num_warps: gl.constexpr):
-        BN: gl.constexpr = w_desc.block_type.shape[0]
-        BW: gl.constexpr = w_desc.block_type.shape[1]
-        BK: gl.constexpr = 8 * BW
-        TOK: gl.constexpr = x_desc.block_type.shape[0]
-        DT: gl.constexpr = x_desc.dtype
-        BF16: gl.constexpr = DT == gl.bfloat16
-        MAGIC: gl.constexpr = 128.0 if BF16 else 1024.0
-
-        pid_m, pid_n, pid_k, off_m, off_n, first, n_steps = _program_tile(K, STEPS_PER_SPLIT, TOK, BN, BK)
-        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                      instr_shape=[16, TOK, 16])
-        al: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-
-        # one ring (x, words, scales, zeros of a step per stage) with a ready barrier per stage (TMA bytes under one
-        # expect) and an empty one (one consumer thread's arrive)
-        x_s = gl.allocate_shared_memory(DT, [STAGES, TOK, BK], x_desc.layout)
-        w_s = gl.allocate_shared_memory(gl.int32, [STAGES, BN, BW], w_desc.layout)
-        s_s = gl.allocate_shared_memory(s_desc.dtype, [STAGES, 1, BN], s_desc.layout)
-        z_s = gl.allocate_shared_memory(z_desc.dtype, [STAGES, 1, BN], z_desc.layout)
-        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(STAGES):
-            mbarrier.init(ready.index(i), count=1)
+            mbarrier.init(bars.index(i), count=1)
             mbarrier.init(empty.index(i), count=1)
-
-        acc = gl.warp_specialize([
-            (_consumer_partition, (ready, empty, x_s, w_s, s_s, z_s, n_steps, L3, al, mma, HAS_ZP, STAGES, BK, BN,
-                                   TOK, DT, BF16, MAGIC)),
-            (_loader_partition, (x_desc, w_desc, s_desc, z_desc, ready, empty, x_s, w_s, s_s, z_s, first, n_steps,
-                                 off_m, off_n, G, HAS_ZP, STAGES, BK)),
-        ], [1], [_LOADER_REGS])[0]
+        if LOADER:
+            acc = gl.warp_specialize([
+                (_regs_loop, (x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m,
+                              off_n, G, L3, mma, HAS_ZP, STAGES, LOADER)),
+                (_loader_partition, (x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s, first, n_steps,
+                                     off_m, off_n, G, HAS_ZP, STAGES)),
+            ], [1], [_LOADER_REGS])[0]
+        else:
+            for i in gl.static_range(STAGES):  # prologue: the first STAGES steps in flight
+                if i < n_steps:
+                    _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G,
+                           HAS_ZP, STAGES, 8 * BW)
+            acc = _regs_loop(x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m,
+                             off_n, G, L3, mma, HAS_ZP, STAGES, LOADER)[0]
         for i in gl.static_range(STAGES):
-            mbarrier.invalidate(ready.index(i))
+            mbarrier.invalidate(bars.index(i))
             mbarrier.invalidate(empty.index(i))
 
         _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k, SPLIT, mma,
@@ -494,11 +442,9 @@ def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torc
     if form == 2:
         if not HAVE_WS:
             raise ValueError(f"w4a16_wgmma config {config}: the loader form needs Gluon's warp specialization")
-        return launch(_w4a16_wgmma_loader_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves,
-                      STAGES=stages, L3=regs_layout(bn, warps), num_warps=warps)
     if form:
         return launch(_w4a16_wgmma_regs_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves,
-                      STAGES=stages, L3=regs_layout(bn, warps), num_warps=warps)
+                      STAGES=stages, L3=regs_layout(bn, warps), LOADER=form == 2, num_warps=warps)
     return launch(_w4a16_wgmma_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves, STAGES=stages,
                   num_warps=warps)
 

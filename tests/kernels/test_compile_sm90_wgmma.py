@@ -30,9 +30,9 @@ cases += [((128, 8, 4, 1, 64, 2), 200, 64, True, torch.float16, 3, None),  # the
 for cf, m, G, hz, dt, split, sdt in cases:
     bn, warps, stages, waves, tokens, form = cf + (0,) * (6 - len(cf))
     if form:  # A in two alternating register sets, never through shared memory, none rewritten under its wgmma
-        kernel = g._w4a16_wgmma_loader_kernel if form == 2 else g._w4a16_wgmma_regs_kernel
-        kern, stderr = compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, a_in_registers=True,
-                                         STAGES=stages, L3=g.regs_layout(bn, warps), num_warps=warps)
+        kern, stderr = compile_int4_tile(g._w4a16_wgmma_regs_kernel, m, G, hz, dt, split, sdt, bn, tokens,
+                                         a_in_registers=True, STAGES=stages, L3=g.regs_layout(bn, warps),
+                                         LOADER=form == 2, num_warps=warps)
         assert set(re.findall(r"(\\d+) bytes spill", stderr)) <= {"0"}, stderr[-2000:]
         if form == 2:  # a TMA warp of its own, with its register budget
             assert "ttg.warp_specialize" in kern.asm["ttgir"] and "setmaxnreg" in kern.asm["ptx"]
