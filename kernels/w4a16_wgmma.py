@@ -164,7 +164,7 @@ if HAVE_GLUON:
     def _issue(x_desc, w_desc, s_desc, z_desc, bars, x_s, w_s, s_s, z_s, i, first, off_m, off_n, G,
                HAS_ZP: gl.constexpr, STAGES: gl.constexpr, BK: gl.constexpr):
         # TMA of the split's K step i (step first + i of the whole K) into ring stage i % STAGES, counted on that
-        # stage's barrier
+        # stage's barrier. G, the group size, is a constexpr of every kernel here: k0 // G compiles to a shift
         st = i % STAGES
         bar = bars.index(st)
         NBYTES: gl.constexpr = (x_desc.block_type.nbytes + w_desc.block_type.nbytes + s_desc.block_type.nbytes
@@ -203,9 +203,9 @@ if HAVE_GLUON:
         return acc
 
     @gluon.jit
-    def _w4a16_wgmma_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
-                            STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
-                            num_warps: gl.constexpr):
+    def _w4a16_wgmma_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G: gl.constexpr,
+                            stride_om, STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr,
+                            STAGES: gl.constexpr, num_warps: gl.constexpr):
         BN: gl.constexpr = w_desc.block_type.shape[0]
         BW: gl.constexpr = w_desc.block_type.shape[1]  # words per weight row per step
         BK: gl.constexpr = 8 * BW
@@ -345,9 +345,10 @@ if HAVE_GLUON:
                    STAGES, 8 * w_desc.block_type.shape[1])
 
     @gluon.jit
-    def _w4a16_wgmma_regs_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
-                                 STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
-                                 L3: gl.constexpr, LOADER: gl.constexpr, num_warps: gl.constexpr):
+    def _w4a16_wgmma_regs_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G: gl.constexpr,
+                                 stride_om, STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr,
+                                 STAGES: gl.constexpr, L3: gl.constexpr, LOADER: gl.constexpr,
+                                 num_warps: gl.constexpr):
         # forms 1 (LOADER false: these warps refill the ring) and 2 (a loader warp of its own does)
         BN: gl.constexpr = w_desc.block_type.shape[0]
         BW: gl.constexpr = w_desc.block_type.shape[1]

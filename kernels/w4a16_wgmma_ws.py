@@ -171,9 +171,10 @@ if HAVE_GLUON:
         return (warpgroup_mma_wait(num_outstanding=0, deps=(acc,)),)
 
     @gluon.jit
-    def _w4a16_wgmma_ws_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G, stride_om,
-                               STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr,
-                               A_STAGES: gl.constexpr, DQ_PARTS: gl.constexpr, num_warps: gl.constexpr):
+    def _w4a16_wgmma_ws_kernel(x_desc, w_desc, s_desc, z_desc, out_ptr, ws_ptr, cnt_ptr, M, N, K, G: gl.constexpr,
+                               stride_om, STEPS_PER_SPLIT, HAS_ZP: gl.constexpr, SPLIT: gl.constexpr,
+                               STAGES: gl.constexpr, A_STAGES: gl.constexpr, DQ_PARTS: gl.constexpr,
+                               num_warps: gl.constexpr):
         BN: gl.constexpr = w_desc.block_type.shape[0]
         BW: gl.constexpr = w_desc.block_type.shape[1]
         BK: gl.constexpr = 8 * BW
