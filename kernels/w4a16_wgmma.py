@@ -20,7 +20,7 @@ program never dequantizes step k + 1 while step k's MMA runs. At 64-256 rows tha
   race of the first register form, removed 2026-12-07). The CI compile test checks the SASS for exactly that.
 - Or (form 2) the register form with a loader warp of its own (warp specialization): it waits for a ring stage to be
   handed back and refills it by TMA, so the dequantizing MMA warps never issue a copy. Their loop has no CTA-wide
-  barrier, only a named one over their own warps before one thread hands a stage back.
+  barrier, only named ones over their own warps around the arrive by which one thread hands a stage back.
 - Split-K without zero-fill or cast launches: partial tiles go to a workspace and the last split to arrive sums them
   (the same protocol as `splitk.store_or_reduce`, written again in Gluon: that function builds its offsets with
   `tl.arange`, which has no layout, and Gluon needs one for every tensor it creates).
