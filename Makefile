@@ -17,9 +17,9 @@ endif
 demo: $(VENV)/.installed
 	$(BIN)/kvant demo
 
-# One pytest process per test folder, two folders at a time (tests/run_folders.sh; JOBS=1 for one at a time). The
-# default model is pulled first, once, so that no two folders convert it at the same time. Every folder runs; any
-# failure fails the target.
+# One pytest process per test folder, two folders at a time, then tests/server alone (tests/run_folders.sh; JOBS=1
+# for one at a time). The default model is pulled first, once, so that no two folders convert it at the same time.
+# Every folder runs; any failure fails the target.
 TEST_DIRS := $(sort $(dir $(wildcard tests/*/test_*.py)))
 JOBS ?= 2
 

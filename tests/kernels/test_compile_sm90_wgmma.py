@@ -36,6 +36,15 @@ for cf, m, G, hz, dt, split, sdt in cases:
         assert set(re.findall(r"(\\d+) bytes spill", stderr)) <= {"0"}, stderr[-2000:]
         if form == 2:  # a TMA warp of its own, with its register budget
             assert "ttg.warp_specialize" in kern.asm["ttgir"] and "setmaxnreg" in kern.asm["ptx"]
+            # what the form is for, in the SASS: the loader issues a step's copies with no barrier between them,
+            # and the MMA warps' loop meets no CTA-wide barrier (only named ones with a thread count)
+            nvdisasm = triton.knobs.nvidia.ptxas.path.rsplit("/", 1)[0] + "/nvdisasm"
+            sass = subprocess.run([nvdisasm, "-c", "k.cubin"], capture_output=True, text=True, check=True).stdout
+            ops = re.findall(r"\\b(UTMALDG|BAR\\.SYNC)", sass)
+            copies = [i for i, op in enumerate(ops) if op == "UTMALDG"]
+            assert copies and all(b - a == 1 for a, b in zip(copies, copies[1:])), ops
+            loop = sass[sass.index("HGMMA"):sass.rindex("HGMMA")]
+            assert "BAR.SYNC" in loop and not re.search(r"BAR\\.SYNC\\S* 0x[0-9a-f]+ *;", loop), "a CTA-wide barrier"
     else:
         compile_int4_tile(g._w4a16_wgmma_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages, num_warps=warps)
     print("compiled", cf, m, G, hz, split)
