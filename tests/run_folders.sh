@@ -12,8 +12,8 @@ trap 'rm -rf "$logs"' EXIT
 # longest first (seconds on the 2-core CI machine, 2026-12-06), so that the last folders to start are short ones
 ORDER="e2e quantize engine tui kernels eval bench hub"
 # run after the others, alone: tests/server asserts that /health answers within 0.1 s while a large request is parsed
-# and tokenized, which holds on an idle machine; beside another folder on 2 cores it missed by 3-30 ms in two fresh-
-# clone runs of 2026-12-08 (beside the sm_90 compile test's ptxas runs)
+# and tokenized, which holds on an idle machine; beside another folder on 2 cores it missed by 3-30 ms in two of six
+# fresh-clone runs of 2026-12-08
 SOLO="server"
 ordered=() solo=()
 for name in $ORDER; do
