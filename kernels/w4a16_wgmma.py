@@ -126,6 +126,20 @@ if HAVE_GLUON:
         return pid_m, pid_n, pid_k, pid_m * TOK, pid_n * BN, first, gl.minimum(first + STEPS_PER_SPLIT, K // BK) - first
 
     @gluon.jit
+    def _stage_operands(w_s, s_s, z_s, st, wl: gl.constexpr, rl: gl.constexpr, HAS_ZP: gl.constexpr,
+                        MAGIC: gl.constexpr):
+        # ring stage st's words [BN, BW] int32 in layout wl, its rows' group scales [BN] in their stored dtype and
+        # MAGIC + zero code [BN] fp32 in rl (the scale and zero rows are unswizzled: read straight into rl)
+        BN: gl.constexpr = w_s.type.shape[1]
+        words = w_s.index(st).load(wl)
+        scale = s_s.index(st).reshape([BN]).load(rl)
+        if HAS_ZP:
+            zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
+        else:
+            zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
+        return words, scale, zero
+
+    @gluon.jit
     def _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k,
                   SPLIT: gl.constexpr, mma: gl.constexpr, num_warps: gl.constexpr):
         # acc [BN, TOK] fp32 in the MMA layout -> out^T's tile: stored, or (SPLIT > 1) this split's partial to the
@@ -185,12 +199,7 @@ if HAVE_GLUON:
         # i - 1's, and refill the ring stage that step i - 1 read
         st = i % STAGES
         mbarrier.wait(bars.index(st), (i // STAGES) & 1)
-        words = w_s.index(st).load(wl)  # [BN, BW] int32
-        scale = s_s.index(st).reshape([BN]).load(rl)  # unswizzled: read straight into the rows' layout
-        if HAS_ZP:
-            zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
-        else:
-            zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
+        words, scale, zero = _stage_operands(w_s, s_s, z_s, st, wl, rl, HAS_ZP, MAGIC)
         buf = a_s.index(i % 2)  # step i - 2's wgmma, its last reader, finished at step i - 1's wait
         buf.store(_dequant(words, scale, zero, DT, BF16, BN, BK))
         fence_async_shared()
@@ -261,12 +270,7 @@ if HAVE_GLUON:
         # operand's k = 8 * word + 2 * q + half), and its words come from shared memory straight into those lanes
         wl: gl.constexpr = gl.SliceLayout(2, L3)
         rl: gl.constexpr = gl.SliceLayout(1, wl)
-        words = w_s.index(st).load(wl)  # [BN, BW]: each word in the four lanes of its row's quad
-        scale = s_s.index(st).reshape([BN]).load(rl)
-        if HAS_ZP:
-            zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
-        else:
-            zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
+        words, scale, zero = _stage_operands(w_s, s_s, z_s, st, wl, rl, HAS_ZP, MAGIC)  # a word in its quad's 4 lanes
         z2 = gl.expand_dims(gl.expand_dims(_packed(-zero, DT), 1), 2)
         s2 = gl.expand_dims(gl.expand_dims(_packed(scale, DT), 1), 2)
         q = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, L3)))
@@ -368,7 +372,8 @@ if HAVE_GLUON:
         empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         for i in gl.static_range(STAGES):
             mbarrier.init(bars.index(i), count=1)
-            mbarrier.init(empty.index(i), count=1)
+            if LOADER:  # form 1 never uses `empty`
+                mbarrier.init(empty.index(i), count=1)
         if LOADER:
             acc = gl.warp_specialize([
                 (_regs_loop, (x_desc, w_desc, s_desc, z_desc, bars, empty, x_s, w_s, s_s, z_s, first, n_steps, off_m,
@@ -385,7 +390,8 @@ if HAVE_GLUON:
                              off_n, G, L3, mma, HAS_ZP, STAGES, LOADER)[0]
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
-            mbarrier.invalidate(empty.index(i))
+            if LOADER:
+                mbarrier.invalidate(empty.index(i))
 
         _epilogue(acc, out_ptr, ws_ptr, cnt_ptr, M, N, stride_om, off_m, off_n, pid_m, pid_n, pid_k, SPLIT, mma,
                   num_warps)
@@ -440,9 +446,8 @@ def w4a16_wgmma(x, qweight, scales, group_size, zeros=None, config=None) -> torc
             form and bn != 16 * warps):
         raise ValueError(f"bad w4a16_wgmma config {config}: BLOCK_N a multiple of 16 * warps (equal to it in the "
                          "register forms), warps a multiple of 4, tokens a power of two in 16..256, form 0, 1 or 2")
-    if form == 2:
-        if not HAVE_WS:
-            raise ValueError(f"w4a16_wgmma config {config}: the loader form needs Gluon's warp specialization")
+    if form == 2 and not HAVE_WS:
+        raise ValueError(f"w4a16_wgmma config {config}: the loader form needs Gluon's warp specialization")
     if form:
         return launch(_w4a16_wgmma_regs_kernel, x, qweight, scales, group_size, zeros, bn, tokens, waves,
                       STAGES=stages, L3=regs_layout(bn, warps), LOADER=form == 2, num_warps=warps)

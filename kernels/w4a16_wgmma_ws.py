@@ -44,7 +44,7 @@ if _HAVE_BASE:
     from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma, \
         warpgroup_mma_wait
 
-    from kvant.kernels.w4a16_wgmma import _cta_barrier, _dequant, _epilogue, _program_tile, _tma_load
+    from kvant.kernels.w4a16_wgmma import _cta_barrier, _dequant, _epilogue, _program_tile, _stage_operands, _tma_load
     HAVE_GLUON = hasattr(gl, "warp_specialize")  # Gluon before 3.5's warp specialization: the kernel is not offered
 
 DQ_WARPS = 4  # the dequant partition: one warpgroup
@@ -110,12 +110,7 @@ if HAVE_GLUON:
         for i in range(PART, n_steps, PARTS):
             st = i % STAGES
             mbarrier.wait(w_ready.index(st), (i // STAGES) & 1)
-            words = w_s.index(st).load(wl)  # [BN, BW] int32
-            scale = s_s.index(st).reshape([BN]).load(rl)  # unswizzled, in its stored dtype
-            if HAS_ZP:
-                zero = z_s.index(st).reshape([BN]).load(rl).to(gl.float32) + MAGIC
-            else:
-                zero = gl.full([BN], MAGIC + 8.0, gl.float32, layout=rl)
+            words, scale, zero = _stage_operands(w_s, s_s, z_s, st, wl, rl, HAS_ZP, MAGIC)
             if i + STAGES < n_steps:
                 # every warp's reads of the stage (generic proxy) precede the TMA that overwrites it (async proxy)
                 fence_async_shared()

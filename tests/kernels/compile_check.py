@@ -47,7 +47,7 @@ def compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, a_in_registe
     # one of kvant.kernels.w4a16_wgmma's INT4 tile kernels (its signature), compiled for N = 1024, K = 2048, m rows,
     # group G, zeros if hz, x dtype dt, scales in sdt (None: dt), `split` K splits, and assembled: its wgmmas one
     # outstanding across the K loop, not serialized; fp32 scales held as fp32; shared memory within an H100's
-    # (227 KB a block, the epilogue's scratch included) -> (compiled kernel, ptxas -v stderr)
+    # (227 KB a block, the epilogue's scratch included) -> (compiled kernel, ptxas -v stderr, nvdisasm SASS)
     from kvant.kernels.w4a16_wgmma import BLOCK_K, _desc
     n, k = 1024, 2048
     x = torch.zeros(m, k, dtype=dt); qw = torch.zeros(n, k // 8, dtype=torch.int32)
@@ -74,5 +74,5 @@ def compile_int4_tile(kernel, m, G, hz, dt, split, sdt, bn, tokens, a_in_registe
     if a_in_registers:  # the dequantized tile never passes through shared memory on its way to the wgmma
         loop = sass[sass.index("HGMMA"):sass.rindex("HGMMA")]
         assert "STS" not in loop and "LDSM.16.M88" not in loop, "the register operand went through shared memory"
-    return kern, stderr
+    return kern, stderr, sass
 """

@@ -33,7 +33,12 @@ def written(instr: str) -> set[int]:
     m = re.match(r"\S+\s+R(\d+)\b", body)
     if not m:
         return set()
-    width = 4 if (".128" in op or op.endswith(".4")) else 2 if (".64" in op or ".WIDE" in op or op.endswith(".2")) else 1
+    if ".128" in op or op.endswith(".4"):
+        width = 4
+    elif ".64" in op or ".WIDE" in op or op.endswith(".2"):
+        width = 2
+    else:
+        width = 1
     return set(range(int(m.group(1)), int(m.group(1)) + width))
 
 

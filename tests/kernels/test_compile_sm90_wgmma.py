@@ -30,16 +30,14 @@ cases += [((128, 8, 4, 1, 64, 2), 200, 64, True, torch.float16, 3, None),  # the
 for cf, m, G, hz, dt, split, sdt in cases:
     bn, warps, stages, waves, tokens, form = cf + (0,) * (6 - len(cf))
     if form:  # A in two alternating register sets, never through shared memory, none rewritten under its wgmma
-        kern, stderr = compile_int4_tile(g._w4a16_wgmma_regs_kernel, m, G, hz, dt, split, sdt, bn, tokens,
-                                         a_in_registers=True, STAGES=stages, L3=g.regs_layout(bn, warps),
-                                         LOADER=form == 2, num_warps=warps)
+        kern, stderr, sass = compile_int4_tile(g._w4a16_wgmma_regs_kernel, m, G, hz, dt, split, sdt, bn, tokens,
+                                               a_in_registers=True, STAGES=stages, L3=g.regs_layout(bn, warps),
+                                               LOADER=form == 2, num_warps=warps)
         assert set(re.findall(r"(\\d+) bytes spill", stderr)) <= {"0"}, stderr[-2000:]
         if form == 2:  # a TMA warp of its own, with its register budget
             assert "ttg.warp_specialize" in kern.asm["ttgir"] and "setmaxnreg" in kern.asm["ptx"]
             # what the form is for, in the SASS: the loader issues a step's copies with no barrier between them,
             # and the MMA warps' loop meets no CTA-wide barrier (only named ones with a thread count)
-            nvdisasm = triton.knobs.nvidia.ptxas.path.rsplit("/", 1)[0] + "/nvdisasm"
-            sass = subprocess.run([nvdisasm, "-c", "k.cubin"], capture_output=True, text=True, check=True).stdout
             ops = re.findall(r"\\b(UTMALDG|BAR\\.SYNC)", sass)
             copies = [i for i, op in enumerate(ops) if op == "UTMALDG"]
             assert copies and all(b - a == 1 for a, b in zip(copies, copies[1:])), ops
@@ -62,8 +60,8 @@ cases += [((128, 8, 4, 2, 1, 64), 200, 64, True, torch.float16, 3, None),  # asy
           ((128, 8, 3, 3, 8, 256), 130, 256, True, torch.float16, 4, None)]  # as in the GPU test's CUDA graphs
 for cf, m, G, hz, dt, split, sdt in cases:
     bn, warps, stages, a_stages, waves, tokens, parts = cf + (1,) * (7 - len(cf))
-    kern, stderr = compile_int4_tile(g._w4a16_wgmma_ws_kernel, m, G, hz, dt, split, sdt, bn, tokens, STAGES=stages,
-                                     A_STAGES=a_stages, DQ_PARTS=parts, num_warps=warps)
+    kern, stderr, _ = compile_int4_tile(g._w4a16_wgmma_ws_kernel, m, G, hz, dt, split, sdt, bn, tokens,
+                                        STAGES=stages, A_STAGES=a_stages, DQ_PARTS=parts, num_warps=warps)
     assert "ttg.warp_specialize" in kern.asm["ttgir"], "no warp-specialized region"
     assert "setmaxnreg" in kern.asm["ptx"], "the partitions' register split is missing"
     if split == 1:  # no spills; the split-K reduction of a 256-token tile may spill a few words, after the loop
@@ -87,6 +85,18 @@ def test_wgmma_tiles_compile_for_sm90_with_async_mma(name, tmp_path, monkeypatch
     assert run_without_interpreter(script).count("compiled") == len(mod.CONFIGS) + extra
 
 
+def _repacked(n, k, g):
+    # a small symmetric INT4 weight in kvant's repacked layout, on the CPU: (qweight, scales)
+    import torch
+
+    from kvant.kernels.int4_pack import pack_int4
+    from kvant.kernels.w4a16_layout import repack_w4
+
+    qweight, scales, _ = repack_w4(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)),
+                                   torch.rand(n, k // g).to(torch.bfloat16), g)
+    return qweight, scales
+
+
 @pytest.mark.parametrize("name", ["w4a16_wgmma", "w4a16_wgmma_ws"])
 def test_wgmma_tiles_refuse_what_they_cannot_run(name):
     # off an sm_90 GPU (here: the CPU) the call is refused with the reason, and `supported` says no first
@@ -94,13 +104,9 @@ def test_wgmma_tiles_refuse_what_they_cannot_run(name):
 
     import torch
 
-    from kvant.kernels.int4_pack import pack_int4
-    from kvant.kernels.w4a16_layout import repack_w4
-
     mod = importlib.import_module(f"kvant.kernels.{name}")
-    n, k, g = 64, 256, 128
-    qweight, scales, _ = repack_w4(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)),
-                                   torch.rand(n, k // g).to(torch.bfloat16), g)
+    k, g = 256, 128
+    qweight, scales = _repacked(64, k, g)
     x = torch.randn(4, k, dtype=torch.bfloat16)
     assert not mod.supported(x, qweight, scales, g)
     with pytest.raises(ValueError, match="sm_90"):
@@ -117,13 +123,10 @@ def test_ws_tile_refuses_configs_it_cannot_run(config, why, monkeypatch):
     import torch
 
     from kvant.kernels import w4a16_wgmma_ws
-    from kvant.kernels.int4_pack import pack_int4
-    from kvant.kernels.w4a16_layout import repack_w4
 
     monkeypatch.setattr(w4a16_wgmma_ws, "supported", lambda *a: True)
-    n, k, g = 128, 256, 128
-    qweight, scales, _ = repack_w4(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)),
-                                   torch.rand(n, k // g).to(torch.bfloat16), g)
+    k, g = 256, 128
+    qweight, scales = _repacked(128, k, g)
     with pytest.raises(ValueError, match=why):
         w4a16_wgmma_ws.w4a16_wgmma_ws(torch.randn(4, k, dtype=torch.bfloat16), qweight, scales, g, config=config)
 
@@ -133,13 +136,10 @@ def test_register_form_refuses_a_block_it_cannot_hold(monkeypatch):
     import torch
 
     from kvant.kernels import w4a16_wgmma
-    from kvant.kernels.int4_pack import pack_int4
-    from kvant.kernels.w4a16_layout import repack_w4
 
     monkeypatch.setattr(w4a16_wgmma, "supported", lambda *a: True)
-    n, k, g = 128, 256, 128
-    qweight, scales, _ = repack_w4(pack_int4(torch.randint(-8, 8, (n, k), dtype=torch.int8)),
-                                   torch.rand(n, k // g).to(torch.bfloat16), g)
+    k, g = 256, 128
+    qweight, scales = _repacked(128, k, g)
     with pytest.raises(ValueError, match="equal to it in the register form"):
         w4a16_wgmma.w4a16_wgmma(torch.randn(4, k, dtype=torch.bfloat16), qweight, scales, g,
                                 config=(128, 4, 4, 1, 64, True))
